@@ -1,0 +1,545 @@
+//! The handlers of the interop test server (see `main.rs`).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rsio::{
+    adapter::RecoveryConfig,
+    engine::{CorsOptions, CorsOrigin, EngineConfig},
+    parser::{Args, Binary},
+    server::{AckSender, ConnectError, Data, Server, ServerConfig, ServerSideEmitError, Socket},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Server-wide record of why each socket left: `{reason, roomsAtDisconnecting}`.
+type Reasons = Arc<Mutex<HashMap<String, Value>>>;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct BroadcastOpts {
+    event: String,
+    args: Vec<Value>,
+    to: Vec<String>,
+    except: Vec<String>,
+    broadcast: bool,
+    local: bool,
+    volatile: bool,
+    timeout: Option<u64>,
+    #[serde(rename = "in")]
+    in_rooms: Vec<String>,
+    rooms: Vec<String>,
+    close: bool,
+}
+
+/// A JSON value whose binary placeholders were resolved to the packet's
+/// attachments, so it can be sent on (renumbered) inside other arguments.
+enum Val {
+    Json(Value),
+    Bin(Binary),
+    Arr(Vec<Val>),
+    Obj(Vec<(String, Val)>),
+}
+
+impl Val {
+    fn resolve(value: Value, attachments: &[bytes::Bytes]) -> Val {
+        match value {
+            Value::Object(map) if map.get("_placeholder") == Some(&Value::Bool(true)) => {
+                let num = map.get("num").and_then(Value::as_u64).unwrap_or(u64::MAX) as usize;
+                match attachments.get(num) {
+                    Some(b) => Val::Bin(Binary(b.clone())),
+                    None => Val::Json(Value::Object(map)),
+                }
+            }
+            Value::Object(map) => Val::Obj(
+                map.into_iter()
+                    .map(|(k, v)| (k, Val::resolve(v, attachments)))
+                    .collect(),
+            ),
+            Value::Array(items) => Val::Arr(
+                items
+                    .into_iter()
+                    .map(|v| Val::resolve(v, attachments))
+                    .collect(),
+            ),
+            other => Val::Json(other),
+        }
+    }
+
+    /// Every argument of `args`, resolved.
+    fn from_args(args: &Args) -> Vec<Val> {
+        args.decode::<Vec<Value>>()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| Val::resolve(v, args.attachments()))
+            .collect()
+    }
+}
+
+impl Serialize for Val {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Val::Json(v) => v.serialize(s),
+            Val::Bin(b) => b.serialize(s),
+            Val::Arr(items) => {
+                let mut seq = s.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    seq.serialize_element(item)?;
+                }
+                seq.end()
+            }
+            Val::Obj(entries) => {
+                let mut map = s.serialize_map(Some(entries.len()))?;
+                for (k, v) in entries {
+                    map.serialize_entry(k, v)?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
+fn ack_json(ack: AckSender, value: Value) {
+    let _ = ack.send(&(value,));
+}
+
+fn decode_opts(args: &Args) -> BroadcastOpts {
+    args.get::<BroadcastOpts>(0).unwrap_or_default()
+}
+
+/// The `args` of the options as event arguments. Their binary placeholders
+/// still number the attachments of the packet that carried the options, so
+/// those attachments travel along.
+fn event_args(opts: &BroadcastOpts, packet: &Args) -> Args {
+    let elements: Vec<String> = opts.args.iter().map(Value::to_string).collect();
+    Args::from_raw(elements.join(",").into(), packet.attachments().to_vec())
+}
+
+fn main_namespace(io: &Server, reasons: Reasons) {
+    let io2 = io.clone();
+    io.ns("/", move |socket: Socket| {
+        let io = io2.clone();
+        let reasons = reasons.clone();
+        async move {
+            socket.use_middleware(|_s, event, _args| {
+                if event == "forbidden" {
+                    Err("forbidden event".into())
+                } else {
+                    Ok(())
+                }
+            });
+            socket.on_error(|s, message| {
+                let _ = s.emit("error-seen", &(message,));
+            });
+            register_echo(&socket);
+            socket.on("join", |s: Socket, args: Args, ack: AckSender| async move {
+                match args.get::<Value>(0) {
+                    Ok(Value::Array(rooms)) => s.join(
+                        rooms
+                            .iter()
+                            .filter_map(|r| r.as_str().map(String::from))
+                            .collect::<Vec<_>>(),
+                    ),
+                    Ok(Value::String(room)) => s.join(room),
+                    _ => {}
+                }
+                ack_json(ack, json!(s.rooms()));
+            });
+            socket.on(
+                "leave",
+                |s: Socket, Data(room): Data<String>, ack: AckSender| async move {
+                    s.leave(&room);
+                    ack_json(ack, json!(s.rooms()));
+                },
+            );
+            let io_b = io.clone();
+            socket.on("broadcast", move |s: Socket, args: Args, ack: AckSender| {
+                let io = io_b.clone();
+                async move {
+                    let o = decode_opts(&args);
+                    let mut op = if o.broadcast {
+                        s.broadcast()
+                    } else {
+                        io.sockets().to(Vec::<String>::new())
+                    };
+                    op = op.to(o.to.clone()).except(o.except.clone());
+                    if o.local {
+                        op = op.local();
+                    }
+                    if o.volatile {
+                        op = op.volatile();
+                    }
+                    let _ = op.emit(&o.event, event_args(&o, &args));
+                    ack_json(ack, json!("ok"));
+                }
+            });
+            let io_c = io.clone();
+            socket.on(
+                "broadcast-with-ack",
+                move |_s: Socket, args: Args, ack: AckSender| {
+                    let io = io_c.clone();
+                    async move {
+                        let o = decode_opts(&args);
+                        let op = io
+                            .sockets()
+                            .to(o.to.clone())
+                            .timeout(Duration::from_millis(o.timeout.unwrap_or(1000)));
+                        let (err, responses) =
+                            match op.emit_with_ack(&o.event, event_args(&o, &args)).await {
+                                Ok(r) => (Value::Null, r),
+                                Err(rsio::server::BroadcastEmitError::Ack(e)) => {
+                                    (json!(e.to_string()), e.responses)
+                                }
+                                Err(e) => (json!(e.to_string()), vec![]),
+                            };
+                        let responses: Vec<Val> = responses
+                            .iter()
+                            .map(|a| {
+                                Val::from_args(a)
+                                    .into_iter()
+                                    .next()
+                                    .unwrap_or(Val::Json(Value::Null))
+                            })
+                            .collect();
+                        let body = Val::Obj(vec![
+                            ("err".into(), Val::Json(err)),
+                            ("responses".into(), Val::Arr(responses)),
+                        ]);
+                        let _ = ack.send(&(body,));
+                    }
+                },
+            );
+            socket.on(
+                "emit-with-ack",
+                |s: Socket, args: Args, ack: AckSender| async move {
+                    let o = decode_opts(&args);
+                    let res = s
+                        .timeout(Duration::from_millis(o.timeout.unwrap_or(1000)))
+                        .emit_with_ack(&o.event, event_args(&o, &args))
+                        .await;
+                    let (err, response) = match res {
+                        Ok(r) => (Value::Null, Val::from_args(&r)),
+                        Err(e) => (json!(e.to_string()), vec![]),
+                    };
+                    let body = Val::Obj(vec![
+                        ("err".into(), Val::Json(err)),
+                        ("response".into(), Val::Arr(response)),
+                    ]);
+                    let _ = ack.send(&(body,));
+                },
+            );
+            let io_f = io.clone();
+            socket.on(
+                "fetch-sockets",
+                move |_s: Socket, args: Args, ack: AckSender| {
+                    let io = io_f.clone();
+                    async move {
+                        let o = decode_opts(&args);
+                        let sockets = io
+                            .sockets()
+                            .to(o.in_rooms.clone())
+                            .fetch_sockets()
+                            .await
+                            .unwrap_or_default();
+                        let list: Vec<Value> = sockets
+                            .iter()
+                            .map(|s| {
+                                let mut rooms = s.rooms.clone();
+                                rooms.sort();
+                                json!({"id": s.id.to_string(), "rooms": rooms, "data": s.data})
+                            })
+                            .collect();
+                        ack_json(ack, json!(list));
+                    }
+                },
+            );
+            let io_j = io.clone();
+            socket.on(
+                "sockets-join",
+                move |_s: Socket, args: Args, ack: AckSender| {
+                    let io = io_j.clone();
+                    async move {
+                        let o = decode_opts(&args);
+                        io.sockets()
+                            .to(o.in_rooms.clone())
+                            .sockets_join(o.rooms.clone());
+                        ack_json(ack, json!("ok"));
+                    }
+                },
+            );
+            let io_l = io.clone();
+            socket.on(
+                "sockets-leave",
+                move |_s: Socket, args: Args, ack: AckSender| {
+                    let io = io_l.clone();
+                    async move {
+                        let o = decode_opts(&args);
+                        io.sockets()
+                            .to(o.in_rooms.clone())
+                            .sockets_leave(o.rooms.clone());
+                        ack_json(ack, json!("ok"));
+                    }
+                },
+            );
+            let io_d = io.clone();
+            socket.on(
+                "disconnect-sockets",
+                move |_s: Socket, args: Args, ack: AckSender| {
+                    let io = io_d.clone();
+                    async move {
+                        let o = decode_opts(&args);
+                        ack_json(ack, json!("ok"));
+                        io.sockets()
+                            .to(o.in_rooms.clone())
+                            .disconnect_sockets(o.close);
+                    }
+                },
+            );
+            socket.on(
+                "set-data",
+                |s: Socket, Data(value): Data<Value>, ack: AckSender| async move {
+                    s.set_data(&value);
+                    ack_json(ack, json!("ok"));
+                },
+            );
+            socket.on(
+                "get-data",
+                |s: Socket, _args: Args, ack: AckSender| async move {
+                    ack_json(ack, s.data_value());
+                },
+            );
+            socket.on(
+                "server-disconnect",
+                |s: Socket, Data(close): Data<bool>| async move {
+                    s.disconnect(close);
+                },
+            );
+            let ordered = Arc::new(Mutex::new(Vec::<Value>::new()));
+            let ordered_in = ordered.clone();
+            socket.on("ordered", move |_s: Socket, Data(n): Data<Value>| {
+                ordered_in.lock().unwrap().push(n);
+                async {}
+            });
+            socket.on(
+                "get-ordered",
+                move |_s: Socket, _args: Args, ack: AckSender| {
+                    let list = ordered.lock().unwrap().clone();
+                    async move { ack_json(ack, json!(list)) }
+                },
+            );
+            socket.on(
+                "slow",
+                |_s: Socket, Data(ms): Data<u64>, ack: AckSender| async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    ack_json(ack, json!("slow"));
+                },
+            );
+            let reasons_q = reasons.clone();
+            socket.on(
+                "last-disconnect",
+                move |_s: Socket, Data(id): Data<String>, ack: AckSender| {
+                    let value = reasons_q
+                        .lock()
+                        .unwrap()
+                        .get(&id)
+                        .cloned()
+                        .unwrap_or(Value::Null);
+                    async move { ack_json(ack, value) }
+                },
+            );
+            socket.on(
+                "recovered",
+                |s: Socket, _args: Args, ack: AckSender| async move {
+                    ack_json(ack, json!(s.recovered()));
+                },
+            );
+            // Names of the events sent to this socket (catch-all outgoing listener).
+            let outgoing = Arc::new(Mutex::new(Vec::<String>::new()));
+            let seen = outgoing.clone();
+            socket.on_any_outgoing(move |_s, event, _args| {
+                seen.lock().unwrap().push(event.to_string())
+            });
+            socket.on(
+                "outgoing",
+                move |_s: Socket, _args: Args, ack: AckSender| {
+                    let list = outgoing.lock().unwrap().clone();
+                    async move { ack_json(ack, json!(list)) }
+                },
+            );
+            record_disconnect(&socket, reasons);
+        }
+    });
+}
+
+/// Records `{reason, roomsAtDisconnecting}` under the socket's id when it leaves.
+fn record_disconnect(socket: &Socket, reasons: Reasons) {
+    let at_disconnecting = Arc::new(Mutex::new(Vec::<String>::new()));
+    let at_d = at_disconnecting.clone();
+    socket.on_disconnecting(move |s, _reason| {
+        let mut rooms = s.rooms();
+        rooms.sort();
+        *at_d.lock().unwrap() = rooms;
+    });
+    socket.on_disconnect(move |s, reason| {
+        let rooms = at_disconnecting.lock().unwrap().clone();
+        reasons.lock().unwrap().insert(
+            s.id().to_string(),
+            json!({"reason": reason.as_str(), "roomsAtDisconnecting": rooms}),
+        );
+    });
+}
+
+fn register_echo(socket: &Socket) {
+    socket.on("echo", |s: Socket, args: Args, ack: AckSender| async move {
+        if ack.is_requested() {
+            let _ = ack.send(args);
+        } else {
+            let _ = s.emit("echo", args);
+        }
+    });
+}
+
+/// The interop server's options (recovery is dropped by the cluster runtime).
+pub fn server_config() -> ServerConfig {
+    ServerConfig {
+        engine: EngineConfig {
+            path: "/socket.io/".into(),
+            ping_interval: Duration::from_millis(1000),
+            ping_timeout: Duration::from_millis(1000),
+            cors: Some(CorsOptions {
+                origin: CorsOrigin::Any,
+                credentials: false,
+            }),
+            ..EngineConfig::default()
+        },
+        connect_timeout: Duration::from_millis(2000),
+        connection_state_recovery: Some(RecoveryConfig {
+            max_disconnection_duration: Duration::from_millis(5000),
+            skip_middlewares: true,
+        }),
+        ..ServerConfig::default()
+    }
+}
+
+/// Registers every namespace and handler on `io`; `worker` is this worker's
+/// index in a cluster.
+pub fn install(io: &Server, worker: Option<usize>) {
+    let reasons: Reasons = Arc::default();
+    main_namespace(io, reasons.clone());
+
+    let auth = io.of("/auth");
+    auth.use_middleware(|socket: Socket| async move {
+        if socket.handshake().auth.get("token").and_then(Value::as_str) != Some("secret") {
+            return Err(ConnectError::new("unauthorized").with_data(json!({"code": 401})));
+        }
+        socket.set_data(&json!({"user": "alice"}));
+        Ok(())
+    });
+    let reasons_auth = reasons.clone();
+    auth.on_connection(move |socket: Socket| {
+        record_disconnect(&socket, reasons_auth.clone());
+        async move {
+            let _ = socket.emit("welcome", &(socket.data_value(),));
+        }
+    });
+
+    let dynamic = io.dynamic_namespace(|name, _auth| {
+        name.strip_prefix("/dyn-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    });
+    dynamic.use_middleware(|socket: Socket| async move {
+        if socket.ns() == "/dyn-0" {
+            Err(ConnectError::new("dyn-0 refused"))
+        } else {
+            Ok(())
+        }
+    });
+    dynamic.on_connection(|socket: Socket| async move {
+        let _ = socket.emit("hello", &(socket.ns(),));
+    });
+
+    io.ns("/custom", move |socket: Socket| {
+        record_disconnect(&socket, reasons.clone());
+        async move {
+            let _ = socket.emit("auth", &(socket.handshake().auth.clone(),));
+            register_echo(&socket);
+        }
+    });
+    if let Some(index) = worker {
+        install_cluster(io, index);
+    }
+}
+
+/// Extra handlers for the cluster tests.
+fn install_cluster(io: &Server, index: usize) {
+    let root = io.sockets();
+    root.on_server_side(
+        "which-worker",
+        move |_args: Args, ack: AckSender| async move {
+            let _ = ack.send(&(index,));
+        },
+    );
+    // Never acknowledges: for the timeout of server_side_emit_with_ack.
+    root.on_server_side("never-answers", |_args: Args, _ack: AckSender| async {});
+    // Worker 0 stays silent, the others answer: for partial responses.
+    root.on_server_side(
+        "all-but-worker-0",
+        move |_args: Args, ack: AckSender| async move {
+            if index != 0 {
+                let _ = ack.send(&(index,));
+            }
+        },
+    );
+    let io = io.clone();
+    io.clone().sockets().on_connection(move |socket: Socket| {
+        let io = io.clone();
+        async move {
+            socket.on(
+                "worker",
+                move |_s: Socket, _args: Args, ack: AckSender| async move {
+                    ack_json(ack, json!(index));
+                },
+            );
+            let io_s = io.clone();
+            socket.on(
+                "server-side-emit",
+                move |_s: Socket, args: Args, ack: AckSender| {
+                    let io = io_s.clone();
+                    async move {
+                        let o = decode_opts(&args);
+                        let timeout = Duration::from_millis(o.timeout.unwrap_or(1000));
+                        let res = io
+                            .sockets()
+                            .server_side_emit_with_ack(&o.event, event_args(&o, &args), timeout)
+                            .await;
+                        let first = |list: &[Args]| {
+                            list.iter()
+                                .map(|a| a.get::<Value>(0).unwrap_or(Value::Null))
+                                .collect::<Vec<_>>()
+                        };
+                        let value = match res {
+                            Ok(list) => json!({"err": null, "responses": first(&list)}),
+                            Err(ServerSideEmitError::Timeout(p)) => {
+                                json!({"err": p.to_string(), "responses": first(&p.responses)})
+                            }
+                            Err(e) => json!({"err": e.to_string(), "responses": []}),
+                        };
+                        ack_json(ack, value);
+                    }
+                },
+            );
+            let io_c = io.clone();
+            socket.on(
+                "server-count",
+                move |_s: Socket, _args: Args, ack: AckSender| {
+                    let n = io_c.sockets().adapter().server_count();
+                    async move { ack_json(ack, json!(n)) }
+                },
+            );
+        }
+    });
+}

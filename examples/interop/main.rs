@@ -1,0 +1,79 @@
+//! The server the interop tests run against. Its behaviour is specified by
+//! `tests/js/reference-server.mjs`, the same server written with Node's
+//! socket.io, so the tests can be checked against both.
+//!
+//! ```text
+//! cargo run --example interop -- --port 3000                      # one process
+//! cargo run --example interop -- --cluster --workers 3 --port 4000  # primary + 3 workers
+//! ```
+
+mod app;
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use clap::Parser;
+use rsio::{
+    cluster::{ClusterArgs, WorkerContext},
+    server::Server,
+};
+
+#[derive(Parser, Debug)]
+#[command(about = "rsio interop test server")]
+struct Cli {
+    /// Run as a cluster (primary + workers on ports --port, --port + 1, …).
+    #[arg(long)]
+    cluster: bool,
+    /// In a cluster, turn connection state recovery on (always on in one process).
+    #[arg(long)]
+    recovery: bool,
+    #[command(flatten)]
+    options: ClusterArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if cli.cluster {
+        let recovery = cli.recovery;
+        return rsio::cluster::run(&cli.options, move |worker: WorkerContext| async move {
+            let mut config = app::server_config();
+            if !recovery {
+                config.connection_state_recovery = None;
+            }
+            let io = worker.server(config);
+            app::install(&io, Some(worker.index));
+            Ok(io.router())
+        });
+    }
+    match single(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("interop: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn single(cli: Cli) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let io = Server::new(app::server_config());
+        app::install(&io, None);
+        let host = cli.options.host.unwrap_or([127, 0, 0, 1].into());
+        let addr = SocketAddr::new(host, cli.options.port.unwrap_or(3000));
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        rsio::http::serve(listener, io.router(), Default::default(), shutdown).await?;
+        Ok(())
+    })
+}

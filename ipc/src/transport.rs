@@ -1,0 +1,267 @@
+//! The connection between the primary and one worker, over a Unix stream socket
+//! (made by the cluster code from an inherited `socketpair` fd).
+//!
+//! Reading: [`IpcReader::next`] yields messages in order; `None` means EOF (the peer is
+//! gone). After an error (oversized frame, malformed message, i/o) it yields `None`: the
+//! caller logs the error and closes the connection.
+//!
+//! Writing: [`IpcSender`] is a cheap cloneable handle with a non-async
+//! [`send`](IpcSender::send). It encodes the message on the caller's side (so an oversized
+//! message is refused at the call site) and queues the frame on an **unbounded** channel
+//! to one writer task, which writes everything queued, in order, then waits for more
+//! (small frames are coalesced into one buffer and one write; large ones are written as
+//! they are, without a copy).
+//!
+//! Why unbounded: the primary relays each worker's messages to every other worker; a
+//! bounded queue would either block the relay on the slowest worker (stalling all of
+//! them) or drop adapter messages silently. The peer is a process of our own on the same
+//! machine, so the queue drains unless the peer is stuck; [`IpcSender::queued_bytes`]
+//! reports the backlog so that the caller can act on it (e.g. the primary kills and
+//! restarts a worker whose backlog stays over a bound).
+//!
+//! The writer task ends, and shuts the socket's write side down (the peer then reads
+//! EOF), when every `IpcSender` of the connection has been dropped, or on a write error
+//! (later sends then fail with [`SendError::Closed`]).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::BytesMut;
+use futures_util::{Stream, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::{Decoder, FramedRead};
+
+use crate::codec::{CodecError, DEFAULT_MAX_FRAME_LENGTH};
+use crate::framing::{EncodedFrame, IpcCodec};
+use crate::message::Message;
+
+/// Small frames are copied into one buffer until it holds this much, then written.
+const BATCH_BYTES: usize = 64 * 1024;
+/// Frames at least this large are written directly, without copying them into the buffer.
+const DIRECT_BYTES: usize = 16 * 1024;
+
+/// Error of [`IpcSender::send`].
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The connection's writer has stopped (write error, or the socket is closed).
+    #[error("ipc connection closed")]
+    Closed,
+    /// The message could not be encoded (too large for the frame limit).
+    #[error(transparent)]
+    Encode(#[from] CodecError),
+}
+
+/// A connected pair of Unix stream sockets, for tests.
+pub fn pair() -> io::Result<(UnixStream, UnixStream)> {
+    UnixStream::pair()
+}
+
+/// One end of the primary/worker connection: a reader and a sender.
+#[derive(Debug)]
+pub struct IpcConnection {
+    reader: IpcReader,
+    sender: IpcSender,
+}
+
+impl IpcConnection {
+    /// Wraps `stream` with the default frame limit ([`DEFAULT_MAX_FRAME_LENGTH`]) and
+    /// spawns the writer task (must be called within a tokio runtime).
+    pub fn new(stream: UnixStream) -> Self {
+        Self::with_max_frame_length(stream, DEFAULT_MAX_FRAME_LENGTH)
+    }
+
+    /// Wraps `stream`, refusing frames over `max` bytes both ways, and spawns the writer task.
+    pub fn with_max_frame_length(stream: UnixStream, max: usize) -> Self {
+        let codec = IpcCodec::with_max_frame_length(max);
+        let (read, write) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(write_loop(write, rx, queued.clone()));
+        IpcConnection {
+            reader: IpcReader {
+                frames: FramedRead::new(read, RawFrames(codec)),
+                failed: false,
+            },
+            sender: IpcSender {
+                tx,
+                queued,
+                max_frame_length: codec.max_frame_length(),
+            },
+        }
+    }
+
+    /// A new handle for sending on this connection.
+    pub fn sender(&self) -> IpcSender {
+        self.sender.clone()
+    }
+
+    /// The next message; `None` at EOF or after an error.
+    pub async fn next(&mut self) -> Option<Result<Message, CodecError>> {
+        self.reader.next().await
+    }
+
+    /// Separates the reading half from the sender (e.g. to read in another task).
+    pub fn into_split(self) -> (IpcReader, IpcSender) {
+        (self.reader, self.sender)
+    }
+}
+
+/// The reading half of an [`IpcConnection`]; also a `Stream` of messages.
+#[derive(Debug)]
+pub struct IpcReader {
+    frames: FramedRead<OwnedReadHalf, RawFrames>,
+    /// Set after the first error: the stream cannot be resynchronised, so it ends.
+    failed: bool,
+}
+
+impl IpcReader {
+    /// The next message; `None` at EOF (the peer is gone) or after an error.
+    pub async fn next(&mut self) -> Option<Result<Message, CodecError>> {
+        StreamExt::next(self).await
+    }
+
+    /// The next message together with its encoded frame (to relay it without re-encoding).
+    pub async fn next_frame(&mut self) -> Option<Result<(Message, EncodedFrame), CodecError>> {
+        if self.failed {
+            return None;
+        }
+        let res = self
+            .frames
+            .next()
+            .await?
+            .and_then(|frame| frame.decode().map(|msg| (msg, frame)));
+        self.failed = res.is_err();
+        Some(res)
+    }
+}
+
+impl Stream for IpcReader {
+    type Item = Result<Message, CodecError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        let item =
+            ready!(self.frames.poll_next_unpin(cx)).map(|res| res.and_then(|frame| frame.decode()));
+        self.failed = matches!(item, Some(Err(_)));
+        Poll::Ready(item)
+    }
+}
+
+/// Splits frames off the stream without decoding them.
+#[derive(Debug)]
+struct RawFrames(IpcCodec);
+
+impl Decoder for RawFrames {
+    type Item = EncodedFrame;
+    type Error = CodecError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<EncodedFrame>, CodecError> {
+        self.0.decode_frame(src)
+    }
+}
+
+/// A cheap cloneable handle that queues messages for the connection's writer task.
+#[derive(Debug, Clone)]
+pub struct IpcSender {
+    tx: mpsc::UnboundedSender<EncodedFrame>,
+    queued: Arc<AtomicUsize>,
+    max_frame_length: usize,
+}
+
+impl IpcSender {
+    /// Encodes `msg` and queues it; never blocks. Fails if the message exceeds the frame
+    /// limit, or if the writer has stopped.
+    pub fn send(&self, msg: Message) -> Result<(), SendError> {
+        let frame = EncodedFrame::encode(&msg, self.max_frame_length)?;
+        self.send_frame(frame)
+    }
+
+    /// Queues an already encoded frame (e.g. one received from another worker, to relay it).
+    pub fn send_frame(&self, frame: EncodedFrame) -> Result<(), SendError> {
+        let len = frame.len();
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        self.tx.send(frame).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            SendError::Closed
+        })
+    }
+
+    /// Bytes queued and not yet written to the socket.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Whether the writer has stopped (later sends fail).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Resolves when the writer has stopped.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+/// The writer task: writes everything queued, in order, until every sender is gone.
+async fn write_loop(
+    mut out: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<EncodedFrame>,
+    queued: Arc<AtomicUsize>,
+) {
+    let mut buf = BytesMut::with_capacity(BATCH_BYTES);
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        let mut written = 0;
+        let mut result = Ok(());
+        while let Some(frame) = next {
+            written += frame.len();
+            result = write_batched(&mut out, &mut buf, frame).await;
+            if result.is_err() {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if result.is_ok() && !buf.is_empty() {
+            result = out.write_all(&buf).await;
+            buf.clear();
+        }
+        queued.fetch_sub(written, Ordering::Relaxed);
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "ipc write failed; closing the connection's writer");
+            rx.close();
+            return;
+        }
+    }
+    // Every sender is gone: tell the peer (it reads EOF).
+    let _ = out.shutdown().await;
+}
+
+/// Appends a small frame to `buf` (writing `buf` out when full), or writes a large one directly.
+async fn write_batched(
+    out: &mut OwnedWriteHalf,
+    buf: &mut BytesMut,
+    frame: EncodedFrame,
+) -> io::Result<()> {
+    let bytes = frame.into_bytes();
+    if bytes.len() >= DIRECT_BYTES {
+        if !buf.is_empty() {
+            out.write_all(buf).await?;
+            buf.clear();
+        }
+        return out.write_all(&bytes).await;
+    }
+    buf.extend_from_slice(&bytes);
+    if buf.len() >= BATCH_BYTES {
+        out.write_all(buf).await?;
+        buf.clear();
+    }
+    Ok(())
+}

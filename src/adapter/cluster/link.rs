@@ -1,0 +1,341 @@
+//! The worker's end of the cluster: what it sends to the primary, and what it
+//! does with what the primary relays.
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    sync::{atomic::AtomicU64, Arc, Mutex, MutexGuard, OnceLock},
+    time::{Duration, Instant},
+};
+
+use rsio_ipc::{
+    Broadcast, EventPayload, Frame as IpcFrame, IpcSender, Message, PendingRequests, RequestId,
+    Session, SocketInfo as IpcSocketInfo, WorkerIndex,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::super::{EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck};
+use super::{encoded, options, ClusterAdapter};
+use crate::{
+    parser::Args,
+    server::{AckSender, Server, ServerInnerRef},
+};
+
+/// How long a worker forwards the client acks of a broadcast it received.
+const REMOTE_ACK_WINDOW: Duration = Duration::from_secs(120);
+/// Recoverable packets a worker remembers, for sockets whose restore raced with them.
+const RECENT_PACKETS: usize = 4096;
+const RECENT_WINDOW: Duration = Duration::from_secs(10);
+/// How long a restore waits for the primary.
+pub(super) const RESTORE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A recoverable packet as this worker received it from the primary.
+pub(super) struct Recent {
+    pub(super) offset: u64,
+    pub(super) at: Instant,
+    pub(super) nsp: String,
+    pub(super) rooms: Vec<String>,
+    pub(super) except: Vec<String>,
+    pub(super) packet: EncodedPacket,
+}
+
+pub(super) type RestoreAnswer = (Option<Session>, Vec<Vec<IpcFrame>>, u64);
+
+/// One worker's connection to the cluster, shared by the adapters of all its namespaces.
+pub struct ClusterLink {
+    pub(super) index: WorkerIndex,
+    pub(super) sender: IpcSender,
+    pub(super) peers: Mutex<BTreeSet<WorkerIndex>>,
+    pub(super) fetches: PendingRequests<Vec<IpcSocketInfo>>,
+    pub(super) server_side: PendingRequests<EventPayload>,
+    broadcast_acks: Mutex<HashMap<RequestId, mpsc::UnboundedSender<RemoteAck>>>,
+    pub(super) next_broadcast: AtomicU64,
+    server: OnceLock<ServerInnerRef>,
+    pub(super) recovery: OnceLock<RecoveryConfig>,
+    restores: Mutex<HashMap<RequestId, oneshot::Sender<RestoreAnswer>>>,
+    recent: Mutex<VecDeque<Recent>>,
+}
+
+impl ClusterLink {
+    /// The link of worker `index` in a cluster of `count`, all assumed alive.
+    pub fn new(index: WorkerIndex, count: usize, sender: IpcSender) -> Arc<ClusterLink> {
+        let peers = (0..count as WorkerIndex).filter(|&w| w != index).collect();
+        Arc::new(ClusterLink {
+            index,
+            sender,
+            peers: Mutex::new(peers),
+            fetches: PendingRequests::new(),
+            server_side: PendingRequests::new(),
+            broadcast_acks: Mutex::default(),
+            next_broadcast: AtomicU64::new(1),
+            server: OnceLock::new(),
+            recovery: OnceLock::new(),
+            restores: Mutex::default(),
+            recent: Mutex::default(),
+        })
+    }
+
+    /// Turns connection state recovery on: the primary numbers recoverable
+    /// packets and keeps sessions, so they survive any one worker.
+    pub fn enable_recovery(&self, config: RecoveryConfig) {
+        if self.recovery.set(config).is_ok() {
+            self.send(Message::RecoveryOn {
+                nsp: "/".into(),
+                max_disconnection_ms: config.max_disconnection_duration.as_millis() as u64,
+            });
+        }
+    }
+
+    pub(super) fn recent(&self) -> MutexGuard<'_, VecDeque<Recent>> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn restores(
+        &self,
+    ) -> MutexGuard<'_, HashMap<RequestId, oneshot::Sender<RestoreAnswer>>> {
+        self.restores.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The adapter of namespace `nsp` on this worker.
+    pub fn adapter(self: &Arc<Self>, nsp: &str) -> Arc<ClusterAdapter> {
+        Arc::new(ClusterAdapter {
+            nsp: nsp.to_string(),
+            local: LocalAdapter::new(None),
+            link: Arc::downgrade(self),
+        })
+    }
+
+    /// The server whose namespaces receive what other workers send.
+    pub fn attach(&self, server: &Server) {
+        let _ = self.server.set(server.inner_ref());
+    }
+
+    pub(super) fn peers(&self) -> MutexGuard<'_, BTreeSet<WorkerIndex>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn send(&self, message: Message) {
+        if let Err(err) = self.sender.send(message) {
+            debug!(target: "socket.io:adapter", "ipc send: {err}");
+        }
+    }
+
+    fn namespace(&self, nsp: &str) -> Option<crate::server::Namespace> {
+        self.server.get()?.namespace(nsp)
+    }
+
+    /// Handles a message relayed by the primary.
+    pub fn dispatch(&self, message: Message) {
+        match message {
+            Message::Broadcast(b) => self.on_broadcast(b),
+            Message::SocketsJoin { nsp, target, rooms } => {
+                if let Some(ns) = self.namespace(&nsp) {
+                    ns.local_sockets_join(&options(&target), &rooms);
+                }
+            }
+            Message::SocketsLeave { nsp, target, rooms } => {
+                if let Some(ns) = self.namespace(&nsp) {
+                    ns.local_sockets_leave(&options(&target), &rooms);
+                }
+            }
+            Message::DisconnectSockets { nsp, target, close } => {
+                if let Some(ns) = self.namespace(&nsp) {
+                    ns.local_disconnect_sockets(&options(&target), close);
+                }
+            }
+            Message::FetchSockets {
+                nsp,
+                target,
+                from,
+                request,
+            } => {
+                let sockets = self
+                    .namespace(&nsp)
+                    .map(|ns| {
+                        ns.select(&options(&target))
+                            .into_iter()
+                            .map(|s| IpcSocketInfo {
+                                id: s.id().to_string(),
+                                handshake: s.handshake().to_json().to_string().into_bytes(),
+                                rooms: s.rooms(),
+                                data: s.data_value().to_string().into_bytes(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.send(Message::FetchSocketsResponse {
+                    to: from,
+                    from: self.index,
+                    request,
+                    sockets,
+                });
+            }
+            Message::ServerSideEmit {
+                nsp,
+                event,
+                payload,
+                from,
+                request,
+            } => {
+                let Some(ns) = self.namespace(&nsp) else {
+                    return;
+                };
+                let args = Args::from_raw(payload.json, payload.attachments);
+                let ack = match request {
+                    Some(request) => {
+                        let (tx, rx) = oneshot::channel::<Args>();
+                        let sender = self.sender.clone();
+                        let index = self.index;
+                        tokio::spawn(async move {
+                            if let Ok(args) = rx.await {
+                                let (json, attachments) = args.into_parts();
+                                let _ = sender.send(Message::ServerSideEmitResponse {
+                                    to: from,
+                                    from: index,
+                                    request,
+                                    payload: EventPayload { json, attachments },
+                                });
+                            }
+                        });
+                        AckSender::channel(tx)
+                    }
+                    None => AckSender::none(),
+                };
+                ns.on_server_side_emit(&event, args, ack);
+            }
+            Message::FetchSocketsResponse {
+                from,
+                request,
+                sockets,
+                ..
+            } => {
+                self.fetches.respond(request, from, sockets);
+            }
+            Message::ServerSideEmitResponse {
+                from,
+                request,
+                payload,
+                ..
+            } => {
+                self.server_side.respond(request, from, payload);
+            }
+            Message::BroadcastClientCount {
+                from,
+                request,
+                count,
+                ..
+            } => self.forward_ack(request, RemoteAck::ClientCount(from, count)),
+            Message::BroadcastAck {
+                request, payload, ..
+            } => self.forward_ack(
+                request,
+                RemoteAck::Ack(Args::from_raw(payload.json, payload.attachments)),
+            ),
+            Message::WorkerExited { worker } => {
+                self.peers().remove(&worker);
+                self.fetches.worker_gone(worker);
+                self.server_side.worker_gone(worker);
+                let senders: Vec<_> = self.acks().values().cloned().collect();
+                for tx in senders {
+                    let _ = tx.send(RemoteAck::ServerGone(worker));
+                }
+            }
+            Message::RestoreSessionResponse {
+                request,
+                session,
+                missed,
+                horizon,
+                ..
+            } => {
+                if let Some(tx) = self.restores().remove(&request) {
+                    let _ = tx.send((session, missed, horizon));
+                }
+            }
+            Message::WorkerJoined { worker } => {
+                if worker != self.index {
+                    self.peers().insert(worker);
+                }
+            }
+            other => debug!(target: "socket.io:adapter", kind = other.kind_name(), "ignored"),
+        }
+    }
+
+    pub(super) fn acks(
+        &self,
+    ) -> MutexGuard<'_, HashMap<RequestId, mpsc::UnboundedSender<RemoteAck>>> {
+        self.broadcast_acks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn forward_ack(&self, request: RequestId, ack: RemoteAck) {
+        let tx = self.acks().get(&request).cloned();
+        if let Some(tx) = tx {
+            let _ = tx.send(ack);
+        }
+    }
+
+    fn on_broadcast(&self, b: Broadcast) {
+        let Some(ns) = self.namespace(&b.nsp) else {
+            return;
+        };
+        let Some(packet) = encoded(b.frames) else {
+            debug!(target: "socket.io:adapter", "broadcast with a frame that is not UTF-8 text");
+            return;
+        };
+        let opts = options(&b.target);
+        if let (Some(offset), true) = (b.offset, self.recovery.get().is_some()) {
+            let now = Instant::now();
+            let mut recent = self.recent();
+            while recent.len() >= RECENT_PACKETS
+                || recent
+                    .front()
+                    .is_some_and(|r| now.duration_since(r.at) > RECENT_WINDOW)
+            {
+                recent.pop_front();
+            }
+            recent.push_back(Recent {
+                offset,
+                at: now,
+                nsp: b.nsp.clone(),
+                rooms: opts.rooms.clone(),
+                except: opts.except.clone(),
+                packet: packet.clone(),
+            });
+        }
+        let Some((from, request, ack_id)) = b.ack else {
+            ns.deliver(&packet, &opts, None);
+            return;
+        };
+        // Our clients answer with the emitter's ack id; forward each answer to it.
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let count =
+            ns.deliver_with_ack(&packet, &ns.select(&opts), opts.flags.volatile, ack_id, tx);
+        self.send(Message::BroadcastClientCount {
+            to: from,
+            from: self.index,
+            request,
+            count: count as u64,
+        });
+        if count == 0 {
+            return;
+        }
+        let sender = self.sender.clone();
+        let index = self.index;
+        tokio::spawn(async move {
+            let forward = async {
+                for _ in 0..count {
+                    let Some(args) = rx.recv().await else { break };
+                    let (json, attachments) = args.into_parts();
+                    let _ = sender.send(Message::BroadcastAck {
+                        to: from,
+                        from: index,
+                        request,
+                        payload: EventPayload { json, attachments },
+                    });
+                }
+            };
+            let _ = tokio::time::timeout(REMOTE_ACK_WINDOW, forward).await;
+        });
+    }
+}

@@ -1,0 +1,211 @@
+//! Adapters: the rooms index, and the seam through which operations reach other
+//! servers (the cluster adapter plugs in here; the in-memory [`LocalAdapter`] is
+//! the default and only knows this process).
+
+mod cluster;
+mod local;
+mod recovery;
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::{engine::Frame, engine::Sid, parser::Args};
+
+pub use cluster::{ClusterAdapter, ClusterLink};
+pub use local::LocalAdapter;
+pub use recovery::{PersistedSession, RecoveryConfig};
+
+/// A socket id: per namespace, not the Engine.IO session id.
+pub type SocketId = Sid;
+
+/// Flags of a broadcast, as Node's `BroadcastFlags`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BroadcastFlags {
+    /// This server only.
+    pub local: bool,
+    /// Dropped for a client whose transport is not ready to write.
+    pub volatile: bool,
+}
+
+/// Which sockets an operation targets: members of any of `rooms` (every socket
+/// when empty), minus members of any of `except`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BroadcastOptions {
+    pub rooms: Vec<String>,
+    pub except: Vec<String>,
+    pub flags: BroadcastFlags,
+}
+
+/// Whether a packet sent to `rooms` (everyone when empty) minus `except` reaches
+/// a socket whose rooms are `socket_rooms` (its own id room included).
+pub(crate) fn reaches(rooms: &[String], except: &[String], socket_rooms: &[String]) -> bool {
+    (rooms.is_empty() || rooms.iter().any(|r| socket_rooms.contains(r)))
+        && !except.iter().any(|r| socket_rooms.contains(r))
+}
+
+/// An encoded packet (the Engine.IO text frame, then its binary attachments),
+/// shared by every recipient.
+#[derive(Debug, Clone)]
+pub struct EncodedPacket(pub Arc<[Frame]>);
+
+/// A change of this server's rooms (Node's adapter events, local only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// The first socket joined the room.
+    Create(String),
+    /// The last socket left the room.
+    Delete(String),
+    Join(String, SocketId),
+    Leave(String, SocketId),
+}
+
+/// Receives [`RoomEvent`]s.
+pub type RoomListener = Arc<dyn Fn(&RoomEvent) + Send + Sync>;
+
+/// A restored session: its state, the packets it missed, and (in a cluster) the
+/// last offset those packets cover.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub session: PersistedSession,
+    pub missed: Vec<EncodedPacket>,
+    pub horizon: Option<u64>,
+}
+
+/// What `fetch_sockets` learns of a socket on another server.
+#[derive(Debug, Clone)]
+pub struct SocketInfo {
+    pub id: SocketId,
+    pub rooms: Vec<String>,
+    pub data: serde_json::Value,
+}
+
+/// What other servers report about a broadcast with acknowledgements.
+#[derive(Debug)]
+pub enum RemoteAck {
+    /// Server `0` wrote the packet to this many clients.
+    ClientCount(u16, u64),
+    /// One client's acknowledgement.
+    Ack(Args),
+    /// Server `0` left the cluster: it will report nothing more.
+    ServerGone(u16),
+}
+
+/// The remote side of a broadcast with acknowledgements: how many other servers
+/// were asked, and their reports. Dropping it stops listening.
+pub struct RemoteAcks {
+    pub servers: usize,
+    pub events: mpsc::UnboundedReceiver<RemoteAck>,
+    /// Released when the emitter stops waiting.
+    pub cleanup: Box<dyn Send>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AdapterError {
+    #[error("timeout reached: missing {0} responses")]
+    Timeout(usize),
+}
+
+/// A request to the other servers that timed out: the answers that did arrive.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("timeout reached: missing {missing} responses")]
+pub struct PartialResponses<T: std::fmt::Debug> {
+    pub missing: usize,
+    pub responses: Vec<T>,
+}
+
+/// One namespace's view of rooms and of the other servers.
+///
+/// The namespace delivers to its own sockets; the `*_remote` methods carry the
+/// same operation to the other servers of a cluster (no-ops for one process).
+pub trait Adapter: Send + Sync + 'static {
+    fn add_all(&self, id: SocketId, rooms: &[String]);
+    fn del(&self, id: SocketId, room: &str);
+    fn del_all(&self, id: SocketId);
+    /// Rooms of a local socket (its own id room included).
+    fn socket_rooms(&self, id: SocketId) -> Vec<String>;
+    /// Every room with at least one local member.
+    fn rooms(&self) -> Vec<String>;
+    /// Calls `f` once for every local socket `opts` selects.
+    fn for_each_local(&self, opts: &BroadcastOptions, f: &mut dyn FnMut(SocketId));
+    /// Adds a listener of room changes (create, delete, join, leave).
+    fn on_room_event(&self, listener: RoomListener);
+
+    /// Number of servers in the cluster (this one included).
+    fn server_count(&self) -> usize {
+        1
+    }
+
+    /// A fresh offset for an event eligible for connection state recovery, or
+    /// `None` when recovery is off.
+    fn next_offset(&self) -> Option<String> {
+        None
+    }
+    /// Keeps an encoded packet (carrying `offset`) for sessions that may recover.
+    fn store_packet(&self, _offset: &str, _opts: &BroadcastOptions, _packet: &EncodedPacket) {}
+    /// Whether recoverable packets are numbered elsewhere (the cluster's primary):
+    /// then [`Adapter::broadcast_sequenced`] sends them, and they come back to be
+    /// delivered with their offset.
+    fn sequenced(&self) -> bool {
+        false
+    }
+    /// Sends a recoverable packet (encoded without its offset) to be numbered
+    /// and delivered to every server, this one included.
+    fn broadcast_sequenced(&self, _packet: &EncodedPacket, _opts: &BroadcastOptions) {}
+
+    /// A recoverable socket connected or changed (rooms, data).
+    fn session_update(&self, _session: &PersistedSession) {}
+    /// A recoverable socket disconnected for a recoverable reason: keep its session.
+    fn persist_session(&self, _session: PersistedSession) {}
+    /// A recoverable socket left for good (a namespace disconnect).
+    fn forget_session(&self, _pid: Sid) {}
+    /// The session of `pid` and the packets it missed after `offset`, if both are known.
+    fn restore_session(&self, _pid: &str, _offset: &str) -> BoxFuture<'static, Option<Restored>> {
+        Box::pin(std::future::ready(None))
+    }
+    /// Recoverable packets that reached this server after `horizon` and that a
+    /// socket in `rooms` should get (they raced with its restore).
+    fn missed_after(&self, _horizon: u64, _rooms: &[String]) -> Vec<EncodedPacket> {
+        Vec::new()
+    }
+
+    /// Where this server's acknowledgement ids start (servers of a cluster use
+    /// disjoint ranges, since a broadcast's id reaches every server's clients).
+    fn ack_id_base(&self) -> u64 {
+        0
+    }
+
+    fn broadcast_remote(&self, _packet: &EncodedPacket, _opts: &BroadcastOptions) {}
+    /// Sends a broadcast that asks for acknowledgement `ack_id` to the other
+    /// servers; `None` when there are none.
+    fn broadcast_with_ack_remote(
+        &self,
+        _packet: &EncodedPacket,
+        _opts: &BroadcastOptions,
+        _ack_id: u64,
+    ) -> Option<RemoteAcks> {
+        None
+    }
+    fn sockets_join_remote(&self, _opts: &BroadcastOptions, _rooms: &[String]) {}
+    fn sockets_leave_remote(&self, _opts: &BroadcastOptions, _rooms: &[String]) {}
+    fn disconnect_sockets_remote(&self, _opts: &BroadcastOptions, _close: bool) {}
+    fn fetch_sockets_remote(
+        &self,
+        _opts: &BroadcastOptions,
+        _timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<SocketInfo>, AdapterError>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+    /// Sends an event to the other servers' `on_server_side` handlers (at once,
+    /// when called) and collects one response from each; with a zero timeout
+    /// nothing is awaited.
+    fn server_side_emit_remote(
+        &self,
+        _event: &str,
+        _args: &Args,
+        _timeout: Duration,
+    ) -> BoxFuture<'static, Result<Vec<Args>, PartialResponses<Args>>> {
+        Box::pin(std::future::ready(Ok(Vec::new())))
+    }
+}

@@ -1,0 +1,165 @@
+//! The options every rsio application shares: flags, then `RSIO_*` environment
+//! variables, then a TOML config file, then defaults.
+
+use std::{net::IpAddr, path::PathBuf};
+
+use serde::Deserialize;
+
+/// Command-line flags (each also read from its `RSIO_*` variable). Flatten it
+/// into an application's own `clap::Parser`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ClusterArgs {
+    /// Worker processes [default: the number of usable CPUs].
+    #[arg(long, env = "RSIO_WORKERS")]
+    pub workers: Option<usize>,
+    /// Base port: worker i serves port + i [default: 3000].
+    #[arg(long, env = "RSIO_PORT")]
+    pub port: Option<u16>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long, env = "RSIO_HOST")]
+    pub host: Option<IpAddr>,
+    /// Log filter, e.g. `info` or `rsio=debug` [default: info].
+    #[arg(long, env = "RSIO_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Pin worker i to the i-th usable CPU: `auto` or `none` [default: auto].
+    #[arg(long, env = "RSIO_PIN")]
+    pub pin: Option<PinMode>,
+    /// Most connections one worker serves at once [default: 100000].
+    #[arg(long, env = "RSIO_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// A TOML file with the same keys (`workers`, `port`, `host`, `log_level`, `pin`, `max_connections`).
+    #[arg(long, env = "RSIO_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PinMode {
+    #[default]
+    Auto,
+    None,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    workers: Option<usize>,
+    port: Option<u16>,
+    host: Option<IpAddr>,
+    log_level: Option<String>,
+    pin: Option<PinMode>,
+    max_connections: Option<usize>,
+}
+
+/// The resolved options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub workers: usize,
+    pub port: u16,
+    pub host: IpAddr,
+    pub log_level: String,
+    pub pin: PinMode,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("invalid config file {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    #[error("--workers must be at least 1")]
+    NoWorkers,
+    #[error("ports {0}..{1} do not fit below 65536")]
+    PortRange(u16, usize),
+}
+
+impl ClusterArgs {
+    pub fn resolve(&self) -> Result<ClusterConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::Read(path.clone(), e))?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse(path.clone(), e))?
+            }
+            None => FileConfig::default(),
+        };
+        let workers = self.workers.or(file.workers).unwrap_or_else(usable_cpus);
+        if workers == 0 {
+            return Err(ConfigError::NoWorkers);
+        }
+        let port = self.port.or(file.port).unwrap_or(3000);
+        if port as usize + workers > 65_536 {
+            return Err(ConfigError::PortRange(port, port as usize + workers));
+        }
+        Ok(ClusterConfig {
+            workers,
+            port,
+            host: self
+                .host
+                .or(file.host)
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            log_level: self
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            pin: self.pin.or(file.pin).unwrap_or_default(),
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(100_000),
+        })
+    }
+}
+
+/// CPUs this process may run on (taskset, cgroups and `CPUAffinity=` included).
+pub fn usable_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("rsio-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rsio.toml");
+        std::fs::write(&path, "workers = 3\nport = 4000\nlog_level = \"debug\"\n").unwrap();
+        let args = ClusterArgs {
+            port: Some(5000),
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(
+            (c.workers, c.port, c.log_level.as_str()),
+            (3, 5000, "debug")
+        );
+        assert_eq!(c.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(c.pin, PinMode::Auto);
+        std::fs::write(&path, "workerz = 3\n").unwrap();
+        assert!(matches!(args.resolve(), Err(ConfigError::Parse(..))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        let zero = ClusterArgs {
+            workers: Some(0),
+            ..Default::default()
+        };
+        assert!(matches!(zero.resolve(), Err(ConfigError::NoWorkers)));
+        let high = ClusterArgs {
+            workers: Some(4),
+            port: Some(65_534),
+            ..Default::default()
+        };
+        assert!(matches!(high.resolve(), Err(ConfigError::PortRange(..))));
+        assert!(usable_cpus() >= 1);
+    }
+}

@@ -1,0 +1,222 @@
+//! A worker: one process, one core, one single-threaded runtime, serving its
+//! inherited listener with the application's router.
+
+use std::{
+    future::Future,
+    os::fd::FromRawFd,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rsio_ipc::{IpcConnection, Message, WorkerIndex, PROTOCOL_VERSION};
+use tokio::{
+    signal::unix::{signal, SignalKind},
+    sync::Notify,
+};
+use tracing::{error, info, warn};
+
+use super::{
+    config::ClusterConfig,
+    spawn::{allowed_cpus, pin_current_thread, unpin_current_thread, CPU_ENV, IPC_FD, LISTEN_FD},
+    BoxError,
+};
+use crate::{
+    adapter::{Adapter, ClusterLink},
+    http::{serve, ServeConfig},
+    server::{Server, ServerConfig},
+};
+
+/// How long a draining worker waits for its closed sessions to end.
+const DRAIN_SESSIONS: Duration = Duration::from_secs(3);
+
+/// What an application's worker gets: its place in the cluster, and the way to
+/// make servers whose broadcasts reach every worker.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// This worker's index, 0-based; it serves `config.port + index`.
+    pub index: usize,
+    /// Workers in the cluster.
+    pub count: usize,
+    pub config: ClusterConfig,
+    link: Arc<ClusterLink>,
+    servers: Arc<Mutex<Vec<Server>>>,
+}
+
+impl WorkerContext {
+    /// A Socket.IO server using the cluster adapter. It is closed ("server
+    /// shutting down") when the worker drains.
+    pub fn server(&self, config: ServerConfig) -> Server {
+        if let Some(recovery) = config.connection_state_recovery {
+            // Offsets and sessions live in the primary, so they survive any one worker.
+            self.link.enable_recovery(recovery);
+        }
+        let link = self.link.clone();
+        let server = Server::with_adapter(
+            config,
+            Arc::new(move |nsp: &str| link.adapter(nsp) as Arc<dyn Adapter>),
+        );
+        self.link.attach(&server);
+        self.servers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(server.clone());
+        server
+    }
+
+    /// The port this worker serves.
+    pub fn port(&self) -> u16 {
+        self.config.port + self.index as u16
+    }
+}
+
+/// Runs worker `index`: returns the process's exit status.
+pub(crate) fn run<F, Fut>(index: usize, count: usize, config: ClusterConfig, app: F) -> ExitCode
+where
+    F: FnOnce(WorkerContext) -> Fut,
+    Fut: Future<Output = Result<axum::Router, BoxError>>,
+{
+    // SAFETY: the primary placed our listener and ipc socket on these descriptors,
+    // and nothing else in this process owns them.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(LISTEN_FD) };
+    let ipc = unsafe { std::os::unix::net::UnixStream::from_raw_fd(IPC_FD) };
+    let cpus = allowed_cpus();
+    if let Some(cpu) = std::env::var(CPU_ENV).ok().and_then(|c| c.parse().ok()) {
+        if let Err(err) = pin_current_thread(cpu) {
+            warn!(target: "cluster", "cannot pin to CPU {cpu}: {err}");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        // Blocking work (e.g. SQLite) runs on other threads, free to use any core.
+        .on_thread_start(move || unpin_current_thread(&cpus))
+        .build();
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(err) => {
+            error!(target: "cluster", "cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_async(index, count, config, listener, ipc, app)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!(target: "cluster", "worker failed: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_async<F, Fut>(
+    index: usize,
+    count: usize,
+    config: ClusterConfig,
+    listener: std::net::TcpListener,
+    ipc: std::os::unix::net::UnixStream,
+    app: F,
+) -> Result<(), BoxError>
+where
+    F: FnOnce(WorkerContext) -> Fut,
+    Fut: Future<Output = Result<axum::Router, BoxError>>,
+{
+    listener.set_nonblocking(true)?;
+    ipc.set_nonblocking(true)?;
+    let (mut reader, sender) =
+        IpcConnection::new(tokio::net::UnixStream::from_std(ipc)?).into_split();
+    sender.send(Message::Hello {
+        version: PROTOCOL_VERSION,
+        worker: index as WorkerIndex,
+        pid: std::process::id(),
+    })?;
+    let link = ClusterLink::new(index as WorkerIndex, count, sender.clone());
+    let drain = Arc::new(Notify::new());
+    let ctx = WorkerContext {
+        index,
+        count,
+        config: config.clone(),
+        link: link.clone(),
+        servers: Arc::default(),
+    };
+    let servers = ctx.servers.clone();
+
+    // Messages from the primary: adapter traffic, and the order to drain.
+    let drain_on_message = drain.clone();
+    let dispatch_link = link.clone();
+    tokio::spawn(async move {
+        loop {
+            match reader.next().await {
+                Some(Ok(Message::Drain)) => {
+                    drain_on_message.notify_one();
+                }
+                Some(Ok(message)) => dispatch_link.dispatch(message),
+                Some(Err(err)) => {
+                    warn!(target: "cluster", "ipc: {err}");
+                    break;
+                }
+                None => break,
+            }
+        }
+        // The primary is gone: a worker never outlives it.
+        warn!(target: "cluster", "primary gone; draining");
+        drain_on_message.notify_one();
+    });
+
+    let router = app(ctx).await?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    sender.send(Message::Ready)?;
+
+    let stats_servers = servers.clone();
+    let stats_sender = sender.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            let connections = stats_servers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|s| s.engine().clients_count() as u64)
+                .sum();
+            if stats_sender.send(Message::Stats { connections }).is_err() {
+                break;
+            }
+        }
+    });
+
+    let (mut term, mut int) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
+    let shutdown = async move {
+        tokio::select! {
+            _ = drain.notified() => {}
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!(target: "cluster", "draining");
+        let servers = servers.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for server in &servers {
+            server.close();
+        }
+        // Keep serving until the closed sessions are gone: a polling client
+        // between two GETs still fetches its `close` packet.
+        let sessions_gone = async {
+            while servers.iter().any(|s| s.engine().clients_count() > 0) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_SESSIONS, sessions_gone)
+            .await
+            .is_err()
+        {
+            warn!(target: "cluster", "sessions still open after {DRAIN_SESSIONS:?}; stopping anyway");
+        }
+    };
+    let serve_config = ServeConfig {
+        max_connections: config.max_connections,
+        ..ServeConfig::default()
+    };
+    serve(listener, router, serve_config, shutdown).await?;
+    info!(target: "cluster", "worker stopped");
+    Ok(())
+}

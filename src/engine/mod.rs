@@ -1,0 +1,23 @@
+//! Engine.IO v4: sessions over HTTP long-polling and WebSocket, upgrades and heartbeats.
+//!
+//! The engine knows nothing of namespaces or rooms: it hands messages to an
+//! [`EngineHandler`] and sends the [`Frame`]s it is given.
+
+pub mod config;
+pub mod error;
+mod heartbeat;
+pub mod packet;
+pub mod payload;
+mod polling;
+mod router;
+pub mod server;
+pub mod session;
+pub mod sid;
+mod websocket;
+
+pub use config::{AllowRequest, CookieOptions, CorsOptions, CorsOrigin, EngineConfig, Transports};
+pub use error::RequestError;
+pub use packet::{Frame, Packet};
+pub use server::{Engine, EngineHandler, Message};
+pub use session::{CloseReason, HandshakeRequest, Session, TransportKind};
+pub use sid::Sid;

@@ -1,0 +1,299 @@
+//! The Engine.IO server: request routing, handshakes and the session table.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, MutexGuard},
+    time::SystemTime,
+};
+
+use axum::{
+    body::Body,
+    extract::ConnectInfo,
+    response::{IntoResponse, Response},
+};
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use tracing::debug;
+
+use super::{
+    config::EngineConfig,
+    error::{ErrorCounters, RequestError},
+    packet::{Frame, Packet},
+    session::{CloseReason, HandshakeRequest, Session, TransportKind},
+    sid::Sid,
+};
+
+/// A message received from a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A text message; valid UTF-8.
+    Text(Bytes),
+    Binary(Bytes),
+}
+
+/// What the layer above Engine.IO (Socket.IO, or an echo server) does with sessions.
+///
+/// Callbacks run on the transport's task, in the order the client's packets
+/// arrived; they must not block.
+pub trait EngineHandler: Send + Sync + 'static {
+    /// Per-session state of the upper layer, stored inside the [`Session`].
+    type Data: Default + Send + Sync + 'static;
+
+    fn on_open(&self, session: &Arc<Session<Self::Data>>);
+    fn on_message(&self, session: &Arc<Session<Self::Data>>, message: Message);
+    /// Called once, after the session left the session table.
+    fn on_close(&self, session: &Arc<Session<Self::Data>>, reason: CloseReason);
+}
+
+pub(crate) struct Query<'a> {
+    pub eio: Option<&'a str>,
+    pub transport: Option<&'a str>,
+    pub sid: Option<&'a str>,
+}
+
+impl<'a> Query<'a> {
+    pub(crate) fn parse(query: Option<&'a str>) -> Query<'a> {
+        let mut q = Query {
+            eio: None,
+            transport: None,
+            sid: None,
+        };
+        for pair in query.unwrap_or("").split('&') {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            // The first value wins; a repeated key cannot change the route.
+            let slot = match k {
+                "EIO" => &mut q.eio,
+                "transport" => &mut q.transport,
+                "sid" => &mut q.sid,
+                _ => continue,
+            };
+            slot.get_or_insert(v);
+        }
+        q
+    }
+}
+
+/// An Engine.IO server: one per mount path, per worker.
+pub struct Engine<H: EngineHandler> {
+    pub(crate) config: EngineConfig,
+    handler: H,
+    sessions: Mutex<HashMap<Sid, Arc<Session<H::Data>>>>,
+    errors: ErrorCounters,
+}
+
+impl<H: EngineHandler> Engine<H> {
+    pub fn new(config: EngineConfig, handler: H) -> Arc<Self> {
+        Arc::new(Engine {
+            config,
+            handler,
+            sessions: Mutex::new(HashMap::new()),
+            errors: ErrorCounters::default(),
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Live sessions (Node's `engine.clientsCount`).
+    pub fn clients_count(&self) -> usize {
+        self.table().len()
+    }
+
+    /// Rejected requests by Engine.IO error code 0–5.
+    pub fn connection_errors(&self) -> [u64; RequestError::COUNT] {
+        self.errors.snapshot()
+    }
+
+    pub fn session(&self, sid: Sid) -> Option<Arc<Session<H::Data>>> {
+        self.table().get(&sid).cloned()
+    }
+
+    /// Every live session.
+    pub fn sessions(&self) -> Vec<Arc<Session<H::Data>>> {
+        self.table().values().cloned().collect()
+    }
+
+    fn table(&self) -> MutexGuard<'_, HashMap<Sid, Arc<Session<H::Data>>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves one HTTP request addressed to this engine's path.
+    pub async fn handle(self: Arc<Self>, req: Request<Body>) -> Response {
+        match self.clone().route(req).await {
+            Ok(res) => res,
+            Err(err) => {
+                self.errors.record(&err);
+                debug!(target: "engine", code = err.code(), "request refused: {err}");
+                err.into_response()
+            }
+        }
+    }
+
+    async fn route(self: Arc<Self>, req: Request<Body>) -> Result<Response, RequestError> {
+        let query = Query::parse(req.uri().query());
+        let transport = match query.transport {
+            Some("polling") if self.config.transports.polling => TransportKind::Polling,
+            Some("websocket") if self.config.transports.websocket => TransportKind::WebSocket,
+            _ => return Err(RequestError::UnknownTransport),
+        };
+        let is_upgrade = super::websocket::is_upgrade_request(&req);
+        if let Some(sid) = query.sid {
+            let session = Sid::parse(sid)
+                .and_then(|sid| self.session(sid))
+                .ok_or(RequestError::UnknownSid)?;
+            return match transport {
+                TransportKind::Polling => super::polling::handle(&self, session, req).await,
+                TransportKind::WebSocket if is_upgrade => {
+                    super::websocket::upgrade_session(&self, session, req)
+                }
+                TransportKind::WebSocket => Err(RequestError::BadRequest),
+            };
+        }
+        if req.method() != Method::GET {
+            return Err(RequestError::BadHandshakeMethod);
+        }
+        if transport == TransportKind::WebSocket && !is_upgrade {
+            return Err(RequestError::BadRequest);
+        }
+        if query.eio != Some("4") {
+            return Err(RequestError::UnsupportedProtocolVersion);
+        }
+        if let Some(allow) = &self.config.allow_request {
+            let (parts, body) = req.into_parts();
+            allow(&parts).await.map_err(RequestError::Forbidden)?;
+            let req = Request::from_parts(parts, body);
+            return self.handshake(transport, req);
+        }
+        self.handshake(transport, req)
+    }
+
+    fn handshake(
+        self: &Arc<Self>,
+        transport: TransportKind,
+        mut req: Request<Body>,
+    ) -> Result<Response, RequestError> {
+        let remote_addr = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let request = HandshakeRequest {
+            headers: req.headers().clone(),
+            uri: req.uri().clone(),
+            remote_addr,
+            issued: SystemTime::now(),
+        };
+        // A WebSocket handshake is answered with 101 before the session exists,
+        // so check it can be upgraded first.
+        let on_upgrade = match transport {
+            TransportKind::WebSocket => Some(super::websocket::prepare(&mut req)?),
+            TransportKind::Polling => None,
+        };
+        let opened = tokio::time::Instant::now();
+        let sid = Sid::random();
+        let session = Arc::new(Session::new(sid, transport, request, H::Data::default()));
+        self.table().insert(sid, session.clone());
+        debug!(target: "engine", %sid, transport = transport.as_str(), "session opened");
+
+        let open = Frame::text(self.open_packet(sid, transport));
+        let mut frames = vec![open];
+        if let Some(initial) = &self.config.initial_packet {
+            frames.push(Frame::message(initial));
+        }
+        tokio::spawn(super::heartbeat::run(self.clone(), session.clone(), opened));
+
+        match on_upgrade {
+            Some((accept_key, on_upgrade)) => {
+                session.send_all(frames);
+                self.handler.on_open(&session);
+                super::websocket::spawn_transport(self.clone(), session, on_upgrade, false);
+                Ok(super::websocket::switching_protocols(&accept_key))
+            }
+            None => {
+                // The handshake response carries the open packet itself.
+                let body = super::payload::encode_payload(&frames);
+                self.handler.on_open(&session);
+                let mut res = super::polling::text_response(StatusCode::OK, body);
+                if let Some(cookie) = &self.config.cookie {
+                    let mut value = format!("{}={}; Path={}", cookie.name, sid, cookie.path);
+                    if cookie.http_only {
+                        value.push_str("; HttpOnly");
+                    }
+                    if let Some(same_site) = &cookie.same_site {
+                        value.push_str("; SameSite=");
+                        value.push_str(same_site);
+                    }
+                    if let Ok(v) = value.parse() {
+                        res.headers_mut().insert(header::SET_COOKIE, v);
+                    }
+                }
+                Ok(res)
+            }
+        }
+    }
+
+    fn open_packet(&self, sid: Sid, transport: TransportKind) -> String {
+        let upgrades = if transport == TransportKind::Polling
+            && self.config.allow_upgrades
+            && self.config.transports.websocket
+        {
+            "[\"websocket\"]"
+        } else {
+            "[]"
+        };
+        format!(
+            "0{{\"sid\":\"{sid}\",\"upgrades\":{upgrades},\"pingInterval\":{},\"pingTimeout\":{},\"maxPayload\":{}}}",
+            self.config.ping_interval.as_millis(),
+            self.config.ping_timeout.as_millis(),
+            self.config.max_http_buffer_size
+        )
+    }
+
+    /// Handles one packet from a client, whatever its transport.
+    pub(crate) fn on_packet(&self, session: &Arc<Session<H::Data>>, packet: Packet) {
+        match packet {
+            Packet::Message(text) => self.handler.on_message(session, Message::Text(text)),
+            Packet::Binary(data) => self.handler.on_message(session, Message::Binary(data)),
+            Packet::Pong(_) => session.on_pong(),
+            Packet::Close => session.terminate(CloseReason::TransportClose),
+            Packet::Noop => {}
+            // v4 clients never ping (only `2probe` on a probing WebSocket, handled there).
+            Packet::Ping(_) | Packet::Upgrade | Packet::Open => {
+                debug!(target: "engine", sid = %session.sid(), ?packet, "unexpected packet");
+                session.terminate(CloseReason::TransportError);
+            }
+        }
+    }
+
+    /// Removes a session that ended and tells the upper layer.
+    pub(crate) fn remove(&self, session: &Arc<Session<H::Data>>) {
+        let removed = self.table().remove(&session.sid()).is_some();
+        if removed {
+            let reason = session.close_reason().unwrap_or(CloseReason::ForcedClose);
+            debug!(target: "engine", sid = %session.sid(), reason = reason.as_str(), "session closed");
+            self.handler.on_close(session, reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_takes_first_value() {
+        let q = Query::parse(Some(
+            "EIO=4&transport=polling&t=abc&sid=x&transport=websocket",
+        ));
+        assert_eq!(q.eio, Some("4"));
+        assert_eq!(q.transport, Some("polling"));
+        assert_eq!(q.sid, Some("x"));
+        let q = Query::parse(None);
+        assert!(q.eio.is_none() && q.transport.is_none() && q.sid.is_none());
+    }
+}

@@ -1,0 +1,338 @@
+//! One Engine.IO session: its outgoing queue, transport state and close signal.
+//!
+//! Both transports drain the same queue, so packets queued while a client
+//! upgrades from polling to WebSocket leave exactly once and in order: whatever a
+//! polling GET took before the switch, the WebSocket writer sends the rest.
+
+use std::{
+    collections::VecDeque,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex, MutexGuard, OnceLock,
+    },
+    time::SystemTime,
+};
+
+use http::{HeaderMap, Uri};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{packet::Frame, sid::Sid};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Polling,
+    WebSocket,
+}
+
+impl TransportKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TransportKind::Polling => "polling",
+            TransportKind::WebSocket => "websocket",
+        }
+    }
+}
+
+/// Why a session ended, with Node's reason strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed the connection or sent a `close` packet.
+    TransportClose,
+    /// The transport failed: a broken connection, an overlapping poll, a frame over the limit.
+    TransportError,
+    PingTimeout,
+    ParseError,
+    /// The server closed the session.
+    ForcedClose,
+}
+
+impl CloseReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CloseReason::TransportClose => "transport close",
+            CloseReason::TransportError => "transport error",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ParseError => "parse error",
+            CloseReason::ForcedClose => "forced close",
+        }
+    }
+}
+
+/// Where an upgrade from polling to WebSocket stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Upgrade {
+    None,
+    /// A WebSocket for this sid is open and waiting for `2probe`.
+    Claimed,
+    /// `3probe` was sent: polling GETs are answered with `noop`.
+    Probing,
+    Done,
+}
+
+/// What the client's handshake request said, kept for the upper layer.
+#[derive(Debug, Clone)]
+pub struct HandshakeRequest {
+    pub headers: HeaderMap,
+    pub uri: Uri,
+    pub remote_addr: Option<SocketAddr>,
+    pub issued: SystemTime,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub transport: TransportKind,
+    pub upgrade: Upgrade,
+    pub queue: VecDeque<Frame>,
+    pub get_pending: bool,
+    pub post_pending: bool,
+    pub awaiting_pong: bool,
+    /// The server asked to close: transports deliver the queue, then end the session.
+    pub closing: bool,
+}
+
+/// An Engine.IO session, shared by its transports, its heartbeat and the upper layer.
+pub struct Session<D> {
+    sid: Sid,
+    request: HandshakeRequest,
+    state: Mutex<State>,
+    /// Something for the active transport to do (queued frames, upgrade progress, closing).
+    pub(crate) wake: Notify,
+    pub(crate) pong: Notify,
+    /// Signalled once by [`Session::close`], to start the close deadline.
+    pub(crate) closing: Notify,
+    closed: CancellationToken,
+    /// The same as `closed.is_cancelled()`, without the token's lock (hot path).
+    is_closed: AtomicBool,
+    close_reason: OnceLock<CloseReason>,
+    /// The upper layer's per-connection state.
+    pub data: D,
+}
+
+impl<D> std::fmt::Debug for Session<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("sid", &self.sid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D> Session<D> {
+    pub(crate) fn new(
+        sid: Sid,
+        transport: TransportKind,
+        request: HandshakeRequest,
+        data: D,
+    ) -> Session<D> {
+        Session {
+            sid,
+            request,
+            state: Mutex::new(State {
+                transport,
+                upgrade: Upgrade::None,
+                queue: VecDeque::new(),
+                get_pending: false,
+                post_pending: false,
+                awaiting_pong: false,
+                closing: false,
+            }),
+            wake: Notify::new(),
+            pong: Notify::new(),
+            closing: Notify::new(),
+            closed: CancellationToken::new(),
+            is_closed: AtomicBool::new(false),
+            close_reason: OnceLock::new(),
+            data,
+        }
+    }
+
+    pub fn sid(&self) -> Sid {
+        self.sid
+    }
+
+    pub fn request(&self) -> &HandshakeRequest {
+        &self.request
+    }
+
+    pub fn transport(&self) -> TransportKind {
+        self.lock().transport
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.is_closed.load(Ordering::Acquire)
+    }
+
+    /// The reason the session ended, once it has.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason.get().copied()
+    }
+
+    /// Queues a frame for the client. Returns `false` (and drops it) once the
+    /// session is closing or closed.
+    pub fn send(&self, frame: Frame) -> bool {
+        self.send_all(std::iter::once(frame))
+    }
+
+    /// Queues several frames at once (a packet and its binary attachments).
+    pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
+        {
+            let mut st = self.lock();
+            if st.closing || self.is_closed() {
+                return false;
+            }
+            st.queue.extend(frames);
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// Queues frames only if the transport can write them right away (nothing
+    /// queued, and a WebSocket or a waiting GET); otherwise drops them. For
+    /// `volatile` packets.
+    pub fn send_volatile(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
+        {
+            let mut st = self.lock();
+            let writable =
+                st.queue.is_empty() && (st.transport == TransportKind::WebSocket || st.get_pending);
+            if st.closing || self.is_closed() || !writable {
+                return false;
+            }
+            st.queue.extend(frames);
+        }
+        self.wake.notify_one();
+        true
+    }
+
+    /// Closes the session at once for `reason`, dropping what is queued.
+    pub fn abort(&self, reason: CloseReason) {
+        self.terminate(reason);
+    }
+
+    /// Number of frames waiting for the transport.
+    pub fn queued(&self) -> usize {
+        self.lock().queue.len()
+    }
+
+    /// Closes the session from the server side: what is already queued is still
+    /// delivered, then the transport is closed ("forced close").
+    pub fn close(&self) {
+        {
+            let mut st = self.lock();
+            if st.closing || self.is_closed() {
+                return;
+            }
+            // A polling client between two GETs gets the `close` packet on its next
+            // GET (within `close_timeout`), so it sees a clean close, as with Node.
+            st.closing = true;
+        }
+        self.closing.notify_one();
+        self.wake.notify_one();
+    }
+
+    /// Ends the session at once; the first reason wins.
+    pub(crate) fn terminate(&self, reason: CloseReason) {
+        let _ = self.close_reason.set(reason);
+        self.is_closed.store(true, Ordering::Release);
+        self.closed.cancel();
+        self.wake.notify_one();
+    }
+
+    pub(crate) fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a pong; only the one answering our last ping counts.
+    pub(crate) fn on_pong(&self) {
+        let mut st = self.lock();
+        if st.awaiting_pong {
+            st.awaiting_pong = false;
+            drop(st);
+            self.pong.notify_one();
+        }
+    }
+
+    /// Queues a ping and marks the session as waiting for its pong.
+    pub(crate) fn send_ping(&self) {
+        {
+            let mut st = self.lock();
+            st.awaiting_pong = true;
+            st.queue.push_back(Frame::ping());
+        }
+        self.wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(transport: TransportKind) -> Session<()> {
+        Session::new(
+            Sid::random(),
+            transport,
+            HandshakeRequest {
+                headers: HeaderMap::new(),
+                uri: Uri::from_static("/"),
+                remote_addr: None,
+                issued: SystemTime::now(),
+            },
+            (),
+        )
+    }
+
+    #[test]
+    fn queues_in_order_until_closing() {
+        let s = session(TransportKind::WebSocket);
+        assert!(s.send(Frame::message("a")));
+        assert!(s.send_all([Frame::message("b"), Frame::message("c")]));
+        assert_eq!(s.queued(), 3);
+        s.close();
+        assert!(!s.is_closed(), "a websocket session flushes before closing");
+        assert!(!s.send(Frame::message("d")));
+        let q: Vec<Frame> = s.lock().queue.drain(..).collect();
+        assert_eq!(
+            q,
+            vec![
+                Frame::message("a"),
+                Frame::message("b"),
+                Frame::message("c")
+            ]
+        );
+    }
+
+    #[test]
+    fn idle_polling_session_waits_for_its_last_get() {
+        let s = session(TransportKind::Polling);
+        s.close();
+        assert!(!s.is_closed(), "the next GET delivers the close packet");
+        assert!(s.lock().closing);
+        assert!(!s.send(Frame::message("late")));
+    }
+
+    #[test]
+    fn first_close_reason_wins() {
+        let s = session(TransportKind::Polling);
+        s.terminate(CloseReason::PingTimeout);
+        s.terminate(CloseReason::TransportClose);
+        assert_eq!(s.close_reason(), Some(CloseReason::PingTimeout));
+        assert!(!s.send(Frame::message("late")));
+    }
+
+    #[test]
+    fn only_awaited_pongs_count() {
+        let s = session(TransportKind::Polling);
+        s.on_pong();
+        assert!(!s.lock().awaiting_pong);
+        s.send_ping();
+        assert!(s.lock().awaiting_pong);
+        assert_eq!(s.lock().queue.back(), Some(&Frame::ping()));
+        s.on_pong();
+        assert!(!s.lock().awaiting_pong);
+    }
+}

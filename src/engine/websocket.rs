@@ -1,0 +1,283 @@
+//! The WebSocket transport: direct WebSocket sessions and upgrades from polling.
+
+use std::sync::Arc;
+
+use axum::{body::Body, response::Response};
+use bytes::Bytes;
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::{
+    tungstenite::{
+        error::{CapacityError, Error as WsError},
+        handshake::derive_accept_key,
+        protocol::{frame::coding::CloseCode, CloseFrame, Role, WebSocketConfig},
+        Message as WsMessage,
+    },
+    WebSocketStream,
+};
+use tracing::debug;
+
+use super::{
+    error::RequestError,
+    packet::{Frame, Packet},
+    server::{Engine, EngineHandler},
+    session::{CloseReason, Session, TransportKind, Upgrade},
+};
+
+type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
+    req.method() == Method::GET
+        && req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Checks the WebSocket handshake headers and takes the connection's upgrade handle.
+pub(crate) fn prepare(req: &mut Request<Body>) -> Result<(String, OnUpgrade), RequestError> {
+    let version_ok = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_some_and(|v| v.as_bytes() == b"13");
+    let key = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|_| version_ok)
+        .ok_or(RequestError::BadRequest)?;
+    let accept = derive_accept_key(key.as_bytes());
+    Ok((accept, hyper::upgrade::on(req)))
+}
+
+pub(crate) fn switching_protocols(accept_key: &str) -> Response {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = res.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(accept_key) {
+        headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    res
+}
+
+/// A WebSocket for an existing polling session: the start of an upgrade.
+pub(crate) fn upgrade_session<H: EngineHandler>(
+    engine: &Arc<Engine<H>>,
+    session: Arc<Session<H::Data>>,
+    mut req: Request<Body>,
+) -> Result<Response, RequestError> {
+    if !engine.config.allow_upgrades {
+        return Err(RequestError::BadRequest);
+    }
+    let (accept, on_upgrade) = prepare(&mut req)?;
+    {
+        let mut st = session.lock();
+        if st.transport != TransportKind::Polling || st.upgrade != Upgrade::None {
+            // Already upgrading or upgraded: like Node, accept the second WebSocket and
+            // close it at once (clients treat a refused handshake as an error to throw).
+            drop(st);
+            debug!(target: "engine:ws", sid = %session.sid(), "second websocket for the session closed");
+            let timeout = engine.config.ping_timeout;
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let mut ws = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        Some(ws_config(1024)),
+                    )
+                    .await;
+                    let _ = tokio::time::timeout(timeout, ws.close(None)).await;
+                }
+            });
+            return Ok(switching_protocols(&accept));
+        }
+        st.upgrade = Upgrade::Claimed;
+    }
+    spawn_transport(engine.clone(), session, on_upgrade, true);
+    Ok(switching_protocols(&accept))
+}
+
+fn ws_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(8 * 1024)
+        .max_write_buffer_size(max_message.saturating_mul(2).max(64 * 1024))
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
+}
+
+pub(crate) fn spawn_transport<H: EngineHandler>(
+    engine: Arc<Engine<H>>,
+    session: Arc<Session<H::Data>>,
+    on_upgrade: OnUpgrade,
+    probe: bool,
+) {
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                debug!(target: "engine:ws", sid = %session.sid(), "upgrade failed: {err}");
+                if probe {
+                    session.lock().upgrade = Upgrade::None;
+                } else {
+                    session.terminate(CloseReason::TransportError);
+                }
+                return;
+            }
+        };
+        let config = ws_config(engine.config.max_http_buffer_size);
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        if probe && !run_probe(&engine, &session, &mut ws).await {
+            session.lock().upgrade = Upgrade::None;
+            let _ = tokio::time::timeout(engine.config.ping_timeout, ws.close(None)).await;
+            return;
+        }
+        run(&engine, &session, ws).await;
+    });
+}
+
+/// `2probe` → `3probe`, then `5`: returns whether the upgrade completed.
+async fn run_probe<H: EngineHandler>(
+    engine: &Engine<H>,
+    session: &Session<H::Data>,
+    ws: &mut Ws,
+) -> bool {
+    let deadline = tokio::time::sleep(engine.config.upgrade_timeout);
+    tokio::pin!(deadline);
+    loop {
+        let msg = tokio::select! {
+            _ = &mut deadline => {
+                debug!(target: "engine:ws", sid = %session.sid(), "upgrade timed out");
+                return false;
+            }
+            _ = session.closed().cancelled() => return false,
+            msg = ws.next() => msg,
+        };
+        let text = match msg {
+            Some(Ok(WsMessage::Text(text))) => text,
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+            _ => return false,
+        };
+        match text.as_str() {
+            "2probe" => {
+                if ws.send(WsMessage::Text("3probe".into())).await.is_err() {
+                    return false;
+                }
+                session.lock().upgrade = Upgrade::Probing;
+                // A pending GET answers `noop` so the client can pause polling.
+                session.wake.notify_waiters();
+            }
+            "5" if session.lock().upgrade == Upgrade::Probing => {
+                {
+                    let mut st = session.lock();
+                    st.transport = TransportKind::WebSocket;
+                    st.upgrade = Upgrade::Done;
+                }
+                session.wake.notify_waiters();
+                debug!(target: "engine:ws", sid = %session.sid(), "upgraded");
+                return true;
+            }
+            _ => return false,
+        }
+    }
+}
+
+fn to_ws(frame: Frame) -> WsMessage {
+    match frame {
+        Frame::Text(text) => WsMessage::Text(text),
+        Frame::Binary(data) => WsMessage::Binary(data),
+    }
+}
+
+/// Frames handled in one go before the answers are written.
+const READ_AHEAD: usize = 64;
+
+fn on_message<H: EngineHandler>(
+    engine: &Engine<H>,
+    session: &Arc<Session<H::Data>>,
+    msg: Option<Result<WsMessage, WsError>>,
+    close_code: &mut Option<CloseCode>,
+) {
+    match msg {
+        Some(Ok(WsMessage::Text(text))) => match Packet::decode_text(Bytes::from(text)) {
+            Ok(packet) => engine.on_packet(session, packet),
+            Err(err) => {
+                debug!(target: "engine:ws", sid = %session.sid(), "invalid packet: {err}");
+                session.terminate(CloseReason::ParseError);
+            }
+        },
+        Some(Ok(WsMessage::Binary(data))) => engine.on_packet(session, Packet::Binary(data)),
+        Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
+        Some(Ok(WsMessage::Close(_))) | None => session.terminate(CloseReason::TransportClose),
+        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
+            *close_code = Some(CloseCode::Size);
+            session.terminate(CloseReason::TransportError);
+        }
+        Some(Err(err)) => {
+            debug!(target: "engine:ws", sid = %session.sid(), "websocket error: {err}");
+            if matches!(err, WsError::Protocol(_)) {
+                *close_code = Some(CloseCode::Protocol);
+            }
+            session.terminate(CloseReason::TransportError);
+        }
+    }
+}
+
+/// Moves packets both ways until the session ends.
+async fn run<H: EngineHandler>(engine: &Engine<H>, session: &Arc<Session<H::Data>>, mut ws: Ws) {
+    let mut close_code: Option<CloseCode> = None;
+    loop {
+        let (frames, closing) = {
+            let mut st = session.lock();
+            (std::mem::take(&mut st.queue), st.closing)
+        };
+        if !frames.is_empty() {
+            let mut failed = false;
+            for frame in frames {
+                if ws.feed(to_ws(frame)).await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed || ws.flush().await.is_err() {
+                session.terminate(CloseReason::TransportError);
+            }
+        }
+        if closing {
+            session.terminate(CloseReason::ForcedClose);
+        }
+        if session.is_closed() {
+            break;
+        }
+        // `terminate` also signals `wake`, and on a WebSocket session this task is
+        // the only one waiting on it: no separate wait on the close token.
+        let msg = tokio::select! {
+            _ = session.wake.notified() => continue,
+            msg = ws.next() => msg,
+        };
+        on_message(engine, session, msg, &mut close_code);
+        // Handle every frame that is already here before writing the answers:
+        // one write (and one syscall) for a batch of requests, not one each.
+        for _ in 0..READ_AHEAD {
+            if session.is_closed() {
+                break;
+            }
+            match ws.next().now_or_never() {
+                Some(msg) => on_message(engine, session, msg, &mut close_code),
+                None => break,
+            }
+        }
+    }
+    let frame = close_code.map(|code| CloseFrame {
+        code,
+        reason: "".into(),
+    });
+    // Best effort: the peer may already be gone.
+    let _ = tokio::time::timeout(engine.config.ping_timeout, ws.close(frame)).await;
+}

@@ -1,0 +1,53 @@
+//! Socket.IO v5 packet codec (the payload of Engine.IO `4` messages).
+//!
+//! Wire format of one packet:
+//! `<type>[<attachments>-][<nsp>,][<ack id>][<JSON>]`, followed, for
+//! BINARY_EVENT / BINARY_ACK, by `<attachments>` Engine.IO binary messages.
+//!
+//! * [`Packet`] / [`PacketData`]: a decoded packet; [`Packet::encode_into`]
+//!   writes its text, [`Packet::attachments`] gives the binary messages that
+//!   must follow it.
+//! * [`Decoder`]: validating decoder (mirrors socket.io-parser 4.2.x).
+//! * [`Args`]: arguments of an EVENT / ACK, kept as the exact JSON text the
+//!   peer sent, plus binary attachments; [`Binary`] is a binary value inside
+//!   arguments.
+
+mod args;
+mod binary;
+mod decoder;
+mod error;
+mod packet;
+mod scan;
+
+#[cfg(test)]
+mod tests;
+
+pub use args::Args;
+pub use binary::Binary;
+pub use decoder::Decoder;
+pub use error::ParseError;
+pub use packet::{Packet, PacketData};
+
+/// Event names a peer may not emit (socket.io-parser `RESERVED_EVENTS`).
+pub const RESERVED_EVENTS: [&str; 6] = [
+    "connect",
+    "connect_error",
+    "disconnect",
+    "disconnecting",
+    "newListener",
+    "removeListener",
+];
+
+/// Default bound on the number of attachments of one packet (Node's
+/// `maxAttachments`).
+pub const DEFAULT_MAX_ATTACHMENTS: usize = 10;
+
+/// Deepest array/object nesting accepted in a packet payload (the outer
+/// array counts). serde_json refuses to deserialize deeper values, so every
+/// accepted packet's arguments can be deserialized.
+pub const MAX_DEPTH: usize = 127;
+
+/// Whether `name` is one of [`RESERVED_EVENTS`].
+pub fn is_reserved_event(name: &str) -> bool {
+    RESERVED_EVENTS.contains(&name)
+}

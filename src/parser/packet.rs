@@ -1,0 +1,218 @@
+//! [`Packet`] and [`PacketData`], and the encoder.
+
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use super::scan::write_json_string;
+use super::Args;
+
+/// The kind-specific content of a packet.
+#[derive(Clone, Debug)]
+pub enum PacketData {
+    /// CONNECT (`0`), with the auth object, if any.
+    Connect(Option<Box<RawValue>>),
+    /// DISCONNECT (`1`).
+    Disconnect,
+    /// EVENT (`2`) or BINARY_EVENT (`5`, when `args` has attachments).
+    /// A numeric event name (allowed by the protocol) is kept as its JSON
+    /// text and re-encoded as a string.
+    Event {
+        event: String,
+        args: Args,
+        ack: Option<u64>,
+    },
+    /// ACK (`3`) or BINARY_ACK (`6`, when `args` has attachments).
+    Ack { ack: u64, args: Args },
+    /// CONNECT_ERROR (`4`): an object (`{"message":…,"data":…}`) or a string.
+    ConnectError(Box<RawValue>),
+}
+
+impl PartialEq for PacketData {
+    /// Raw JSON values compare by text.
+    fn eq(&self, other: &Self) -> bool {
+        use PacketData::*;
+        match (self, other) {
+            (Connect(a), Connect(b)) => a.as_ref().map(|r| r.get()) == b.as_ref().map(|r| r.get()),
+            (Disconnect, Disconnect) => true,
+            (
+                Event {
+                    event: e1,
+                    args: a1,
+                    ack: k1,
+                },
+                Event {
+                    event: e2,
+                    args: a2,
+                    ack: k2,
+                },
+            ) => e1 == e2 && a1 == a2 && k1 == k2,
+            (Ack { ack: k1, args: a1 }, Ack { ack: k2, args: a2 }) => k1 == k2 && a1 == a2,
+            (ConnectError(a), ConnectError(b)) => a.get() == b.get(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for PacketData {}
+
+/// One Socket.IO packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Packet {
+    /// Namespace, `"/"` by default.
+    pub nsp: String,
+    pub data: PacketData,
+}
+
+impl Packet {
+    /// EVENT / BINARY_EVENT.
+    pub fn event(
+        nsp: impl Into<String>,
+        event: impl Into<String>,
+        args: Args,
+        ack: Option<u64>,
+    ) -> Packet {
+        Packet {
+            nsp: nsp.into(),
+            data: PacketData::Event {
+                event: event.into(),
+                args,
+                ack,
+            },
+        }
+    }
+
+    /// ACK / BINARY_ACK.
+    pub fn ack(nsp: impl Into<String>, ack: u64, args: Args) -> Packet {
+        Packet {
+            nsp: nsp.into(),
+            data: PacketData::Ack { ack, args },
+        }
+    }
+
+    /// CONNECT, with an optional payload (the server's `{"sid":…}` reply or
+    /// a client's auth object).
+    pub fn connect(nsp: impl Into<String>, payload: Option<Box<RawValue>>) -> Packet {
+        Packet {
+            nsp: nsp.into(),
+            data: PacketData::Connect(payload),
+        }
+    }
+
+    /// CONNECT_ERROR with payload `{"message":<message>,"data":<data>}`,
+    /// `data` omitted when `None`.
+    pub fn connect_error(nsp: impl Into<String>, message: &str, data: Option<&RawValue>) -> Packet {
+        let mut s = String::with_capacity(16 + message.len());
+        s.push_str("{\"message\":");
+        write_json_string(&mut s, message);
+        if let Some(d) = data {
+            s.push_str(",\"data\":");
+            s.push_str(d.get());
+        }
+        s.push('}');
+        let raw = RawValue::from_string(s).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        Packet {
+            nsp: nsp.into(),
+            data: PacketData::ConnectError(raw),
+        }
+    }
+
+    /// DISCONNECT.
+    pub fn disconnect(nsp: impl Into<String>) -> Packet {
+        Packet {
+            nsp: nsp.into(),
+            data: PacketData::Disconnect,
+        }
+    }
+
+    /// The arguments of an EVENT / ACK.
+    pub fn args(&self) -> Option<&Args> {
+        match &self.data {
+            PacketData::Event { args, .. } | PacketData::Ack { args, .. } => Some(args),
+            _ => None,
+        }
+    }
+
+    /// The binary attachments that must be sent (each as one Engine.IO binary
+    /// message) right after the text of this packet.
+    pub fn attachments(&self) -> &[Bytes] {
+        self.args().map(Args::attachments).unwrap_or_default()
+    }
+
+    /// The packet type digit as it goes on the wire (`'0'`..=`'6'`).
+    pub fn type_char(&self) -> char {
+        let binary = !self.attachments().is_empty();
+        match &self.data {
+            PacketData::Connect(_) => '0',
+            PacketData::Disconnect => '1',
+            PacketData::Event { .. } if binary => '5',
+            PacketData::Event { .. } => '2',
+            PacketData::Ack { .. } if binary => '6',
+            PacketData::Ack { .. } => '3',
+            PacketData::ConnectError(_) => '4',
+        }
+    }
+
+    /// Append the Socket.IO text of this packet to `out` (which may already
+    /// hold e.g. the Engine.IO `4` type char):
+    /// `<type>[<n>-][<nsp>,][<ack id>][<json>]`, the namespace omitted when it
+    /// is `"/"` (or empty); a namespace must start with `/` and contain no
+    /// `,` to decode back the same. The attachments are not written: see
+    /// [`Packet::attachments`].
+    pub fn encode_into(&self, out: &mut String) {
+        out.push(self.type_char());
+        let n = self.attachments().len();
+        if n > 0 {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{n}-");
+        }
+        if !self.nsp.is_empty() && self.nsp != "/" {
+            out.push_str(&self.nsp);
+            out.push(',');
+        }
+        match &self.data {
+            PacketData::Connect(payload) => {
+                if let Some(p) = payload {
+                    out.push_str(p.get());
+                }
+            }
+            PacketData::Disconnect => {}
+            PacketData::Event { event, args, ack } => {
+                if let Some(id) = ack {
+                    let _ = write!(out, "{id}");
+                }
+                out.push('[');
+                write_json_string(out, event);
+                if !args.json().is_empty() {
+                    out.push(',');
+                    push_utf8(out, args.json());
+                }
+                out.push(']');
+            }
+            PacketData::Ack { ack, args } => {
+                let _ = write!(out, "{ack}");
+                out.push('[');
+                push_utf8(out, args.json());
+                out.push(']');
+            }
+            PacketData::ConnectError(p) => out.push_str(p.get()),
+        }
+    }
+
+    /// The Socket.IO text of this packet (see [`Packet::encode_into`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        self.encode_into(&mut out);
+        out
+    }
+}
+
+/// Args JSON is UTF-8 unless an `Args::from_raw` caller broke the contract;
+/// never panic in that case.
+fn push_utf8(out: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => out.push_str(s),
+        Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
+    }
+}

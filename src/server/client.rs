@@ -1,0 +1,309 @@
+//! One Engine.IO connection as Socket.IO sees it: the packet decoder, the
+//! namespaces it joined, and the routing of its packets.
+
+use std::{
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use serde_json::value::RawValue;
+use tracing::debug;
+
+use super::{
+    handler::{run_inline, ConnectError},
+    handshake::Handshake,
+    reason::DisconnectReason,
+    socket::{encode, Socket},
+    ServerInner,
+};
+use crate::{
+    adapter::{EncodedPacket, Restored},
+    engine::{CloseReason, EngineHandler, Message, Session, Sid},
+    parser::{Decoder, Packet, PacketData},
+};
+
+#[derive(Default)]
+struct ClientInner {
+    decoder: Decoder,
+    sockets: Vec<Socket>,
+    /// Namespaces whose CONNECT is in the middlewares.
+    connecting: Vec<String>,
+    connected_once: bool,
+}
+
+/// The Socket.IO state of one Engine.IO session.
+#[derive(Default)]
+pub struct ClientState {
+    inner: Mutex<ClientInner>,
+}
+
+impl ClientState {
+    fn lock(&self) -> MutexGuard<'_, ClientInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn remove_socket(&self, nsp: &str) {
+        self.lock().sockets.retain(|s| s.ns() != nsp);
+    }
+
+    /// The sockets of this connection, one per namespace.
+    pub fn sockets(&self) -> Vec<Socket> {
+        self.lock().sockets.clone()
+    }
+}
+
+/// Closes a connection after a protocol violation: every socket leaves with
+/// "forced server close", then the Engine.IO session closes.
+fn reject_connection(session: &Arc<Session<ClientState>>) {
+    for socket in session.data.sockets() {
+        socket.on_close(DisconnectReason::ForcedServerClose);
+    }
+    session.close();
+}
+
+/// `socket.disconnect(true)`: every socket of the connection leaves with a
+/// DISCONNECT packet, then the connection closes once they are delivered.
+pub(crate) fn close_connection(session: &Arc<Session<ClientState>>) {
+    for socket in session.data.sockets() {
+        socket.disconnect(false);
+    }
+    session.close();
+}
+
+/// The [`EngineHandler`] of a Socket.IO server.
+pub struct ClientHandler {
+    pub(crate) server: Arc<ServerInner>,
+}
+
+impl EngineHandler for ClientHandler {
+    type Data = ClientState;
+
+    fn on_open(&self, session: &Arc<Session<ClientState>>) {
+        session.data.lock().decoder = Decoder::new(self.server.config.max_attachments);
+        let timeout = self.server.config.connect_timeout;
+        let session = session.clone();
+        tokio::spawn(connect_deadline(session, timeout));
+    }
+
+    fn on_message(&self, session: &Arc<Session<ClientState>>, message: Message) {
+        let decoded = {
+            let mut client = session.data.lock();
+            match message {
+                Message::Text(text) => client.decoder.decode_text(text),
+                Message::Binary(data) => client.decoder.decode_binary(data),
+            }
+        };
+        match decoded {
+            Ok(Some(packet)) => self.route(session, packet),
+            Ok(None) => {}
+            Err(err) => {
+                debug!(target: "socket.io:client", sid = %session.sid(), "parse error: {err}");
+                session.abort(CloseReason::ParseError);
+            }
+        }
+    }
+
+    fn on_close(&self, session: &Arc<Session<ClientState>>, reason: CloseReason) {
+        let sockets = std::mem::take(&mut session.data.lock().sockets);
+        for socket in sockets {
+            socket.on_close(reason.into());
+        }
+    }
+}
+
+async fn connect_deadline(session: Arc<Session<ClientState>>, timeout: Duration) {
+    tokio::select! {
+        _ = tokio::time::sleep(timeout) => {
+            let idle = {
+                let c = session.data.lock();
+                !c.connected_once && c.connecting.is_empty()
+            };
+            if idle {
+                debug!(target: "socket.io:client", sid = %session.sid(), "no namespace joined in time");
+                session.close();
+            }
+        }
+        _ = session.closed().cancelled() => {}
+    }
+}
+
+impl ClientHandler {
+    fn route(&self, session: &Arc<Session<ClientState>>, packet: Packet) {
+        let (socket, connecting) = {
+            let c = session.data.lock();
+            (
+                c.sockets.iter().find(|s| s.ns() == packet.nsp).cloned(),
+                c.connecting.contains(&packet.nsp),
+            )
+        };
+        match (packet.data, socket) {
+            (PacketData::Connect(auth), None) if !connecting => {
+                connect(&self.server, session, packet.nsp, auth)
+            }
+            (PacketData::Disconnect, Some(socket)) => {
+                socket.on_close(DisconnectReason::ClientNamespaceDisconnect)
+            }
+            (PacketData::Event { event, args, ack }, Some(socket)) => {
+                socket.on_event(event, args, ack)
+            }
+            (PacketData::Ack { ack, args }, Some(socket)) => socket.on_ack(ack, args),
+            (data, _) => {
+                debug!(target: "socket.io:client", sid = %session.sid(), nsp = packet.nsp, ?data, "packet in an invalid state");
+                reject_connection(session);
+            }
+        }
+    }
+}
+
+fn connect(
+    server: &Arc<ServerInner>,
+    session: &Arc<Session<ClientState>>,
+    nsp: String,
+    auth: Option<Box<RawValue>>,
+) {
+    let auth = auth
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    let Some(ns) = server.namespace_for(&nsp, &auth) else {
+        debug!(target: "socket.io:client", nsp, "invalid namespace");
+        let packet = Packet::connect_error(nsp, "Invalid namespace", None);
+        session.send_all(encode(&packet).0.iter().cloned());
+        return;
+    };
+    session.data.lock().connecting.push(nsp.clone());
+    let recovery = server.config.connection_state_recovery;
+    let credentials = recovery.and_then(|_| {
+        let pid = auth.get("pid")?.as_str()?.to_string();
+        let offset = auth.get("offset")?.as_str()?.to_string();
+        Some((pid, offset))
+    });
+    let session = session.clone();
+    match credentials {
+        // Restoring may ask another process (the cluster's primary): continue when it answers.
+        Some((pid, offset)) => {
+            let restore = ns.adapter().restore_session(&pid, &offset);
+            run_inline(Box::pin(async move {
+                let restored = restore.await;
+                accept(ns, session, auth, recovery, restored);
+            }));
+        }
+        None => accept(ns, session, auth, recovery, None),
+    }
+}
+
+/// Builds the socket (restored or new), runs the middlewares, then joins it.
+fn accept(
+    ns: crate::server::Namespace,
+    session: Arc<Session<ClientState>>,
+    auth: serde_json::Value,
+    recovery: Option<crate::adapter::RecoveryConfig>,
+    restored: Option<Restored>,
+) {
+    let handshake = Handshake::new(session.request(), auth);
+    let recovered = restored.is_some();
+    let (id, pid, data, rooms, missed, horizon) = match restored {
+        Some(r) => (
+            r.session.id,
+            Some(r.session.pid),
+            r.session.data,
+            r.session.rooms,
+            r.missed,
+            r.horizon,
+        ),
+        None => (
+            Sid::random(),
+            recovery.map(|_| Sid::random()),
+            serde_json::json!({}),
+            Vec::new(),
+            Vec::new(),
+            None,
+        ),
+    };
+    let socket = Socket::new(id, pid, ns.clone(), session, handshake, recovered, data);
+    let joined = Joined {
+        rooms,
+        missed,
+        horizon,
+    };
+    let skip = recovered && recovery.is_some_and(|r| r.skip_middlewares);
+    let middlewares = if skip {
+        Vec::new()
+    } else {
+        ns.handlers().middlewares
+    };
+    if middlewares.is_empty() {
+        finish_connect(socket, joined);
+        return;
+    }
+    run_inline(Box::pin(async move {
+        for middleware in middlewares {
+            if let Err(err) = middleware(socket.clone()).await {
+                refuse(&socket, err);
+                return;
+            }
+        }
+        finish_connect(socket, joined);
+    }));
+}
+
+/// What a socket brings back from a restored session.
+struct Joined {
+    rooms: Vec<String>,
+    missed: Vec<EncodedPacket>,
+    horizon: Option<u64>,
+}
+
+fn refuse(socket: &Socket, err: ConnectError) {
+    let session = &socket.0.session;
+    session.data.lock().connecting.retain(|n| n != socket.ns());
+    debug!(target: "socket.io:client", nsp = socket.ns(), "refused: {}", err.message);
+    let data = err
+        .data
+        .and_then(|d| RawValue::from_string(d.to_string()).ok());
+    let packet = Packet::connect_error(socket.ns(), &err.message, data.as_deref());
+    session.send_all(encode(&packet).0.iter().cloned());
+}
+
+fn finish_connect(socket: Socket, joined: Joined) {
+    let Joined {
+        rooms,
+        mut missed,
+        horizon,
+    } = joined;
+    let session = socket.0.session.clone();
+    let ns = socket.namespace().clone();
+    {
+        let mut c = session.data.lock();
+        c.connecting.retain(|n| n != ns.name());
+        if session.is_closed() {
+            return;
+        }
+        c.sockets.push(socket.clone());
+        c.connected_once = true;
+        // Registered under the client lock, so a concurrent close sees a connected socket.
+        ns.add_socket(socket.clone());
+        let mut all = Vec::with_capacity(1 + rooms.len());
+        all.push(socket.id().to_string());
+        all.extend(rooms);
+        ns.adapter().add_all(socket.id(), &all);
+        socket.set_connected();
+        // Packets that reached this server while the restore was on its way.
+        if let Some(horizon) = horizon {
+            missed.extend(ns.adapter().missed_after(horizon, &all));
+        }
+    }
+    socket.report_session();
+    let reply = match socket.pid() {
+        Some(pid) => format!("{{\"sid\":\"{}\",\"pid\":\"{pid}\"}}", socket.id()),
+        None => format!("{{\"sid\":\"{}\"}}", socket.id()),
+    };
+    let payload = RawValue::from_string(reply).ok();
+    socket.send_packet(&Packet::connect(ns.name(), payload));
+    for packet in &missed {
+        socket.send_encoded(packet);
+    }
+    debug!(target: "socket.io:client", id = %socket.id(), nsp = ns.name(), recovered = socket.recovered(), "connected");
+    for handler in ns.handlers().connection {
+        run_inline(handler(socket.clone()));
+    }
+}

@@ -1,0 +1,349 @@
+//! The Socket.IO server: namespaces, sockets, rooms, events and acknowledgements.
+//!
+//! ```no_run
+//! use rsio::server::{Server, ServerConfig, Socket, AckSender};
+//! use rsio::parser::Args;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let io = Server::new(ServerConfig::default());
+//! io.ns("/", |socket: Socket| async move {
+//!     socket.on("chat message", |socket: Socket, args: Args| async move {
+//!         // to everyone in the namespace, on every server
+//!         let _ = socket.namespace().emit("chat message", args);
+//!     });
+//!     socket.on("ping", |_s: Socket, _args: Args, ack: AckSender| async move {
+//!         let _ = ack.send(&("pong",));
+//!     });
+//! });
+//! // Mount it in any axum app:
+//! let app = axum::Router::new().merge(io.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! rsio::http::serve(listener, app, Default::default(), std::future::pending()).await.ok();
+//! # Ok(()) }
+//! ```
+
+mod ack;
+mod broadcast;
+mod client;
+mod handler;
+mod handshake;
+mod namespace;
+mod reason;
+mod socket;
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+pub use ack::{AckError, AckSender, BroadcastAckError, EmitError, IntoArgs};
+pub use broadcast::{BroadcastEmitError, BroadcastOperator, FetchedSocket};
+pub use client::{ClientHandler, ClientState};
+pub use handler::{ConnectError, Data, EventHandler, FromArgs};
+pub use handshake::Handshake;
+pub use namespace::{Namespace, ServerSideEmitError};
+pub use reason::DisconnectReason;
+pub use socket::{EmitWithAckError, IntoRooms, Socket, SocketTimeout};
+
+use crate::{
+    adapter::{Adapter, AdapterError, LocalAdapter, RecoveryConfig},
+    engine::{Engine, EngineConfig},
+};
+
+/// Socket.IO options (Engine.IO's are in `engine`), with Node's defaults.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub engine: EngineConfig,
+    /// A connection that joins no namespace within this time is closed.
+    pub connect_timeout: Duration,
+    /// Most binary attachments one packet may announce.
+    pub max_attachments: usize,
+    /// Node's `connectionStateRecovery`; off by default.
+    pub connection_state_recovery: Option<RecoveryConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            engine: EngineConfig {
+                path: "/socket.io/".into(),
+                ..EngineConfig::default()
+            },
+            connect_timeout: Duration::from_millis(45_000),
+            max_attachments: crate::parser::DEFAULT_MAX_ATTACHMENTS,
+            connection_state_recovery: None,
+        }
+    }
+}
+
+/// Makes the adapter of each namespace (given its name).
+pub type AdapterFactory = Arc<dyn Fn(&str) -> Arc<dyn Adapter> + Send + Sync>;
+
+type NamespaceMatcher = Arc<dyn Fn(&str, &serde_json::Value) -> bool + Send + Sync>;
+type NewNamespaceHandler = Arc<dyn Fn(&Namespace) + Send + Sync>;
+
+pub(crate) struct ServerInner {
+    pub(crate) config: ServerConfig,
+    namespaces: RwLock<HashMap<String, Namespace>>,
+    parents: RwLock<Vec<(NamespaceMatcher, Namespace)>>,
+    new_namespace: RwLock<Vec<NewNamespaceHandler>>,
+    adapter_factory: AdapterFactory,
+}
+
+impl ServerInner {
+    fn create(&self, name: &str, handlers: namespace::NsHandlers) -> Namespace {
+        let ns = Namespace::new(name.to_string(), (self.adapter_factory)(name), handlers);
+        let listeners = self
+            .new_namespace
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for f in listeners {
+            f(&ns);
+        }
+        ns
+    }
+
+    /// The namespace a CONNECT names: a static one, or a new child of the first
+    /// dynamic parent that accepts the name.
+    pub(crate) fn namespace_for(&self, name: &str, auth: &serde_json::Value) -> Option<Namespace> {
+        if let Some(ns) = self
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Some(ns.clone());
+        }
+        let parent = {
+            let parents = self.parents.read().unwrap_or_else(|e| e.into_inner());
+            parents
+                .iter()
+                .find(|(matches, _)| matches(name, auth))
+                .map(|(_, p)| p.clone())?
+        };
+        let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(ns) = map.get(name) {
+            return Some(ns.clone());
+        }
+        // The child inherits the parent's middlewares and handlers as they are now.
+        let child = self.create(name, parent.handlers());
+        map.insert(name.to_string(), child.clone());
+        Some(child)
+    }
+}
+
+/// A weak handle on a server, for adapters that deliver what other servers send.
+#[derive(Clone)]
+pub struct ServerInnerRef(std::sync::Weak<ServerInner>);
+
+impl ServerInnerRef {
+    /// An existing namespace (messages for namespaces this server never created are dropped).
+    pub fn namespace(&self, name: &str) -> Option<Namespace> {
+        let inner = self.0.upgrade()?;
+        let map = inner.namespaces.read().unwrap_or_else(|e| e.into_inner());
+        map.get(name).cloned()
+    }
+}
+
+/// A Socket.IO server. Cheap to clone; every clone is the same server.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<ServerInner>,
+    engine: Arc<Engine<ClientHandler>>,
+}
+
+impl Server {
+    /// A server with the in-memory adapter.
+    pub fn new(config: ServerConfig) -> Server {
+        let recovery = config.connection_state_recovery;
+        Server::with_adapter(
+            config,
+            Arc::new(move |_name: &str| Arc::new(LocalAdapter::new(recovery)) as Arc<dyn Adapter>),
+        )
+    }
+
+    /// A server whose namespaces use adapters from `factory` (e.g. the cluster adapter).
+    pub fn with_adapter(config: ServerConfig, factory: AdapterFactory) -> Server {
+        let inner = Arc::new(ServerInner {
+            config: config.clone(),
+            namespaces: RwLock::default(),
+            parents: RwLock::default(),
+            new_namespace: RwLock::default(),
+            adapter_factory: factory,
+        });
+        let engine = Engine::new(
+            config.engine,
+            ClientHandler {
+                server: inner.clone(),
+            },
+        );
+        let server = Server { inner, engine };
+        server.of("/");
+        server
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// A weak handle, for adapters.
+    pub fn inner_ref(&self) -> ServerInnerRef {
+        ServerInnerRef(Arc::downgrade(&self.inner))
+    }
+
+    /// The namespace `name` if it exists (static, or a dynamic child already created).
+    pub fn namespace(&self, name: &str) -> Option<Namespace> {
+        self.inner_ref().namespace(name)
+    }
+
+    /// The Engine.IO server underneath (session counts, error counters).
+    pub fn engine(&self) -> &Arc<Engine<ClientHandler>> {
+        &self.engine
+    }
+
+    /// An axum router serving this server at its path; merge it into an app.
+    pub fn router(&self) -> axum::Router {
+        self.engine.router()
+    }
+
+    /// The namespace `name`, created on first use.
+    pub fn of(&self, name: &str) -> Namespace {
+        let name = if name.starts_with('/') {
+            name.to_string()
+        } else {
+            format!("/{name}")
+        };
+        if let Some(ns) = self
+            .inner
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+        {
+            return ns.clone();
+        }
+        let mut map = self
+            .inner
+            .namespaces
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        map.entry(name.clone())
+            .or_insert_with(|| self.inner.create(&name, Default::default()))
+            .clone()
+    }
+
+    /// `io.of(name).on("connection", handler)`.
+    pub fn ns<F, Fut>(&self, name: &str, handler: F) -> Namespace
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let ns = self.of(name);
+        ns.on_connection(handler);
+        ns
+    }
+
+    /// A parent of dynamic namespaces: a CONNECT to an unknown name that
+    /// `matches(name, auth)` accepts creates a child namespace, which inherits
+    /// the middlewares and connection handlers registered on the returned parent.
+    ///
+    /// ```no_run
+    /// # use rsio::server::{Server, Socket};
+    /// # let io = Server::new(Default::default());
+    /// io.dynamic_namespace(|name, _auth| name.starts_with("/workspace-"))
+    ///     .on_connection(|socket: Socket| async move {
+    ///         let _ = socket.emit("hello", &(socket.ns(),));
+    ///     });
+    /// ```
+    pub fn dynamic_namespace(
+        &self,
+        matches: impl Fn(&str, &serde_json::Value) -> bool + Send + Sync + 'static,
+    ) -> Namespace {
+        let parent = Namespace::new(
+            format!(
+                "<dynamic #{}>",
+                self.inner.parents.read().map(|p| p.len()).unwrap_or(0)
+            ),
+            Arc::new(LocalAdapter::default()),
+            Default::default(),
+        );
+        self.inner
+            .parents
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((Arc::new(matches), parent.clone()));
+        parent
+    }
+
+    /// Runs for every namespace created from now on (static or dynamic child).
+    pub fn on_new_namespace(&self, f: impl Fn(&Namespace) + Send + Sync + 'static) {
+        self.inner
+            .new_namespace
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(f));
+    }
+
+    /// The main namespace `/`.
+    pub fn sockets(&self) -> Namespace {
+        self.of("/")
+    }
+
+    pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
+        self.sockets().emit(event, args)
+    }
+
+    pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.sockets().to(rooms)
+    }
+
+    pub fn within(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.sockets().within(rooms)
+    }
+
+    pub fn except(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.sockets().except(rooms)
+    }
+
+    pub fn local(&self) -> BroadcastOperator {
+        self.sockets().local()
+    }
+
+    pub fn volatile(&self) -> BroadcastOperator {
+        self.sockets().volatile()
+    }
+
+    pub fn timeout(&self, timeout: Duration) -> BroadcastOperator {
+        self.sockets().timeout(timeout)
+    }
+
+    pub async fn fetch_sockets(&self) -> Result<Vec<FetchedSocket>, AdapterError> {
+        self.sockets().fetch_sockets().await
+    }
+
+    pub fn sockets_join(&self, rooms: impl IntoRooms) {
+        self.sockets().sockets_join(rooms)
+    }
+
+    pub fn sockets_leave(&self, rooms: impl IntoRooms) {
+        self.sockets().sockets_leave(rooms)
+    }
+
+    pub fn disconnect_sockets(&self, close: bool) {
+        self.sockets().disconnect_sockets(close)
+    }
+
+    /// Disconnects every socket with "server shutting down" (recoverable) and
+    /// closes every connection.
+    pub fn close(&self) {
+        for session in self.engine.sessions() {
+            for socket in session.data.sockets() {
+                socket.on_close(DisconnectReason::ServerShuttingDown);
+            }
+            session.close();
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Namespaces: their sockets, middlewares and handlers, and their adapter.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, RwLock,
+    },
+    time::Duration,
+};
+
+use super::{
+    ack::{AckSender, EmitError, IntoArgs},
+    broadcast::BroadcastOperator,
+    handler::{ConnectError, ConnectionHandler, Middleware, ServerSideHandler},
+    socket::{IntoRooms, Socket},
+};
+use crate::{
+    adapter::{Adapter, AdapterError, BroadcastOptions, EncodedPacket, SocketId},
+    parser::Args,
+};
+
+#[derive(Default, Clone)]
+pub(crate) struct NsHandlers {
+    pub connection: Vec<ConnectionHandler>,
+    pub middlewares: Vec<Middleware>,
+    pub server_side: HashMap<String, ServerSideHandler>,
+}
+
+pub(crate) struct NsInner {
+    name: String,
+    adapter: Arc<dyn Adapter>,
+    sockets: Mutex<HashMap<SocketId, Socket>>,
+    handlers: RwLock<NsHandlers>,
+    next_ack_id: AtomicU64,
+}
+
+/// A namespace (`io.of("/name")`). Cheap to clone.
+#[derive(Clone)]
+pub struct Namespace(pub(crate) Arc<NsInner>);
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Namespace").field(&self.0.name).finish()
+    }
+}
+
+impl Namespace {
+    pub(crate) fn new(name: String, adapter: Arc<dyn Adapter>, handlers: NsHandlers) -> Namespace {
+        let first_ack_id = adapter.ack_id_base();
+        Namespace(Arc::new(NsInner {
+            name,
+            adapter,
+            sockets: Mutex::default(),
+            handlers: RwLock::new(handlers),
+            next_ack_id: AtomicU64::new(first_ack_id),
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    pub fn adapter(&self) -> &Arc<dyn Adapter> {
+        &self.0.adapter
+    }
+
+    fn sockets_map(&self) -> MutexGuard<'_, HashMap<SocketId, Socket>> {
+        self.0.sockets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn handlers(&self) -> NsHandlers {
+        self.0
+            .handlers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn handlers_mut(&self) -> std::sync::RwLockWriteGuard<'_, NsHandlers> {
+        self.0.handlers.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn next_ack_id(&self) -> u64 {
+        self.0.next_ack_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Runs `handler` for every new socket, after the middlewares accepted it
+    /// and the CONNECT reply was sent.
+    pub fn on_connection<F, Fut>(&self, handler: F)
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.handlers_mut()
+            .connection
+            .push(Arc::new(move |s| Box::pin(handler(s))));
+    }
+
+    /// A middleware run, in order, before a socket joins: `Err` refuses it with
+    /// a `CONNECT_ERROR` carrying the error's message and data.
+    ///
+    /// ```no_run
+    /// # use rsio::server::{Server, Socket, ConnectError};
+    /// # let io = Server::new(Default::default());
+    /// io.of("/admin").use_middleware(|socket: Socket| async move {
+    ///     if socket.handshake().auth["token"] == "secret" {
+    ///         Ok(())
+    ///     } else {
+    ///         Err(ConnectError::new("unauthorized").with_data(serde_json::json!({"code": 401})))
+    ///     }
+    /// });
+    /// ```
+    pub fn use_middleware<F, Fut>(&self, middleware: F)
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        self.handlers_mut()
+            .middlewares
+            .push(Arc::new(move |s| Box::pin(middleware(s))));
+    }
+
+    /// Handles `server_side_emit` events from the other servers of a cluster.
+    pub fn on_server_side<F, Fut>(&self, event: impl Into<String>, handler: F)
+    where
+        F: Fn(Args, AckSender) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.handlers_mut().server_side.insert(
+            event.into(),
+            Arc::new(move |a, ack| Box::pin(handler(a, ack))),
+        );
+    }
+
+    /// Room changes on this server: created, deleted, joined, left (Node's
+    /// `io.of(nsp).adapter.on("create-room" | "delete-room" | "join-room" | "leave-room")`).
+    pub fn on_room_event(&self, f: impl Fn(&crate::adapter::RoomEvent) + Send + Sync + 'static) {
+        self.0.adapter.on_room_event(Arc::new(f));
+    }
+
+    /// The local socket with this id.
+    pub fn get_socket(&self, id: SocketId) -> Option<Socket> {
+        self.sockets_map().get(&id).cloned()
+    }
+
+    /// The sockets connected to this namespace on this server.
+    pub fn sockets(&self) -> Vec<Socket> {
+        self.sockets_map().values().cloned().collect()
+    }
+
+    pub(crate) fn add_socket(&self, socket: Socket) {
+        self.sockets_map().insert(socket.id(), socket);
+    }
+
+    pub(crate) fn remove_socket(&self, id: SocketId) {
+        self.sockets_map().remove(&id);
+    }
+
+    /// Writes an encoded packet to every local socket `opts` selects; `event`
+    /// (name and arguments) is shown to outgoing listeners when known.
+    pub(crate) fn deliver(
+        &self,
+        packet: &EncodedPacket,
+        opts: &BroadcastOptions,
+        event: Option<(&str, &Args)>,
+    ) -> usize {
+        let mut count = 0;
+        let sockets = self.sockets_map();
+        self.0.adapter.for_each_local(opts, &mut |id| {
+            let Some(socket) = sockets.get(&id) else {
+                return;
+            };
+            if let Some((name, args)) = event {
+                socket.notify_outgoing(name, args);
+            }
+            let sent = if opts.flags.volatile {
+                socket.send_volatile(packet)
+            } else {
+                socket.send_encoded(packet)
+            };
+            count += usize::from(sent);
+        });
+        count
+    }
+
+    /// Writes a packet that asks for acknowledgement `ack_id` to `targets`; their
+    /// answers go to `tx`. Returns how many got it.
+    pub(crate) fn deliver_with_ack(
+        &self,
+        packet: &EncodedPacket,
+        targets: &[Socket],
+        volatile: bool,
+        ack_id: u64,
+        tx: tokio::sync::mpsc::UnboundedSender<Args>,
+    ) -> usize {
+        let mut count = 0;
+        for socket in targets {
+            socket.expect_ack(ack_id, super::ack::AckWaiter::Many(tx.clone()));
+            let sent = if volatile {
+                socket.send_volatile(packet)
+            } else {
+                socket.send_encoded(packet)
+            };
+            if sent {
+                count += 1;
+            } else {
+                socket.forget_ack(ack_id);
+            }
+        }
+        count
+    }
+
+    pub(crate) fn local_sockets_join(&self, opts: &BroadcastOptions, rooms: &[String]) {
+        for socket in self.select(opts) {
+            socket.join(rooms.to_vec());
+        }
+    }
+
+    pub(crate) fn local_sockets_leave(&self, opts: &BroadcastOptions, rooms: &[String]) {
+        for socket in self.select(opts) {
+            for room in rooms {
+                socket.leave(room);
+            }
+        }
+    }
+
+    pub(crate) fn local_disconnect_sockets(&self, opts: &BroadcastOptions, close: bool) {
+        for socket in self.select(opts) {
+            socket.disconnect(close);
+        }
+    }
+
+    /// Local sockets `opts` selects.
+    pub(crate) fn select(&self, opts: &BroadcastOptions) -> Vec<Socket> {
+        let sockets = self.sockets_map();
+        let mut out = Vec::new();
+        self.0.adapter.for_each_local(opts, &mut |id| {
+            if let Some(s) = sockets.get(&id) {
+                out.push(s.clone());
+            }
+        });
+        out
+    }
+
+    /// Runs a `server_side_emit` received from another server (called by adapters).
+    pub fn on_server_side_emit(&self, event: &str, args: Args, ack: AckSender) {
+        let handler = self.handlers().server_side.get(event).cloned();
+        if let Some(h) = handler {
+            super::handler::run_inline(h(args, ack));
+        }
+    }
+
+    // Broadcasting: the same operators as `BroadcastOperator`, from the whole namespace.
+
+    pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).to(rooms)
+    }
+
+    pub fn within(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.to(rooms)
+    }
+
+    pub fn except(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).except(rooms)
+    }
+
+    pub fn local(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).local()
+    }
+
+    pub fn volatile(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).volatile()
+    }
+
+    pub fn timeout(&self, timeout: Duration) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).timeout(timeout)
+    }
+
+    /// Sends an event to every socket of the namespace.
+    pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
+        BroadcastOperator::new(self.clone()).emit(event, args)
+    }
+
+    pub async fn fetch_sockets(
+        &self,
+    ) -> Result<Vec<super::broadcast::FetchedSocket>, AdapterError> {
+        BroadcastOperator::new(self.clone()).fetch_sockets().await
+    }
+
+    pub fn sockets_join(&self, rooms: impl IntoRooms) {
+        BroadcastOperator::new(self.clone()).sockets_join(rooms)
+    }
+
+    pub fn sockets_leave(&self, rooms: impl IntoRooms) {
+        BroadcastOperator::new(self.clone()).sockets_leave(rooms)
+    }
+
+    pub fn disconnect_sockets(&self, close: bool) {
+        BroadcastOperator::new(self.clone()).disconnect_sockets(close)
+    }
+
+    /// Sends an event to the `on_server_side` handlers of the other servers and
+    /// collects one answer from each (an empty list for a single server).
+    pub async fn server_side_emit_with_ack(
+        &self,
+        event: &str,
+        args: impl IntoArgs,
+        timeout: Duration,
+    ) -> Result<Vec<Args>, ServerSideEmitError> {
+        super::socket::check_event(event)?;
+        let args = args.into_args().map_err(EmitError::from)?;
+        Ok(self
+            .0
+            .adapter
+            .server_side_emit_remote(event, &args, timeout)
+            .await?)
+    }
+
+    /// Sends an event to the other servers' `on_server_side` handlers.
+    pub fn server_side_emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
+        super::socket::check_event(event)?;
+        let args = args.into_args()?;
+        let fut = self
+            .0
+            .adapter
+            .server_side_emit_remote(event, &args, Duration::ZERO);
+        drop(fut);
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerSideEmitError {
+    #[error(transparent)]
+    Emit(#[from] EmitError),
+    /// Some servers did not answer in time; the answers that came are kept.
+    #[error(transparent)]
+    Timeout(#[from] crate::adapter::PartialResponses<Args>),
+}

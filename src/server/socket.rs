@@ -1,0 +1,609 @@
+//! `Socket`: one client's membership of one namespace.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::Duration,
+};
+
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use super::{
+    ack::{AckError, AckSender, AckWaiter, EmitError, IntoArgs},
+    broadcast::BroadcastOperator,
+    client::ClientState,
+    handler::{
+        run_inline, AnyHandler, BoxedEventHandler, DisconnectHandler, ErrorHandler, EventHandler,
+        PacketMiddleware,
+    },
+    handshake::Handshake,
+    namespace::Namespace,
+    reason::DisconnectReason,
+};
+use crate::{
+    adapter::{BroadcastOptions, EncodedPacket, PersistedSession, SocketId},
+    engine::{Frame, Session, Sid},
+    parser::{is_reserved_event, Args, Packet},
+};
+
+#[derive(Default)]
+struct SocketState {
+    handlers: HashMap<String, BoxedEventHandler>,
+    any_incoming: Vec<AnyHandler>,
+    any_outgoing: Vec<AnyHandler>,
+    disconnecting: Vec<DisconnectHandler>,
+    disconnect: Vec<DisconnectHandler>,
+    errors: Vec<ErrorHandler>,
+    middlewares: Vec<PacketMiddleware>,
+    acks: HashMap<u64, AckWaiter>,
+    data: serde_json::Value,
+}
+
+pub(crate) struct SocketInner {
+    id: SocketId,
+    pid: Option<Sid>,
+    ns: Namespace,
+    pub(crate) session: Arc<Session<ClientState>>,
+    handshake: Handshake,
+    recovered: bool,
+    connected: AtomicBool,
+    /// Whether `state.any_outgoing` is non-empty, read per delivery without the lock.
+    has_outgoing: AtomicBool,
+    state: Mutex<SocketState>,
+}
+
+/// A client connected to a namespace. Cheap to clone; all clones are the same socket.
+#[derive(Clone)]
+pub struct Socket(pub(crate) Arc<SocketInner>);
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.0.id)
+            .field("nsp", &self.0.ns.name())
+            .finish()
+    }
+}
+
+/// Encodes a packet once: its Engine.IO text frame, then its attachments.
+pub(crate) fn encode(packet: &Packet) -> EncodedPacket {
+    let mut text = String::with_capacity(64);
+    text.push('4');
+    packet.encode_into(&mut text);
+    let attachments = packet.attachments();
+    let mut frames = Vec::with_capacity(1 + attachments.len());
+    frames.push(Frame::text(text));
+    frames.extend(attachments.iter().cloned().map(Frame::Binary));
+    EncodedPacket(frames.into())
+}
+
+impl Socket {
+    pub(crate) fn new(
+        id: SocketId,
+        pid: Option<Sid>,
+        ns: Namespace,
+        session: Arc<Session<ClientState>>,
+        handshake: Handshake,
+        recovered: bool,
+        data: serde_json::Value,
+    ) -> Socket {
+        Socket(Arc::new(SocketInner {
+            id,
+            pid,
+            ns,
+            session,
+            handshake,
+            recovered,
+            connected: AtomicBool::new(false),
+            has_outgoing: AtomicBool::new(false),
+            state: Mutex::new(SocketState {
+                data,
+                ..SocketState::default()
+            }),
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, SocketState> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The socket id (per namespace; not the Engine.IO session id).
+    pub fn id(&self) -> SocketId {
+        self.0.id
+    }
+
+    /// The private id used by connection state recovery, when it is on.
+    pub fn pid(&self) -> Option<Sid> {
+        self.0.pid
+    }
+
+    /// The namespace's name.
+    pub fn ns(&self) -> &str {
+        self.0.ns.name()
+    }
+
+    pub fn namespace(&self) -> &Namespace {
+        &self.0.ns
+    }
+
+    pub fn handshake(&self) -> &Handshake {
+        &self.0.handshake
+    }
+
+    /// Whether this socket's state was restored by connection state recovery.
+    pub fn recovered(&self) -> bool {
+        self.0.recovered
+    }
+
+    pub fn connected(&self) -> bool {
+        self.0.connected.load(Ordering::Acquire)
+    }
+
+    /// The Engine.IO transport in use (`polling` or `websocket`).
+    pub fn transport(&self) -> &'static str {
+        self.0.session.transport().as_str()
+    }
+
+    /// The Engine.IO session id of the underlying connection.
+    pub fn engine_sid(&self) -> Sid {
+        self.0.session.sid()
+    }
+
+    /// Registers the handler of `event` (replacing an earlier one).
+    ///
+    /// ```no_run
+    /// # use rsio::server::{Server, Socket, AckSender, Data};
+    /// # use rsio::parser::Args;
+    /// # let io = Server::new(Default::default());
+    /// io.ns("/", |socket: Socket| async move {
+    ///     socket.on("echo", |socket: Socket, args: Args| async move {
+    ///         let _ = socket.emit("echo", args);
+    ///     });
+    ///     socket.on("add", |_s: Socket, Data((a, b)): Data<(i64, i64)>, ack: AckSender| async move {
+    ///         let _ = ack.send(&(a + b,));
+    ///     });
+    /// });
+    /// ```
+    pub fn on<M>(&self, event: impl Into<String>, handler: impl EventHandler<M>) {
+        self.state()
+            .handlers
+            .insert(event.into(), handler.into_boxed());
+    }
+
+    /// Removes the handler of `event`.
+    pub fn off(&self, event: &str) {
+        self.state().handlers.remove(event);
+    }
+
+    /// A catch-all listener of incoming events, run before the event's handler.
+    pub fn on_any(&self, f: impl Fn(&Socket, &str, &Args) + Send + Sync + 'static) {
+        self.state().any_incoming.push(Arc::new(f));
+    }
+
+    /// A catch-all listener of outgoing events (broadcasts included).
+    pub fn on_any_outgoing(&self, f: impl Fn(&Socket, &str, &Args) + Send + Sync + 'static) {
+        self.state().any_outgoing.push(Arc::new(f));
+        self.0.has_outgoing.store(true, Ordering::Release);
+    }
+
+    /// Per-packet middleware: `Err(message)` drops the event and reports
+    /// `message` to the [`Socket::on_error`] handlers.
+    pub fn use_middleware(
+        &self,
+        f: impl Fn(&Socket, &str, &Args) -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.state().middlewares.push(Arc::new(f));
+    }
+
+    pub fn on_error(&self, f: impl Fn(&Socket, &str) + Send + Sync + 'static) {
+        self.state().errors.push(Arc::new(f));
+    }
+
+    /// Runs before the socket leaves its rooms ([`Socket::rooms`] still lists them).
+    pub fn on_disconnecting(&self, f: impl Fn(Socket, DisconnectReason) + Send + Sync + 'static) {
+        self.state().disconnecting.push(Arc::new(f));
+    }
+
+    /// Runs once the socket has left its namespace.
+    pub fn on_disconnect(&self, f: impl Fn(Socket, DisconnectReason) + Send + Sync + 'static) {
+        self.state().disconnect.push(Arc::new(f));
+    }
+
+    /// `socket.data`, deserialized.
+    pub fn data<T: DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_value(self.state().data.clone()).ok()
+    }
+
+    /// `socket.data` as JSON.
+    pub fn data_value(&self) -> serde_json::Value {
+        self.state().data.clone()
+    }
+
+    pub fn set_data<T: Serialize>(&self, data: &T) {
+        let value = serde_json::to_value(data).unwrap_or(serde_json::Value::Null);
+        self.state().data = value;
+        self.report_session();
+    }
+
+    /// Joins one or more rooms.
+    pub fn join(&self, rooms: impl IntoRooms) {
+        self.0.ns.adapter().add_all(self.0.id, &rooms.into_rooms());
+        self.report_session();
+    }
+
+    pub fn leave(&self, room: &str) {
+        self.0.ns.adapter().del(self.0.id, room);
+        self.report_session();
+    }
+
+    /// The recoverable state of this socket.
+    fn session(&self, pid: Sid) -> PersistedSession {
+        let own = self.0.id.to_string();
+        PersistedSession {
+            id: self.0.id,
+            pid,
+            rooms: self.rooms().into_iter().filter(|r| *r != own).collect(),
+            data: self.data_value(),
+        }
+    }
+
+    /// Keeps the cluster's copy of this socket's session current, so that it
+    /// survives this worker.
+    pub(crate) fn report_session(&self) {
+        let adapter = self.0.ns.adapter();
+        if let (Some(pid), true) = (self.0.pid, adapter.sequenced()) {
+            if self.connected() {
+                adapter.session_update(&self.session(pid));
+            }
+        }
+    }
+
+    /// The rooms this socket is in, its own id room included.
+    pub fn rooms(&self) -> Vec<String> {
+        self.0.ns.adapter().socket_rooms(self.0.id)
+    }
+
+    /// Sends an event to this client.
+    pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
+        check_event(event)?;
+        let mut args = args.into_args()?;
+        let adapter = self.0.ns.adapter();
+        if adapter.sequenced() && self.0.pid.is_some() {
+            // The cluster numbers it and sends it back to this worker for delivery.
+            self.notify_outgoing(event, &args);
+            let packet = Packet::event(self.ns(), event, args, None);
+            let opts = BroadcastOptions {
+                rooms: vec![self.0.id.to_string()],
+                ..Default::default()
+            };
+            adapter.broadcast_sequenced(&encode(&packet), &opts);
+            return Ok(());
+        }
+        // With recovery on, events get an offset so a reconnecting client can
+        // ask for what it missed; the packet is logged like a broadcast to its id.
+        let offset = adapter.next_offset();
+        if let Some(offset) = &offset {
+            args.push(offset)?;
+        }
+        self.notify_outgoing(event, &args);
+        let packet = Packet::event(self.ns(), event, args, None);
+        let encoded = encode(&packet);
+        if let Some(offset) = &offset {
+            let opts = BroadcastOptions {
+                rooms: vec![self.0.id.to_string()],
+                ..Default::default()
+            };
+            adapter.store_packet(offset, &opts, &encoded);
+        }
+        if self.send_encoded(&encoded) {
+            Ok(())
+        } else {
+            Err(EmitError::Disconnected)
+        }
+    }
+
+    /// Sends an event and waits for the client's acknowledgement, until the
+    /// socket disconnects. Use [`Socket::timeout`] to bound the wait.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        args: impl IntoArgs,
+    ) -> Result<Args, EmitWithAckError> {
+        let rx = self.emit_ack_packet(event, args)?;
+        rx.await
+            .unwrap_or(Err(AckError::Disconnected))
+            .map_err(EmitWithAckError::Ack)
+    }
+
+    /// Bounds the wait of the next acknowledged emit.
+    pub fn timeout(&self, timeout: Duration) -> SocketTimeout<'_> {
+        SocketTimeout {
+            socket: self,
+            timeout,
+        }
+    }
+
+    fn emit_ack_packet(
+        &self,
+        event: &str,
+        args: impl IntoArgs,
+    ) -> Result<oneshot::Receiver<Result<Args, AckError>>, EmitError> {
+        check_event(event)?;
+        let args = args.into_args()?;
+        self.notify_outgoing(event, &args);
+        let id = self.0.ns.next_ack_id();
+        let (tx, rx) = oneshot::channel();
+        self.state().acks.insert(id, AckWaiter::One(tx));
+        let packet = Packet::event(self.ns(), event, args, Some(id));
+        if self.send_packet(&packet) {
+            Ok(rx)
+        } else {
+            self.state().acks.remove(&id);
+            Err(EmitError::Disconnected)
+        }
+    }
+
+    /// Registers a waiter for a broadcast's ack id.
+    pub(crate) fn expect_ack(&self, id: u64, waiter: AckWaiter) {
+        self.state().acks.insert(id, waiter);
+    }
+
+    pub(crate) fn forget_ack(&self, id: u64) {
+        self.state().acks.remove(&id);
+    }
+
+    /// Broadcast to these rooms, without this socket.
+    pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.broadcast().to(rooms)
+    }
+
+    /// Same as [`Socket::to`].
+    pub fn within(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.to(rooms)
+    }
+
+    pub fn except(&self, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.broadcast().except(rooms)
+    }
+
+    /// Every socket of the namespace but this one.
+    pub fn broadcast(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.0.ns.clone()).except(self.0.id.to_string())
+    }
+
+    /// Broadcast on this server only.
+    pub fn local(&self) -> BroadcastOperator {
+        BroadcastOperator::new(self.0.ns.clone()).local()
+    }
+
+    /// Leaves the namespace. With `close`, the whole connection is closed too.
+    pub fn disconnect(&self, close: bool) {
+        if !self.connected() {
+            return;
+        }
+        self.send_packet(&Packet::disconnect(self.ns()));
+        self.on_close(DisconnectReason::ServerNamespaceDisconnect);
+        if close {
+            super::client::close_connection(&self.0.session);
+        }
+    }
+
+    pub(crate) fn send_packet(&self, packet: &Packet) -> bool {
+        self.send_encoded(&encode(packet))
+    }
+
+    pub(crate) fn send_encoded(&self, packet: &EncodedPacket) -> bool {
+        self.0.session.send_all(packet.0.iter().cloned())
+    }
+
+    pub(crate) fn send_volatile(&self, packet: &EncodedPacket) -> bool {
+        self.0.session.send_volatile(packet.0.iter().cloned())
+    }
+
+    pub(crate) fn notify_outgoing(&self, event: &str, args: &Args) {
+        if !self.has_outgoing_listeners() {
+            return;
+        }
+        let listeners = self.state().any_outgoing.clone();
+        for f in listeners {
+            f(self, event, args);
+        }
+    }
+
+    pub(crate) fn has_outgoing_listeners(&self) -> bool {
+        self.0.has_outgoing.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_connected(&self) {
+        self.0.connected.store(true, Ordering::Release);
+    }
+
+    /// An EVENT from the client.
+    pub(crate) fn on_event(&self, event: String, args: Args, ack: Option<u64>) {
+        let (middlewares, any, handler) = {
+            let st = self.state();
+            (
+                st.middlewares.clone(),
+                st.any_incoming.clone(),
+                st.handlers.get(&event).cloned(),
+            )
+        };
+        for mw in middlewares {
+            if let Err(message) = mw(self, &event, &args) {
+                let errors = self.state().errors.clone();
+                for f in errors {
+                    f(self, &message);
+                }
+                return;
+            }
+        }
+        for f in any {
+            f(self, &event, &args);
+        }
+        match handler {
+            Some(handler) => run_inline(handler(
+                self.clone(),
+                args,
+                AckSender::client(self.clone(), ack),
+            )),
+            None => debug!(target: "socket.io:socket", id = %self.0.id, event, "no handler"),
+        }
+    }
+
+    /// An ACK from the client; unknown ids are ignored.
+    pub(crate) fn on_ack(&self, id: u64, args: Args) {
+        let waiter = self.state().acks.remove(&id);
+        match waiter {
+            Some(AckWaiter::One(tx)) => {
+                let _ = tx.send(Ok(args));
+            }
+            Some(AckWaiter::Many(tx)) => {
+                let _ = tx.send(args);
+            }
+            None => debug!(target: "socket.io:socket", id = %self.0.id, ack = id, "unknown ack id"),
+        }
+    }
+
+    /// Leaves the namespace for `reason`: handlers, rooms, recovery, acks.
+    pub(crate) fn on_close(&self, reason: DisconnectReason) {
+        if !self.0.connected.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let disconnecting = self.state().disconnecting.clone();
+        for f in disconnecting {
+            f(self.clone(), reason);
+        }
+        let ns = &self.0.ns;
+        if let Some(pid) = self.0.pid {
+            if reason.is_recoverable() {
+                ns.adapter().persist_session(self.session(pid));
+            } else {
+                ns.adapter().forget_session(pid);
+            }
+        }
+        ns.adapter().del_all(self.0.id);
+        ns.remove_socket(self.0.id);
+        self.0.session.data.remove_socket(ns.name());
+        let (acks, disconnect) = {
+            let mut st = self.state();
+            (std::mem::take(&mut st.acks), st.disconnect.clone())
+        };
+        for (_, waiter) in acks {
+            if let AckWaiter::One(tx) = waiter {
+                let _ = tx.send(Err(AckError::Disconnected));
+            }
+        }
+        debug!(target: "socket.io:socket", id = %self.0.id, nsp = ns.name(), %reason, "disconnected");
+        for f in disconnect {
+            f(self.clone(), reason);
+        }
+        // Handlers may hold clones of this socket; drop what they captured.
+        let mut st = self.state();
+        st.handlers.clear();
+        st.any_incoming.clear();
+        st.any_outgoing.clear();
+        self.0.has_outgoing.store(false, Ordering::Release);
+        st.disconnecting.clear();
+        st.disconnect.clear();
+        st.errors.clear();
+        st.middlewares.clear();
+    }
+}
+
+/// Why [`Socket::emit_with_ack`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitWithAckError {
+    #[error(transparent)]
+    Emit(#[from] EmitError),
+    #[error(transparent)]
+    Ack(AckError),
+}
+
+/// A socket whose next acknowledged emit has a deadline.
+pub struct SocketTimeout<'a> {
+    socket: &'a Socket,
+    timeout: Duration,
+}
+
+impl SocketTimeout<'_> {
+    /// Sends an event; fails with [`AckError::Timeout`] if no ack comes in time.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        args: impl IntoArgs,
+    ) -> Result<Args, EmitWithAckError> {
+        let rx = self.socket.emit_ack_packet(event, args)?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(res) => res
+                .unwrap_or(Err(AckError::Disconnected))
+                .map_err(EmitWithAckError::Ack),
+            Err(_) => Err(EmitWithAckError::Ack(AckError::Timeout)),
+        }
+    }
+}
+
+pub(crate) fn check_event(event: &str) -> Result<(), EmitError> {
+    if is_reserved_event(event) {
+        Err(EmitError::ReservedEvent(event.to_string()))
+    } else {
+        Ok(())
+    }
+}
+
+/// One room or several.
+pub trait IntoRooms {
+    fn into_rooms(self) -> Vec<String>;
+}
+
+impl IntoRooms for &str {
+    fn into_rooms(self) -> Vec<String> {
+        vec![self.to_string()]
+    }
+}
+
+impl IntoRooms for String {
+    fn into_rooms(self) -> Vec<String> {
+        vec![self]
+    }
+}
+
+impl IntoRooms for &String {
+    fn into_rooms(self) -> Vec<String> {
+        vec![self.clone()]
+    }
+}
+
+impl IntoRooms for SocketId {
+    fn into_rooms(self) -> Vec<String> {
+        vec![self.to_string()]
+    }
+}
+
+impl IntoRooms for Vec<String> {
+    fn into_rooms(self) -> Vec<String> {
+        self
+    }
+}
+
+impl IntoRooms for &[String] {
+    fn into_rooms(self) -> Vec<String> {
+        self.to_vec()
+    }
+}
+
+impl IntoRooms for &[&str] {
+    fn into_rooms(self) -> Vec<String> {
+        self.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+impl<const N: usize> IntoRooms for [&str; N] {
+    fn into_rooms(self) -> Vec<String> {
+        self.iter().map(|s| s.to_string()).collect()
+    }
+}

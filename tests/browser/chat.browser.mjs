@@ -1,0 +1,292 @@
+// The chat page (examples/chat) in headless Chromium, one page per worker of a
+// 2-worker cluster: messages, the Disconnect/Connect toggle (missed messages
+// once), reload (history), typing, the online list, private messages.
+// Screenshots go to target/screenshots/.
+//
+//   cargo build --example chat && (cd tests/browser && npm ci) && node --test tests/browser/chat.browser.mjs
+//
+// Needs Debian's Chromium at /usr/bin/chromium (CHROMIUM overrides; `scripts/setup`
+// installs it) and playwright-core from tests/browser/package-lock.json. Binary:
+// RSIO_CHAT_BIN, else target/debug/examples/chat.
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const REPO_ROOT = path.resolve(here, "..", "..");
+const CHAT_BIN = process.env.RSIO_CHAT_BIN || path.join(REPO_ROOT, "target", "debug", "examples", "chat");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const SHOTS = path.join(REPO_ROOT, "target", "screenshots");
+const WAIT = 8000;
+
+function loadPlaywright() {
+  try {
+    return createRequire(import.meta.url)("playwright-core");
+  } catch {
+    return null;
+  }
+}
+const playwright = loadPlaywright();
+
+/** Why the browser cannot run here, or false. A missing browser fails the test
+ * (scripts/setup installs it); only RSIO_SKIP_BROWSER=1 skips it on purpose. */
+function missingReason() {
+  if (!playwright) return "playwright-core is not installed (run scripts/setup, or npm ci in tests/browser)";
+  if (!existsSync(CHROMIUM)) return `no Chromium at ${CHROMIUM} (run scripts/setup: apt-get install chromium)`;
+  return false;
+}
+
+function skipReason() {
+  if (process.env.RSIO_SKIP_BROWSER === "1") return "RSIO_SKIP_BROWSER=1";
+  const missing = missingReason();
+  if (missing) throw new Error(missing);
+  return false;
+}
+
+/** The chat on `workers` workers at a random base port; resolves once the primary logged `ready:`. */
+async function startChat(dbPath, workers = 2) {
+  if (!existsSync(CHAT_BIN)) throw new Error(`chat binary not found: ${CHAT_BIN} (cargo build --example chat)`);
+  for (let attempt = 0; ; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * 40000);
+    try {
+      return await spawnChat(base, workers, dbPath);
+    } catch (e) {
+      if (!e.bindFailure || attempt >= 5) throw e;
+    }
+  }
+}
+
+function spawnChat(base, workers, dbPath) {
+  const env = { ...process.env };
+  delete env.NOTIFY_SOCKET;
+  const proc = spawn(CHAT_BIN, ["--workers", String(workers), "--port", String(base), "--db", dbPath], {
+    cwd: REPO_ROOT,
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let err = "";
+  proc.stdout.resume();
+  proc.stderr.setEncoding("utf8");
+  proc.stderr.on("data", (d) => {
+    if (err.length < 2_000_000) err += d;
+    if (process.env.INTEROP_SERVER_LOG) process.stderr.write(d);
+  });
+  const exited = new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal })));
+  const chat = {
+    urls: Array.from({ length: workers }, (_, i) => `http://127.0.0.1:${base + i}`),
+    stderr: () => err,
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return exited;
+      proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
+      const res = await exited;
+      clearTimeout(timer);
+      return res;
+    },
+  };
+  const ready = new RegExp(`ready: http://127\\.0\\.0\\.1:${base}\\.\\.${base + workers - 1} \\(${workers} workers\\)`);
+  return new Promise((resolve, reject) => {
+    const poll = setInterval(() => {
+      if (ready.test(err)) {
+        clearInterval(poll);
+        clearTimeout(deadline);
+        resolve(chat);
+      }
+    }, 20);
+    const deadline = setTimeout(async () => {
+      clearInterval(poll);
+      await chat.stop();
+      reject(new Error(`chat did not get ready within 15 s; stderr:\n${err.slice(-4000)}`));
+    }, 15000);
+    exited.then(({ code }) => {
+      clearInterval(poll);
+      clearTimeout(deadline);
+      const e = new Error(`chat exited early (code ${code}); stderr:\n${err.slice(-4000)}`);
+      e.bindFailure = code === 69 && /cannot listen on/.test(err);
+      reject(e);
+    });
+  });
+}
+
+// ---- page helpers (run in the browser) ------------------------------------------
+
+/** How many message lines contain `text`. */
+function countLines(page, text) {
+  return page.evaluate(
+    (t) => [...document.querySelectorAll("#messages > li")].filter((li) => li.textContent.includes(t)).length,
+    text,
+  );
+}
+
+function waitForLine(page, text, cls) {
+  return page.waitForFunction(
+    ([t, c]) =>
+      [...document.querySelectorAll("#messages > li")].some(
+        (li) => li.textContent.includes(t) && (!c || li.classList.contains(c)),
+      ),
+    [text, cls],
+    { timeout: WAIT },
+  );
+}
+
+function waitForUsers(page, nicks) {
+  return page.waitForFunction(
+    (ns) => {
+      const shown = [...document.querySelectorAll("#users > li")].map((li) => li.firstChild.textContent);
+      return ns.every((n) => shown.includes(n));
+    },
+    nicks,
+    { timeout: WAIT },
+  );
+}
+
+function waitForText(page, selector, text) {
+  return page.waitForFunction(
+    ([s, t]) => document.querySelector(s)?.textContent.includes(t),
+    [selector, text],
+    { timeout: WAIT },
+  );
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+describe("chat page in Chromium (2 workers)", { skip: skipReason(), timeout: 90_000 }, () => {
+  let chat;
+  let tmp;
+  let browser;
+  const errors = [];
+  const pages = [];
+
+  before(async () => {
+    tmp = mkdtempSync(path.join(os.tmpdir(), "rsio-chat-browser-"));
+    mkdirSync(SHOTS, { recursive: true });
+    chat = await startChat(path.join(tmp, "chat.db"));
+    browser = await playwright.chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+      timeout: 30_000,
+    });
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    if (chat) {
+      const res = await chat.stop();
+      assert.equal(res.code, 0, `chat exit status; stderr:\n${chat.stderr().slice(-2000)}`);
+    }
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  /** A page in its own browser context (own localStorage) on worker `index`, named `nick`. */
+  async function open(index, nick) {
+    const context = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+    const page = await context.newPage();
+    page.on("pageerror", (e) => errors.push(`${nick}: ${e.message}`));
+    page.on("response", (r) => {
+      if (r.status() >= 400) errors.push(`${nick}: ${r.status()} for ${r.url()}`);
+    });
+    page.on("console", (m) => {
+      if (m.type() === "error") errors.push(`${nick} console: ${m.text()}`);
+    });
+    await page.goto(chat.urls[index], { timeout: WAIT });
+    await waitForText(page, "#status", `worker ${index}`);
+    await page.fill("#nick", nick);
+    await page.press("#nick", "Enter");
+    await waitForText(page, "#status", `connected as ${nick} · worker ${index}`);
+    pages.push(page);
+    return page;
+  }
+
+  it("two workers: messages, typing, online list, offline toggle, reload, private messages", async () => {
+    const alice = await open(0, "alice");
+    const bob = await open(1, "bob");
+
+    // the online list spans both workers
+    await waitForUsers(alice, ["alice", "bob"]);
+    await waitForUsers(bob, ["alice", "bob"]);
+    const bobSees = await bob.$$eval("#users > li", (lis) => lis.map((li) => li.textContent));
+    assert.ok(bobSees.some((t) => t.startsWith("alice") && t.includes("w0")), JSON.stringify(bobSees));
+    assert.ok(bobSees.some((t) => t.startsWith("bob") && t.includes("w1") && t.includes("(you)")));
+
+    // typing on worker 0 shows on worker 1
+    await alice.click("#input");
+    await alice.keyboard.type("hello from alice", { delay: 10 });
+    await waitForText(bob, "#typing", "alice is typing…");
+    await bob.screenshot({ path: path.join(SHOTS, "chat-typing-worker1.png") });
+
+    // a message typed on one page appears on the other
+    await alice.press("#input", "Enter");
+    await waitForLine(bob, "hello from alice");
+    await waitForLine(alice, "hello from alice");
+    await bob.waitForFunction(() => document.querySelector("#typing").textContent === "", null, { timeout: WAIT });
+    await bob.fill("#input", "hi alice, bob here");
+    await bob.press("#input", "Enter");
+    await waitForLine(alice, "hi alice, bob here");
+    assert.equal(await countLines(bob, "hello from alice"), 1);
+
+    // bob goes offline with the toggle; what alice says meanwhile arrives once on reconnect
+    await bob.click("#toggle-btn");
+    await waitForText(bob, "#status", "disconnected");
+    assert.equal(await bob.textContent("#toggle-btn"), "Connect");
+    await waitForLine(alice, "bob disconnected", "notice");
+    for (const text of ["while you were away 1", "while you were away 2"]) {
+      await alice.fill("#input", text);
+      await alice.press("#input", "Enter");
+      await waitForLine(alice, text);
+    }
+    await sleep(200);
+    assert.equal(await countLines(bob, "while you were away"), 0, "offline: nothing arrives");
+    await bob.screenshot({ path: path.join(SHOTS, "chat-offline-worker1.png") });
+    await bob.click("#toggle-btn");
+    await waitForText(bob, "#status", "connected as bob");
+    await waitForLine(bob, "while you were away 2");
+    await sleep(500);
+    assert.equal(await countLines(bob, "while you were away 1"), 1, "missed message shown once");
+    assert.equal(await countLines(bob, "while you were away 2"), 1, "missed message shown once");
+    assert.equal(await countLines(bob, "hello from alice"), 1, "nothing shown twice");
+
+    // a reload shows the whole history, each message once
+    await bob.reload({ timeout: WAIT });
+    await waitForText(bob, "#status", "connected as bob · worker 1"); // nick kept in localStorage
+    await waitForLine(bob, "while you were away 2");
+    for (const text of ["hello from alice", "hi alice, bob here", "while you were away 1", "while you were away 2"]) {
+      assert.equal(await countLines(bob, text), 1, `history: ${text}`);
+    }
+    const order = await bob.$$eval("#messages > li.message", (lis) => lis.map((li) => li.textContent));
+    assert.deepEqual(order, [
+      "alicehello from alice",
+      "bobhi alice, bob here",
+      "alicewhile you were away 1",
+      "alicewhile you were away 2",
+    ]);
+    await waitForUsers(alice, ["alice", "bob"]);
+
+    // a private message: click alice in bob's list, type, send; only alice gets it
+    const carol = await open(1, "carol");
+    await waitForUsers(bob, ["alice", "bob", "carol"]);
+    await bob.click("#users > li:not(.me) >> text=alice");
+    assert.equal(await bob.inputValue("#input"), "/msg alice ");
+    await bob.keyboard.type("just between us");
+    await bob.press("#input", "Enter");
+    await waitForLine(alice, "just between us", "private");
+    await waitForLine(bob, "just between us", "private");
+    await sleep(300);
+    assert.equal(await countLines(carol, "just between us"), 0, "nobody else sees it");
+    // and with /msg typed by hand, across workers the other way
+    await alice.fill("#input", "/msg carol hello carol");
+    await alice.press("#input", "Enter");
+    await waitForLine(carol, "hello carol", "private");
+    assert.equal(await countLines(bob, "hello carol"), 0);
+
+    await alice.screenshot({ path: path.join(SHOTS, "chat-worker0.png") });
+    await bob.screenshot({ path: path.join(SHOTS, "chat-worker1.png") });
+    await carol.screenshot({ path: path.join(SHOTS, "chat-carol-worker1.png") });
+    assert.deepEqual(errors, [], "no page errors");
+  });
+});

@@ -144,8 +144,11 @@ impl<H: EngineHandler> Engine<H> {
         };
         let is_upgrade = super::websocket::is_upgrade_request(&req);
         if let Some(sid) = query.sid {
+            // A closed session stays in the table until its heartbeat task removes it;
+            // for a new request it is already gone, as in Node.
             let session = Sid::parse(sid)
                 .and_then(|sid| self.session(sid))
+                .filter(|session| !session.is_closed())
                 .ok_or(RequestError::UnknownSid)?;
             return match transport {
                 TransportKind::Polling => super::polling::handle(&self, session, req).await,
@@ -284,6 +287,45 @@ impl<H: EngineHandler> Engine<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
+
+    struct Nop;
+    impl EngineHandler for Nop {
+        type Data = ();
+        fn on_open(&self, _: &Arc<Session<()>>) {}
+        fn on_message(&self, _: &Arc<Session<()>>, _: Message) {}
+        fn on_close(&self, _: &Arc<Session<()>>, _: CloseReason) {}
+    }
+
+    async fn call(engine: &Arc<Engine<Nop>>, uri: &str) -> (StatusCode, String) {
+        let req = Request::get(uri).body(Body::empty()).unwrap();
+        let res = engine.clone().handle(req).await;
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A session that was just closed (its heartbeat task has not yet removed it
+    /// from the table) is unknown to the next request: the conformance suite's
+    /// "closes the session upon cancelled polling request" depends on it.
+    #[tokio::test]
+    async fn closed_session_is_unknown_before_its_removal() {
+        let engine = Engine::new(EngineConfig::default(), Nop);
+        let (status, body) = call(&engine, "/engine.io/?EIO=4&transport=polling").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let sid = body.split('"').nth(3).unwrap().to_string();
+        let session = engine.session(Sid::parse(&sid).unwrap()).unwrap();
+        session.abort(CloseReason::TransportError);
+        // no await point between the close and the request: the session is still listed
+        assert!(engine.session(session.sid()).is_some());
+        let (status, body) = call(
+            &engine,
+            &format!("/engine.io/?EIO=4&transport=polling&sid={sid}"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body, r#"{"code":1,"message":"Session ID unknown"}"#);
+    }
 
     #[test]
     fn query_takes_first_value() {

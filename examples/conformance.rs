@@ -11,8 +11,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{routing::get, Router};
 use clap::Parser;
 use rsio::engine::{
-    CloseReason, CookieOptions, CorsOptions, CorsOrigin, Engine, EngineConfig, EngineHandler,
-    Frame, Message, Session, Transports,
+    AllowedOrigins, CloseReason, CookieOptions, CorsOptions, CorsOrigin, Engine, EngineConfig,
+    EngineHandler, Frame, Message, Session, Transports,
 };
 use rsio::{
     parser::Args as SioArgs,
@@ -57,6 +57,13 @@ struct Args {
     /// An extra message sent right after `open`.
     #[arg(long)]
     initial_packet: Option<String>,
+    /// Refuse foreign browser origins: same-origin requests and these (comma
+    /// separated) pass. Absent: any origin, as Node.
+    #[arg(long, value_delimiter = ',')]
+    allowed_origins: Option<Vec<String>>,
+    /// Bytes queued for one client before it is disconnected.
+    #[arg(long)]
+    max_send_queue_bytes: Option<usize>,
 }
 
 /// Sends every message back unchanged.
@@ -127,6 +134,13 @@ fn engine_config(args: &Args) -> EngineConfig {
         http_compression_threshold: (!args.no_http_compression)
             .then_some(args.http_compression_threshold),
         initial_packet: args.initial_packet.clone(),
+        allowed_origins: match &args.allowed_origins {
+            Some(list) => AllowedOrigins::SameOriginAnd(list.clone()),
+            None => AllowedOrigins::Any,
+        },
+        max_send_queue_bytes: args
+            .max_send_queue_bytes
+            .unwrap_or(EngineConfig::default().max_send_queue_bytes),
         ..EngineConfig::default()
     }
 }

@@ -13,7 +13,9 @@ use tokio::{
 async fn start(config: ServeConfig) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = Router::new().route("/", get(|| async { "hello" }));
+    let app = Router::new()
+        .route("/", get(|| async { "hello" }))
+        .route("/upgrade", get(upgrade));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = serve(listener, app, config, async {
@@ -22,6 +24,25 @@ async fn start(config: ServeConfig) -> (std::net::SocketAddr, tokio::sync::onesh
         .await;
     });
     (addr, tx)
+}
+
+/// Switches the connection to a raw byte stream (as a WebSocket handshake does)
+/// and holds it until the client sends a byte or leaves.
+async fn upgrade(mut req: axum::extract::Request) -> axum::response::Response {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let mut io = hyper_util::rt::TokioIo::new(upgraded);
+            let mut byte = [0u8; 1];
+            let _ = io.read(&mut byte).await;
+        }
+    });
+    axum::response::Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "raw")
+        .body(axum::body::Body::empty())
+        .unwrap()
 }
 
 /// Everything the server sends until it closes (bounded in time).
@@ -93,4 +114,43 @@ async fn shutdown_stops_accepting() {
     let _ = stop.send(());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_still_counts_against_the_cap() {
+    let (addr, _stop) = start(ServeConfig {
+        max_connections: 1,
+        ..ServeConfig::default()
+    })
+    .await;
+    let mut upgraded = TcpStream::connect(addr).await.unwrap();
+    upgraded
+        .write_all(
+            b"GET /upgrade HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: raw\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = upgraded.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // The HTTP connection ended with the upgrade, but the socket lives on.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    let answer = read_all(&mut second).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    // The upgraded stream ends: its place is free again.
+    upgraded.write_all(b"x").await.unwrap();
+    drop(upgraded);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    third
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_all(&mut third).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }

@@ -5,6 +5,8 @@ use std::{net::IpAddr, path::PathBuf};
 
 use serde::Deserialize;
 
+use crate::engine::AllowedOrigins;
+
 /// Command-line flags (each also read from its `RSIO_*` variable). Flatten it
 /// into an application's own `clap::Parser`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -27,7 +29,17 @@ pub struct ClusterArgs {
     /// Most connections one worker serves at once [default: 100000].
     #[arg(long, env = "RSIO_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
-    /// A TOML file with the same keys (`workers`, `port`, `host`, `log_level`, `pin`, `max_connections`).
+    /// Browser origins allowed besides same-origin pages, comma separated
+    /// (`https://app.example.com,http://localhost:8080`); `*` allows any origin,
+    /// as Node does. A foreign origin gets 403 [default: same-origin only].
+    #[arg(long, env = "RSIO_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Most bytes queued for one slow client before it is disconnected
+    /// [default: 16777216].
+    #[arg(long, env = "RSIO_MAX_SEND_QUEUE_BYTES")]
+    pub max_send_queue_bytes: Option<usize>,
+    /// A TOML file with the same keys (`workers`, `port`, `host`, `log_level`, `pin`,
+    /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`).
     #[arg(long, env = "RSIO_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -49,6 +61,8 @@ struct FileConfig {
     log_level: Option<String>,
     pin: Option<PinMode>,
     max_connections: Option<usize>,
+    allowed_origins: Option<Vec<String>>,
+    max_send_queue_bytes: Option<usize>,
 }
 
 /// The resolved options.
@@ -60,6 +74,10 @@ pub struct ClusterConfig {
     pub log_level: String,
     pub pin: PinMode,
     pub max_connections: usize,
+    /// Applied to every server of [`WorkerContext::server`](super::WorkerContext::server)
+    /// whose config keeps the library default.
+    pub allowed_origins: AllowedOrigins,
+    pub max_send_queue_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +127,20 @@ impl ClusterArgs {
                 .max_connections
                 .or(file.max_connections)
                 .unwrap_or(100_000),
+            allowed_origins: match self.allowed_origins.clone().or(file.allowed_origins) {
+                Some(list) if list.iter().any(|o| o.trim() == "*") => AllowedOrigins::Any,
+                Some(list) => AllowedOrigins::SameOriginAnd(
+                    list.into_iter()
+                        .map(|o| o.trim().trim_end_matches('/').to_string())
+                        .filter(|o| !o.is_empty())
+                        .collect(),
+                ),
+                None => AllowedOrigins::SameOriginAnd(Vec::new()),
+            },
+            max_send_queue_bytes: self
+                .max_send_queue_bytes
+                .or(file.max_send_queue_bytes)
+                .unwrap_or(16 << 20),
         })
     }
 }

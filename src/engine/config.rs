@@ -56,6 +56,59 @@ pub struct CorsOptions {
     pub credentials: bool,
 }
 
+/// Which browser origins may open or use a session. Checked on every request,
+/// the WebSocket handshake and upgrade included: CORS does not apply to
+/// WebSocket, so without this check any site a user visits can open a socket
+/// with the user's cookies (cross-site WebSocket hijacking).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// Every origin: Node's behaviour, and the library default.
+    #[default]
+    Any,
+    /// Requests without an `Origin` header (non-browser clients), same-origin
+    /// requests (the `Origin`'s host and port are the request's `Host`), and
+    /// the listed origins (`https://app.example.com`, `http://localhost:3000`).
+    /// Anything else is refused with 403 `{"code":4,"message":"Forbidden"}`.
+    SameOriginAnd(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// Whether a request with these `Origin` and `Host` headers may pass.
+    pub fn allows(&self, origin: Option<&[u8]>, host: Option<&[u8]>) -> bool {
+        let AllowedOrigins::SameOriginAnd(list) = self else {
+            return true;
+        };
+        let Some(origin) = origin else {
+            return true;
+        };
+        let Ok(origin) = std::str::from_utf8(origin) else {
+            return false;
+        };
+        if list.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+            return true;
+        }
+        let Some((scheme, authority)) = origin.split_once("://") else {
+            return false;
+        };
+        let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
+            return false;
+        };
+        let default_port = match scheme.to_ascii_lowercase().as_str() {
+            "http" => ":80",
+            "https" => ":443",
+            _ => return false,
+        };
+        let strip = |a: &str| -> String {
+            let a = a.to_ascii_lowercase();
+            match a.strip_suffix(default_port) {
+                Some(bare) => bare.to_string(),
+                None => a,
+            }
+        };
+        strip(authority) == strip(host)
+    }
+}
+
 /// The answer of an [`AllowRequest`] hook: `Err(message)` refuses the handshake
 /// with HTTP 403 `{"code":4,"message":<message>}`.
 pub type AllowRequestFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -86,6 +139,12 @@ pub struct EngineConfig {
     /// How long a server-closed polling session waits for a last GET to deliver
     /// what was queued before it.
     pub close_timeout: Duration,
+    /// Browser origins allowed to connect (not in Node: its WebSocket accepts any).
+    pub allowed_origins: AllowedOrigins,
+    /// Most bytes queued for one client that does not read fast enough. A
+    /// `volatile` packet is dropped as soon as anything is queued; a client whose
+    /// queue would grow past this bound is disconnected ("send queue full").
+    pub max_send_queue_bytes: usize,
 }
 
 impl Default for EngineConfig {
@@ -104,6 +163,8 @@ impl Default for EngineConfig {
             http_compression_threshold: Some(1024),
             initial_packet: None,
             close_timeout: Duration::from_millis(5_000),
+            allowed_origins: AllowedOrigins::Any,
+            max_send_queue_bytes: 16 << 20,
         }
     }
 }
@@ -126,6 +187,9 @@ impl std::fmt::Debug for EngineConfig {
                 &self.http_compression_threshold,
             )
             .field("initial_packet", &self.initial_packet)
+            .field("close_timeout", &self.close_timeout)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("max_send_queue_bytes", &self.max_send_queue_bytes)
             .finish()
     }
 }
@@ -139,5 +203,39 @@ impl EngineConfig {
         } else {
             format!("/{trimmed}/")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_origin_and_listed_origins_pass() {
+        let any = AllowedOrigins::Any;
+        assert!(any.allows(Some(b"https://evil.example"), Some(b"app.example")));
+        let policy = AllowedOrigins::SameOriginAnd(vec!["https://app.example.com".into()]);
+        let ok = |origin: Option<&str>, host: Option<&str>| {
+            policy.allows(origin.map(str::as_bytes), host.map(str::as_bytes))
+        };
+        assert!(ok(None, Some("127.0.0.1:3000")), "no Origin: not a browser");
+        assert!(ok(Some("http://127.0.0.1:3000"), Some("127.0.0.1:3000")));
+        assert!(ok(Some("HTTP://Localhost:3000"), Some("localhost:3000")));
+        assert!(ok(Some("http://example.com"), Some("example.com:80")));
+        assert!(ok(Some("https://example.com:443"), Some("example.com")));
+        assert!(ok(
+            Some("https://APP.example.com"),
+            Some("rsio.internal:3000")
+        ));
+        assert!(!ok(Some("http://127.0.0.1:3001"), Some("127.0.0.1:3000")));
+        assert!(!ok(Some("https://evil.example"), Some("127.0.0.1:3000")));
+        assert!(!ok(Some("http://example.com"), Some("example.com:443")));
+        assert!(!ok(Some("null"), Some("127.0.0.1:3000")));
+        assert!(!ok(Some("file://x"), Some("x")));
+        assert!(!ok(Some("http://a"), None));
+        assert!(
+            !policy.allows(Some(b"http://a\xff"), Some(b"a")),
+            "not UTF-8"
+        );
     }
 }

@@ -15,7 +15,9 @@ pub mod session;
 pub mod sid;
 mod websocket;
 
-pub use config::{AllowRequest, CookieOptions, CorsOptions, CorsOrigin, EngineConfig, Transports};
+pub use config::{
+    AllowRequest, AllowedOrigins, CookieOptions, CorsOptions, CorsOrigin, EngineConfig, Transports,
+};
 pub use error::RequestError;
 pub use packet::{Frame, Packet};
 pub use server::{Engine, EngineHandler, Message};

@@ -147,7 +147,7 @@ async fn get<H: EngineHandler>(
             if !st.queue.is_empty() {
                 // When closing, the `close` packet goes in the next response: the client
                 // handles a response's packets before it sees the transport close.
-                break st.queue.drain(..).collect();
+                break st.take().into();
             }
             if st.closing {
                 drop(st);

@@ -14,7 +14,7 @@ use axum::{
 };
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{
     config::EngineConfig,
@@ -136,6 +136,19 @@ impl<H: EngineHandler> Engine<H> {
     }
 
     async fn route(self: Arc<Self>, req: Request<Body>) -> Result<Response, RequestError> {
+        let headers = req.headers();
+        if !self.config.allowed_origins.allows(
+            headers.get(header::ORIGIN).map(|v| v.as_bytes()),
+            headers.get(header::HOST).map(|v| v.as_bytes()),
+        ) {
+            warn!(
+                target: "engine",
+                origin = ?headers.get(header::ORIGIN),
+                host = ?headers.get(header::HOST),
+                "request from a foreign origin refused"
+            );
+            return Err(RequestError::Forbidden("Forbidden".into()));
+        }
         let query = Query::parse(req.uri().query());
         let transport = match query.transport {
             Some("polling") if self.config.transports.polling => TransportKind::Polling,
@@ -199,7 +212,13 @@ impl<H: EngineHandler> Engine<H> {
         };
         let opened = tokio::time::Instant::now();
         let sid = Sid::random();
-        let session = Arc::new(Session::new(sid, transport, request, H::Data::default()));
+        let session = Arc::new(Session::new(
+            sid,
+            transport,
+            request,
+            self.config.max_send_queue_bytes,
+            H::Data::default(),
+        ));
         self.table().insert(sid, session.clone());
         debug!(target: "engine", %sid, transport = transport.as_str(), "session opened");
 

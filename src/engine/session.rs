@@ -17,6 +17,7 @@ use std::{
 use http::{HeaderMap, Uri};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use super::{packet::Frame, sid::Sid};
 
@@ -46,6 +47,9 @@ pub enum CloseReason {
     ParseError,
     /// The server closed the session.
     ForcedClose,
+    /// The client read too slowly: its queue would have passed
+    /// [`EngineConfig::max_send_queue_bytes`](super::EngineConfig::max_send_queue_bytes).
+    SendQueueFull,
 }
 
 impl CloseReason {
@@ -56,6 +60,7 @@ impl CloseReason {
             CloseReason::PingTimeout => "ping timeout",
             CloseReason::ParseError => "parse error",
             CloseReason::ForcedClose => "forced close",
+            CloseReason::SendQueueFull => "send queue full",
         }
     }
 }
@@ -85,6 +90,8 @@ pub(crate) struct State {
     pub transport: TransportKind,
     pub upgrade: Upgrade,
     pub queue: VecDeque<Frame>,
+    /// Bytes in `queue`.
+    pub queued_bytes: usize,
     pub get_pending: bool,
     pub post_pending: bool,
     pub awaiting_pong: bool,
@@ -92,11 +99,27 @@ pub(crate) struct State {
     pub closing: bool,
 }
 
+impl State {
+    pub(crate) fn push(&mut self, frames: impl IntoIterator<Item = Frame>) {
+        for frame in frames {
+            self.queued_bytes += frame.len();
+            self.queue.push_back(frame);
+        }
+    }
+
+    /// Takes everything queued, for the transport to write.
+    pub(crate) fn take(&mut self) -> VecDeque<Frame> {
+        self.queued_bytes = 0;
+        std::mem::take(&mut self.queue)
+    }
+}
+
 /// An Engine.IO session, shared by its transports, its heartbeat and the upper layer.
 pub struct Session<D> {
     sid: Sid,
     request: HandshakeRequest,
     state: Mutex<State>,
+    max_queued_bytes: usize,
     /// Something for the active transport to do (queued frames, upgrade progress, closing).
     pub(crate) wake: Notify,
     pub(crate) pong: Notify,
@@ -123,15 +146,18 @@ impl<D> Session<D> {
         sid: Sid,
         transport: TransportKind,
         request: HandshakeRequest,
+        max_queued_bytes: usize,
         data: D,
     ) -> Session<D> {
         Session {
             sid,
             request,
+            max_queued_bytes,
             state: Mutex::new(State {
                 transport,
                 upgrade: Upgrade::None,
                 queue: VecDeque::new(),
+                queued_bytes: 0,
                 get_pending: false,
                 post_pending: false,
                 awaiting_pong: false,
@@ -181,7 +207,15 @@ impl<D> Session<D> {
             if st.closing || self.is_closed() {
                 return false;
             }
-            st.queue.extend(frames);
+            st.push(frames);
+            if st.queued_bytes > self.max_queued_bytes {
+                let queued = st.queued_bytes;
+                drop(st);
+                warn!(target: "engine", sid = %self.sid, queued, limit = self.max_queued_bytes,
+                    "client reads too slowly: send queue full, disconnecting");
+                self.terminate(CloseReason::SendQueueFull);
+                return false;
+            }
         }
         self.wake.notify_one();
         true
@@ -198,7 +232,7 @@ impl<D> Session<D> {
             if st.closing || self.is_closed() || !writable {
                 return false;
             }
-            st.queue.extend(frames);
+            st.push(frames);
         }
         self.wake.notify_one();
         true
@@ -262,7 +296,7 @@ impl<D> Session<D> {
         {
             let mut st = self.lock();
             st.awaiting_pong = true;
-            st.queue.push_back(Frame::ping());
+            st.push([Frame::ping()]);
         }
         self.wake.notify_one();
     }
@@ -273,6 +307,10 @@ mod tests {
     use super::*;
 
     fn session(transport: TransportKind) -> Session<()> {
+        bounded_session(transport, usize::MAX)
+    }
+
+    fn bounded_session(transport: TransportKind, max_queued_bytes: usize) -> Session<()> {
         Session::new(
             Sid::random(),
             transport,
@@ -282,6 +320,7 @@ mod tests {
                 remote_addr: None,
                 issued: SystemTime::now(),
             },
+            max_queued_bytes,
             (),
         )
     }
@@ -295,7 +334,7 @@ mod tests {
         s.close();
         assert!(!s.is_closed(), "a websocket session flushes before closing");
         assert!(!s.send(Frame::message("d")));
-        let q: Vec<Frame> = s.lock().queue.drain(..).collect();
+        let q: Vec<Frame> = s.lock().take().into();
         assert_eq!(
             q,
             vec![
@@ -334,5 +373,32 @@ mod tests {
         assert_eq!(s.lock().queue.back(), Some(&Frame::ping()));
         s.on_pong();
         assert!(!s.lock().awaiting_pong);
+    }
+
+    #[test]
+    fn volatile_is_dropped_first_then_a_slow_client_is_disconnected() {
+        // "4" + 9 bytes = 10 bytes per message; room for three.
+        let s = bounded_session(TransportKind::WebSocket, 30);
+        assert!(
+            s.send_volatile([Frame::message("volatile1")]),
+            "writable: sent"
+        );
+        assert!(
+            !s.send_volatile([Frame::message("volatile2")]),
+            "something queued: a volatile packet is dropped"
+        );
+        assert!(s.send(Frame::message("message01")));
+        assert!(s.send(Frame::message("message02")));
+        assert_eq!(s.lock().queued_bytes, 30);
+        assert!(!s.is_closed());
+        // the writer takes the queue: the budget is back
+        assert_eq!(s.lock().take().len(), 3);
+        assert_eq!(s.lock().queued_bytes, 0);
+        for _ in 0..3 {
+            assert!(s.send(Frame::message("message03")));
+        }
+        assert!(!s.send(Frame::message("message04")), "over the bound");
+        assert!(s.is_closed());
+        assert_eq!(s.close_reason(), Some(CloseReason::SendQueueFull));
     }
 }

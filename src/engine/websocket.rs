@@ -235,18 +235,24 @@ async fn run<H: EngineHandler>(engine: &Engine<H>, session: &Arc<Session<H::Data
     loop {
         let (frames, closing) = {
             let mut st = session.lock();
-            (std::mem::take(&mut st.queue), st.closing)
+            (st.take(), st.closing)
         };
         if !frames.is_empty() {
-            let mut failed = false;
-            for frame in frames {
-                if ws.feed(to_ws(frame)).await.is_err() {
-                    failed = true;
-                    break;
+            let write = async {
+                for frame in frames {
+                    ws.feed(to_ws(frame)).await?;
                 }
-            }
-            if failed || ws.flush().await.is_err() {
+                ws.flush().await
+            };
+            // A client that stops reading blocks the write; the session may end
+            // meanwhile (ping timeout, queue bound, server close): stop waiting then.
+            let written = tokio::select! {
+                res = write => res.is_ok(),
+                _ = session.closed().cancelled() => false,
+            };
+            if !written {
                 session.terminate(CloseReason::TransportError);
+                break;
             }
         }
         if closing {

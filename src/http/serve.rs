@@ -2,7 +2,15 @@
 //! timeout would be inert there and slow clients could hold connections open
 //! forever; this loop sets one, caps connections and drains on shutdown.
 
-use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::{body::Body, extract::ConnectInfo, Router};
 use hyper::{body::Incoming, Request};
@@ -11,9 +19,9 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use tokio::{
-    io::AsyncWriteExt,
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
+    sync::{OwnedSemaphorePermit, Semaphore},
 };
 use tower::ServiceExt;
 use tracing::{debug, warn};
@@ -96,6 +104,12 @@ pub async fn serve(
                 Ok::<_, Infallible>(res.unwrap_or_else(|never| match never {}))
             }
         });
+        // The permit travels with the socket: an upgraded WebSocket outlives this
+        // connection future and still counts against `max_connections`.
+        let stream = CountedStream {
+            inner: stream,
+            _permit: permit,
+        };
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
@@ -104,7 +118,6 @@ pub async fn serve(
             if let Err(err) = conn.await {
                 debug!(target: "http", %peer, "connection: {err}");
             }
-            drop(permit);
         });
     }
     drop(listener);
@@ -115,6 +128,53 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// A client's socket and its place among `max_connections`, released when the
+/// socket is dropped.
+struct CountedStream {
+    inner: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for CountedStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CountedStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 async fn refuse_busy(mut stream: TcpStream) {

@@ -17,6 +17,8 @@ pub enum DisconnectReason {
     ForcedClose,
     /// The connection was closed because the client broke the protocol, or sent no CONNECT in time.
     ForcedServerClose,
+    /// The client read too slowly and its send queue passed its bound (not in Node).
+    SendQueueFull,
 }
 
 impl DisconnectReason {
@@ -31,6 +33,7 @@ impl DisconnectReason {
             DisconnectReason::ParseError => "parse error",
             DisconnectReason::ForcedClose => "forced close",
             DisconnectReason::ForcedServerClose => "forced server close",
+            DisconnectReason::SendQueueFull => "send queue full",
         }
     }
 
@@ -44,6 +47,7 @@ impl DisconnectReason {
                 | DisconnectReason::PingTimeout
                 | DisconnectReason::ServerShuttingDown
                 | DisconnectReason::ForcedServerClose
+                | DisconnectReason::SendQueueFull
         )
     }
 }
@@ -56,6 +60,7 @@ impl From<CloseReason> for DisconnectReason {
             CloseReason::PingTimeout => DisconnectReason::PingTimeout,
             CloseReason::ParseError => DisconnectReason::ParseError,
             CloseReason::ForcedClose => DisconnectReason::ForcedClose,
+            CloseReason::SendQueueFull => DisconnectReason::SendQueueFull,
         }
     }
 }

@@ -61,14 +61,15 @@ impl<'a> Query<'a> {
         };
         for pair in query.unwrap_or("").split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            // The first value wins; a repeated key cannot change the route.
             let slot = match k {
                 "EIO" => &mut q.eio,
                 "transport" => &mut q.transport,
                 "sid" => &mut q.sid,
                 _ => continue,
             };
-            slot.get_or_insert(v);
+            // A repeated key is ambiguous (Node sees an array there and refuses it):
+            // the empty value is refused as an unknown transport, sid or version.
+            *slot = if slot.is_some() { Some("") } else { Some(v) };
         }
         q
     }
@@ -347,13 +348,15 @@ mod tests {
     }
 
     #[test]
-    fn query_takes_first_value() {
+    fn repeated_query_keys_are_refused() {
         let q = Query::parse(Some(
-            "EIO=4&transport=polling&t=abc&sid=x&transport=websocket",
+            "EIO=4&transport=polling&t=abc&sid=x&transport=websocket&t=d",
         ));
         assert_eq!(q.eio, Some("4"));
-        assert_eq!(q.transport, Some("polling"));
+        assert_eq!(q.transport, Some(""), "repeated: matches no transport");
         assert_eq!(q.sid, Some("x"));
+        let q = Query::parse(Some("sid=a&EIO=4&sid=a&EIO=4"));
+        assert_eq!((q.sid, q.eio, q.transport), (Some(""), Some(""), None));
         let q = Query::parse(None);
         assert!(q.eio.is_none() && q.transport.is_none() && q.sid.is_none());
     }

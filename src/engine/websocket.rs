@@ -221,8 +221,11 @@ fn on_message<H: EngineHandler>(
         }
         Some(Err(err)) => {
             debug!(target: "engine:ws", sid = %session.sid(), "websocket error: {err}");
-            if matches!(err, WsError::Protocol(_)) {
-                *close_code = Some(CloseCode::Protocol);
+            match err {
+                WsError::Protocol(_) => *close_code = Some(CloseCode::Protocol),
+                // RFC 6455 7.4.1: data inconsistent with the message type.
+                WsError::Utf8(_) => *close_code = Some(CloseCode::Invalid),
+                _ => {}
             }
             session.terminate(CloseReason::TransportError);
         }

@@ -1,0 +1,471 @@
+//! Hostile HTTP / Engine.IO inputs: each is answered by a clear error, and the server keeps
+//! serving fresh clients afterwards. WebSocket frame-level inputs are in `hostile_ws.rs`,
+//! Socket.IO packets in `hostile_sio.rs`.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// A fresh WebSocket session on `/engine.io/` still echoes.
+async fn assert_still_serving(srv: &Server) {
+    let (mut ws, _) = srv.ws_session().await;
+    ws.send_text("4still serving").await;
+    assert_eq!(ws.recv_text_answering_pings().await, "4still serving");
+}
+
+/// A polling GET/POST on `sid` with an arbitrary query (EIO/transport as given).
+fn sid_path(query: &str, sid: &str) -> String {
+    eio_raw_path(&format!("{query}&sid={sid}"))
+}
+
+/// Writes `head` and then `chunks` (pausing `pause_ms` before each) on a writer task while
+/// the response is read: the server may answer (and stop reading) before the body is done.
+/// The write half stays open until the response is in, so it never looks like a cancel.
+async fn exchange(
+    srv: &Server,
+    head: Vec<u8>,
+    chunks: Vec<Vec<u8>>,
+    pause_ms: u64,
+    limit: Duration,
+    what: &str,
+) -> Response {
+    let (rd, mut wr) = srv.connect().await.into_split();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&head).await?;
+        for chunk in chunks {
+            sleep_ms(pause_ms).await;
+            wr.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(wr)
+    });
+    let mut reader = BufReader::new(rd);
+    let res = within_for(limit, what, read_response(&mut reader, false))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: no HTTP response: {e}"));
+    writer.abort();
+    res
+}
+
+/// The answer to a raw request whose response may be a `101` (which `read_response` would
+/// skip as informational): status and body (Content-Length framed, if any).
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+async fn read_answer(reader: &mut BufReader<TcpStream>) -> std::io::Result<Answer> {
+    let status_line = read_line(reader).await?;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let line = read_line(reader).await?;
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap_or((&line, ""));
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let mut body = Vec::new();
+    if status != 101 {
+        if let Some((_, len)) = headers.iter().find(|(k, _)| k == "content-length") {
+            body.resize(len.parse().expect("content-length"), 0);
+            reader.read_exact(&mut body).await?;
+        }
+    }
+    Ok(Answer { status, body })
+}
+
+/// Sends a WebSocket upgrade request for `/engine.io/?<query>` with `extra` headers.
+async fn upgrade(
+    srv: &Server,
+    query: &str,
+    extra: &[(&str, &str)],
+) -> (Answer, BufReader<TcpStream>) {
+    let mut stream = srv.connect().await;
+    let mut req = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        eio_raw_path(query),
+        srv.addr
+    );
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .expect("write upgrade");
+    let mut reader = BufReader::new(stream);
+    let answer = within("upgrade answer", read_answer(&mut reader))
+        .await
+        .expect("an HTTP answer to the upgrade");
+    (answer, reader)
+}
+
+/// A refused upgrade: HTTP 400 whose JSON body has one of `codes` (Node answers a refused
+/// upgrade with the bare message as text; accepted against an external server only).
+fn assert_upgrade_refused(srv: &Server, query: &str, ans: &Answer, codes: &[u64]) {
+    let body = String::from_utf8_lossy(&ans.body).into_owned();
+    assert_eq!(
+        ans.status, 400,
+        "upgrade ?{query} answered {} {body}",
+        ans.status
+    );
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(v) => assert!(
+            v["code"].as_u64().is_some_and(|c| codes.contains(&c)),
+            "upgrade ?{query}: error code in {body}, expected one of {codes:?}"
+        ),
+        Err(_) => assert!(srv.is_external(), "error body is not JSON: {body:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. session ids
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn malformed_sids_are_code_1() {
+    let srv = Server::start().await;
+    let long = "A".repeat(2048);
+    // Node treats an empty `sid=` as no sid (a new handshake); rsio refuses it as unknown.
+    let mut sids = vec![
+        "AAAAAAAAAAAAAAAAAAA.",
+        "AAAAAAAAAAAAAAAAAA~!",
+        "AAAAAAAAAAAAAAAAA%2F",
+        "AAAAAAAAAAAAAAAAAA%00",
+        long.as_str(),
+    ];
+    if !srv.is_external() {
+        sids.push("");
+    }
+    for sid in sids {
+        let short = &sid[..sid.len().min(24)];
+        let res = srv.get(&polling_path(sid)).await;
+        assert_eq!(res.status, 400, "GET sid={short}…: {}", res.text());
+        assert_eio_error(&res, 400, 1, "Session ID unknown");
+        let res = srv.post(&polling_path(sid), b"4x").await;
+        assert_eq!(res.status, 400, "POST sid={short}…: {}", res.text());
+        assert_eio_error(&res, 400, 1, "Session ID unknown");
+    }
+    assert_still_serving(&srv).await;
+}
+
+#[tokio::test]
+async fn expired_sid_is_code_1() {
+    let srv = Server::start().await;
+    let (sid, _) = srv.handshake().await;
+    // no GET, so no ping is ever answered: closed after pingInterval + pingTimeout
+    sleep_ms(PING_INTERVAL + PING_TIMEOUT + 400).await;
+    assert_eio_error(&srv.poll(&sid).await, 400, 1, "Session ID unknown");
+    assert_eio_error(&srv.push(&sid, "4late").await, 400, 1, "Session ID unknown");
+    srv.assert_ws_refused(&format!("EIO=4&transport=websocket&sid={sid}"))
+        .await;
+    assert_still_serving(&srv).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. EIO / transport on an existing session
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn eio_on_an_existing_sid_is_ignored_like_node() {
+    // Node's `verify()` checks EIO only for handshakes: requests with a sid are served.
+    let srv = Server::start().await;
+    let (sid, _) = srv.handshake().await;
+    let res = srv
+        .post(&sid_path("EIO=3&transport=polling", &sid), b"4eio3")
+        .await;
+    assert_eq!(res.status, 200, "POST with EIO=3: {}", res.text());
+    assert_eq!(res.text(), "ok");
+    let res = srv.get(&sid_path("EIO=abc&transport=polling", &sid)).await;
+    assert_eq!(res.status, 200, "GET with EIO=abc: {}", res.text());
+    let data: Vec<_> = res.text().split('\x1e').map(str::to_owned).collect();
+    assert!(
+        data.iter()
+            .filter(|p| *p != "2")
+            .eq(["4eio3".to_string()].iter()),
+        "GET with EIO=abc delivered {data:?}"
+    );
+    let res = srv.post(&sid_path("transport=polling", &sid), b"1").await;
+    assert_eq!(res.status, 200, "POST without EIO: {}", res.text());
+    assert_still_serving(&srv).await;
+}
+
+#[tokio::test]
+async fn wrong_transport_on_an_existing_sid_is_code_3() {
+    let srv = Server::start().await;
+    // a polling session addressed as websocket, without upgrade headers
+    let (sid, _) = srv.handshake().await;
+    let res = srv
+        .get(&eio_path(&format!("transport=websocket&sid={sid}")))
+        .await;
+    assert_eio_error(&res, 400, 3, "Bad request");
+    let res = srv
+        .post(&eio_path(&format!("transport=websocket&sid={sid}")), b"4x")
+        .await;
+    assert_eio_error(&res, 400, 3, "Bad request");
+    // a WebSocket session addressed as polling
+    let (mut ws, open) = srv.ws_session().await;
+    let ws_sid = open["sid"].as_str().unwrap();
+    assert_eio_error(&srv.poll(ws_sid).await, 400, 3, "Bad request");
+    assert_eio_error(&srv.push(ws_sid, "4x").await, 400, 3, "Bad request");
+    // neither session was harmed
+    ws.send_text("4ws alive").await;
+    assert_eq!(ws.recv_text_answering_pings().await, "4ws alive");
+    srv.push_ok(&sid, "4polling alive").await;
+    assert_eq!(srv.poll_data(&sid).await, "4polling alive");
+    assert_still_serving(&srv).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. / 12. oversized POST bodies
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn post_head_over_the_limit_is_413_before_the_body() {
+    let srv = Server::start().await;
+    let (sid, _) = srv.handshake().await;
+    let len = MAX_PAYLOAD as usize + 1;
+    let head = request_head(srv.addr, "POST", &polling_path(&sid), &[], Some(len));
+    // the head and a few bytes only; the rest never comes
+    let res = exchange(
+        &srv,
+        head.into_bytes(),
+        vec![b"4aaa".to_vec()],
+        0,
+        Duration::from_secs(2),
+        "413 for a Content-Length over maxHttpBufferSize, body not sent",
+    )
+    .await;
+    assert_eq!(res.status, 413, "{}", res.text());
+    assert_still_serving(&srv).await;
+}
+
+#[tokio::test]
+async fn post_announcing_100_mb_is_413_without_reading_it() {
+    let srv = Server::start().await;
+    let (sid, _) = srv.handshake().await;
+    let head = request_head(
+        srv.addr,
+        "POST",
+        &polling_path(&sid),
+        &[],
+        Some(100 * 1024 * 1024),
+    );
+    let started = Instant::now();
+    let res = exchange(
+        &srv,
+        head.into_bytes(),
+        Vec::new(),
+        0,
+        Duration::from_secs(2),
+        "413 for a 100 MB Content-Length, head only",
+    )
+    .await;
+    assert_eq!(res.status, 413, "{}", res.text());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_still_serving(&srv).await;
+}
+
+#[tokio::test]
+async fn trickled_chunked_post_over_the_limit_is_413_and_the_session_goes_on() {
+    let Some(srv) = Server::with_flags(
+        "trickled_chunked_post_over_the_limit_is_413_and_the_session_goes_on",
+        &[
+            "--max-http-buffer-size",
+            "10000",
+            "--ping-interval",
+            "10000",
+            "--ping-timeout",
+            "10000",
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let (sid, _) = srv.handshake().await;
+    srv.wait_clients(1).await;
+    let head = request_head(
+        srv.addr,
+        "POST",
+        &polling_path(&sid),
+        &[("Transfer-Encoding", "chunked")],
+        None,
+    );
+    // 15 chunks of 1000 bytes, 20 ms apart: the limit is crossed by the 11th
+    let chunks = (0..15)
+        .map(|i| {
+            let mut c = b"3e8\r\n".to_vec();
+            c.push(if i == 0 { b'4' } else { b'a' });
+            c.extend(std::iter::repeat_n(b'a', 999));
+            c.extend_from_slice(b"\r\n");
+            c
+        })
+        .collect();
+    let res = exchange(
+        &srv,
+        head.into_bytes(),
+        chunks,
+        20,
+        STEP,
+        "413 for a trickled chunked body over the limit",
+    )
+    .await;
+    assert_eq!(res.status, 413, "{}", res.text());
+    // As in Node (`onDataRequest` answers 413 and keeps the socket): the refused body
+    // is dropped, nothing of it is delivered, and the session goes on.
+    srv.push_ok(&sid, "4after").await;
+    assert_eq!(srv.poll_data(&sid).await, "4after");
+    assert_still_serving(&srv).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. request heads over hyper's limits
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn ten_thousand_request_headers_are_431() {
+    let srv = Server::start().await;
+    let mut head = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\n",
+        eio_path("transport=polling"),
+        srv.addr
+    );
+    for i in 0..10_000 {
+        head.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    head.push_str("\r\n");
+    let res = exchange(
+        &srv,
+        head.into_bytes(),
+        Vec::new(),
+        0,
+        STEP,
+        "answer to 10 000 headers",
+    )
+    .await;
+    assert_eq!(res.status, 431, "{}", res.text());
+    assert_still_serving(&srv).await;
+}
+
+#[tokio::test]
+async fn hundred_kb_header_line_is_431() {
+    let srv = Server::start().await;
+    let head = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nX-Big: {}\r\n\r\n",
+        eio_path("transport=polling"),
+        srv.addr,
+        "a".repeat(100 * 1024)
+    );
+    let res = exchange(
+        &srv,
+        head.into_bytes(),
+        Vec::new(),
+        0,
+        STEP,
+        "answer to a 100 KB header",
+    )
+    .await;
+    assert_eq!(res.status, 431, "{}", res.text());
+    assert_still_serving(&srv).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. bogus transport on upgrade requests (CVE-2023-31125)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn upgrade_with_duplicate_transport_is_refused() {
+    // Node's query parser makes `transport` an array, an unknown transport (code 0).
+    let srv = Server::start().await;
+    for query in [
+        "EIO=4&transport=websocket&transport=polling",
+        "EIO=4&transport=polling&transport=websocket",
+    ] {
+        let (ans, _conn) = upgrade(&srv, query, &[]).await;
+        assert_upgrade_refused(&srv, query, &ans, &[0, 3]);
+    }
+    srv.wait_clients(0).await;
+    assert_still_serving(&srv).await;
+}
+
+#[tokio::test]
+async fn upgrade_with_unknown_transport_is_code_0() {
+    let srv = Server::start().await;
+    let (sid, _) = srv.handshake().await;
+    for query in [
+        "EIO=4&transport=xyz".to_string(),
+        format!("EIO=4&transport=xyz&sid={sid}"),
+        format!("EIO=4&transport=WebSocket&sid={sid}"),
+    ] {
+        let (ans, _conn) = upgrade(&srv, &query, &[]).await;
+        assert_upgrade_refused(&srv, &query, &ans, &[0]);
+    }
+    // the polling session named in the refused upgrades is unharmed
+    srv.push_ok(&sid, "4still polling").await;
+    assert_eq!(srv.poll_data(&sid).await, "4still polling");
+    assert_still_serving(&srv).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. / 10. / 13. broken POSTs
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn tcp_reset_mid_post_closes_the_session() {
+    let Some(srv) = Server::own("tcp_reset_mid_post_closes_the_session").await else {
+        return;
+    };
+    let (sid, _) = srv.handshake().await;
+    srv.wait_clients(1).await;
+    let mut stream = srv.connect().await;
+    let head = request_head(srv.addr, "POST", &polling_path(&sid), &[], Some(100));
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&[b'4'; 50]).await.unwrap();
+    sleep_ms(50).await;
+    stream.set_zero_linger().expect("SO_LINGER 0");
+    drop(stream); // RST, not FIN
+    srv.wait_clients(0).await;
+    assert_eio_error(&srv.poll(&sid).await, 400, 1, "Session ID unknown");
+    assert_still_serving(&srv).await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_polling_post_is_400_and_closes_the_session() {
+    let srv = Server::start().await;
+    let (sid, _) = srv.handshake().await;
+    srv.wait_clients(1).await;
+    let res = srv.post(&polling_path(&sid), b"4ok\x1e4\xff\xfe bad").await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    srv.wait_clients(0).await;
+    assert_eio_error(&srv.poll(&sid).await, 400, 1, "Session ID unknown");
+    assert_still_serving(&srv).await;
+}
+
+#[tokio::test]
+async fn unknown_packet_type_9_in_a_polling_post_is_400_and_closes_the_session() {
+    let srv = Server::start().await;
+    let (sid, _) = srv.handshake().await;
+    srv.wait_clients(1).await;
+    let res = srv.post(&polling_path(&sid), b"9x").await;
+    if srv.is_external() {
+        // Node 6.6 closes the session while parsing and still answers `200 ok`
+        assert!([200, 400].contains(&res.status), "{}", res.text());
+    } else {
+        assert_eq!(res.status, 400, "{}", res.text());
+    }
+    srv.wait_clients(0).await;
+    assert_eio_error(&srv.poll(&sid).await, 400, 1, "Session ID unknown");
+    assert_still_serving(&srv).await;
+}

@@ -59,3 +59,66 @@ fn preflight_no_content(mut res: Response) -> Response {
     }
     res
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use http::{header, Request, StatusCode};
+    use tower::ServiceExt;
+
+    use crate::engine::{
+        config::{CorsOptions, CorsOrigin},
+        CloseReason, Engine, EngineConfig, EngineHandler, Message, Session,
+    };
+
+    struct Nop;
+    impl EngineHandler for Nop {
+        type Data = ();
+        fn on_open(&self, _: &Arc<Session<()>>) {}
+        fn on_message(&self, _: &Arc<Session<()>>, _: Message) {}
+        fn on_close(&self, _: &Arc<Session<()>>, _: CloseReason) {}
+    }
+
+    async fn allow_origin(config: EngineConfig) -> Option<String> {
+        let engine = Engine::new(config, Nop);
+        let req = Request::get("/engine.io/?EIO=4&transport=polling")
+            .header(header::ORIGIN, "https://evil.example")
+            .body(Body::empty())
+            .unwrap();
+        let res = engine.router().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        res.headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .map(|v| v.to_str().unwrap().to_string())
+    }
+
+    /// CVE-2020-28481 (socket.io < 2.4.0 allowed every origin by default): no CORS
+    /// headers unless configured, and never `*` together with credentials.
+    #[tokio::test]
+    async fn no_cors_headers_by_default_and_no_wildcard_with_credentials() {
+        assert_eq!(allow_origin(EngineConfig::default()).await, None);
+        let cors = |credentials| EngineConfig {
+            cors: Some(CorsOptions {
+                origin: CorsOrigin::Any,
+                credentials,
+            }),
+            ..EngineConfig::default()
+        };
+        assert_eq!(allow_origin(cors(false)).await.as_deref(), Some("*"));
+        assert_eq!(
+            allow_origin(cors(true)).await.as_deref(),
+            Some("https://evil.example"),
+            "with credentials the origin is echoed, never `*`"
+        );
+        let listed = EngineConfig {
+            cors: Some(CorsOptions {
+                origin: CorsOrigin::List(vec!["https://app.example".into()]),
+                credentials: true,
+            }),
+            ..EngineConfig::default()
+        };
+        assert_eq!(allow_origin(listed).await, None);
+    }
+}

@@ -200,8 +200,8 @@ impl<H: EngineHandler> Engine<H> {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
         let request = HandshakeRequest {
-            headers: req.headers().clone(),
-            uri: req.uri().clone(),
+            headers: Arc::new(owned_headers(req.headers())),
+            uri: owned_uri(req.uri()),
             remote_addr,
             issued: SystemTime::now(),
         };
@@ -302,6 +302,25 @@ impl<H: EngineHandler> Engine<H> {
             self.handler.on_close(session, reason);
         }
     }
+}
+
+/// A copy of `headers` in allocations of its own. A plain clone shares hyper's
+/// read buffer (header values are slices of it): kept for the session's whole
+/// life, that pins 8–16 KiB per connection for a few hundred bytes of headers.
+fn owned_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut owned = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy =
+            http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+    owned
+}
+
+/// A copy of `uri` that does not share hyper's read buffer (see [`owned_headers`]).
+fn owned_uri(uri: &http::Uri) -> http::Uri {
+    http::Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone())
 }
 
 #[cfg(test)]

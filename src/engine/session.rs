@@ -9,7 +9,7 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Mutex, MutexGuard, OnceLock,
+        Arc, Mutex, MutexGuard, OnceLock,
     },
     time::SystemTime,
 };
@@ -79,7 +79,8 @@ pub(crate) enum Upgrade {
 /// What the client's handshake request said, kept for the upper layer.
 #[derive(Debug, Clone)]
 pub struct HandshakeRequest {
-    pub headers: HeaderMap,
+    /// Shared with every Socket.IO socket of the connection.
+    pub headers: Arc<HeaderMap>,
     pub uri: Uri,
     pub remote_addr: Option<SocketAddr>,
     pub issued: SystemTime,
@@ -315,7 +316,7 @@ mod tests {
             Sid::random(),
             transport,
             HandshakeRequest {
-                headers: HeaderMap::new(),
+                headers: Arc::new(HeaderMap::new()),
                 uri: Uri::from_static("/"),
                 remote_addr: None,
                 issued: SystemTime::now(),

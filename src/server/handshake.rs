@@ -3,6 +3,7 @@
 use std::{
     collections::HashMap,
     net::SocketAddr,
+    sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -14,7 +15,8 @@ use crate::engine::HandshakeRequest;
 /// Node's `socket.handshake`.
 #[derive(Debug, Clone)]
 pub struct Handshake {
-    pub headers: HeaderMap,
+    /// The headers of the connection's first request (shared by its sockets).
+    pub headers: Arc<HeaderMap>,
     /// When the connection was made, as Node prints it (`Date.toString()` is
     /// locale-bound; rsio uses RFC 2822 in UTC).
     pub time: String,

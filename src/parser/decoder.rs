@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::binary::placeholder_index;
 use super::scan::depth_exceeds;
 use super::{
-    is_reserved_event, Args, Packet, PacketData, ParseError, DEFAULT_MAX_ATTACHMENTS, MAX_DEPTH,
+    reserved_event, Args, Packet, PacketData, ParseError, DEFAULT_MAX_ATTACHMENTS, MAX_DEPTH,
 };
 
 /// A BINARY_EVENT / BINARY_ACK waiting for its attachments.
@@ -153,11 +153,13 @@ fn parse_text(text: &Bytes, max_attachments: usize) -> Result<(Packet, usize), P
     let ack = (end > i).then_some(id);
     i = end;
 
-    // <json>
-    let payload = bytes.get(i..).unwrap_or_default();
+    // <json>: its UTF-8 is checked once here, then parsed from `&str` (serde_json's
+    // `StrRead` does not check it again).
+    let payload = std::str::from_utf8(bytes.get(i..).unwrap_or_default())
+        .map_err(|_| ParseError::InvalidPayload)?;
     let payload = if payload.is_empty() {
         None
-    } else if depth_exceeds(payload, MAX_DEPTH) {
+    } else if depth_exceeds(payload.as_bytes(), MAX_DEPTH) {
         return Err(ParseError::InvalidPayload);
     } else {
         Some(payload)
@@ -190,10 +192,9 @@ fn parse_text(text: &Bytes, max_attachments: usize) -> Result<(Packet, usize), P
             let shape = parse_array(p)?;
             let first = shape.first.ok_or(ParseError::InvalidPayload)?.get();
             let event = if first.starts_with('"') {
-                let name: String =
-                    serde_json::from_str(first).map_err(|_| ParseError::InvalidPayload)?;
-                if is_reserved_event(&name) {
-                    return Err(ParseError::ReservedEvent(name));
+                let name = event_name(first)?;
+                if let Some(reserved) = reserved_event(&name) {
+                    return Err(ParseError::ReservedEvent(reserved));
                 }
                 name
             } else if first.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
@@ -241,8 +242,17 @@ fn digits(bytes: &[u8], start: usize, max: u64) -> Option<(u64, usize)> {
     Some((n, i))
 }
 
-fn parse_raw(payload: &[u8]) -> Result<&RawValue, ParseError> {
-    serde_json::from_slice(payload).map_err(|_| ParseError::InvalidPayload)
+fn parse_raw(payload: &str) -> Result<&RawValue, ParseError> {
+    serde_json::from_str(payload).map_err(|_| ParseError::InvalidPayload)
+}
+
+/// The event name from its JSON string literal (already validated by the
+/// array parse): copied as is when it holds no escape.
+fn event_name(literal: &str) -> Result<String, ParseError> {
+    match literal.strip_prefix('"').and_then(|l| l.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Ok(inner.to_owned()),
+        _ => serde_json::from_str(literal).map_err(|_| ParseError::InvalidPayload),
+    }
 }
 
 /// First, second and last element of a JSON array, borrowed from the input.
@@ -283,8 +293,8 @@ impl<'de> Deserialize<'de> for ArrayShape<'de> {
     }
 }
 
-fn parse_array(payload: &[u8]) -> Result<ArrayShape<'_>, ParseError> {
-    serde_json::from_slice(payload).map_err(|_| ParseError::InvalidPayload)
+fn parse_array(payload: &str) -> Result<ArrayShape<'_>, ParseError> {
+    serde_json::from_str(payload).map_err(|_| ParseError::InvalidPayload)
 }
 
 /// Position of `part` (borrowed from `base`) inside `base`.
@@ -299,15 +309,15 @@ fn range_in(base: &[u8], part: &str) -> Option<Range<usize>> {
 fn slice_args(
     text: &Bytes,
     payload_at: usize,
-    payload: &[u8],
+    payload: &str,
     from: Option<&RawValue>,
     to: Option<&RawValue>,
 ) -> Result<Bytes, ParseError> {
     let (Some(from), Some(to)) = (from, to) else {
         return Ok(Bytes::new());
     };
-    let a = range_in(payload, from.get()).ok_or(ParseError::InvalidPayload)?;
-    let b = range_in(payload, to.get()).ok_or(ParseError::InvalidPayload)?;
+    let a = range_in(payload.as_bytes(), from.get()).ok_or(ParseError::InvalidPayload)?;
+    let b = range_in(payload.as_bytes(), to.get()).ok_or(ParseError::InvalidPayload)?;
     let start = payload_at.checked_add(a.start);
     let end = payload_at.checked_add(b.end);
     match (start, end) {

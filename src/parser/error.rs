@@ -30,7 +30,7 @@ pub enum ParseError {
     InvalidPayload,
     /// An EVENT uses one of [`RESERVED_EVENTS`](super::RESERVED_EVENTS).
     #[error("reserved event name {0:?}")]
-    ReservedEvent(String),
+    ReservedEvent(&'static str),
     /// A text message arrived while binary attachments were expected.
     #[error("got plaintext data when reconstructing a packet")]
     UnexpectedText,

@@ -49,5 +49,10 @@ pub const MAX_DEPTH: usize = 127;
 
 /// Whether `name` is one of [`RESERVED_EVENTS`].
 pub fn is_reserved_event(name: &str) -> bool {
-    RESERVED_EVENTS.contains(&name)
+    reserved_event(name).is_some()
+}
+
+/// The entry of [`RESERVED_EVENTS`] equal to `name`, if any.
+pub(crate) fn reserved_event(name: &str) -> Option<&'static str> {
+    RESERVED_EVENTS.iter().copied().find(|r| *r == name)
 }

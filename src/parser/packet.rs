@@ -1,7 +1,5 @@
 //! [`Packet`] and [`PacketData`], and the encoder.
 
-use std::fmt::Write as _;
-
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
@@ -165,7 +163,8 @@ impl Packet {
         let n = self.attachments().len();
         if n > 0 {
             // Writing to a String cannot fail.
-            let _ = write!(out, "{n}-");
+            push_decimal(out, n as u64);
+            out.push('-');
         }
         if !self.nsp.is_empty() && self.nsp != "/" {
             out.push_str(&self.nsp);
@@ -180,7 +179,7 @@ impl Packet {
             PacketData::Disconnect => {}
             PacketData::Event { event, args, ack } => {
                 if let Some(id) = ack {
-                    let _ = write!(out, "{id}");
+                    push_decimal(out, *id);
                 }
                 out.push('[');
                 write_json_string(out, event);
@@ -191,7 +190,7 @@ impl Packet {
                 out.push(']');
             }
             PacketData::Ack { ack, args } => {
-                let _ = write!(out, "{ack}");
+                push_decimal(out, *ack);
                 out.push('[');
                 push_utf8(out, args.json());
                 out.push(']');
@@ -208,11 +207,30 @@ impl Packet {
     }
 }
 
+/// `n` in decimal, without the formatting machinery (ack ids are on the hot path).
+fn push_decimal(out: &mut String, n: u64) {
+    out.push_str(itoa::Buffer::new().format(n));
+}
+
 /// Args JSON is UTF-8 unless an `Args::from_raw` caller broke the contract;
 /// never panic in that case.
 fn push_utf8(out: &mut String, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(s) => out.push_str(s),
         Err(_) => out.push_str(&String::from_utf8_lossy(bytes)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_decimal;
+
+    #[test]
+    fn decimal_matches_display() {
+        for n in [0, 7, 10, 99, 100, 12345, u64::from(u32::MAX), u64::MAX] {
+            let mut out = String::from("x");
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}"));
+        }
     }
 }

@@ -75,6 +75,16 @@ impl Iterator for Elements<'_> {
 
 /// Whether arrays/objects in `json` nest deeper than `max` levels.
 pub(crate) fn depth_exceeds(json: &[u8], max: usize) -> bool {
+    // Nesting deeper than `max` needs more than `max` opening brackets: most
+    // packets have far fewer, and counting them is a tight, vectorised loop.
+    if json.len() <= max || json.iter().filter(|&&b| b == b'[' || b == b'{').count() <= max {
+        return false;
+    }
+    nesting_exceeds(json, max)
+}
+
+/// The exact scan: brackets inside strings do not count.
+fn nesting_exceeds(json: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -163,6 +173,17 @@ mod tests {
         assert!(!depth_exceeds(b"[[]]", 2));
         assert!(depth_exceeds(b"[[[]]]", 2));
         assert!(!depth_exceeds(br#"["[[[[["]"#, 2));
+    }
+
+    proptest::proptest! {
+        /// The bracket-count shortcut never changes the answer of the exact scan.
+        #[test]
+        fn shortcut_agrees_with_the_scan(
+            json in proptest::collection::vec(proptest::sample::select(b"[]{}\"\\ a,".to_vec()), 0..64),
+            max in 0usize..8,
+        ) {
+            proptest::prop_assert_eq!(depth_exceeds(&json, max), nesting_exceeds(&json, max));
+        }
     }
 
     #[test]

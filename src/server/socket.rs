@@ -33,7 +33,9 @@ use crate::{
 
 #[derive(Default)]
 struct SocketState {
-    handlers: HashMap<String, BoxedEventHandler>,
+    /// Keys are the names the server registered; a client's event name is only
+    /// looked up, never inserted, so foldhash (fast, seeded per process) is safe here.
+    handlers: HashMap<String, BoxedEventHandler, foldhash::fast::RandomState>,
     any_incoming: Vec<AnyHandler>,
     any_outgoing: Vec<AnyHandler>,
     disconnecting: Vec<DisconnectHandler>,
@@ -72,14 +74,16 @@ impl std::fmt::Debug for Socket {
 
 /// Encodes a packet once: its Engine.IO text frame, then its attachments.
 pub(crate) fn encode(packet: &Packet) -> EncodedPacket {
+    EncodedPacket(encode_frames(packet).collect())
+}
+
+/// The Engine.IO frames of `packet`: its text, then its attachments.
+fn encode_frames(packet: &Packet) -> impl Iterator<Item = Frame> + '_ {
     let mut text = String::with_capacity(64);
     text.push('4');
     packet.encode_into(&mut text);
-    let attachments = packet.attachments();
-    let mut frames = Vec::with_capacity(1 + attachments.len());
-    frames.push(Frame::text(text));
-    frames.extend(attachments.iter().cloned().map(Frame::Binary));
-    EncodedPacket(frames.into())
+    std::iter::once(Frame::text(text))
+        .chain(packet.attachments().iter().cloned().map(Frame::Binary))
 }
 
 impl Socket {
@@ -393,8 +397,10 @@ impl Socket {
         }
     }
 
+    /// Sends a packet to this socket alone: its frames go straight to the queue,
+    /// with no shared [`EncodedPacket`] (that is for broadcasts).
     pub(crate) fn send_packet(&self, packet: &Packet) -> bool {
-        self.send_encoded(&encode(packet))
+        self.0.session.send_all(encode_frames(packet))
     }
 
     pub(crate) fn send_encoded(&self, packet: &EncodedPacket) -> bool {

@@ -141,7 +141,7 @@ fn invalid_packets() {
         ("2 ", |e| matches!(e, E::InvalidPayload)),
         (
             r#"2["connect"]"#,
-            |e| matches!(e, E::ReservedEvent(n) if n == "connect"),
+            |e| matches!(e, E::ReservedEvent(n) if *n == "connect"),
         ),
         (r#"2["disconnecting",1]"#, |e| {
             matches!(e, E::ReservedEvent(_))

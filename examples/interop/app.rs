@@ -1,7 +1,7 @@
 //! The handlers of the interop test server (see `main.rs`).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -16,7 +16,34 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// Server-wide record of why each socket left: `{reason, roomsAtDisconnecting}`.
-type Reasons = Arc<Mutex<HashMap<String, Value>>>;
+type Reasons = Arc<Mutex<ReasonLog>>;
+
+/// Records kept, the oldest dropped first: enough for any test, and a soak
+/// (`scripts/soak`) does not see the test server's bookkeeping grow without bound.
+const KEPT_RECORDS: usize = 1000;
+
+#[derive(Default)]
+struct ReasonLog {
+    by_id: HashMap<String, Value>,
+    order: VecDeque<String>,
+}
+
+impl ReasonLog {
+    fn insert(&mut self, id: String, record: Value) {
+        if self.by_id.insert(id.clone(), record).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > KEPT_RECORDS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<&Value> {
+        self.by_id.get(id)
+    }
+}
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -357,11 +384,15 @@ fn main_namespace(io: &Server, reasons: Reasons) {
                     ack_json(ack, json!(s.recovered()));
                 },
             );
-            // Names of the events sent to this socket (catch-all outgoing listener).
+            // Names of the events sent to this socket (catch-all outgoing listener):
+            // the first KEPT_RECORDS of them.
             let outgoing = Arc::new(Mutex::new(Vec::<String>::new()));
             let seen = outgoing.clone();
             socket.on_any_outgoing(move |_s, event, _args| {
-                seen.lock().unwrap().push(event.to_string())
+                let mut seen = seen.lock().unwrap();
+                if seen.len() < KEPT_RECORDS {
+                    seen.push(event.to_string())
+                }
             });
             socket.on(
                 "outgoing",
@@ -542,4 +573,52 @@ fn install_cluster(io: &Server, index: usize) {
             );
         }
     });
+}
+
+/// `GET /stats`: this process's counts, as JSON, for the chaos test and
+/// `scripts/soak` (leak checks):
+///
+/// ```text
+/// {"worker": 0, "pid": 1234, "engineClients": 3, "sockets": 3, "rooms": 4, "rssKiB": 9876}
+/// ```
+///
+/// `worker`: the cluster index (0 in one process); `engineClients`: open
+/// Engine.IO sessions; `sockets`: sockets of namespace `/`; `rooms`: rooms of
+/// `/` in this worker's adapter (each socket's own room included); `rssKiB`:
+/// `VmRSS` from `/proc/self/status` (0 where there is none).
+pub fn stats_router(io: &Server, worker: usize) -> axum::Router {
+    let io = io.clone();
+    axum::Router::new().route(
+        "/stats",
+        axum::routing::get(move || {
+            let io = io.clone();
+            async move {
+                let root = io.of("/");
+                let body = json!({
+                    "worker": worker,
+                    "pid": std::process::id(),
+                    "engineClients": io.engine().clients_count(),
+                    "sockets": root.sockets().len(),
+                    "rooms": root.adapter().rooms().len(),
+                    "rssKiB": rss_kib(),
+                });
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    body.to_string(),
+                )
+            }
+        }),
+    )
+}
+
+/// `VmRSS` of this process in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
 }

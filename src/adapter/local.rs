@@ -11,11 +11,15 @@ use super::{
     Adapter, BroadcastOptions, EncodedPacket, Restored, RoomEvent, RoomListener, SocketId,
 };
 
+/// Socket ids are random and made by the server, so they are hashed with the
+/// fast foldhash; room names may come from clients and keep the keyed SipHash.
+type IdHasher = foldhash::fast::RandomState;
+
 #[derive(Debug, Default)]
 struct RoomIndex {
-    rooms: HashMap<String, HashSet<SocketId>>,
+    rooms: HashMap<String, HashSet<SocketId, IdHasher>>,
     /// Each socket's rooms in the order it joined them (Node's `socket.rooms` is an ordered Set).
-    sids: HashMap<SocketId, Vec<String>>,
+    sids: HashMap<SocketId, Vec<String>, IdHasher>,
 }
 
 /// The default adapter: everything stays in this process.

@@ -31,7 +31,8 @@ pub(crate) struct NsHandlers {
 pub(crate) struct NsInner {
     name: String,
     adapter: Arc<dyn Adapter>,
-    sockets: Mutex<HashMap<SocketId, Socket>>,
+    /// Socket ids are random and made by the server: the fast foldhash will do.
+    sockets: Mutex<HashMap<SocketId, Socket, foldhash::fast::RandomState>>,
     handlers: RwLock<NsHandlers>,
     next_ack_id: AtomicU64,
 }
@@ -66,7 +67,9 @@ impl Namespace {
         &self.0.adapter
     }
 
-    fn sockets_map(&self) -> MutexGuard<'_, HashMap<SocketId, Socket>> {
+    fn sockets_map(
+        &self,
+    ) -> MutexGuard<'_, HashMap<SocketId, Socket, foldhash::fast::RandomState>> {
         self.0.sockets.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -54,7 +54,11 @@ describe("cluster recovery", { skip: clusterSkipReason() }, () => {
     assert.deepEqual(got[0], got[1], "both workers deliver the same packets, in the same order");
     const offsets = got[0].map((args) => BigInt(args[args.length - 1]));
     for (let i = 1; i < offsets.length; i++) assert.ok(offsets[i] > offsets[i - 1], "offsets increase");
-    assert.deepEqual(got[0].map((args) => args[0]), [0, 1, 2, 3, 4]);
+    // One total order for every recipient is the guarantee; it need not follow the
+    // order of acks from different workers (the primary reads each worker's stream
+    // on its own, and under load the later broadcast of another worker can be numbered
+    // first; Node's cluster adapter gives no cross-worker order at all).
+    assert.deepEqual(got[0].map((args) => args[0]).sort(), [0, 1, 2, 3, 4]);
   });
 
   it("a transport drop: missed events once, in order; id, rooms and data restored", T, async () => {

@@ -62,7 +62,6 @@ fn preflight_no_content(mut res: Response) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use axum::body::Body;
     use http::{header, Request, StatusCode};
@@ -70,16 +69,9 @@ mod tests {
 
     use crate::engine::{
         config::{CorsOptions, CorsOrigin},
-        CloseReason, Engine, EngineConfig, EngineHandler, Message, Session,
+        server::Nop,
+        Engine, EngineConfig,
     };
-
-    struct Nop;
-    impl EngineHandler for Nop {
-        type Data = ();
-        fn on_open(&self, _: &Arc<Session<()>>) {}
-        fn on_message(&self, _: &Arc<Session<()>>, _: Message) {}
-        fn on_close(&self, _: &Arc<Session<()>>, _: CloseReason) {}
-    }
 
     async fn allow_origin(config: EngineConfig) -> Option<String> {
         let engine = Engine::new(config, Nop);

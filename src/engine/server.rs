@@ -323,18 +323,22 @@ fn owned_uri(uri: &http::Uri) -> http::Uri {
     http::Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone())
 }
 
+/// A handler that does nothing, for the engine's unit tests.
+#[cfg(test)]
+pub(crate) struct Nop;
+
+#[cfg(test)]
+impl EngineHandler for Nop {
+    type Data = ();
+    fn on_open(&self, _: &Arc<Session<()>>) {}
+    fn on_message(&self, _: &Arc<Session<()>>, _: Message) {}
+    fn on_close(&self, _: &Arc<Session<()>>, _: CloseReason) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
-
-    struct Nop;
-    impl EngineHandler for Nop {
-        type Data = ();
-        fn on_open(&self, _: &Arc<Session<()>>) {}
-        fn on_message(&self, _: &Arc<Session<()>>, _: Message) {}
-        fn on_close(&self, _: &Arc<Session<()>>, _: CloseReason) {}
-    }
 
     async fn call(engine: &Arc<Engine<Nop>>, uri: &str) -> (StatusCode, String) {
         let req = Request::get(uri).body(Body::empty()).unwrap();

@@ -62,7 +62,6 @@ fn preflight_no_content(mut res: Response) -> Response {
 
 #[cfg(test)]
 mod tests {
-
     use axum::body::Body;
     use http::{header, Request, StatusCode};
     use tower::ServiceExt;

@@ -74,6 +74,24 @@ async fn a_foreign_origin_is_refused_on_polling_and_websocket() {
             "{origin}"
         );
     }
+    // Behind a proxy that rewrites `Host`, `X-Forwarded-Host` names the page's host.
+    let proxied = with_origin("https://chat.example", &[]);
+    let res = srv.request("GET", &polling, &proxied, None).await;
+    assert_eio_error(&res, 403, 4, "Forbidden");
+    let forwarded = with_origin(
+        "https://chat.example",
+        &[("X-Forwarded-Host", "chat.example")],
+    );
+    let res = srv.request("GET", &polling, &forwarded, None).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let forwarded_elsewhere = with_origin(
+        "https://chat.example",
+        &[("X-Forwarded-Host", "other.example")],
+    );
+    let res = srv
+        .request("GET", &polling, &forwarded_elsewhere, None)
+        .await;
+    assert_eio_error(&res, 403, 4, "Forbidden");
     let (sid, _) = srv.handshake().await;
 
     // Requests for an existing session are checked too: its upgrade and its polls.

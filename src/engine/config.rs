@@ -66,8 +66,9 @@ pub enum AllowedOrigins {
     #[default]
     Any,
     /// Requests without an `Origin` header (non-browser clients), same-origin
-    /// requests (the `Origin`'s host and port are the request's `Host`), and
-    /// the listed origins (`https://app.example.com`, `http://localhost:3000`).
+    /// requests (the `Origin`'s host and port are the request's `Host`, or its
+    /// `X-Forwarded-Host` behind a proxy), and the listed origins
+    /// (`https://app.example.com`, `http://localhost:3000`).
     /// Anything else is refused with 403 `{"code":4,"message":"Forbidden"}`.
     SameOriginAnd(Vec<String>),
 }

@@ -138,10 +138,20 @@ impl<H: EngineHandler> Engine<H> {
 
     async fn route(self: Arc<Self>, req: Request<Body>) -> Result<Response, RequestError> {
         let headers = req.headers();
-        if !self.config.allowed_origins.allows(
-            headers.get(header::ORIGIN).map(|v| v.as_bytes()),
-            headers.get(header::HOST).map(|v| v.as_bytes()),
-        ) {
+        let origin = headers.get(header::ORIGIN).map(|v| v.as_bytes());
+        let policy = &self.config.allowed_origins;
+        // Behind a reverse proxy that rewrites `Host`, its `X-Forwarded-Host` names
+        // the page's host. A browser cannot set that header on a WebSocket handshake,
+        // so it does not reopen the door to cross-site WebSocket hijacking.
+        let forwarded_host = || {
+            headers
+                .get("x-forwarded-host")
+                .and_then(|v| v.as_bytes().split(|&b| b == b',').next())
+                .map(|h| h.trim_ascii())
+        };
+        if !policy.allows(origin, headers.get(header::HOST).map(|v| v.as_bytes()))
+            && !forwarded_host().is_some_and(|host| policy.allows(origin, Some(host)))
+        {
             warn!(
                 target: "engine",
                 origin = ?headers.get(header::ORIGIN),

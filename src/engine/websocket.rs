@@ -133,8 +133,7 @@ pub(crate) fn spawn_transport<H: EngineHandler>(
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        // Boxed: the probe runs once, its state need not stay in every idle task.
-        if probe && !Box::pin(run_probe(&engine, &session, &mut ws)).await {
+        if probe && !run_probe(&engine, &session, &mut ws).await {
             session.lock().upgrade = Upgrade::None;
             let _ = tokio::time::timeout(engine.config.ping_timeout, ws.close(None)).await;
             return;
@@ -288,11 +287,6 @@ async fn run<H: EngineHandler>(engine: &Engine<H>, session: &Arc<Session<H::Data
         code,
         reason: "".into(),
     });
-    // Best effort: the peer may already be gone. Boxed: this state is needed once,
-    // not in every idle connection's task.
-    let _ = Box::pin(tokio::time::timeout(
-        engine.config.ping_timeout,
-        ws.close(frame),
-    ))
-    .await;
+    // Best effort: the peer may already be gone.
+    let _ = tokio::time::timeout(engine.config.ping_timeout, ws.close(frame)).await;
 }

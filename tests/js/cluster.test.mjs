@@ -9,6 +9,7 @@
 // operation delivered arrives before the `sync`.
 import { describe, it, before, after, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
+import http from "node:http";
 import { Manager } from "socket.io-client";
 import {
   startCluster, connectWorker, clusterSkipReason, closeAll, call, once, waitFor,
@@ -440,6 +441,36 @@ describe("cluster: 2 workers", { skip }, () => {
     all = [a, b];
     await fetchAll(a, 2);
   }, HOOK);
+
+  it("cross-site requests are refused by default (CSWSH); same-origin pages and non-browsers pass", T, async () => {
+    const port = ctx.cluster.ports[1];
+    // status and body of a GET to worker 1 with these headers (raw, so Origin is ours to set)
+    const get = (path, headers) => new Promise((resolve, reject) => {
+      const req = http.get({ host: "127.0.0.1", port, path, headers }, (res) => {
+        let body = "";
+        res.on("data", (d) => { body += d; });
+        res.on("end", () => resolve({ status: res.statusCode, body }));
+      });
+      req.on("upgrade", (res, socket) => { socket.destroy(); resolve({ status: res.statusCode, body: "" }); });
+      req.on("error", reject);
+    });
+    const polling = "/socket.io/?EIO=4&transport=polling";
+    const ws = {
+      Connection: "Upgrade", Upgrade: "websocket",
+      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
+    };
+    const forbidden = { status: 403, body: '{"code":4,"message":"Forbidden"}' };
+    assert.deepEqual(await get(polling, { Origin: "http://evil.example" }), forbidden);
+    assert.deepEqual(
+      await get("/socket.io/?EIO=4&transport=websocket", { ...ws, Origin: "http://evil.example" }), forbidden);
+    // another worker's port is another origin too
+    const other = `http://127.0.0.1:${ctx.cluster.ports[0]}`;
+    assert.deepEqual(await get(polling, { Origin: other }), forbidden);
+    assert.equal((await get(polling, { Origin: `http://127.0.0.1:${port}` })).status, 200);
+    assert.equal((await get(polling, {})).status, 200);
+    assert.equal(
+      (await get("/socket.io/?EIO=4&transport=websocket", { ...ws, Origin: `http://127.0.0.1:${port}` })).status, 101);
+  });
 
   it("server-count is 2 on both workers", T, async () => {
     assert.equal(await call(a, "server-count"), 2);

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
 /// Starts a GET on its own task (a long poll that stays pending).
 fn spawn_poll(srv: &Arc<Server>, sid: &str) -> tokio::task::JoinHandle<std::io::Result<Response>> {
@@ -141,31 +141,6 @@ async fn cancelled_poll_closes_the_session() {
     srv.wait_clients(0).await;
 }
 
-/// Sends `head` then `body` on a writer task while reading the response: the server may
-/// answer (and stop reading) before the body is complete.
-async fn send_streaming(srv: &Server, head: String, body: Vec<Vec<u8>>) -> Response {
-    let stream = srv.connect().await;
-    let (rd, mut wr) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        wr.write_all(head.as_bytes()).await?;
-        for chunk in body {
-            wr.write_all(&chunk).await?;
-        }
-        wr.flush().await?;
-        // keep the write half open: shutting it down could look like a cancelled request
-        Ok::<_, std::io::Error>(wr)
-    });
-    let mut reader = BufReader::new(rd);
-    let res = within(
-        "response to a large POST",
-        read_response(&mut reader, false),
-    )
-    .await
-    .expect("an HTTP response");
-    writer.abort();
-    res
-}
-
 #[tokio::test]
 async fn post_over_max_http_buffer_size_with_content_length_is_413() {
     let srv = Server::start().await;
@@ -173,7 +148,9 @@ async fn post_over_max_http_buffer_size_with_content_length_is_413() {
     let mut body = vec![b'a'; MAX_PAYLOAD as usize + 1];
     body[0] = b'4';
     let head = request_head(srv.addr, "POST", &polling_path(&sid), &[], Some(body.len()));
-    let res = send_streaming(&srv, head, vec![body]).await;
+    let res = srv
+        .send_streaming(head, vec![body], 0, STEP, "response to a large POST")
+        .await;
     assert_eq!(res.status, 413, "{}", res.text());
 }
 
@@ -202,7 +179,9 @@ async fn post_over_max_http_buffer_size_chunked_is_413() {
         sent += n;
     }
     chunks.push(b"0\r\n\r\n".to_vec());
-    let res = send_streaming(&srv, head, chunks).await;
+    let res = srv
+        .send_streaming(head, chunks, 0, STEP, "response to a chunked POST")
+        .await;
     assert_eq!(res.status, 413, "{}", res.text());
 }
 
@@ -235,7 +214,9 @@ async fn chunked_post_within_limit_is_accepted() {
         b"5\r\nworld\r\n".to_vec(),
         b"0\r\n\r\n".to_vec(),
     ];
-    let res = send_streaming(&srv, head, chunks).await;
+    let res = srv
+        .send_streaming(head, chunks, 0, STEP, "response to a chunked POST")
+        .await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_eq!(res.text(), "ok");
     assert_eq!(srv.poll_data(&sid).await, "4hello\x1e4world");

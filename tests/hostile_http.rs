@@ -22,34 +22,6 @@ fn sid_path(query: &str, sid: &str) -> String {
     eio_raw_path(&format!("{query}&sid={sid}"))
 }
 
-/// Writes `head` and then `chunks` (pausing `pause_ms` before each) on a writer task while
-/// the response is read: the server may answer (and stop reading) before the body is done.
-/// The write half stays open until the response is in, so it never looks like a cancel.
-async fn exchange(
-    srv: &Server,
-    head: Vec<u8>,
-    chunks: Vec<Vec<u8>>,
-    pause_ms: u64,
-    limit: Duration,
-    what: &str,
-) -> Response {
-    let (rd, mut wr) = srv.connect().await.into_split();
-    let writer = tokio::spawn(async move {
-        wr.write_all(&head).await?;
-        for chunk in chunks {
-            sleep_ms(pause_ms).await;
-            wr.write_all(&chunk).await?;
-        }
-        Ok::<_, std::io::Error>(wr)
-    });
-    let mut reader = BufReader::new(rd);
-    let res = within_for(limit, what, read_response(&mut reader, false))
-        .await
-        .unwrap_or_else(|e| panic!("{what}: no HTTP response: {e}"));
-    writer.abort();
-    res
-}
-
 /// The answer to a raw request whose response may be a `101` (which `read_response` would
 /// skip as informational): status and body (Content-Length framed, if any).
 struct Answer {
@@ -238,15 +210,15 @@ async fn post_head_over_the_limit_is_413_before_the_body() {
     let len = MAX_PAYLOAD as usize + 1;
     let head = request_head(srv.addr, "POST", &polling_path(&sid), &[], Some(len));
     // the head and a few bytes only; the rest never comes
-    let res = exchange(
-        &srv,
-        head.into_bytes(),
-        vec![b"4aaa".to_vec()],
-        0,
-        Duration::from_secs(2),
-        "413 for a Content-Length over maxHttpBufferSize, body not sent",
-    )
-    .await;
+    let res = srv
+        .send_streaming(
+            head.into_bytes(),
+            vec![b"4aaa".to_vec()],
+            0,
+            Duration::from_secs(2),
+            "413 for a Content-Length over maxHttpBufferSize, body not sent",
+        )
+        .await;
     assert_eq!(res.status, 413, "{}", res.text());
     assert_still_serving(&srv).await;
 }
@@ -263,15 +235,15 @@ async fn post_announcing_100_mb_is_413_without_reading_it() {
         Some(100 * 1024 * 1024),
     );
     let started = Instant::now();
-    let res = exchange(
-        &srv,
-        head.into_bytes(),
-        Vec::new(),
-        0,
-        Duration::from_secs(2),
-        "413 for a 100 MB Content-Length, head only",
-    )
-    .await;
+    let res = srv
+        .send_streaming(
+            head.into_bytes(),
+            Vec::new(),
+            0,
+            Duration::from_secs(2),
+            "413 for a 100 MB Content-Length, head only",
+        )
+        .await;
     assert_eq!(res.status, 413, "{}", res.text());
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_still_serving(&srv).await;
@@ -313,15 +285,15 @@ async fn trickled_chunked_post_over_the_limit_is_413_and_the_session_goes_on() {
             c
         })
         .collect();
-    let res = exchange(
-        &srv,
-        head.into_bytes(),
-        chunks,
-        20,
-        STEP,
-        "413 for a trickled chunked body over the limit",
-    )
-    .await;
+    let res = srv
+        .send_streaming(
+            head.into_bytes(),
+            chunks,
+            20,
+            STEP,
+            "413 for a trickled chunked body over the limit",
+        )
+        .await;
     assert_eq!(res.status, 413, "{}", res.text());
     // As in Node (`onDataRequest` answers 413 and keeps the socket): the refused body
     // is dropped, nothing of it is delivered, and the session goes on.
@@ -346,15 +318,15 @@ async fn ten_thousand_request_headers_are_431() {
         head.push_str(&format!("X-H{i}: v\r\n"));
     }
     head.push_str("\r\n");
-    let res = exchange(
-        &srv,
-        head.into_bytes(),
-        Vec::new(),
-        0,
-        STEP,
-        "answer to 10 000 headers",
-    )
-    .await;
+    let res = srv
+        .send_streaming(
+            head.into_bytes(),
+            Vec::new(),
+            0,
+            STEP,
+            "answer to 10 000 headers",
+        )
+        .await;
     assert_eq!(res.status, 431, "{}", res.text());
     assert_still_serving(&srv).await;
 }
@@ -368,15 +340,15 @@ async fn hundred_kb_header_line_is_431() {
         srv.addr,
         "a".repeat(100 * 1024)
     );
-    let res = exchange(
-        &srv,
-        head.into_bytes(),
-        Vec::new(),
-        0,
-        STEP,
-        "answer to a 100 KB header",
-    )
-    .await;
+    let res = srv
+        .send_streaming(
+            head.into_bytes(),
+            Vec::new(),
+            0,
+            STEP,
+            "answer to a 100 KB header",
+        )
+        .await;
     assert_eq!(res.status, 431, "{}", res.text());
     assert_still_serving(&srv).await;
 }

@@ -45,6 +45,16 @@ async fn upgrade(mut req: axum::extract::Request) -> axum::response::Response {
         .unwrap()
 }
 
+/// A `GET /` on a new connection (`connection: close`): the whole answer.
+async fn get_root(addr: std::net::SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    read_all(&mut stream).await
+}
+
 /// Everything the server sends until it closes (bounded in time).
 async fn read_all(stream: &mut TcpStream) -> String {
     let mut out = Vec::new();
@@ -74,12 +84,7 @@ async fn over_the_connection_cap_is_refused_with_503() {
     // Once the first one leaves, a new connection is served again.
     drop(first);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut third = TcpStream::connect(addr).await.unwrap();
-    third
-        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_all(&mut third).await;
+    let answer = get_root(addr).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }
 
@@ -146,11 +151,6 @@ async fn an_upgraded_connection_still_counts_against_the_cap() {
     upgraded.write_all(b"x").await.unwrap();
     drop(upgraded);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut third = TcpStream::connect(addr).await.unwrap();
-    third
-        .write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = read_all(&mut third).await;
+    let answer = get_root(addr).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
 }

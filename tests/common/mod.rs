@@ -244,6 +244,36 @@ impl Server {
         }
     }
 
+    /// Sends `head` and then `chunks` (with `pause_ms` before each) on a writer
+    /// task while reading the response, within `limit`: the server may answer
+    /// (and stop reading) before the body is complete. The write half stays
+    /// open: shutting it down could look like a cancelled request.
+    pub async fn send_streaming(
+        &self,
+        head: impl Into<Vec<u8>>,
+        chunks: Vec<Vec<u8>>,
+        pause_ms: u64,
+        limit: Duration,
+        what: &str,
+    ) -> Response {
+        let head = head.into();
+        let (rd, mut wr) = self.connect().await.into_split();
+        let writer = tokio::spawn(async move {
+            wr.write_all(&head).await?;
+            for chunk in chunks {
+                sleep_ms(pause_ms).await;
+                wr.write_all(&chunk).await?;
+            }
+            Ok::<_, std::io::Error>(wr)
+        });
+        let mut reader = BufReader::new(rd);
+        let res = within_for(limit, what, read_response(&mut reader, false))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: no HTTP response: {e}"));
+        writer.abort();
+        res
+    }
+
     pub async fn request(
         &self,
         method: &str,

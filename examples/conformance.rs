@@ -171,7 +171,7 @@ fn socket_io_server(args: &Args) -> Server {
         ..ServerConfig::default()
     });
     io.ns("/", |socket: Socket| async move {
-        let _ = socket.emit("auth", &(socket.handshake().auth.clone(),));
+        let _ = socket.emit("auth", &(socket.handshake().auth().clone(),));
         socket.on("message", |socket: Socket, args: SioArgs| async move {
             let _ = socket.emit("message-back", args);
         });
@@ -183,7 +183,7 @@ fn socket_io_server(args: &Args) -> Server {
         );
     });
     io.ns("/custom", |socket: Socket| async move {
-        let _ = socket.emit("auth", &(socket.handshake().auth.clone(),));
+        let _ = socket.emit("auth", &(socket.handshake().auth().clone(),));
     });
     io
 }

@@ -125,7 +125,7 @@ impl Chat {
             Some(user) if socket.recovered() => user.nick,
             _ => socket
                 .handshake()
-                .auth
+                .auth()
                 .get("nick")
                 .and_then(|n| valid_nick(n).ok())
                 .unwrap_or_else(|| guest_nick(&socket)),
@@ -153,7 +153,7 @@ impl Chat {
 
     /// Every stored message after the client's `auth.serverOffset`, in id order.
     async fn send_history(&self, socket: &Socket) {
-        let mut after = server_offset(&socket.handshake().auth);
+        let mut after = server_offset(socket.handshake().auth());
         loop {
             let rows = match self.db.after(after, HISTORY_BATCH).await {
                 Ok(rows) => rows,

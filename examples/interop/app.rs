@@ -464,7 +464,13 @@ pub fn install(io: &Server, worker: Option<usize>) {
 
     let auth = io.of("/auth");
     auth.use_middleware(|socket: Socket| async move {
-        if socket.handshake().auth.get("token").and_then(Value::as_str) != Some("secret") {
+        if socket
+            .handshake()
+            .auth()
+            .get("token")
+            .and_then(Value::as_str)
+            != Some("secret")
+        {
             return Err(ConnectError::new("unauthorized").with_data(json!({"code": 401})));
         }
         socket.set_data(&json!({"user": "alice"}));
@@ -496,7 +502,7 @@ pub fn install(io: &Server, worker: Option<usize>) {
     io.ns("/custom", move |socket: Socket| {
         record_disconnect(&socket, reasons.clone());
         async move {
-            let _ = socket.emit("auth", &(socket.handshake().auth.clone(),));
+            let _ = socket.emit("auth", &(socket.handshake().auth().clone(),));
             register_echo(&socket);
         }
     });

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod error;
+mod headers;
 mod heartbeat;
 pub mod packet;
 pub mod payload;
@@ -19,6 +20,7 @@ pub use config::{
     AllowRequest, AllowedOrigins, CookieOptions, CorsOptions, CorsOrigin, EngineConfig, Transports,
 };
 pub use error::RequestError;
+pub use headers::RequestHeaders;
 pub use packet::{Frame, Packet};
 pub use server::{Engine, EngineHandler, Message};
 pub use session::{CloseReason, HandshakeRequest, Session, TransportKind};

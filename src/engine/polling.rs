@@ -174,7 +174,7 @@ async fn get<H: EngineHandler>(
         };
         tokio::select! {
             _ = wake => {}
-            _ = session.closed().cancelled() => {}
+            _ = session.closed() => {}
             _ = sleep => {}
         }
     };

@@ -19,6 +19,7 @@ use tracing::{debug, warn};
 use super::{
     config::EngineConfig,
     error::{ErrorCounters, RequestError},
+    headers::RequestHeaders,
     packet::{Frame, Packet},
     session::{CloseReason, HandshakeRequest, Session, TransportKind},
     sid::Sid,
@@ -168,7 +169,7 @@ impl<H: EngineHandler> Engine<H> {
         };
         let is_upgrade = super::websocket::is_upgrade_request(&req);
         if let Some(sid) = query.sid {
-            // A closed session stays in the table until its heartbeat task removes it;
+            // A closed session stays in the table until its heartbeat removes it;
             // for a new request it is already gone, as in Node.
             let session = Sid::parse(sid)
                 .and_then(|sid| self.session(sid))
@@ -209,12 +210,12 @@ impl<H: EngineHandler> Engine<H> {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        let request = HandshakeRequest {
-            headers: Arc::new(owned_headers(req.headers())),
+        let request = Arc::new(HandshakeRequest {
+            headers: RequestHeaders::new(req.headers()),
             uri: owned_uri(req.uri()),
             remote_addr,
             issued: SystemTime::now(),
-        };
+        });
         // A WebSocket handshake is answered with 101 before the session exists,
         // so check it can be upgraded first.
         let on_upgrade = match transport {
@@ -238,16 +239,16 @@ impl<H: EngineHandler> Engine<H> {
         if let Some(initial) = &self.config.initial_packet {
             frames.push(Frame::message(initial));
         }
-        tokio::spawn(super::heartbeat::run(self.clone(), session.clone(), opened));
-
         match on_upgrade {
             Some((accept_key, on_upgrade)) => {
                 session.send_all(frames);
                 self.handler.on_open(&session);
-                super::websocket::spawn_transport(self.clone(), session, on_upgrade, false);
+                let beat = super::heartbeat::Heartbeat::new(&self.config, opened);
+                super::websocket::spawn_transport(self.clone(), session, on_upgrade, Some(beat));
                 Ok(super::websocket::switching_protocols(&accept_key))
             }
             None => {
+                tokio::spawn(super::heartbeat::run(self.clone(), session.clone(), opened));
                 // The handshake response carries the open packet itself.
                 let body = super::payload::encode_payload(&frames);
                 self.handler.on_open(&session);
@@ -314,21 +315,7 @@ impl<H: EngineHandler> Engine<H> {
     }
 }
 
-/// A copy of `headers` in allocations of its own. A plain clone shares hyper's
-/// read buffer (header values are slices of it): kept for the session's whole
-/// life, that pins 8–16 KiB per connection for a few hundred bytes of headers.
-fn owned_headers(headers: &http::HeaderMap) -> http::HeaderMap {
-    let mut owned = http::HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let mut copy =
-            http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        owned.append(name.clone(), copy);
-    }
-    owned
-}
-
-/// A copy of `uri` that does not share hyper's read buffer (see [`owned_headers`]).
+/// A copy of `uri` that does not share hyper's read buffer (see [`RequestHeaders::new`]).
 fn owned_uri(uri: &http::Uri) -> http::Uri {
     http::Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone())
 }
@@ -358,7 +345,7 @@ mod tests {
         (status, String::from_utf8_lossy(&body).into_owned())
     }
 
-    /// A session that was just closed (its heartbeat task has not yet removed it
+    /// A session that was just closed (its heartbeat has not yet removed it
     /// from the table) is unknown to the next request: the conformance suite's
     /// "closes the session upon cancelled polling request" depends on it.
     #[tokio::test]

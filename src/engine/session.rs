@@ -14,9 +14,10 @@ use std::{
     time::SystemTime,
 };
 
-use http::{HeaderMap, Uri};
+use http::Uri;
+
+use super::headers::RequestHeaders;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::{packet::Frame, sid::Sid};
@@ -77,10 +78,11 @@ pub(crate) enum Upgrade {
 }
 
 /// What the client's handshake request said, kept for the upper layer.
+/// The connection's first request; shared (`Arc`) by the session and every
+/// Socket.IO socket of the connection.
 #[derive(Debug, Clone)]
 pub struct HandshakeRequest {
-    /// Shared with every Socket.IO socket of the connection.
-    pub headers: Arc<HeaderMap>,
+    pub headers: RequestHeaders,
     pub uri: Uri,
     pub remote_addr: Option<SocketAddr>,
     pub issued: SystemTime,
@@ -118,7 +120,7 @@ impl State {
 /// An Engine.IO session, shared by its transports, its heartbeat and the upper layer.
 pub struct Session<D> {
     sid: Sid,
-    request: HandshakeRequest,
+    request: Arc<HandshakeRequest>,
     state: Mutex<State>,
     max_queued_bytes: usize,
     /// Something for the active transport to do (queued frames, upgrade progress, closing).
@@ -126,8 +128,8 @@ pub struct Session<D> {
     pub(crate) pong: Notify,
     /// Signalled once by [`Session::close`], to start the close deadline.
     pub(crate) closing: Notify,
-    closed: CancellationToken,
-    /// The same as `closed.is_cancelled()`, without the token's lock (hot path).
+    /// Signalled (to every waiter) once the session ends; see [`Session::closed`].
+    closed: Notify,
     is_closed: AtomicBool,
     close_reason: OnceLock<CloseReason>,
     /// The upper layer's per-connection state.
@@ -146,7 +148,7 @@ impl<D> Session<D> {
     pub(crate) fn new(
         sid: Sid,
         transport: TransportKind,
-        request: HandshakeRequest,
+        request: Arc<HandshakeRequest>,
         max_queued_bytes: usize,
         data: D,
     ) -> Session<D> {
@@ -167,7 +169,7 @@ impl<D> Session<D> {
             wake: Notify::new(),
             pong: Notify::new(),
             closing: Notify::new(),
-            closed: CancellationToken::new(),
+            closed: Notify::new(),
             is_closed: AtomicBool::new(false),
             close_reason: OnceLock::new(),
             data,
@@ -178,7 +180,7 @@ impl<D> Session<D> {
         self.sid
     }
 
-    pub fn request(&self) -> &HandshakeRequest {
+    pub fn request(&self) -> &Arc<HandshakeRequest> {
         &self.request
     }
 
@@ -268,13 +270,22 @@ impl<D> Session<D> {
     /// Ends the session at once; the first reason wins.
     pub(crate) fn terminate(&self, reason: CloseReason) {
         let _ = self.close_reason.set(reason);
-        self.is_closed.store(true, Ordering::Release);
-        self.closed.cancel();
+        if !self.is_closed.swap(true, Ordering::AcqRel) {
+            self.closed.notify_waiters();
+        }
         self.wake.notify_one();
     }
 
-    pub(crate) fn closed(&self) -> &CancellationToken {
-        &self.closed
+    /// Completes once the session has ended (at once if it already has).
+    pub(crate) async fn closed(&self) {
+        let notified = self.closed.notified();
+        tokio::pin!(notified);
+        // Registered before the check, so an end in between is not missed.
+        notified.as_mut().enable();
+        if self.is_closed() {
+            return;
+        }
+        notified.await;
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -315,12 +326,12 @@ mod tests {
         Session::new(
             Sid::random(),
             transport,
-            HandshakeRequest {
-                headers: Arc::new(HeaderMap::new()),
+            Arc::new(HandshakeRequest {
+                headers: RequestHeaders::default(),
                 uri: Uri::from_static("/"),
                 remote_addr: None,
                 issued: SystemTime::now(),
-            },
+            }),
             max_queued_bytes,
             (),
         )
@@ -362,6 +373,25 @@ mod tests {
         s.terminate(CloseReason::TransportClose);
         assert_eq!(s.close_reason(), Some(CloseReason::PingTimeout));
         assert!(!s.send(Frame::message("late")));
+    }
+
+    #[tokio::test]
+    async fn closed_completes_for_waiters_before_and_after_the_end() {
+        let s = Arc::new(session(TransportKind::WebSocket));
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.closed().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        s.terminate(CloseReason::TransportClose);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("a waiter registered before the end is woken")
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.closed())
+            .await
+            .expect("after the end, closed() completes at once");
     }
 
     #[test]

@@ -21,6 +21,7 @@ use tracing::debug;
 
 use super::{
     error::RequestError,
+    heartbeat::Heartbeat,
     packet::{Frame, Packet},
     server::{Engine, EngineHandler},
     session::{CloseReason, Session, TransportKind, Upgrade},
@@ -97,34 +98,44 @@ pub(crate) fn upgrade_session<H: EngineHandler>(
         }
         st.upgrade = Upgrade::Claimed;
     }
-    spawn_transport(engine.clone(), session, on_upgrade, true);
+    spawn_transport(engine.clone(), session, on_upgrade, None);
     Ok(switching_protocols(&accept))
 }
 
+/// tungstenite's read buffer, allocated per connection and kept while it is
+/// idle (its default is 128 KiB). Each read fills at most this much, so a
+/// 1 MB message takes about 2000 reads; socket.io traffic is mostly far
+/// smaller than this buffer.
+const READ_BUFFER: usize = 512;
+
 fn ws_config(max_message: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(1024)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(max_message.saturating_mul(2).max(64 * 1024))
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
 }
 
+/// Runs the WebSocket of `session`: a new session's own (`beat` is its
+/// heartbeat, served by this task), or an upgrade of a polling session
+/// (`beat` is `None`: its heartbeat task keeps running).
 pub(crate) fn spawn_transport<H: EngineHandler>(
     engine: Arc<Engine<H>>,
     session: Arc<Session<H::Data>>,
     on_upgrade: OnUpgrade,
-    probe: bool,
+    mut beat: Option<Heartbeat>,
 ) {
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => {
                 debug!(target: "engine:ws", sid = %session.sid(), "upgrade failed: {err}");
-                if probe {
+                if beat.is_none() {
                     session.lock().upgrade = Upgrade::None;
                 } else {
                     session.terminate(CloseReason::TransportError);
+                    engine.remove(&session);
                 }
                 return;
             }
@@ -133,12 +144,14 @@ pub(crate) fn spawn_transport<H: EngineHandler>(
         let mut ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        if probe && !run_probe(&engine, &session, &mut ws).await {
+        if beat.is_none() && !run_probe(&engine, &session, &mut ws).await {
             session.lock().upgrade = Upgrade::None;
             let _ = tokio::time::timeout(engine.config.ping_timeout, ws.close(None)).await;
             return;
         }
-        run(&engine, &session, ws).await;
+        // By reference: an async fn keeps its by-value arguments twice (as
+        // arguments and as locals), and this task lives as long as the client.
+        run(&engine, &session, &mut ws, &mut beat).await;
     });
 }
 
@@ -156,7 +169,7 @@ async fn run_probe<H: EngineHandler>(
                 debug!(target: "engine:ws", sid = %session.sid(), "upgrade timed out");
                 return false;
             }
-            _ = session.closed().cancelled() => return false,
+            _ = session.closed() => return false,
             msg = ws.next() => msg,
         };
         let text = match msg {
@@ -232,12 +245,36 @@ fn on_message<H: EngineHandler>(
     }
 }
 
-/// Moves packets both ways until the session ends.
-async fn run<H: EngineHandler>(engine: &Engine<H>, session: &Arc<Session<H::Data>>, mut ws: Ws) {
+/// Moves packets both ways until the session ends; with `beat`, also pings,
+/// and removes the session from the engine at the end.
+async fn run<H: EngineHandler>(
+    engine: &Engine<H>,
+    session: &Arc<Session<H::Data>>,
+    ws: &mut Ws,
+    beat: &mut Option<Heartbeat>,
+) {
     let mut close_code: Option<CloseCode> = None;
+    // Never polled without `beat`: an unpolled `Sleep` is not registered.
+    let timer = tokio::time::sleep_until(
+        beat.as_ref()
+            .map_or_else(tokio::time::Instant::now, Heartbeat::deadline),
+    );
+    tokio::pin!(timer);
     loop {
         let (frames, closing) = {
             let mut st = session.lock();
+            if let Some(beat) = beat.as_mut() {
+                let pong = beat.awaiting_pong() && !st.awaiting_pong;
+                if pong || (st.closing && !beat.is_closing()) {
+                    if pong {
+                        beat.on_pong();
+                    }
+                    if st.closing {
+                        beat.on_closing();
+                    }
+                    timer.as_mut().reset(beat.deadline());
+                }
+            }
             (st.take(), st.closing)
         };
         if !frames.is_empty() {
@@ -247,11 +284,21 @@ async fn run<H: EngineHandler>(engine: &Engine<H>, session: &Arc<Session<H::Data
                 }
                 ws.flush().await
             };
+            tokio::pin!(write);
             // A client that stops reading blocks the write; the session may end
             // meanwhile (ping timeout, queue bound, server close): stop waiting then.
-            let written = tokio::select! {
-                res = write => res.is_ok(),
-                _ = session.closed().cancelled() => false,
+            let written = loop {
+                tokio::select! {
+                    res = &mut write => break res.is_ok(),
+                    _ = session.closed() => break false,
+                    _ = &mut timer, if beat.is_some() => {
+                        let Some(beat) = beat.as_mut() else { break false };
+                        if !beat.on_timer(session) {
+                            break false;
+                        }
+                        timer.as_mut().reset(beat.deadline());
+                    }
+                }
             };
             if !written {
                 session.terminate(CloseReason::TransportError);
@@ -268,6 +315,13 @@ async fn run<H: EngineHandler>(engine: &Engine<H>, session: &Arc<Session<H::Data
         // the only one waiting on it: no separate wait on the close token.
         let msg = tokio::select! {
             _ = session.wake.notified() => continue,
+            _ = &mut timer, if beat.is_some() => {
+                if let Some(beat) = beat.as_mut() {
+                    beat.on_timer(session);
+                    timer.as_mut().reset(beat.deadline());
+                }
+                continue;
+            }
             msg = ws.next() => msg,
         };
         on_message(engine, session, msg, &mut close_code);
@@ -282,6 +336,9 @@ async fn run<H: EngineHandler>(engine: &Engine<H>, session: &Arc<Session<H::Data
                 None => break,
             }
         }
+    }
+    if beat.is_some() {
+        engine.remove(session);
     }
     let frame = close_code.map(|code| CloseFrame {
         code,

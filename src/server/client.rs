@@ -123,7 +123,7 @@ async fn connect_deadline(session: Arc<Session<ClientState>>, timeout: Duration)
                 session.close();
             }
         }
-        _ = session.closed().cancelled() => {}
+        _ = session.closed() => {}
     }
 }
 
@@ -199,7 +199,7 @@ fn accept(
     recovery: Option<crate::adapter::RecoveryConfig>,
     restored: Option<Restored>,
 ) {
-    let handshake = Handshake::new(session.request(), auth);
+    let handshake = Handshake::new(session.request().clone(), auth);
     let recovered = restored.is_some();
     let (id, pid, data, rooms, missed, horizon) = match restored {
         Some(r) => (

@@ -13,34 +13,63 @@ use serde::Serialize;
 use crate::engine::HandshakeRequest;
 
 /// Node's `socket.handshake`.
+///
+/// It keeps the connection's first request (shared by every socket of the
+/// connection) and derives `time`, `url` and `query` from it when asked: a
+/// socket lives as long as its client, and most never read them.
 #[derive(Debug, Clone)]
 pub struct Handshake {
-    /// The headers of the connection's first request (shared by its sockets).
-    pub headers: Arc<HeaderMap>,
-    /// When the connection was made, as Node prints it (`Date.toString()` is
-    /// locale-bound; rsio uses RFC 2822 in UTC).
-    pub time: String,
-    pub address: Option<SocketAddr>,
-    /// Whether the request came from another origin (it carried an `Origin` header).
-    pub xdomain: bool,
-    /// Whether the connection is TLS (rsio terminates no TLS itself).
-    pub secure: bool,
-    /// Milliseconds since the Unix epoch.
-    pub issued: u64,
-    pub url: String,
-    pub query: HashMap<String, String>,
-    /// The CONNECT packet's payload, `{}` when absent.
-    pub auth: serde_json::Value,
+    request: Arc<HandshakeRequest>,
+    auth: serde_json::Value,
 }
 
 impl Handshake {
-    pub(crate) fn new(req: &HandshakeRequest, auth: serde_json::Value) -> Handshake {
-        let issued = req
+    pub(crate) fn new(request: Arc<HandshakeRequest>, auth: serde_json::Value) -> Handshake {
+        Handshake { request, auth }
+    }
+
+    /// The headers of the connection's first request.
+    pub fn headers(&self) -> &HeaderMap {
+        self.request.headers.map()
+    }
+
+    /// When the connection was made, as Node prints it (`Date.toString()` is
+    /// locale-bound; rsio uses RFC 2822 in UTC).
+    pub fn time(&self) -> String {
+        httpdate(self.request.issued)
+    }
+
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.request.remote_addr
+    }
+
+    /// Whether the request came from another origin (it carried an `Origin` header).
+    pub fn xdomain(&self) -> bool {
+        self.request.headers.contains("origin")
+    }
+
+    /// Whether the connection is TLS: rsio terminates no TLS itself, so `false`.
+    pub fn secure(&self) -> bool {
+        false
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn issued(&self) -> u64 {
+        self.request
             .issued
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
-            .unwrap_or_default();
-        let query = req
+            .unwrap_or_default()
+    }
+
+    /// The first request's path and query, e.g. `/socket.io/?EIO=4&transport=polling`.
+    pub fn url(&self) -> String {
+        self.request.uri.to_string()
+    }
+
+    /// The first request's query, percent-decoded; a repeated key keeps its last value.
+    pub fn query(&self) -> HashMap<String, String> {
+        self.request
             .uri
             .query()
             .unwrap_or("")
@@ -50,18 +79,12 @@ impl Handshake {
                 let (k, v) = p.split_once('=').unwrap_or((p, ""));
                 (percent_decode(k), percent_decode(v))
             })
-            .collect();
-        Handshake {
-            xdomain: req.headers.contains_key(http::header::ORIGIN),
-            headers: req.headers.clone(),
-            time: http_date(req.issued),
-            address: req.remote_addr,
-            secure: false,
-            issued,
-            url: req.uri.to_string(),
-            query,
-            auth,
-        }
+            .collect()
+    }
+
+    /// The CONNECT packet's payload, `{}` when absent.
+    pub fn auth(&self) -> &serde_json::Value {
+        &self.auth
     }
 
     /// The handshake as JSON (headers as strings), e.g. for `fetch_sockets` across servers.
@@ -69,36 +92,32 @@ impl Handshake {
         #[derive(Serialize)]
         struct View<'a> {
             headers: HashMap<&'a str, &'a str>,
-            time: &'a str,
+            time: String,
             address: Option<String>,
             xdomain: bool,
             secure: bool,
             issued: u64,
-            url: &'a str,
-            query: &'a HashMap<String, String>,
+            url: String,
+            query: HashMap<String, String>,
             auth: &'a serde_json::Value,
         }
         let view = View {
             headers: self
-                .headers
+                .headers()
                 .iter()
                 .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
                 .collect(),
-            time: &self.time,
-            address: self.address.map(|a| a.ip().to_string()),
-            xdomain: self.xdomain,
-            secure: self.secure,
-            issued: self.issued,
-            url: &self.url,
-            query: &self.query,
+            time: self.time(),
+            address: self.address().map(|a| a.ip().to_string()),
+            xdomain: self.xdomain(),
+            secure: self.secure(),
+            issued: self.issued(),
+            url: self.url(),
+            query: self.query(),
             auth: &self.auth,
         };
         serde_json::to_value(view).unwrap_or_default()
     }
-}
-
-fn http_date(t: SystemTime) -> String {
-    httpdate(t)
 }
 
 /// RFC 7231 date (`Mon, 23 Nov 2026 11:29:22 GMT`), without a dependency.

@@ -108,7 +108,7 @@ impl Namespace {
     /// # use rsio::server::{Server, Socket, ConnectError};
     /// # let io = Server::new(Default::default());
     /// io.of("/admin").use_middleware(|socket: Socket| async move {
-    ///     if socket.handshake().auth["token"] == "secret" {
+    ///     if socket.handshake().auth()["token"] == "secret" {
     ///         Ok(())
     ///     } else {
     ///         Err(ConnectError::new("unauthorized").with_data(serde_json::json!({"code": 401})))

@@ -1,10 +1,16 @@
 //! The WebSocket transport: direct WebSocket sessions and upgrades from polling.
 
-use std::sync::Arc;
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::{Context, Poll, Wake, Waker},
+};
 
 use axum::{body::Body, response::Response};
 use bytes::Bytes;
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{task::AtomicWaker, SinkExt, StreamExt};
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -211,6 +217,69 @@ fn to_ws(frame: Frame) -> WsMessage {
 /// Frames handled in one go before the answers are written.
 const READ_AHEAD: usize = 64;
 
+/// Whether the read side was woken since it last had nothing to read.
+///
+/// The task wakes up for writes too (a broadcast queued a frame); re-polling
+/// the whole read path then (tungstenite's buffer, two waker registrations,
+/// the I/O readiness) cost about a tenth of a broadcast delivery, for nothing.
+/// So the read side is polled with this waker, and only when it fired.
+struct ReadReadiness {
+    ready: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for ReadReadiness {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+/// The read side of the connection, polled only when it may have something.
+struct Reader {
+    readiness: Arc<ReadReadiness>,
+    waker: Waker,
+}
+
+impl Reader {
+    fn new() -> Reader {
+        let readiness = Arc::new(ReadReadiness {
+            // Nothing is registered with the socket yet: poll at least once.
+            ready: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        Reader {
+            waker: Waker::from(readiness.clone()),
+            readiness,
+        }
+    }
+
+    /// The next message if one can be read now; `Pending` leaves the read
+    /// side registered to wake this reader (and, if given, the task).
+    fn poll_next(
+        &self,
+        ws: &mut Ws,
+        task: Option<&Waker>,
+    ) -> Poll<Option<Result<WsMessage, WsError>>> {
+        if let Some(task) = task {
+            self.readiness.task.register(task);
+        }
+        if !self.readiness.ready.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
+        }
+        let polled = ws.poll_next_unpin(&mut Context::from_waker(&self.waker));
+        if polled.is_ready() {
+            // More may be buffered: look again next time.
+            self.readiness.ready.store(true, Ordering::Release);
+        }
+        polled
+    }
+}
+
 fn on_message<H: EngineHandler>(
     engine: &Engine<H>,
     session: &Arc<Session<H::Data>>,
@@ -254,6 +323,7 @@ async fn run<H: EngineHandler>(
     beat: &mut Option<Heartbeat>,
 ) {
     let mut close_code: Option<CloseCode> = None;
+    let reader = Reader::new();
     // Never polled without `beat`: an unpolled `Sleep` is not registered.
     let timer = tokio::time::sleep_until(
         beat.as_ref()
@@ -289,6 +359,7 @@ async fn run<H: EngineHandler>(
             // meanwhile (ping timeout, queue bound, server close): stop waiting then.
             let written = loop {
                 tokio::select! {
+                    biased;
                     res = &mut write => break res.is_ok(),
                     _ = session.closed() => break false,
                     _ = &mut timer, if beat.is_some() => {
@@ -314,6 +385,7 @@ async fn run<H: EngineHandler>(
         // `terminate` also signals `wake`, and on a WebSocket session this task is
         // the only one waiting on it: no separate wait on the close token.
         let msg = tokio::select! {
+            biased;
             _ = session.wake.notified() => continue,
             _ = &mut timer, if beat.is_some() => {
                 if let Some(beat) = beat.as_mut() {
@@ -322,7 +394,7 @@ async fn run<H: EngineHandler>(
                 }
                 continue;
             }
-            msg = ws.next() => msg,
+            msg = std::future::poll_fn(|cx| reader.poll_next(ws, Some(cx.waker()))) => msg,
         };
         on_message(engine, session, msg, &mut close_code);
         // Handle every frame that is already here before writing the answers:
@@ -331,9 +403,9 @@ async fn run<H: EngineHandler>(
             if session.is_closed() {
                 break;
             }
-            match ws.next().now_or_never() {
-                Some(msg) => on_message(engine, session, msg, &mut close_code),
-                None => break,
+            match reader.poll_next(ws, None) {
+                Poll::Ready(msg) => on_message(engine, session, msg, &mut close_code),
+                Poll::Pending => break,
             }
         }
     }

@@ -135,16 +135,16 @@ fn parse_text(text: &Bytes, max_attachments: usize) -> Result<(Packet, usize), P
     }
 
     // <nsp>,
-    let mut nsp = String::from("/");
+    let mut nsp = super::packet::nsp_name("/");
     if bytes.get(i) == Some(&b'/') {
         let rest = bytes.get(i..).unwrap_or_default();
         let (raw, next) = match rest.iter().position(|&b| b == b',') {
             Some(p) => (rest.get(..p).unwrap_or_default(), i + p + 1),
             None => (rest, bytes.len()),
         };
-        nsp = std::str::from_utf8(raw)
-            .map_err(|_| ParseError::InvalidNamespace)?
-            .to_owned();
+        nsp = super::packet::nsp_name(
+            std::str::from_utf8(raw).map_err(|_| ParseError::InvalidNamespace)?,
+        );
         i = next;
     }
 

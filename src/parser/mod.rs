@@ -26,7 +26,7 @@ pub use args::Args;
 pub use binary::Binary;
 pub use decoder::Decoder;
 pub use error::ParseError;
-pub use packet::{Packet, PacketData};
+pub use packet::{nsp_name, NspName, Packet, PacketData};
 
 /// Event names a peer may not emit (socket.io-parser `RESERVED_EVENTS`).
 pub const RESERVED_EVENTS: [&str; 6] = [

@@ -1,9 +1,11 @@
 //! [`Packet`] and [`PacketData`], and the encoder.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use super::scan::write_json_string;
+use super::scan::{json_string_len, write_json_string};
 use super::Args;
 
 /// The kind-specific content of a packet.
@@ -55,24 +57,37 @@ impl PartialEq for PacketData {
 
 impl Eq for PacketData {}
 
+/// A namespace name in a packet: the main namespace `"/"` (nearly every
+/// packet) costs no allocation.
+pub type NspName = Cow<'static, str>;
+
+/// `name` as a packet's namespace, borrowed when it is `"/"`.
+pub fn nsp_name(name: &str) -> NspName {
+    if name == "/" {
+        Cow::Borrowed("/")
+    } else {
+        Cow::Owned(name.to_owned())
+    }
+}
+
 /// One Socket.IO packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet {
     /// Namespace, `"/"` by default.
-    pub nsp: String,
+    pub nsp: NspName,
     pub data: PacketData,
 }
 
 impl Packet {
     /// EVENT / BINARY_EVENT.
     pub fn event(
-        nsp: impl Into<String>,
+        nsp: impl AsRef<str>,
         event: impl Into<String>,
         args: Args,
         ack: Option<u64>,
     ) -> Packet {
         Packet {
-            nsp: nsp.into(),
+            nsp: nsp_name(nsp.as_ref()),
             data: PacketData::Event {
                 event: event.into(),
                 args,
@@ -82,25 +97,25 @@ impl Packet {
     }
 
     /// ACK / BINARY_ACK.
-    pub fn ack(nsp: impl Into<String>, ack: u64, args: Args) -> Packet {
+    pub fn ack(nsp: impl AsRef<str>, ack: u64, args: Args) -> Packet {
         Packet {
-            nsp: nsp.into(),
+            nsp: nsp_name(nsp.as_ref()),
             data: PacketData::Ack { ack, args },
         }
     }
 
     /// CONNECT, with an optional payload (the server's `{"sid":…}` reply or
     /// a client's auth object).
-    pub fn connect(nsp: impl Into<String>, payload: Option<Box<RawValue>>) -> Packet {
+    pub fn connect(nsp: impl AsRef<str>, payload: Option<Box<RawValue>>) -> Packet {
         Packet {
-            nsp: nsp.into(),
+            nsp: nsp_name(nsp.as_ref()),
             data: PacketData::Connect(payload),
         }
     }
 
     /// CONNECT_ERROR with payload `{"message":<message>,"data":<data>}`,
     /// `data` omitted when `None`.
-    pub fn connect_error(nsp: impl Into<String>, message: &str, data: Option<&RawValue>) -> Packet {
+    pub fn connect_error(nsp: impl AsRef<str>, message: &str, data: Option<&RawValue>) -> Packet {
         let mut s = String::with_capacity(16 + message.len());
         s.push_str("{\"message\":");
         write_json_string(&mut s, message);
@@ -111,15 +126,15 @@ impl Packet {
         s.push('}');
         let raw = RawValue::from_string(s).unwrap_or_else(|_| RawValue::NULL.to_owned());
         Packet {
-            nsp: nsp.into(),
+            nsp: nsp_name(nsp.as_ref()),
             data: PacketData::ConnectError(raw),
         }
     }
 
     /// DISCONNECT.
-    pub fn disconnect(nsp: impl Into<String>) -> Packet {
+    pub fn disconnect(nsp: impl AsRef<str>) -> Packet {
         Packet {
-            nsp: nsp.into(),
+            nsp: nsp_name(nsp.as_ref()),
             data: PacketData::Disconnect,
         }
     }
@@ -199,9 +214,36 @@ impl Packet {
         }
     }
 
+    /// The length of what [`Packet::encode_into`] appends, so the text can be
+    /// allocated once at its exact size (a `Bytes` made of a full `String`
+    /// needs no allocation of its own).
+    pub fn encoded_len(&self) -> usize {
+        let n = self.attachments().len();
+        let mut len = 1;
+        if n > 0 {
+            len += decimal_len(n as u64) + 1;
+        }
+        if !self.nsp.is_empty() && self.nsp != "/" {
+            len += self.nsp.len() + 1;
+        }
+        len + match &self.data {
+            PacketData::Connect(payload) => payload.as_ref().map_or(0, |p| p.get().len()),
+            PacketData::Disconnect => 0,
+            PacketData::Event { event, args, ack } => {
+                let json = args.json().len();
+                ack.map_or(0, decimal_len)
+                    + 2
+                    + json_string_len(event)
+                    + if json == 0 { 0 } else { json + 1 }
+            }
+            PacketData::Ack { ack, args } => decimal_len(*ack) + 2 + args.json().len(),
+            PacketData::ConnectError(p) => p.get().len(),
+        }
+    }
+
     /// The Socket.IO text of this packet (see [`Packet::encode_into`]).
     pub fn encode(&self) -> String {
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.encoded_len());
         self.encode_into(&mut out);
         out
     }
@@ -210,6 +252,10 @@ impl Packet {
 /// `n` in decimal, without the formatting machinery (ack ids are on the hot path).
 fn push_decimal(out: &mut String, n: u64) {
     out.push_str(itoa::Buffer::new().format(n));
+}
+
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 /// Args JSON is UTF-8 unless an `Args::from_raw` caller broke the contract;

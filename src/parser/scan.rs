@@ -115,6 +115,18 @@ fn nesting_exceeds(json: &[u8], max: usize) -> bool {
 }
 
 /// Append `s` as a JSON string literal (same escaping as serde_json).
+/// The length of what [`write_json_string`] writes for `s`.
+pub(crate) fn json_string_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
 pub(crate) fn write_json_string(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');

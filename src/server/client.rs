@@ -133,12 +133,12 @@ impl ClientHandler {
             let c = session.data.lock();
             (
                 c.sockets.iter().find(|s| s.ns() == packet.nsp).cloned(),
-                c.connecting.contains(&packet.nsp),
+                c.connecting.iter().any(|n| *n == packet.nsp),
             )
         };
         match (packet.data, socket) {
             (PacketData::Connect(auth), None) if !connecting => {
-                connect(&self.server, session, packet.nsp, auth)
+                connect(&self.server, session, packet.nsp.into_owned(), auth)
             }
             (PacketData::Disconnect, Some(socket)) => {
                 socket.on_close(DisconnectReason::ClientNamespaceDisconnect)
@@ -148,7 +148,7 @@ impl ClientHandler {
             }
             (PacketData::Ack { ack, args }, Some(socket)) => socket.on_ack(ack, args),
             (data, _) => {
-                debug!(target: "socket.io:client", sid = %session.sid(), nsp = packet.nsp, ?data, "packet in an invalid state");
+                debug!(target: "socket.io:client", sid = %session.sid(), nsp = &*packet.nsp, ?data, "packet in an invalid state");
                 reject_connection(session);
             }
         }

@@ -79,7 +79,8 @@ pub(crate) fn encode(packet: &Packet) -> EncodedPacket {
 
 /// The Engine.IO frames of `packet`: its text, then its attachments.
 fn encode_frames(packet: &Packet) -> impl Iterator<Item = Frame> + '_ {
-    let mut text = String::with_capacity(64);
+    // Exact, so the frame's `Bytes` takes the `String` without a second allocation.
+    let mut text = String::with_capacity(1 + packet.encoded_len());
     text.push('4');
     packet.encode_into(&mut text);
     std::iter::once(Frame::text(text))

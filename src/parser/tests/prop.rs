@@ -83,7 +83,7 @@ fn packet() -> impl Strategy<Value = Packet> {
         (nsp, any::<String>(), prop::option::of(json_value()))
             .prop_map(|(n, m, d)| Packet::connect_error(n, &m, d.as_ref().map(raw).as_deref())),
         (nsp, any::<String>()).prop_map(|(n, m)| Packet {
-            nsp: n,
+            nsp: n.into(),
             data: PacketData::ConnectError(raw(&Value::String(m))),
         }),
     ]
@@ -95,6 +95,7 @@ proptest! {
     #[test]
     fn round_trip(p in packet()) {
         let text = p.encode();
+        prop_assert_eq!(p.encoded_len(), text.len(), "encoded_len of {}", text);
         let mut d = Decoder::new(usize::MAX);
         let mut out = d.decode_text(Bytes::from(text.clone()))
             .map_err(|e| TestCaseError::fail(format!("{text}: {e}")))?;

@@ -1,11 +1,12 @@
 //! The WebSocket transport: direct WebSocket sessions and upgrades from polling.
 
 use std::{
+    collections::VecDeque,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    task::{Context, Poll, Wake, Waker},
+    task::{ready, Context, Poll, Wake, Waker},
 };
 
 use axum::{body::Body, response::Response};
@@ -314,6 +315,23 @@ fn on_message<H: EngineHandler>(
     }
 }
 
+/// Sends `frames` (taking them from the front as they go), then flushes.
+fn write_frames(
+    ws: &mut Ws,
+    frames: &mut VecDeque<Frame>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), WsError>> {
+    loop {
+        if frames.is_empty() {
+            return ws.poll_flush_unpin(cx);
+        }
+        ready!(ws.poll_ready_unpin(cx))?;
+        if let Some(frame) = frames.pop_front() {
+            ws.start_send_unpin(to_ws(frame))?;
+        }
+    }
+}
+
 /// Moves packets both ways until the session ends; with `beat`, also pings,
 /// and removes the session from the engine at the end.
 async fn run<H: EngineHandler>(
@@ -331,7 +349,7 @@ async fn run<H: EngineHandler>(
     );
     tokio::pin!(timer);
     loop {
-        let (frames, closing) = {
+        let (mut frames, closing) = {
             let mut st = session.lock();
             if let Some(beat) = beat.as_mut() {
                 let pong = beat.awaiting_pong() && !st.awaiting_pong;
@@ -348,13 +366,9 @@ async fn run<H: EngineHandler>(
             (st.take(), st.closing)
         };
         if !frames.is_empty() {
-            let write = async {
-                for frame in frames {
-                    ws.feed(to_ws(frame)).await?;
-                }
-                ws.flush().await
-            };
-            tokio::pin!(write);
+            // Written by hand rather than as an `async` block: it is part of this
+            // task's state, which every idle connection keeps (184 bytes as a block).
+            let mut write = std::future::poll_fn(|cx| write_frames(ws, &mut frames, cx));
             // A client that stops reading blocks the write; the session may end
             // meanwhile (ping timeout, queue bound, server close): stop waiting then.
             let written = loop {

@@ -32,7 +32,8 @@ struct Pending {
 #[derive(Debug)]
 pub struct Decoder {
     max_attachments: usize,
-    pending: Option<Pending>,
+    /// Boxed: one decoder lives per connection, and most never see a binary packet.
+    pending: Option<Box<Pending>>,
 }
 
 impl Default for Decoder {
@@ -78,11 +79,11 @@ impl Decoder {
         if expected == 0 {
             return Ok(Some(packet));
         }
-        self.pending = Some(Pending {
+        self.pending = Some(Box::new(Pending {
             packet,
             expected,
             received: Vec::with_capacity(expected),
-        });
+        }));
         Ok(None)
     }
 
@@ -95,14 +96,14 @@ impl Decoder {
         if pending.received.len() < pending.expected {
             return Ok(None);
         }
-        let Some(Pending {
+        let Some(pending) = self.pending.take() else {
+            return Err(ParseError::UnexpectedBinary);
+        };
+        let Pending {
             mut packet,
             received,
             ..
-        }) = self.pending.take()
-        else {
-            return Err(ParseError::UnexpectedBinary);
-        };
+        } = *pending;
         if let PacketData::Event { args, .. } | PacketData::Ack { args, .. } = &mut packet.data {
             check_placeholders(args.json(), received.len())?;
             *args = Args::from_raw(args.json_bytes().clone(), received);

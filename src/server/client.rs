@@ -29,6 +29,9 @@ struct ClientInner {
     /// Namespaces whose CONNECT is in the middlewares.
     connecting: Vec<String>,
     connected_once: bool,
+    /// The `connect_timeout` task, ended at the first connection (as Node clears
+    /// its timer): it would otherwise outlive the handshake by the whole timeout.
+    connect_deadline: Option<tokio::task::AbortHandle>,
 }
 
 /// The Socket.IO state of one Engine.IO session.
@@ -81,8 +84,8 @@ impl EngineHandler for ClientHandler {
     fn on_open(&self, session: &Arc<Session<ClientState>>) {
         session.data.lock().decoder = Decoder::new(self.server.config.max_attachments);
         let timeout = self.server.config.connect_timeout;
-        let session = session.clone();
-        tokio::spawn(connect_deadline(session, timeout));
+        let deadline = tokio::spawn(connect_deadline(session.clone(), timeout));
+        session.data.lock().connect_deadline = Some(deadline.abort_handle());
     }
 
     fn on_message(&self, session: &Arc<Session<ClientState>>, message: Message) {
@@ -280,6 +283,9 @@ fn finish_connect(socket: Socket, joined: Joined) {
         }
         c.sockets.push(socket.clone());
         c.connected_once = true;
+        if let Some(deadline) = c.connect_deadline.take() {
+            deadline.abort();
+        }
         // Registered under the client lock, so a concurrent close sees a connected socket.
         ns.add_socket(socket.clone());
         let mut all = Vec::with_capacity(1 + rooms.len());

@@ -36,14 +36,36 @@ struct SocketState {
     /// Keys are the names the server registered; a client's event name is only
     /// looked up, never inserted, so foldhash (fast, seeded per process) is safe here.
     handlers: HashMap<String, BoxedEventHandler, foldhash::fast::RandomState>,
+    /// Boxed on first use: a socket lives as long as its client, and many
+    /// register none of these.
+    listeners: Option<Box<Listeners>>,
+    acks: HashMap<u64, AckWaiter>,
+    data: serde_json::Value,
+}
+
+impl SocketState {
+    fn listeners_mut(&mut self) -> &mut Listeners {
+        self.listeners.get_or_insert_with(Box::default)
+    }
+
+    /// A copy of one list of listeners (they run without the lock held).
+    fn listeners<T: Clone>(&self, list: impl FnOnce(&Listeners) -> &Vec<T>) -> Vec<T> {
+        self.listeners
+            .as_deref()
+            .map(list)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct Listeners {
     any_incoming: Vec<AnyHandler>,
     any_outgoing: Vec<AnyHandler>,
     disconnecting: Vec<DisconnectHandler>,
     disconnect: Vec<DisconnectHandler>,
     errors: Vec<ErrorHandler>,
     middlewares: Vec<PacketMiddleware>,
-    acks: HashMap<u64, AckWaiter>,
-    data: serde_json::Value,
 }
 
 pub(crate) struct SocketInner {
@@ -187,12 +209,12 @@ impl Socket {
 
     /// A catch-all listener of incoming events, run before the event's handler.
     pub fn on_any(&self, f: impl Fn(&Socket, &str, &Args) + Send + Sync + 'static) {
-        self.state().any_incoming.push(Arc::new(f));
+        self.state().listeners_mut().any_incoming.push(Arc::new(f));
     }
 
     /// A catch-all listener of outgoing events (broadcasts included).
     pub fn on_any_outgoing(&self, f: impl Fn(&Socket, &str, &Args) + Send + Sync + 'static) {
-        self.state().any_outgoing.push(Arc::new(f));
+        self.state().listeners_mut().any_outgoing.push(Arc::new(f));
         self.0.has_outgoing.store(true, Ordering::Release);
     }
 
@@ -202,21 +224,21 @@ impl Socket {
         &self,
         f: impl Fn(&Socket, &str, &Args) -> Result<(), String> + Send + Sync + 'static,
     ) {
-        self.state().middlewares.push(Arc::new(f));
+        self.state().listeners_mut().middlewares.push(Arc::new(f));
     }
 
     pub fn on_error(&self, f: impl Fn(&Socket, &str) + Send + Sync + 'static) {
-        self.state().errors.push(Arc::new(f));
+        self.state().listeners_mut().errors.push(Arc::new(f));
     }
 
     /// Runs before the socket leaves its rooms ([`Socket::rooms`] still lists them).
     pub fn on_disconnecting(&self, f: impl Fn(Socket, DisconnectReason) + Send + Sync + 'static) {
-        self.state().disconnecting.push(Arc::new(f));
+        self.state().listeners_mut().disconnecting.push(Arc::new(f));
     }
 
     /// Runs once the socket has left its namespace.
     pub fn on_disconnect(&self, f: impl Fn(Socket, DisconnectReason) + Send + Sync + 'static) {
-        self.state().disconnect.push(Arc::new(f));
+        self.state().listeners_mut().disconnect.push(Arc::new(f));
     }
 
     /// `socket.data`, deserialized.
@@ -416,7 +438,7 @@ impl Socket {
         if !self.has_outgoing_listeners() {
             return;
         }
-        let listeners = self.state().any_outgoing.clone();
+        let listeners = self.state().listeners(|l| &l.any_outgoing);
         for f in listeners {
             f(self, event, args);
         }
@@ -435,14 +457,14 @@ impl Socket {
         let (middlewares, any, handler) = {
             let st = self.state();
             (
-                st.middlewares.clone(),
-                st.any_incoming.clone(),
+                st.listeners(|l| &l.middlewares),
+                st.listeners(|l| &l.any_incoming),
                 st.handlers.get(&event).cloned(),
             )
         };
         for mw in middlewares {
             if let Err(message) = mw(self, &event, &args) {
-                let errors = self.state().errors.clone();
+                let errors = self.state().listeners(|l| &l.errors);
                 for f in errors {
                     f(self, &message);
                 }
@@ -481,7 +503,7 @@ impl Socket {
         if !self.0.connected.swap(false, Ordering::AcqRel) {
             return;
         }
-        let disconnecting = self.state().disconnecting.clone();
+        let disconnecting = self.state().listeners(|l| &l.disconnecting);
         for f in disconnecting {
             f(self.clone(), reason);
         }
@@ -498,7 +520,10 @@ impl Socket {
         self.0.session.data.remove_socket(ns.name());
         let (acks, disconnect) = {
             let mut st = self.state();
-            (std::mem::take(&mut st.acks), st.disconnect.clone())
+            (
+                std::mem::take(&mut st.acks),
+                st.listeners(|l| &l.disconnect),
+            )
         };
         for (_, waiter) in acks {
             if let AckWaiter::One(tx) = waiter {
@@ -512,13 +537,8 @@ impl Socket {
         // Handlers may hold clones of this socket; drop what they captured.
         let mut st = self.state();
         st.handlers.clear();
-        st.any_incoming.clear();
-        st.any_outgoing.clear();
+        st.listeners = None;
         self.0.has_outgoing.store(false, Ordering::Release);
-        st.disconnecting.clear();
-        st.disconnect.clear();
-        st.errors.clear();
-        st.middlewares.clear();
     }
 }
 

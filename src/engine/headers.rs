@@ -14,7 +14,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 pub struct RequestHeaders {
     /// `[name length u32 LE][value length u32 LE][name][value]` per header, in order.
     raw: Box<[u8]>,
-    map: OnceLock<HeaderMap>,
+    /// Boxed: most sessions never build it.
+    map: OnceLock<Box<HeaderMap>>,
 }
 
 impl RequestHeaders {
@@ -67,7 +68,7 @@ impl RequestHeaders {
     /// The headers as a `HeaderMap`, built on the first call.
     pub fn map(&self) -> &HeaderMap {
         self.map.get_or_init(|| {
-            let mut map = HeaderMap::new();
+            let mut map = Box::new(HeaderMap::new());
             for (name, value) in self.iter() {
                 // They were a valid name and value when they were copied.
                 if let (Ok(name), Ok(value)) = (

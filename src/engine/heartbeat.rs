@@ -6,7 +6,7 @@
 //! session that starts on polling has a task of its own ([`run`]), which
 //! outlives the GETs and an upgrade.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -18,11 +18,11 @@ use super::{
 
 /// The three deadlines of a session (next ping, pong due, close deadline),
 /// served by one timer.
+///
+/// The durations are read from the engine's config on each call rather than
+/// copied here: this lives in every WebSocket task.
 #[derive(Debug)]
 pub(crate) struct Heartbeat {
-    interval: Duration,
-    timeout: Duration,
-    close_timeout: Duration,
     ping_at: Instant,
     awaiting_pong: bool,
     close_by: Option<Instant>,
@@ -33,9 +33,6 @@ impl Heartbeat {
     /// from when a task first runs, so a busy runtime cannot make a ping timeout late.
     pub(crate) fn new(config: &EngineConfig, opened: Instant) -> Heartbeat {
         Heartbeat {
-            interval: config.ping_interval,
-            timeout: config.ping_timeout,
-            close_timeout: config.close_timeout,
             ping_at: opened + config.ping_interval,
             awaiting_pong: false,
             close_by: None,
@@ -43,9 +40,9 @@ impl Heartbeat {
     }
 
     /// When the timer must fire next.
-    pub(crate) fn deadline(&self) -> Instant {
+    pub(crate) fn deadline(&self, config: &EngineConfig) -> Instant {
         let next = if self.awaiting_pong {
-            self.ping_at + self.timeout
+            self.ping_at + config.ping_timeout
         } else {
             self.ping_at
         };
@@ -54,14 +51,14 @@ impl Heartbeat {
 
     /// The timer fired: sends a ping, or ends the session. Returns `false` once
     /// the session has ended.
-    pub(crate) fn on_timer<D>(&mut self, session: &Session<D>) -> bool {
+    pub(crate) fn on_timer<D>(&mut self, config: &EngineConfig, session: &Session<D>) -> bool {
         let now = Instant::now();
         if self.close_by.is_some_and(|t| now >= t) {
             // A server-side close waited `close_timeout` for its last delivery.
             session.terminate(CloseReason::ForcedClose);
             return false;
         }
-        if self.awaiting_pong && now >= self.ping_at + self.timeout {
+        if self.awaiting_pong && now >= self.ping_at + config.ping_timeout {
             session.terminate(CloseReason::PingTimeout);
             return false;
         }
@@ -77,9 +74,9 @@ impl Heartbeat {
     }
 
     /// The pong to our last ping arrived.
-    pub(crate) fn on_pong(&mut self) {
+    pub(crate) fn on_pong(&mut self, config: &EngineConfig) {
         self.awaiting_pong = false;
-        self.ping_at = Instant::now() + self.interval;
+        self.ping_at = Instant::now() + config.ping_interval;
     }
 
     pub(crate) fn is_closing(&self) -> bool {
@@ -87,9 +84,9 @@ impl Heartbeat {
     }
 
     /// The server asked to close: the last deliveries get `close_timeout`.
-    pub(crate) fn on_closing(&mut self) {
+    pub(crate) fn on_closing(&mut self, config: &EngineConfig) {
         if self.close_by.is_none() {
-            self.close_by = Some(Instant::now() + self.close_timeout);
+            self.close_by = Some(Instant::now() + config.close_timeout);
         }
     }
 }
@@ -101,23 +98,31 @@ pub(crate) async fn run<H: EngineHandler>(
     session: Arc<Session<H::Data>>,
     opened: Instant,
 ) {
-    let mut beat = Heartbeat::new(&engine.config, opened);
-    let timer = tokio::time::sleep_until(beat.deadline());
+    let config = &engine.config;
+    let mut beat = Heartbeat::new(config, opened);
+    let timer = tokio::time::sleep_until(beat.deadline(config));
     tokio::pin!(timer);
     loop {
         tokio::select! {
             _ = &mut timer => {
-                if !beat.on_timer(&session) {
+                if !beat.on_timer(config, &session) {
                     break;
                 }
             }
-            // `on_pong` signals only the pong to our last ping (a stored permit if
-            // it comes before this wait is polled).
-            _ = session.pong.notified(), if beat.awaiting_pong() => beat.on_pong(),
-            _ = session.closing.notified(), if !beat.is_closing() => beat.on_closing(),
+            // A pong to our last ping, or a server-side close (a stored permit
+            // if it comes before this wait is polled).
+            _ = session.beat.notified() => {
+                let st = session.lock();
+                if beat.awaiting_pong() && !st.awaiting_pong {
+                    beat.on_pong(config);
+                }
+                if st.closing {
+                    beat.on_closing(config);
+                }
+            }
             _ = session.closed() => break,
         }
-        timer.as_mut().reset(beat.deadline());
+        timer.as_mut().reset(beat.deadline(config));
     }
     engine.remove(&session);
 }

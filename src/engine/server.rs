@@ -212,7 +212,11 @@ impl<H: EngineHandler> Engine<H> {
             .map(|c| c.0);
         let request = Arc::new(HandshakeRequest {
             headers: RequestHeaders::new(req.headers()),
-            uri: owned_uri(req.uri()),
+            url: req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .into(),
             remote_addr,
             issued: SystemTime::now(),
         });
@@ -313,11 +317,6 @@ impl<H: EngineHandler> Engine<H> {
             self.handler.on_close(session, reason);
         }
     }
-}
-
-/// A copy of `uri` that does not share hyper's read buffer (see [`RequestHeaders::new`]).
-fn owned_uri(uri: &http::Uri) -> http::Uri {
-    http::Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone())
 }
 
 /// A handler that does nothing, for the engine's unit tests.

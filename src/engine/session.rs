@@ -14,8 +14,6 @@ use std::{
     time::SystemTime,
 };
 
-use http::Uri;
-
 use super::headers::RequestHeaders;
 use tokio::sync::Notify;
 use tracing::warn;
@@ -83,7 +81,8 @@ pub(crate) enum Upgrade {
 #[derive(Debug, Clone)]
 pub struct HandshakeRequest {
     pub headers: RequestHeaders,
-    pub uri: Uri,
+    /// The request target: path and query (`/socket.io/?EIO=4&transport=polling`).
+    pub url: Box<str>,
     pub remote_addr: Option<SocketAddr>,
     pub issued: SystemTime,
 }
@@ -125,9 +124,9 @@ pub struct Session<D> {
     max_queued_bytes: usize,
     /// Something for the active transport to do (queued frames, upgrade progress, closing).
     pub(crate) wake: Notify,
-    pub(crate) pong: Notify,
-    /// Signalled once by [`Session::close`], to start the close deadline.
-    pub(crate) closing: Notify,
+    /// For a polling session's heartbeat task: a pong came, or the server
+    /// started closing (see `State::awaiting_pong` and `State::closing`).
+    pub(crate) beat: Notify,
     /// Signalled (to every waiter) once the session ends; see [`Session::closed`].
     closed: Notify,
     is_closed: AtomicBool,
@@ -167,8 +166,7 @@ impl<D> Session<D> {
                 closing: false,
             }),
             wake: Notify::new(),
-            pong: Notify::new(),
-            closing: Notify::new(),
+            beat: Notify::new(),
             closed: Notify::new(),
             is_closed: AtomicBool::new(false),
             close_reason: OnceLock::new(),
@@ -263,7 +261,7 @@ impl<D> Session<D> {
             // GET (within `close_timeout`), so it sees a clean close, as with Node.
             st.closing = true;
         }
-        self.closing.notify_one();
+        self.beat.notify_one();
         self.wake.notify_one();
     }
 
@@ -299,7 +297,7 @@ impl<D> Session<D> {
         if st.awaiting_pong {
             st.awaiting_pong = false;
             drop(st);
-            self.pong.notify_one();
+            self.beat.notify_one();
         }
     }
 
@@ -328,7 +326,7 @@ mod tests {
             transport,
             Arc::new(HandshakeRequest {
                 headers: RequestHeaders::default(),
-                uri: Uri::from_static("/"),
+                url: "/".into(),
                 remote_addr: None,
                 issued: SystemTime::now(),
             }),

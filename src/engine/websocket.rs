@@ -6,12 +6,15 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    task::{ready, Context, Poll, Wake, Waker},
+    task::{ready, Context, Poll, Waker},
 };
 
 use axum::{body::Body, response::Response};
 use bytes::Bytes;
-use futures_util::{task::AtomicWaker, SinkExt, StreamExt};
+use futures_util::{
+    task::{waker_ref, ArcWake, AtomicWaker},
+    SinkExt, StreamExt,
+};
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -229,33 +232,26 @@ struct ReadReadiness {
     task: AtomicWaker,
 }
 
-impl Wake for ReadReadiness {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.ready.store(true, Ordering::Release);
-        self.task.wake();
+impl ArcWake for ReadReadiness {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.ready.store(true, Ordering::Release);
+        arc_self.task.wake();
     }
 }
 
 /// The read side of the connection, polled only when it may have something.
 struct Reader {
     readiness: Arc<ReadReadiness>,
-    waker: Waker,
 }
 
 impl Reader {
     fn new() -> Reader {
-        let readiness = Arc::new(ReadReadiness {
-            // Nothing is registered with the socket yet: poll at least once.
-            ready: AtomicBool::new(true),
-            task: AtomicWaker::new(),
-        });
         Reader {
-            waker: Waker::from(readiness.clone()),
-            readiness,
+            readiness: Arc::new(ReadReadiness {
+                // Nothing is registered with the socket yet: poll at least once.
+                ready: AtomicBool::new(true),
+                task: AtomicWaker::new(),
+            }),
         }
     }
 
@@ -272,7 +268,8 @@ impl Reader {
         if !self.readiness.ready.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        let polled = ws.poll_next_unpin(&mut Context::from_waker(&self.waker));
+        let waker = waker_ref(&self.readiness);
+        let polled = ws.poll_next_unpin(&mut Context::from_waker(&waker));
         if polled.is_ready() {
             // More may be buffered: look again next time.
             self.readiness.ready.store(true, Ordering::Release);
@@ -340,12 +337,13 @@ async fn run<H: EngineHandler>(
     ws: &mut Ws,
     beat: &mut Option<Heartbeat>,
 ) {
+    let config = &engine.config;
     let mut close_code: Option<CloseCode> = None;
     let reader = Reader::new();
     // Never polled without `beat`: an unpolled `Sleep` is not registered.
     let timer = tokio::time::sleep_until(
         beat.as_ref()
-            .map_or_else(tokio::time::Instant::now, Heartbeat::deadline),
+            .map_or_else(tokio::time::Instant::now, |b| b.deadline(config)),
     );
     tokio::pin!(timer);
     loop {
@@ -355,12 +353,12 @@ async fn run<H: EngineHandler>(
                 let pong = beat.awaiting_pong() && !st.awaiting_pong;
                 if pong || (st.closing && !beat.is_closing()) {
                     if pong {
-                        beat.on_pong();
+                        beat.on_pong(config);
                     }
                     if st.closing {
-                        beat.on_closing();
+                        beat.on_closing(config);
                     }
-                    timer.as_mut().reset(beat.deadline());
+                    timer.as_mut().reset(beat.deadline(config));
                 }
             }
             (st.take(), st.closing)
@@ -378,10 +376,10 @@ async fn run<H: EngineHandler>(
                     _ = session.closed() => break false,
                     _ = &mut timer, if beat.is_some() => {
                         let Some(beat) = beat.as_mut() else { break false };
-                        if !beat.on_timer(session) {
+                        if !beat.on_timer(config, session) {
                             break false;
                         }
-                        timer.as_mut().reset(beat.deadline());
+                        timer.as_mut().reset(beat.deadline(config));
                     }
                 }
             };
@@ -403,8 +401,8 @@ async fn run<H: EngineHandler>(
             _ = session.wake.notified() => continue,
             _ = &mut timer, if beat.is_some() => {
                 if let Some(beat) = beat.as_mut() {
-                    beat.on_timer(session);
-                    timer.as_mut().reset(beat.deadline());
+                    beat.on_timer(config, session);
+                    timer.as_mut().reset(beat.deadline(config));
                 }
                 continue;
             }
@@ -430,6 +428,7 @@ async fn run<H: EngineHandler>(
         code,
         reason: "".into(),
     });
-    // Best effort: the peer may already be gone.
-    let _ = tokio::time::timeout(engine.config.ping_timeout, ws.close(frame)).await;
+    // Best effort: the peer may already be gone. Boxed: kept in this task's
+    // state, it would make every idle connection pay for its size.
+    let _ = Box::pin(tokio::time::timeout(config.ping_timeout, ws.close(frame))).await;
 }

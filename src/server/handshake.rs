@@ -64,15 +64,14 @@ impl Handshake {
 
     /// The first request's path and query, e.g. `/socket.io/?EIO=4&transport=polling`.
     pub fn url(&self) -> String {
-        self.request.uri.to_string()
+        self.request.url.to_string()
     }
 
     /// The first request's query, percent-decoded; a repeated key keeps its last value.
     pub fn query(&self) -> HashMap<String, String> {
-        self.request
-            .uri
-            .query()
-            .unwrap_or("")
+        let url = &self.request.url;
+        url.split_once('?')
+            .map_or("", |(_, query)| query)
             .split('&')
             .filter(|p| !p.is_empty())
             .map(|p| {
@@ -179,6 +178,35 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(1_795_433_362);
         assert_eq!(httpdate(t), "Mon, 23 Nov 2026 11:29:22 GMT");
         assert_eq!(httpdate(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
+    }
+
+    #[test]
+    fn fields_come_from_the_first_request() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("origin", http::HeaderValue::from_static("http://a.example"));
+        let request = HandshakeRequest {
+            headers: crate::engine::RequestHeaders::new(&headers),
+            url: "/socket.io/?EIO=4&transport=polling&name=a%20b&flag".into(),
+            remote_addr: None,
+            issued: UNIX_EPOCH + Duration::from_millis(1_795_433_362_123),
+        };
+        let hs = Handshake::new(Arc::new(request), serde_json::json!({"token": 1}));
+        assert_eq!(
+            hs.url(),
+            "/socket.io/?EIO=4&transport=polling&name=a%20b&flag"
+        );
+        let query = hs.query();
+        assert_eq!(query.get("name").map(String::as_str), Some("a b"));
+        assert_eq!(query.get("flag").map(String::as_str), Some(""));
+        assert_eq!(query.len(), 4);
+        assert!(hs.xdomain());
+        assert_eq!(hs.headers().get("origin").unwrap(), "http://a.example");
+        assert_eq!(hs.issued(), 1_795_433_362_123);
+        assert_eq!(hs.time(), "Mon, 23 Nov 2026 11:29:22 GMT");
+        assert_eq!(hs.auth()["token"], 1);
+        let json = hs.to_json();
+        assert_eq!(json["query"]["transport"], "polling");
+        assert_eq!(json["headers"]["origin"], "http://a.example");
     }
 
     #[test]

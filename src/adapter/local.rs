@@ -15,11 +15,45 @@ use super::{
 /// fast foldhash; room names may come from clients and keep the keyed SipHash.
 type IdHasher = foldhash::fast::RandomState;
 
+/// Rooms and their members.
+///
+/// A socket's own room (named by its id, which every socket joins first) is
+/// not stored as a room: it is the `own` flag of the socket's entry. That room
+/// has one member for its whole life, and storing it cost a few hundred bytes
+/// per connection (two copies of the name, a member set, a map entry).
 #[derive(Debug, Default)]
 struct RoomIndex {
+    /// Rooms other than the sockets' own (a room named like another socket's
+    /// id, which a socket may join, is an ordinary room here).
     rooms: HashMap<String, HashSet<SocketId, IdHasher>>,
-    /// Each socket's rooms in the order it joined them (Node's `socket.rooms` is an ordered Set).
-    sids: HashMap<SocketId, Vec<String>, IdHasher>,
+    sids: HashMap<SocketId, Joined, IdHasher>,
+}
+
+#[derive(Debug, Default)]
+struct Joined {
+    /// Whether the socket is in its own room (it may leave it).
+    own: bool,
+    /// Its other rooms in the order it joined them (Node's `socket.rooms` is an
+    /// ordered Set, the own room first).
+    rooms: Vec<String>,
+}
+
+impl RoomIndex {
+    /// Whether `id` is in `room`; `room_id` is `room` parsed as a socket id.
+    fn contains(&self, room: &str, room_id: Option<SocketId>, id: SocketId) -> bool {
+        (room_id == Some(id) && self.sids.get(&id).is_some_and(|j| j.own))
+            || self.rooms.get(room).is_some_and(|m| m.contains(&id))
+    }
+
+    /// The socket whose own room is `room`, if it is in it.
+    fn own_room_member(&self, room_id: Option<SocketId>) -> Option<SocketId> {
+        room_id.filter(|id| self.sids.get(id).is_some_and(|j| j.own))
+    }
+}
+
+/// Whether `room` names the own room of `id`.
+fn is_own_room(room: &str, id: SocketId) -> bool {
+    SocketId::parse(room) == Some(id)
 }
 
 /// The default adapter: everything stays in this process.
@@ -88,12 +122,27 @@ impl Adapter for LocalAdapter {
         {
             let mut index = self.index();
             for room in rooms {
+                if is_own_room(room, id) {
+                    let others = index.rooms.contains_key(room);
+                    let joined = index.sids.entry(id).or_default();
+                    if !joined.own {
+                        joined.own = true;
+                        if watched {
+                            if !others {
+                                events.push(RoomEvent::Create(room.clone()));
+                            }
+                            events.push(RoomEvent::Join(room.clone(), id));
+                        }
+                    }
+                    continue;
+                }
+                let owner = index.own_room_member(SocketId::parse(room));
                 let joined = index.sids.entry(id).or_default();
-                if !joined.contains(room) {
-                    joined.push(room.clone());
+                if !joined.rooms.contains(room) {
+                    joined.rooms.push(room.clone());
                 }
                 let members = index.rooms.entry(room.clone()).or_default();
-                if watched && members.is_empty() {
+                if watched && members.is_empty() && owner.is_none() {
                     events.push(RoomEvent::Create(room.clone()));
                 }
                 if members.insert(id) && watched {
@@ -109,17 +158,30 @@ impl Adapter for LocalAdapter {
         let mut events = Vec::new();
         {
             let mut index = self.index();
-            if let Some(rooms) = index.sids.get_mut(&id) {
-                rooms.retain(|r| r != room);
-            }
-            if let Some(members) = index.rooms.get_mut(room) {
-                if members.remove(&id) && watched {
-                    events.push(RoomEvent::Leave(room.to_string(), id));
+            if is_own_room(room, id) {
+                let others = index.rooms.contains_key(room);
+                if let Some(joined) = index.sids.get_mut(&id) {
+                    if std::mem::take(&mut joined.own) && watched {
+                        events.push(RoomEvent::Leave(room.to_string(), id));
+                        if !others {
+                            events.push(RoomEvent::Delete(room.to_string()));
+                        }
+                    }
                 }
-                if members.is_empty() {
-                    index.rooms.remove(room);
-                    if watched {
-                        events.push(RoomEvent::Delete(room.to_string()));
+            } else {
+                let owner = index.own_room_member(SocketId::parse(room));
+                if let Some(joined) = index.sids.get_mut(&id) {
+                    joined.rooms.retain(|r| r != room);
+                }
+                if let Some(members) = index.rooms.get_mut(room) {
+                    if members.remove(&id) && watched {
+                        events.push(RoomEvent::Leave(room.to_string(), id));
+                    }
+                    if members.is_empty() {
+                        index.rooms.remove(room);
+                        if watched && owner.is_none() {
+                            events.push(RoomEvent::Delete(room.to_string()));
+                        }
                     }
                 }
             }
@@ -132,10 +194,19 @@ impl Adapter for LocalAdapter {
         let mut events = Vec::new();
         {
             let mut index = self.index();
-            let Some(rooms) = index.sids.remove(&id) else {
+            let Some(joined) = index.sids.remove(&id) else {
                 return;
             };
-            for room in rooms {
+            if joined.own && watched {
+                let own = id.to_string();
+                let others = index.rooms.contains_key(&own);
+                events.push(RoomEvent::Leave(own.clone(), id));
+                if !others {
+                    events.push(RoomEvent::Delete(own));
+                }
+            }
+            for room in joined.rooms {
+                let owner = index.own_room_member(SocketId::parse(&room));
                 if let Some(members) = index.rooms.get_mut(&room) {
                     members.remove(&id);
                     let empty = members.is_empty();
@@ -144,7 +215,7 @@ impl Adapter for LocalAdapter {
                     }
                     if watched {
                         events.push(RoomEvent::Leave(room.clone(), id));
-                        if empty {
+                        if empty && owner.is_none() {
                             events.push(RoomEvent::Delete(room));
                         }
                     }
@@ -162,44 +233,68 @@ impl Adapter for LocalAdapter {
     }
 
     fn socket_rooms(&self, id: SocketId) -> Vec<String> {
-        self.index().sids.get(&id).cloned().unwrap_or_default()
+        let index = self.index();
+        let Some(joined) = index.sids.get(&id) else {
+            return Vec::new();
+        };
+        let mut rooms = Vec::with_capacity(usize::from(joined.own) + joined.rooms.len());
+        if joined.own {
+            rooms.push(id.to_string());
+        }
+        rooms.extend(joined.rooms.iter().cloned());
+        rooms
     }
 
     fn rooms(&self) -> Vec<String> {
-        self.index().rooms.keys().cloned().collect()
+        let index = self.index();
+        let mut rooms: Vec<String> = index.rooms.keys().cloned().collect();
+        for (id, joined) in &index.sids {
+            let own = id.to_string();
+            // A room named like a socket id may also hold other sockets.
+            if joined.own && !index.rooms.contains_key(&own) {
+                rooms.push(own);
+            }
+        }
+        rooms
     }
 
     fn for_each_local(&self, opts: &BroadcastOptions, f: &mut dyn FnMut(SocketId)) {
         let index = self.index();
-        let excluded = |id: &SocketId| {
-            opts.except
+        let except: Vec<(&str, Option<SocketId>)> = opts
+            .except
+            .iter()
+            .map(|room| (room.as_str(), SocketId::parse(room)))
+            .collect();
+        let excluded = |id: SocketId| {
+            except
                 .iter()
-                .any(|room| index.rooms.get(room).is_some_and(|m| m.contains(id)))
+                .any(|&(room, room_id)| index.contains(room, room_id, id))
         };
         if opts.rooms.is_empty() {
             for id in index.sids.keys() {
-                if !excluded(id) {
+                if !excluded(*id) {
                     f(*id);
                 }
             }
         } else if opts.rooms.len() == 1 {
-            if let Some(members) = index.rooms.get(&opts.rooms[0]) {
-                for id in members {
-                    if !excluded(id) {
-                        f(*id);
-                    }
+            let room = &opts.rooms[0];
+            // The own room's member is never also in `index.rooms[room]`.
+            let own = index.own_room_member(SocketId::parse(room));
+            let named = index.rooms.get(room).into_iter().flatten().copied();
+            for id in own.into_iter().chain(named) {
+                if !excluded(id) {
+                    f(id);
                 }
             }
         } else {
             // A socket in several target rooms still gets the packet once.
             let mut seen = HashSet::new();
             for room in &opts.rooms {
-                let Some(members) = index.rooms.get(room) else {
-                    continue;
-                };
-                for id in members {
-                    if seen.insert(*id) && !excluded(id) {
-                        f(*id);
+                let own = index.own_room_member(SocketId::parse(room));
+                let named = index.rooms.get(room).into_iter().flatten().copied();
+                for id in own.into_iter().chain(named) {
+                    if seen.insert(id) && !excluded(id) {
+                        f(id);
                     }
                 }
             }
@@ -310,5 +405,64 @@ mod tests {
         a.del_all(x);
         assert!(a.rooms().is_empty());
         assert!(a.socket_rooms(x).is_empty());
+    }
+
+    #[test]
+    fn own_room_is_a_room_like_any_other() {
+        let a = LocalAdapter::default();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        a.on_room_event(std::sync::Arc::new(move |e: &RoomEvent| {
+            sink.lock().unwrap().push(e.clone())
+        }));
+        let (x, y) = (Sid::random(), Sid::random());
+        let (xs, ys) = (x.to_string(), y.to_string());
+        a.add_all(x, &[xs.clone(), "r".into()]);
+        a.add_all(y, std::slice::from_ref(&ys));
+        assert_eq!(a.socket_rooms(x), vec![xs.clone(), "r".to_string()]);
+        let mut rooms = a.rooms();
+        rooms.sort();
+        let mut expected = vec![xs.clone(), ys.clone(), "r".to_string()];
+        expected.sort();
+        assert_eq!(rooms, expected);
+        // to(x), except(x) (socket.broadcast), to(x, y)
+        assert_eq!(ids(&a, &opts(&[&xs], &[])), HashSet::from([x]));
+        assert_eq!(ids(&a, &opts(&[], &[&xs])), HashSet::from([y]));
+        assert_eq!(ids(&a, &opts(&[&xs, &ys], &[])), HashSet::from([x, y]));
+        assert_eq!(ids(&a, &opts(&[&xs, "r"], &[])), HashSet::from([x]));
+        // y joins x's id as a room: to(x) reaches both, once each
+        a.add_all(y, std::slice::from_ref(&xs));
+        assert_eq!(ids(&a, &opts(&[&xs], &[])), HashSet::from([x, y]));
+        assert_eq!(ids(&a, &opts(&[], &[&xs])), HashSet::new());
+        assert_eq!(a.socket_rooms(y), vec![ys.clone(), xs.clone()]);
+        a.del(y, &xs);
+        // x leaves its own room: to(x) no longer reaches it
+        a.del(x, &xs);
+        assert_eq!(ids(&a, &opts(&[&xs], &[])), HashSet::new());
+        assert_eq!(a.socket_rooms(x), vec!["r".to_string()]);
+        assert_eq!(ids(&a, &opts(&[], &[])), HashSet::from([x, y]));
+        a.del_all(x);
+        a.del_all(y);
+        assert!(a.rooms().is_empty());
+        use RoomEvent::*;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                Create(xs.clone()),
+                Join(xs.clone(), x),
+                Create("r".into()),
+                Join("r".into(), x),
+                Create(ys.clone()),
+                Join(ys.clone(), y),
+                Join(xs.clone(), y),
+                Leave(xs.clone(), y),
+                Leave(xs.clone(), x),
+                Delete(xs.clone()),
+                Leave("r".into(), x),
+                Delete("r".into()),
+                Leave(ys.clone(), y),
+                Delete(ys),
+            ]
+        );
     }
 }

@@ -33,9 +33,10 @@ use crate::{
 
 #[derive(Default)]
 struct SocketState {
-    /// Keys are the names the server registered; a client's event name is only
-    /// looked up, never inserted, so foldhash (fast, seeded per process) is safe here.
-    handlers: HashMap<String, BoxedEventHandler, foldhash::fast::RandomState>,
+    /// Event handlers by name, looked up by a linear scan: a socket has a few
+    /// (a chat, five or so), where a hash map took twice the memory for every
+    /// connected client and was no faster.
+    handlers: Vec<(Box<str>, BoxedEventHandler)>,
     /// Boxed on first use: a socket lives as long as its client, and many
     /// register none of these.
     listeners: Option<Box<Listeners>>,
@@ -196,15 +197,20 @@ impl Socket {
     ///     });
     /// });
     /// ```
+    /// Registers the handler of `event`, replacing the one it had.
     pub fn on<M>(&self, event: impl Into<String>, handler: impl EventHandler<M>) {
-        self.state()
-            .handlers
-            .insert(event.into(), handler.into_boxed());
+        let event: String = event.into();
+        let handler = handler.into_boxed();
+        let mut st = self.state();
+        match st.handlers.iter_mut().find(|(name, _)| **name == *event) {
+            Some((_, existing)) => *existing = handler,
+            None => st.handlers.push((event.into_boxed_str(), handler)),
+        }
     }
 
     /// Removes the handler of `event`.
     pub fn off(&self, event: &str) {
-        self.state().handlers.remove(event);
+        self.state().handlers.retain(|(name, _)| **name != *event);
     }
 
     /// A catch-all listener of incoming events, run before the event's handler.
@@ -459,7 +465,10 @@ impl Socket {
             (
                 st.listeners(|l| &l.middlewares),
                 st.listeners(|l| &l.any_incoming),
-                st.handlers.get(&event).cloned(),
+                st.handlers
+                    .iter()
+                    .find(|(name, _)| **name == *event)
+                    .map(|(_, handler)| handler.clone()),
             )
         };
         for mw in middlewares {

@@ -22,6 +22,17 @@ use crate::{
     parser::{Decoder, Packet, PacketData},
 };
 
+impl ClientInner {
+    /// `nsp`'s CONNECT is through (or refused); the list's memory is given back
+    /// once empty, as it stays so for the rest of a connection's life.
+    fn connected(&mut self, nsp: &str) {
+        self.connecting.retain(|n| n != nsp);
+        if self.connecting.is_empty() {
+            self.connecting = Vec::new();
+        }
+    }
+}
+
 #[derive(Default)]
 struct ClientInner {
     decoder: Decoder,
@@ -258,7 +269,7 @@ struct Joined {
 
 fn refuse(socket: &Socket, err: ConnectError) {
     let session = &socket.0.session;
-    session.data.lock().connecting.retain(|n| n != socket.ns());
+    session.data.lock().connected(socket.ns());
     debug!(target: "socket.io:client", nsp = socket.ns(), "refused: {}", err.message);
     let data = err
         .data
@@ -277,7 +288,7 @@ fn finish_connect(socket: Socket, joined: Joined) {
     let ns = socket.namespace().clone();
     {
         let mut c = session.data.lock();
-        c.connecting.retain(|n| n != ns.name());
+        c.connected(ns.name());
         if session.is_closed() {
             return;
         }

@@ -1,6 +1,7 @@
 //! `Socket`: one client's membership of one namespace.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -36,7 +37,8 @@ struct SocketState {
     /// Event handlers by name, looked up by a linear scan: a socket has a few
     /// (a chat, five or so), where a hash map took twice the memory for every
     /// connected client and was no faster.
-    handlers: Vec<(Box<str>, BoxedEventHandler)>,
+    /// Names are usually literals, kept without a copy.
+    handlers: Vec<(Cow<'static, str>, BoxedEventHandler)>,
     /// Boxed on first use: a socket lives as long as its client, and many
     /// register none of these.
     listeners: Option<Box<Listeners>>,
@@ -198,13 +200,13 @@ impl Socket {
     /// });
     /// ```
     /// Registers the handler of `event`, replacing the one it had.
-    pub fn on<M>(&self, event: impl Into<String>, handler: impl EventHandler<M>) {
-        let event: String = event.into();
+    pub fn on<M>(&self, event: impl Into<Cow<'static, str>>, handler: impl EventHandler<M>) {
+        let event = event.into();
         let handler = handler.into_boxed();
         let mut st = self.state();
-        match st.handlers.iter_mut().find(|(name, _)| **name == *event) {
+        match st.handlers.iter_mut().find(|(name, _)| *name == event) {
             Some((_, existing)) => *existing = handler,
-            None => st.handlers.push((event.into_boxed_str(), handler)),
+            None => st.handlers.push((event, handler)),
         }
     }
 

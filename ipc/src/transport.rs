@@ -7,10 +7,14 @@
 //!
 //! Writing: [`IpcSender`] is a cheap cloneable handle with a non-async
 //! [`send`](IpcSender::send). It encodes the message on the caller's side (so an oversized
-//! message is refused at the call site) and queues the frame on an **unbounded** channel
-//! to one writer task, which writes everything queued, in order, then waits for more
-//! (small frames are coalesced into one buffer and one write; large ones are written as
-//! they are, without a copy).
+//! message is refused at the call site). When nothing is queued, the frame is written to
+//! the socket at once, in the call: once `send` returns, the frame is in the kernel and
+//! reaches the peer even if this process is killed the next moment (a worker acks a
+//! client's broadcast right after handing it over, and must not lose it if it dies
+//! then). Otherwise, or for what the socket did not take, the frame is queued on an
+//! **unbounded** channel to one writer task, which writes everything queued, in order,
+//! then waits for more (small frames are coalesced into one buffer and one write; large
+//! ones are written as they are, without a copy).
 //!
 //! Why unbounded: the primary relays each worker's messages to every other worker; a
 //! bounded queue would either block the relay on the slowest worker (stalling all of
@@ -29,9 +33,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
@@ -82,7 +85,11 @@ impl IpcConnection {
         let (read, write) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(write_loop(write, rx, queued.clone()));
+        let write = Arc::new(WriteSide {
+            out: write,
+            direct: std::sync::Mutex::new(()),
+        });
+        tokio::spawn(write_loop(write.clone(), rx, queued.clone()));
         IpcConnection {
             reader: IpcReader {
                 frames: FramedRead::new(read, RawFrames(codec)),
@@ -91,6 +98,7 @@ impl IpcConnection {
             sender: IpcSender {
                 tx,
                 queued,
+                write,
                 max_frame_length: codec.max_frame_length(),
             },
         }
@@ -168,11 +176,24 @@ impl Decoder for RawFrames {
     }
 }
 
-/// A cheap cloneable handle that queues messages for the connection's writer task.
+/// The socket's write side, shared by the senders (direct writes) and the writer task.
+#[derive(Debug)]
+struct WriteSide {
+    out: OwnedWriteHalf,
+    /// Held by a sender from its look at `queued` to its push on the channel, so
+    /// that two senders' bytes never interleave.
+    direct: std::sync::Mutex<()>,
+}
+
+/// A cheap cloneable handle that writes messages, or queues them for the
+/// connection's writer task.
 #[derive(Debug, Clone)]
 pub struct IpcSender {
-    tx: mpsc::UnboundedSender<EncodedFrame>,
+    tx: mpsc::UnboundedSender<Bytes>,
+    /// Bytes on the channel or in the writer task's hands: while it is not 0, a
+    /// frame must go behind them, through the channel.
     queued: Arc<AtomicUsize>,
+    write: Arc<WriteSide>,
     max_frame_length: usize,
 }
 
@@ -184,12 +205,27 @@ impl IpcSender {
         self.send_frame(frame)
     }
 
-    /// Queues an already encoded frame (e.g. one received from another worker, to relay it).
+    /// Writes or queues an already encoded frame (e.g. one received from another
+    /// worker, to relay it).
     pub fn send_frame(&self, frame: EncodedFrame) -> Result<(), SendError> {
-        let len = frame.len();
-        self.queued.fetch_add(len, Ordering::Relaxed);
-        self.tx.send(frame).map_err(|_| {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
+        let mut bytes = frame.into_bytes();
+        let _direct = self.write.direct.lock().unwrap_or_else(|e| e.into_inner());
+        if self.tx.is_closed() {
+            return Err(SendError::Closed);
+        }
+        if self.queued.load(Ordering::Acquire) == 0 {
+            match self.write.out.try_write(&bytes) {
+                Ok(n) if n == bytes.len() => return Ok(()),
+                // The rest goes first on the channel: nothing else is queued.
+                Ok(n) => bytes = bytes.slice(n..),
+                // Full socket buffer, or an error the writer task will meet and report.
+                Err(_) => {}
+            }
+        }
+        let len = bytes.len();
+        self.queued.fetch_add(len, Ordering::AcqRel);
+        self.tx.send(bytes).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
             SendError::Closed
         })
     }
@@ -212,56 +248,67 @@ impl IpcSender {
 
 /// The writer task: writes everything queued, in order, until every sender is gone.
 async fn write_loop(
-    mut out: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<EncodedFrame>,
+    side: Arc<WriteSide>,
+    mut rx: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
 ) {
+    let out = &side.out;
     let mut buf = BytesMut::with_capacity(BATCH_BYTES);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut written = 0;
         let mut result = Ok(());
-        while let Some(frame) = next {
-            written += frame.len();
-            result = write_batched(&mut out, &mut buf, frame).await;
+        while let Some(bytes) = next {
+            written += bytes.len();
+            result = write_batched(out, &mut buf, bytes).await;
             if result.is_err() {
                 break;
             }
             next = rx.try_recv().ok();
         }
         if result.is_ok() && !buf.is_empty() {
-            result = out.write_all(&buf).await;
+            result = write_all(out, &buf).await;
             buf.clear();
         }
-        queued.fetch_sub(written, Ordering::Relaxed);
+        // Only now, with all of it in the socket, may senders write directly again.
+        queued.fetch_sub(written, Ordering::AcqRel);
         if let Err(e) = result {
             tracing::debug!(error = %e, "ipc write failed; closing the connection's writer");
             rx.close();
             return;
         }
     }
-    // Every sender is gone: tell the peer (it reads EOF).
-    let _ = out.shutdown().await;
+    // Every sender is gone: the write half is dropped with the last of them, which
+    // shuts it down (the peer reads EOF).
 }
 
 /// Appends a small frame to `buf` (writing `buf` out when full), or writes a large one directly.
-async fn write_batched(
-    out: &mut OwnedWriteHalf,
-    buf: &mut BytesMut,
-    frame: EncodedFrame,
-) -> io::Result<()> {
-    let bytes = frame.into_bytes();
+async fn write_batched(out: &OwnedWriteHalf, buf: &mut BytesMut, bytes: Bytes) -> io::Result<()> {
     if bytes.len() >= DIRECT_BYTES {
         if !buf.is_empty() {
-            out.write_all(buf).await?;
+            write_all(out, buf).await?;
             buf.clear();
         }
-        return out.write_all(&bytes).await;
+        return write_all(out, &bytes).await;
     }
     buf.extend_from_slice(&bytes);
     if buf.len() >= BATCH_BYTES {
-        out.write_all(buf).await?;
+        write_all(out, buf).await?;
         buf.clear();
+    }
+    Ok(())
+}
+
+/// `write_all` through a shared reference (the senders write through the same half).
+async fn write_all(out: &OwnedWriteHalf, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        out.writable().await?;
+        match out.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

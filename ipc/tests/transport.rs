@@ -262,3 +262,57 @@ async fn sends_fail_once_the_peer_is_gone() {
     assert!(matches!(s.send(Message::Ready), Err(SendError::Closed)));
     timeout(LIMIT, s.closed()).await.unwrap();
 }
+
+/// Once `send` returns with nothing queued, the frame is in the kernel: a worker
+/// killed right after handing a broadcast over (and acking its client) must not
+/// lose it. No `.await` here, so the writer task never runs.
+#[tokio::test]
+async fn a_frame_is_in_the_socket_when_send_returns() {
+    use std::io::Read;
+    let (a, b) = pair().unwrap();
+    let a = IpcConnection::new(a);
+    let mut b = b.into_std().unwrap();
+    b.set_nonblocking(false).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    a.sender().send(numbered(1)).unwrap();
+    let mut buf = [0u8; 256];
+    let n = b
+        .read(&mut buf)
+        .expect("the frame was written before send returned");
+    assert!(n > 0);
+    assert_eq!(a.sender().queued_bytes(), 0);
+}
+
+/// A peer that does not read fills the socket: the rest of a frame written in
+/// part, and everything after it, goes through the writer task, in order.
+#[tokio::test]
+async fn frames_keep_their_order_when_the_socket_is_full() {
+    let (a, mut b) = connected();
+    let sender = a.sender();
+    let big = |i: u64| {
+        Message::Broadcast(Broadcast {
+            nsp: "/".into(),
+            target: Target::default(),
+            ack: None,
+            offset: Some(i),
+            frames: vec![Frame::Text(Bytes::from(format!(
+                "42[\"n\",{i},\"{}\"]",
+                "x".repeat(3000)
+            )))],
+        })
+    };
+    // About 6 MB, far over a Unix socket's buffer, sent before anything is read.
+    for i in 0..2000 {
+        sender.send(big(i)).unwrap();
+        if i % 7 == 0 {
+            sender.send(numbered(i)).unwrap();
+        }
+    }
+    assert!(sender.queued_bytes() > 0, "the socket filled up");
+    for i in 0..2000 {
+        assert_eq!(next(&mut b).await.unwrap().unwrap(), big(i));
+        if i % 7 == 0 {
+            assert_eq!(next(&mut b).await.unwrap().unwrap(), numbered(i));
+        }
+    }
+}

@@ -39,12 +39,6 @@ struct Joined {
 }
 
 impl RoomIndex {
-    /// Whether `id` is in `room`; `room_id` is `room` parsed as a socket id.
-    fn contains(&self, room: &str, room_id: Option<SocketId>, id: SocketId) -> bool {
-        (room_id == Some(id) && self.sids.get(&id).is_some_and(|j| j.own))
-            || self.rooms.get(room).is_some_and(|m| m.contains(&id))
-    }
-
     /// The socket whose own room is `room`, if it is in it.
     fn own_room_member(&self, room_id: Option<SocketId>) -> Option<SocketId> {
         room_id.filter(|id| self.sids.get(id).is_some_and(|j| j.own))
@@ -260,15 +254,21 @@ impl Adapter for LocalAdapter {
 
     fn for_each_local(&self, opts: &BroadcastOptions, f: &mut dyn FnMut(SocketId)) {
         let index = self.index();
-        let except: Vec<(&str, Option<SocketId>)> = opts
+        // Looked up once per broadcast, not once per recipient.
+        let except: Vec<_> = opts
             .except
             .iter()
-            .map(|room| (room.as_str(), SocketId::parse(room)))
+            .map(|room| {
+                (
+                    index.own_room_member(SocketId::parse(room)),
+                    index.rooms.get(room),
+                )
+            })
             .collect();
         let excluded = |id: SocketId| {
-            except
-                .iter()
-                .any(|&(room, room_id)| index.contains(room, room_id, id))
+            except.iter().any(|&(owner, members)| {
+                owner == Some(id) || members.is_some_and(|m| m.contains(&id))
+            })
         };
         if opts.rooms.is_empty() {
             for id in index.sids.keys() {
@@ -345,6 +345,16 @@ mod tests {
         out
     }
 
+    /// The room events `adapter` emits from now on, in order.
+    fn record_room_events(adapter: &LocalAdapter) -> std::sync::Arc<Mutex<Vec<RoomEvent>>> {
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        adapter.on_room_event(std::sync::Arc::new(move |e: &RoomEvent| {
+            sink.lock().unwrap().push(e.clone())
+        }));
+        seen
+    }
+
     fn opts(rooms: &[&str], except: &[&str]) -> BroadcastOptions {
         BroadcastOptions {
             rooms: rooms.iter().map(|s| s.to_string()).collect(),
@@ -370,11 +380,7 @@ mod tests {
     #[test]
     fn room_events_in_order() {
         let a = LocalAdapter::default();
-        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let sink = seen.clone();
-        a.on_room_event(std::sync::Arc::new(move |e: &RoomEvent| {
-            sink.lock().unwrap().push(e.clone())
-        }));
+        let seen = record_room_events(&a);
         let (x, y) = (Sid::random(), Sid::random());
         a.add_all(x, &["r".into()]);
         a.add_all(y, &["r".into()]);
@@ -410,11 +416,7 @@ mod tests {
     #[test]
     fn own_room_is_a_room_like_any_other() {
         let a = LocalAdapter::default();
-        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let sink = seen.clone();
-        a.on_room_event(std::sync::Arc::new(move |e: &RoomEvent| {
-            sink.lock().unwrap().push(e.clone())
-        }));
+        let seen = record_room_events(&a);
         let (x, y) = (Sid::random(), Sid::random());
         let (xs, ys) = (x.to_string(), y.to_string());
         a.add_all(x, &[xs.clone(), "r".into()]);

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::{
     config::EngineConfig,
     server::{Engine, EngineHandler},
-    session::{CloseReason, Session},
+    session::{CloseReason, Session, State},
 };
 
 /// The three deadlines of a session (next ping, pong due, close deadline),
@@ -69,25 +69,21 @@ impl Heartbeat {
         true
     }
 
-    pub(crate) fn awaiting_pong(&self) -> bool {
-        self.awaiting_pong
-    }
-
-    /// The pong to our last ping arrived.
-    pub(crate) fn on_pong(&mut self, config: &EngineConfig) {
-        self.awaiting_pong = false;
-        self.ping_at = Instant::now() + config.ping_interval;
-    }
-
-    pub(crate) fn is_closing(&self) -> bool {
-        self.close_by.is_some()
-    }
-
-    /// The server asked to close: the last deliveries get `close_timeout`.
-    pub(crate) fn on_closing(&mut self, config: &EngineConfig) {
-        if self.close_by.is_none() {
+    /// Takes in what the session's state says since the last look: the pong to
+    /// our last ping (`Session::on_pong` clears `awaiting_pong`), or a
+    /// server-side close (the last deliveries get `close_timeout`). Returns
+    /// whether the deadline moved.
+    pub(crate) fn observe(&mut self, config: &EngineConfig, st: &State) -> bool {
+        let pong = self.awaiting_pong && !st.awaiting_pong;
+        let closing = st.closing && self.close_by.is_none();
+        if pong {
+            self.awaiting_pong = false;
+            self.ping_at = Instant::now() + config.ping_interval;
+        }
+        if closing {
             self.close_by = Some(Instant::now() + config.close_timeout);
         }
+        pong || closing
     }
 }
 
@@ -112,17 +108,67 @@ pub(crate) async fn run<H: EngineHandler>(
             // A pong to our last ping, or a server-side close (a stored permit
             // if it comes before this wait is polled).
             _ = session.beat.notified() => {
-                let st = session.lock();
-                if beat.awaiting_pong() && !st.awaiting_pong {
-                    beat.on_pong(config);
-                }
-                if st.closing {
-                    beat.on_closing(config);
-                }
+                beat.observe(config, &session.lock());
             }
             _ = session.closed() => break,
         }
         timer.as_mut().reset(beat.deadline(config));
     }
     engine.remove(&session);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use crate::engine::session::{TransportKind, Upgrade};
+
+    fn state(awaiting_pong: bool, closing: bool) -> State {
+        State {
+            transport: TransportKind::WebSocket,
+            upgrade: Upgrade::None,
+            queue: Default::default(),
+            queued_bytes: 0,
+            get_pending: false,
+            post_pending: false,
+            awaiting_pong,
+            closing,
+        }
+    }
+
+    /// `deadline` lies `after` past a moment between `before` and now.
+    fn due_within(beat: &Heartbeat, config: &EngineConfig, before: Instant, after: Duration) {
+        let deadline = beat.deadline(config);
+        assert!(deadline >= before + after && deadline <= Instant::now() + after);
+    }
+
+    #[test]
+    fn observes_the_awaited_pong_and_the_close_once() {
+        let config = EngineConfig::default();
+        let opened = Instant::now();
+        let mut beat = Heartbeat::new(&config, opened);
+        assert_eq!(beat.deadline(&config), opened + config.ping_interval);
+        assert!(
+            !beat.observe(&config, &state(false, false)),
+            "no ping out: nothing to see"
+        );
+        // A ping went out (as `on_timer` does), then its pong came back.
+        beat.awaiting_pong = true;
+        assert!(!beat.observe(&config, &state(true, false)), "still waiting");
+        assert_eq!(
+            beat.deadline(&config),
+            opened + config.ping_interval + config.ping_timeout
+        );
+        let before = Instant::now();
+        assert!(beat.observe(&config, &state(false, false)), "the pong");
+        due_within(&beat, &config, before, config.ping_interval);
+        let before = Instant::now();
+        assert!(beat.observe(&config, &state(false, true)), "the close");
+        due_within(&beat, &config, before, config.close_timeout);
+        assert!(
+            !beat.observe(&config, &state(false, true)),
+            "the close counts once"
+        );
+    }
 }

@@ -14,11 +14,10 @@ use std::{
     time::SystemTime,
 };
 
-use super::headers::RequestHeaders;
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::{packet::Frame, sid::Sid};
+use super::{headers::RequestHeaders, packet::Frame, sid::Sid};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {
@@ -75,9 +74,8 @@ pub(crate) enum Upgrade {
     Done,
 }
 
-/// What the client's handshake request said, kept for the upper layer.
-/// The connection's first request; shared (`Arc`) by the session and every
-/// Socket.IO socket of the connection.
+/// The connection's first request, kept for the upper layer; shared (`Arc`)
+/// by the session and every Socket.IO socket of the connection.
 #[derive(Debug, Clone)]
 pub struct HandshakeRequest {
     pub headers: RequestHeaders,

@@ -350,14 +350,7 @@ async fn run<H: EngineHandler>(
         let (mut frames, closing) = {
             let mut st = session.lock();
             if let Some(beat) = beat.as_mut() {
-                let pong = beat.awaiting_pong() && !st.awaiting_pong;
-                if pong || (st.closing && !beat.is_closing()) {
-                    if pong {
-                        beat.on_pong(config);
-                    }
-                    if st.closing {
-                        beat.on_closing(config);
-                    }
+                if beat.observe(config, &st) {
                     timer.as_mut().reset(beat.deadline(config));
                 }
             }
@@ -395,7 +388,7 @@ async fn run<H: EngineHandler>(
             break;
         }
         // `terminate` also signals `wake`, and on a WebSocket session this task is
-        // the only one waiting on it: no separate wait on the close token.
+        // the only one waiting on it: no separate wait on `closed()` here.
         let msg = tokio::select! {
             biased;
             _ = session.wake.notified() => continue,

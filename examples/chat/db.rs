@@ -174,25 +174,16 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 mod tests {
     use super::*;
 
-    fn temp_db() -> std::path::PathBuf {
-        std::env::temp_dir().join(format!(
-            "rsio-chat-test-{}-{}.db",
-            std::process::id(),
-            rand_suffix()
-        ))
-    }
-
-    fn rand_suffix() -> u64 {
-        use std::time::{SystemTime, UNIX_EPOCH};
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
+    /// Each test gets its own directory: tests run in parallel in one process.
+    fn temp_db() -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        (dir, path)
     }
 
     #[tokio::test]
     async fn inserts_once_per_client_offset_and_reads_in_order() {
-        let path = temp_db();
+        let (_dir, path) = temp_db();
         let db = Db::open(&path).unwrap();
         let second = Db::open(&path).unwrap(); // another worker
         assert_eq!(
@@ -216,14 +207,11 @@ mod tests {
         assert_eq!(db.after(1, 10).await.unwrap()[0].id, 2);
         assert!(db.after(2, 10).await.unwrap().is_empty());
         assert_eq!(db.after(0, 1).await.unwrap().len(), 1);
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
-        }
     }
 
     #[tokio::test]
     async fn upgrades_the_tutorial_schema() {
-        let path = temp_db();
+        let (_dir, path) = temp_db();
         {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
@@ -237,8 +225,5 @@ mod tests {
         let rows = db.after(0, 10).await.unwrap();
         assert_eq!(rows[0].content, "old");
         assert_eq!(rows[0].nick, None);
-        for ext in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
-        }
     }
 }

@@ -9,7 +9,8 @@ use super::{
     ack::{BroadcastAckError, EmitError, IntoArgs},
     handshake::Handshake,
     namespace::Namespace,
-    socket::{check_event, encode, IntoRooms, Socket},
+    rooms::IntoRooms,
+    socket::{check_event, encode, Socket},
 };
 use crate::{
     adapter::{AdapterError, BroadcastOptions, RemoteAck, SocketId},

@@ -29,6 +29,7 @@ mod handler;
 mod handshake;
 mod namespace;
 mod reason;
+mod rooms;
 mod socket;
 
 use std::{
@@ -45,7 +46,8 @@ pub use handler::{ConnectError, Data, EventHandler, FromArgs};
 pub use handshake::Handshake;
 pub use namespace::{Namespace, ServerSideEmitError};
 pub use reason::DisconnectReason;
-pub use socket::{EmitWithAckError, IntoRooms, Socket, SocketTimeout};
+pub use rooms::IntoRooms;
+pub use socket::{EmitWithAckError, Socket, SocketTimeout};
 
 use crate::{
     adapter::{Adapter, AdapterError, LocalAdapter, RecoveryConfig},

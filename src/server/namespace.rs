@@ -14,7 +14,8 @@ use super::{
     ack::{AckSender, EmitError, IntoArgs},
     broadcast::BroadcastOperator,
     handler::{ConnectError, ConnectionHandler, Middleware, ServerSideHandler},
-    socket::{IntoRooms, Socket},
+    rooms::IntoRooms,
+    socket::Socket,
 };
 use crate::{
     adapter::{Adapter, AdapterError, BroadcastOptions, EncodedPacket, SocketId},

@@ -25,6 +25,7 @@ use super::{
     handshake::Handshake,
     namespace::Namespace,
     reason::DisconnectReason,
+    rooms::IntoRooms,
 };
 use crate::{
     adapter::{BroadcastOptions, EncodedPacket, PersistedSession, SocketId},
@@ -590,58 +591,5 @@ pub(crate) fn check_event(event: &str) -> Result<(), EmitError> {
         Err(EmitError::ReservedEvent(event.to_string()))
     } else {
         Ok(())
-    }
-}
-
-/// One room or several.
-pub trait IntoRooms {
-    fn into_rooms(self) -> Vec<String>;
-}
-
-impl IntoRooms for &str {
-    fn into_rooms(self) -> Vec<String> {
-        vec![self.to_string()]
-    }
-}
-
-impl IntoRooms for String {
-    fn into_rooms(self) -> Vec<String> {
-        vec![self]
-    }
-}
-
-impl IntoRooms for &String {
-    fn into_rooms(self) -> Vec<String> {
-        vec![self.clone()]
-    }
-}
-
-impl IntoRooms for SocketId {
-    fn into_rooms(self) -> Vec<String> {
-        vec![self.to_string()]
-    }
-}
-
-impl IntoRooms for Vec<String> {
-    fn into_rooms(self) -> Vec<String> {
-        self
-    }
-}
-
-impl IntoRooms for &[String] {
-    fn into_rooms(self) -> Vec<String> {
-        self.to_vec()
-    }
-}
-
-impl IntoRooms for &[&str] {
-    fn into_rooms(self) -> Vec<String> {
-        self.iter().map(|s| s.to_string()).collect()
-    }
-}
-
-impl<const N: usize> IntoRooms for [&str; N] {
-    fn into_rooms(self) -> Vec<String> {
-        self.iter().map(|s| s.to_string()).collect()
     }
 }

@@ -10,7 +10,7 @@ use rsio::{
     adapter::RecoveryConfig,
     engine::{CorsOptions, CorsOrigin, EngineConfig},
     parser::{Args, Binary},
-    server::{AckSender, ConnectError, Data, Server, ServerConfig, ServerSideEmitError, Socket},
+    server::{AckSender, ConnectError, Data, Server, ServerConfig, Socket},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -47,15 +47,15 @@ impl ReasonLog {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
-struct BroadcastOpts {
-    event: String,
+pub(crate) struct BroadcastOpts {
+    pub(crate) event: String,
     args: Vec<Value>,
     to: Vec<String>,
     except: Vec<String>,
     broadcast: bool,
     local: bool,
     volatile: bool,
-    timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
     #[serde(rename = "in")]
     in_rooms: Vec<String>,
     rooms: Vec<String>,
@@ -130,18 +130,18 @@ impl Serialize for Val {
     }
 }
 
-fn ack_json(ack: AckSender, value: Value) {
+pub(crate) fn ack_json(ack: AckSender, value: Value) {
     let _ = ack.send(&(value,));
 }
 
-fn decode_opts(args: &Args) -> BroadcastOpts {
+pub(crate) fn decode_opts(args: &Args) -> BroadcastOpts {
     args.get::<BroadcastOpts>(0).unwrap_or_default()
 }
 
 /// The `args` of the options as event arguments. Their binary placeholders
 /// still number the attachments of the packet that carried the options, so
 /// those attachments travel along.
-fn event_args(opts: &BroadcastOpts, packet: &Args) -> Args {
+pub(crate) fn event_args(opts: &BroadcastOpts, packet: &Args) -> Args {
     let elements: Vec<String> = opts.args.iter().map(Value::to_string).collect();
     Args::from_raw(elements.join(",").into(), packet.attachments().to_vec())
 }
@@ -507,124 +507,6 @@ pub fn install(io: &Server, worker: Option<usize>) {
         }
     });
     if let Some(index) = worker {
-        install_cluster(io, index);
+        crate::cluster::install_cluster(io, index);
     }
-}
-
-/// Extra handlers for the cluster tests.
-fn install_cluster(io: &Server, index: usize) {
-    let root = io.sockets();
-    root.on_server_side(
-        "which-worker",
-        move |_args: Args, ack: AckSender| async move {
-            let _ = ack.send(&(index,));
-        },
-    );
-    // Never acknowledges: for the timeout of server_side_emit_with_ack.
-    root.on_server_side("never-answers", |_args: Args, _ack: AckSender| async {});
-    // Worker 0 stays silent, the others answer: for partial responses.
-    root.on_server_side(
-        "all-but-worker-0",
-        move |_args: Args, ack: AckSender| async move {
-            if index != 0 {
-                let _ = ack.send(&(index,));
-            }
-        },
-    );
-    let io = io.clone();
-    io.clone().sockets().on_connection(move |socket: Socket| {
-        let io = io.clone();
-        async move {
-            socket.on(
-                "worker",
-                move |_s: Socket, _args: Args, ack: AckSender| async move {
-                    ack_json(ack, json!(index));
-                },
-            );
-            let io_s = io.clone();
-            socket.on(
-                "server-side-emit",
-                move |_s: Socket, args: Args, ack: AckSender| {
-                    let io = io_s.clone();
-                    async move {
-                        let o = decode_opts(&args);
-                        let timeout = Duration::from_millis(o.timeout.unwrap_or(1000));
-                        let res = io
-                            .sockets()
-                            .server_side_emit_with_ack(&o.event, event_args(&o, &args), timeout)
-                            .await;
-                        let first = |list: &[Args]| {
-                            list.iter()
-                                .map(|a| a.get::<Value>(0).unwrap_or(Value::Null))
-                                .collect::<Vec<_>>()
-                        };
-                        let value = match res {
-                            Ok(list) => json!({"err": null, "responses": first(&list)}),
-                            Err(ServerSideEmitError::Timeout(p)) => {
-                                json!({"err": p.to_string(), "responses": first(&p.responses)})
-                            }
-                            Err(e) => json!({"err": e.to_string(), "responses": []}),
-                        };
-                        ack_json(ack, value);
-                    }
-                },
-            );
-            let io_c = io.clone();
-            socket.on(
-                "server-count",
-                move |_s: Socket, _args: Args, ack: AckSender| {
-                    let n = io_c.sockets().adapter().server_count();
-                    async move { ack_json(ack, json!(n)) }
-                },
-            );
-        }
-    });
-}
-
-/// `GET /stats`: this process's counts, as JSON, for the chaos test and
-/// `scripts/soak` (leak checks):
-///
-/// ```text
-/// {"worker": 0, "pid": 1234, "engineClients": 3, "sockets": 3, "rooms": 4, "rssKiB": 9876}
-/// ```
-///
-/// `worker`: the cluster index (0 in one process); `engineClients`: open
-/// Engine.IO sessions; `sockets`: sockets of namespace `/`; `rooms`: rooms of
-/// `/` in this worker's adapter (each socket's own room included); `rssKiB`:
-/// `VmRSS` from `/proc/self/status` (0 where there is none).
-pub fn stats_router(io: &Server, worker: usize) -> axum::Router {
-    let io = io.clone();
-    axum::Router::new().route(
-        "/stats",
-        axum::routing::get(move || {
-            let io = io.clone();
-            async move {
-                let root = io.of("/");
-                let body = json!({
-                    "worker": worker,
-                    "pid": std::process::id(),
-                    "engineClients": io.engine().clients_count(),
-                    "sockets": root.sockets().len(),
-                    "rooms": root.adapter().rooms().len(),
-                    "rssKiB": rss_kib(),
-                });
-                (
-                    [(http::header::CONTENT_TYPE, "application/json")],
-                    body.to_string(),
-                )
-            }
-        }),
-    )
-}
-
-/// `VmRSS` of this process in KiB.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -5,10 +5,12 @@
 //! ```text
 //! cargo run --example interop -- --port 3000                      # one process
 //! cargo run --example interop -- --cluster --workers 3 --port 4000  # primary + 3 workers
-//! curl http://127.0.0.1:4000/stats   # counts and RSS of one worker (see `app::stats_router`)
+//! curl http://127.0.0.1:4000/stats   # counts and RSS of one worker (see `stats::stats_router`)
 //! ```
 
 mod app;
+mod cluster;
+mod stats;
 
 use std::{net::SocketAddr, process::ExitCode};
 
@@ -42,7 +44,7 @@ fn main() -> ExitCode {
             }
             let io = worker.server(config);
             app::install(&io, Some(worker.index));
-            Ok(io.router().merge(app::stats_router(&io, worker.index)))
+            Ok(io.router().merge(stats::stats_router(&io, worker.index)))
         });
     }
     match single(cli) {
@@ -74,7 +76,7 @@ fn single(cli: Cli) -> anyhow::Result<()> {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        let router = io.router().merge(app::stats_router(&io, 0));
+        let router = io.router().merge(stats::stats_router(&io, 0));
         rsio::http::serve(listener, router, Default::default(), shutdown).await?;
         Ok(())
     })

@@ -1,0 +1,52 @@
+//! `GET /stats` of the interop server.
+
+use rsio::server::Server;
+use serde_json::json;
+
+/// `GET /stats`: this process's counts, as JSON, for the chaos test and
+/// `scripts/soak` (leak checks):
+///
+/// ```text
+/// {"worker": 0, "pid": 1234, "engineClients": 3, "sockets": 3, "rooms": 4, "rssKiB": 9876}
+/// ```
+///
+/// `worker`: the cluster index (0 in one process); `engineClients`: open
+/// Engine.IO sessions; `sockets`: sockets of namespace `/`; `rooms`: rooms of
+/// `/` in this worker's adapter (each socket's own room included); `rssKiB`:
+/// `VmRSS` from `/proc/self/status` (0 where there is none).
+pub fn stats_router(io: &Server, worker: usize) -> axum::Router {
+    let io = io.clone();
+    axum::Router::new().route(
+        "/stats",
+        axum::routing::get(move || {
+            let io = io.clone();
+            async move {
+                let root = io.of("/");
+                let body = json!({
+                    "worker": worker,
+                    "pid": std::process::id(),
+                    "engineClients": io.engine().clients_count(),
+                    "sockets": root.sockets().len(),
+                    "rooms": root.adapter().rooms().len(),
+                    "rssKiB": rss_kib(),
+                });
+                (
+                    [(http::header::CONTENT_TYPE, "application/json")],
+                    body.to_string(),
+                )
+            }
+        }),
+    )
+}
+
+/// `VmRSS` of this process in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -11,6 +11,7 @@ pub mod packet;
 pub mod payload;
 mod polling;
 mod router;
+mod scratch_reader;
 pub mod server;
 pub mod session;
 pub mod sid;

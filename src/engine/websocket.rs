@@ -33,11 +33,12 @@ use super::{
     error::RequestError,
     heartbeat::Heartbeat,
     packet::{Frame, Packet},
+    scratch_reader::ScratchReader,
     server::{Engine, EngineHandler},
     session::{CloseReason, Session, TransportKind, Upgrade},
 };
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Ws = WebSocketStream<ScratchReader<TokioIo<hyper::upgrade::Upgraded>>>;
 
 pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
     req.method() == Method::GET
@@ -113,9 +114,9 @@ pub(crate) fn upgrade_session<H: EngineHandler>(
 }
 
 /// tungstenite's read buffer, allocated per connection and kept while it is
-/// idle (its default is 128 KiB). Each read fills at most this much, so a
-/// 1 MB message takes about 2000 reads; socket.io traffic is mostly far
-/// smaller than this buffer.
+/// idle (its default is 128 KiB). The socket itself is read through a
+/// per-thread buffer (`ScratchReader`), so a small one costs copies, not
+/// `recv` calls.
 const READ_BUFFER: usize = 512;
 
 fn ws_config(max_message: usize) -> WebSocketConfig {
@@ -151,9 +152,14 @@ pub(crate) fn spawn_transport<H: EngineHandler>(
             }
         };
         let config = ws_config(engine.config.max_http_buffer_size);
-        let mut ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        // Boxed: its nested futures hold the stream and the config four times
+        // over, and in this task's state that space would last the connection.
+        let mut ws = Box::pin(WebSocketStream::from_raw_socket(
+            ScratchReader::new(TokioIo::new(upgraded)),
+            Role::Server,
+            Some(config),
+        ))
+        .await;
         if beat.is_none() && !run_probe(&engine, &session, &mut ws).await {
             session.lock().upgrade = Upgrade::None;
             let _ = tokio::time::timeout(engine.config.ping_timeout, ws.close(None)).await;
@@ -331,97 +337,104 @@ fn write_frames(
 
 /// Moves packets both ways until the session ends; with `beat`, also pings,
 /// and removes the session from the engine at the end.
-async fn run<H: EngineHandler>(
-    engine: &Engine<H>,
-    session: &Arc<Session<H::Data>>,
-    ws: &mut Ws,
-    beat: &mut Option<Heartbeat>,
-) {
-    let config = &engine.config;
-    let mut close_code: Option<CloseCode> = None;
-    let reader = Reader::new();
-    // Never polled without `beat`: an unpolled `Sleep` is not registered.
-    let timer = tokio::time::sleep_until(
-        beat.as_ref()
-            .map_or_else(tokio::time::Instant::now, |b| b.deadline(config)),
-    );
-    tokio::pin!(timer);
-    loop {
-        let (mut frames, closing) = {
-            let mut st = session.lock();
-            if let Some(beat) = beat.as_mut() {
-                if beat.observe(config, &st) {
-                    timer.as_mut().reset(beat.deadline(config));
-                }
-            }
-            (st.take(), st.closing)
-        };
-        if !frames.is_empty() {
-            // Written by hand rather than as an `async` block: it is part of this
-            // task's state, which every idle connection keeps (184 bytes as a block).
-            let mut write = std::future::poll_fn(|cx| write_frames(ws, &mut frames, cx));
-            // A client that stops reading blocks the write; the session may end
-            // meanwhile (ping timeout, queue bound, server close): stop waiting then.
-            let written = loop {
-                tokio::select! {
-                    biased;
-                    res = &mut write => break res.is_ok(),
-                    _ = session.closed() => break false,
-                    _ = &mut timer, if beat.is_some() => {
-                        let Some(beat) = beat.as_mut() else { break false };
-                        if !beat.on_timer(config, session) {
-                            break false;
-                        }
+///
+/// An `async move` block rather than an `async fn`: the function's arguments
+/// would be kept twice in its state (as arguments and as locals), for the
+/// life of the connection.
+#[allow(clippy::manual_async_fn)]
+fn run<'a, H: EngineHandler>(
+    engine: &'a Engine<H>,
+    session: &'a Arc<Session<H::Data>>,
+    ws: &'a mut Ws,
+    beat: &'a mut Option<Heartbeat>,
+) -> impl std::future::Future<Output = ()> + Send + 'a {
+    async move {
+        let config = &engine.config;
+        let mut close_code: Option<CloseCode> = None;
+        let reader = Reader::new();
+        // Never polled without `beat`: an unpolled `Sleep` is not registered.
+        let timer = tokio::time::sleep_until(
+            beat.as_ref()
+                .map_or_else(tokio::time::Instant::now, |b| b.deadline(config)),
+        );
+        tokio::pin!(timer);
+        loop {
+            let (mut frames, closing) = {
+                let mut st = session.lock();
+                if let Some(beat) = beat.as_mut() {
+                    if beat.observe(config, &st) {
                         timer.as_mut().reset(beat.deadline(config));
                     }
                 }
+                (st.take(), st.closing)
             };
-            if !written {
-                session.terminate(CloseReason::TransportError);
-                break;
-            }
-        }
-        if closing {
-            session.terminate(CloseReason::ForcedClose);
-        }
-        if session.is_closed() {
-            break;
-        }
-        // `terminate` also signals `wake`, and on a WebSocket session this task is
-        // the only one waiting on it: no separate wait on `closed()` here.
-        let msg = tokio::select! {
-            biased;
-            _ = session.wake.notified() => continue,
-            _ = &mut timer, if beat.is_some() => {
-                if let Some(beat) = beat.as_mut() {
-                    beat.on_timer(config, session);
-                    timer.as_mut().reset(beat.deadline(config));
+            if !frames.is_empty() {
+                // Written by hand rather than as an `async` block: it is part of this
+                // task's state, which every idle connection keeps (184 bytes as a block).
+                let mut write = std::future::poll_fn(|cx| write_frames(ws, &mut frames, cx));
+                // A client that stops reading blocks the write; the session may end
+                // meanwhile (ping timeout, queue bound, server close): stop waiting then.
+                let written = loop {
+                    tokio::select! {
+                        biased;
+                        res = &mut write => break res.is_ok(),
+                        _ = session.closed() => break false,
+                        _ = &mut timer, if beat.is_some() => {
+                            let Some(beat) = beat.as_mut() else { break false };
+                            if !beat.on_timer(config, session) {
+                                break false;
+                            }
+                            timer.as_mut().reset(beat.deadline(config));
+                        }
+                    }
+                };
+                if !written {
+                    session.terminate(CloseReason::TransportError);
+                    break;
                 }
-                continue;
             }
-            msg = std::future::poll_fn(|cx| reader.poll_next(ws, Some(cx.waker()))) => msg,
-        };
-        on_message(engine, session, msg, &mut close_code);
-        // Handle every frame that is already here before writing the answers:
-        // one write (and one syscall) for a batch of requests, not one each.
-        for _ in 0..READ_AHEAD {
+            if closing {
+                session.terminate(CloseReason::ForcedClose);
+            }
             if session.is_closed() {
                 break;
             }
-            match reader.poll_next(ws, None) {
-                Poll::Ready(msg) => on_message(engine, session, msg, &mut close_code),
-                Poll::Pending => break,
+            // `terminate` also signals `wake`, and on a WebSocket session this task is
+            // the only one waiting on it: no separate wait on `closed()` here.
+            let msg = tokio::select! {
+                biased;
+                _ = session.wake.notified() => continue,
+                _ = &mut timer, if beat.is_some() => {
+                    if let Some(beat) = beat.as_mut() {
+                        beat.on_timer(config, session);
+                        timer.as_mut().reset(beat.deadline(config));
+                    }
+                    continue;
+                }
+                msg = std::future::poll_fn(|cx| reader.poll_next(ws, Some(cx.waker()))) => msg,
+            };
+            on_message(engine, session, msg, &mut close_code);
+            // Handle every frame that is already here before writing the answers:
+            // one write (and one syscall) for a batch of requests, not one each.
+            for _ in 0..READ_AHEAD {
+                if session.is_closed() {
+                    break;
+                }
+                match reader.poll_next(ws, None) {
+                    Poll::Ready(msg) => on_message(engine, session, msg, &mut close_code),
+                    Poll::Pending => break,
+                }
             }
         }
+        if beat.is_some() {
+            engine.remove(session);
+        }
+        let frame = close_code.map(|code| CloseFrame {
+            code,
+            reason: "".into(),
+        });
+        // Best effort: the peer may already be gone. Boxed: kept in this task's
+        // state, it would make every idle connection pay for its size.
+        let _ = Box::pin(tokio::time::timeout(config.ping_timeout, ws.close(frame))).await;
     }
-    if beat.is_some() {
-        engine.remove(session);
-    }
-    let frame = close_code.map(|code| CloseFrame {
-        code,
-        reason: "".into(),
-    });
-    // Best effort: the peer may already be gone. Boxed: kept in this task's
-    // state, it would make every idle connection pay for its size.
-    let _ = Box::pin(tokio::time::timeout(config.ping_timeout, ws.close(frame))).await;
 }

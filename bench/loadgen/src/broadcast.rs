@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Result};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::{
     sync::watch,
@@ -22,7 +22,7 @@ use crate::{
     frame::{self, Frame},
     procfs::sample,
     report::{latency, per_op_us, sys_fraction},
-    run::{progress, setup, spread, Run, Setup, Shared},
+    run::{handle_ready, progress, setup, spread, Handled, Run, Setup, Shared},
     Cli, Scenario,
 };
 
@@ -51,41 +51,19 @@ async fn broadcast_loop(
                 shared.sent.set(shared.sent.get() + 1);
             }
             m = ws.next() => {
-                let mut msg = m;
-                let mut written = false;
-                loop {
-                    let text = match msg {
-                        None => bail!("connection closed"),
-                        Some(Err(e)) => return Err(e.into()),
-                        Some(Ok(Message::Text(t))) => t,
-                        Some(Ok(Message::Close(_))) => bail!("closed by the server"),
-                        Some(Ok(_)) => Default::default(),
-                    };
-                    match frame::parse(&text) {
-                        Frame::Event { name: "bcast", rest } => {
-                            let now = now_us();
-                            let ts = frame::leading_timestamp(rest)
-                                .ok_or_else(|| anyhow!("bcast without a timestamp: {text}"))?;
-                            shared.ops.set(shared.ops.get() + 1);
-                            shared.last_delivery_us.set(now);
-                            shared.record(now.saturating_sub(ts));
-                        }
-                        Frame::Ping => {
-                            ws.feed(Message::text("3")).await?;
-                            written = true;
-                        }
-                        Frame::Close => bail!("session closed by the server"),
-                        _ if text.is_empty() => {}
-                        _ => shared.unexpected.set(shared.unexpected.get() + 1),
+                handle_ready(shared, ws, m, |f, text| match f {
+                    Frame::Event { name: "bcast", rest } => {
+                        let now = now_us();
+                        let ts = frame::leading_timestamp(rest)
+                            .ok_or_else(|| anyhow!("bcast without a timestamp: {text}"))?;
+                        shared.ops.set(shared.ops.get() + 1);
+                        shared.last_delivery_us.set(now);
+                        shared.record(now.saturating_sub(ts));
+                        Ok(Handled::Done)
                     }
-                    match ws.next().now_or_never() {
-                        Some(m) => msg = m,
-                        None => break,
-                    }
-                }
-                if written {
-                    ws.flush().await?;
-                }
+                    _ => Ok(Handled::Unexpected),
+                })
+                .await?;
             }
         }
     }

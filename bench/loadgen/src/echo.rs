@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Result};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::time::sleep_until;
 use tokio_tungstenite::tungstenite::Message;
@@ -17,7 +17,7 @@ use crate::{
     frame::{self, Frame},
     procfs::sample,
     report::{latency, per_op_us, sys_fraction},
-    run::{progress, setup, spread, Run, Setup, Shared},
+    run::{handle_ready, progress, setup, spread, Handled, Run, Setup, Shared},
     Cli,
 };
 
@@ -49,49 +49,25 @@ async fn echo_loop(shared: &Shared, ws: &mut Ws) -> Result<()> {
             _ = &mut end => return Ok(()),
             m = ws.next() => m,
         };
-        let mut msg = first;
-        let mut written = false;
-        // Handle what is ready now, then write all the replies at once.
-        loop {
-            let text = match msg {
-                None => bail!("connection closed"),
-                Some(Err(e)) => return Err(e.into()),
-                Some(Ok(Message::Text(t))) => t,
-                Some(Ok(Message::Close(_))) => bail!("closed by the server"),
-                Some(Ok(_)) => Default::default(),
-            };
-            match frame::parse(&text) {
-                Frame::Ack { args, .. } => {
-                    let now = now_us();
-                    let ts = frame::leading_timestamp(args)
-                        .ok_or_else(|| anyhow!("ack without a timestamp: {text}"))?;
-                    if now >= w_start && now <= w_end {
-                        shared.ops.set(shared.ops.get() + 1);
-                        shared.record(now.saturating_sub(ts));
-                    }
-                    if now < w_end {
-                        ws.feed(Message::text(frame::echo(next_id, now, size)))
-                            .await?;
-                        next_id += 1;
-                        written = true;
-                    }
+        handle_ready(shared, ws, first, |f, text| match f {
+            Frame::Ack { args, .. } => {
+                let now = now_us();
+                let ts = frame::leading_timestamp(args)
+                    .ok_or_else(|| anyhow!("ack without a timestamp: {text}"))?;
+                if now >= w_start && now <= w_end {
+                    shared.ops.set(shared.ops.get() + 1);
+                    shared.record(now.saturating_sub(ts));
                 }
-                Frame::Ping => {
-                    ws.feed(Message::text("3")).await?;
-                    written = true;
+                if now >= w_end {
+                    return Ok(Handled::Done);
                 }
-                Frame::Close => bail!("session closed by the server"),
-                _ if text.is_empty() => {}
-                _ => shared.unexpected.set(shared.unexpected.get() + 1),
+                let id = next_id;
+                next_id += 1;
+                Ok(Handled::Reply(Message::text(frame::echo(id, now, size))))
             }
-            match ws.next().now_or_never() {
-                Some(m) => msg = m,
-                None => break,
-            }
-        }
-        if written {
-            ws.flush().await?;
-        }
+            _ => Ok(Handled::Unexpected),
+        })
+        .await?;
     }
 }
 

@@ -7,15 +7,18 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::{
     sync::{mpsc, watch, Semaphore},
     time::sleep,
 };
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::{
     client::{idle, join, open, wait_signal, Ws},
+    frame::{self, Frame},
     Cli,
 };
 
@@ -196,4 +199,57 @@ pub fn progress(shared: Rc<Shared>, what: &'static str) -> tokio::task::JoinHand
             last = ops;
         }
     })
+}
+
+/// What a scenario made of a frame from the server.
+pub enum Handled {
+    /// Expected; nothing to send.
+    Done,
+    /// Expected; send this (written with the others once the batch is handled).
+    Reply(Message),
+    /// Not a frame this scenario expects (counted).
+    Unexpected,
+}
+
+/// Handles `first` and every frame already readable after it with
+/// `on_frame`, answering pings, then writes all the replies at once.
+pub async fn handle_ready(
+    shared: &Shared,
+    ws: &mut Ws,
+    first: Option<Result<Message, WsError>>,
+    mut on_frame: impl FnMut(Frame<'_>, &str) -> Result<Handled>,
+) -> Result<()> {
+    let mut msg = first;
+    let mut written = false;
+    loop {
+        let text = match msg {
+            None => bail!("connection closed"),
+            Some(Err(e)) => return Err(e.into()),
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) => bail!("closed by the server"),
+            Some(Ok(_)) => Default::default(),
+        };
+        let handled = match frame::parse(&text) {
+            Frame::Ping => Handled::Reply(Message::text("3")),
+            Frame::Close => bail!("session closed by the server"),
+            _ if text.is_empty() => Handled::Done,
+            f => on_frame(f, &text)?,
+        };
+        match handled {
+            Handled::Done => {}
+            Handled::Reply(m) => {
+                ws.feed(m).await?;
+                written = true;
+            }
+            Handled::Unexpected => shared.unexpected.set(shared.unexpected.get() + 1),
+        }
+        match ws.next().now_or_never() {
+            Some(m) => msg = m,
+            None => break,
+        }
+    }
+    if written {
+        ws.flush().await?;
+    }
+    Ok(())
 }

@@ -184,7 +184,7 @@ async fn broadcast_client_lazy(
     port: u16,
     send_plan: impl FnOnce() -> Option<(Instant, Duration, u64)>,
 ) {
-    let Some(mut ws) = setup(&shared, &mut s, port, true).await else {
+    let Some(mut ws) = setup(&shared, &mut s, port, Some(&shared.cli.room)).await else {
         return;
     };
     let mut stop = s.stop.clone();

@@ -19,7 +19,7 @@ use crate::{
 
 /// `connect`: holds the connection idle until `stop`.
 async fn connect_client(shared: Rc<Shared>, mut s: Setup, port: u16) {
-    let Some(mut ws) = setup(&shared, &mut s, port, false).await else {
+    let Some(mut ws) = setup(&shared, &mut s, port, None).await else {
         return;
     };
     let mut stop = s.stop.clone();

@@ -23,7 +23,7 @@ use crate::{
 
 /// `echo`: W emits in flight, a new one for each ack, until the window ends.
 async fn echo_client(shared: Rc<Shared>, mut s: Setup, port: u16) {
-    let Some(mut ws) = setup(&shared, &mut s, port, false).await else {
+    let Some(mut ws) = setup(&shared, &mut s, port, None).await else {
         return;
     };
     if let Err(e) = echo_loop(&shared, &mut ws).await {

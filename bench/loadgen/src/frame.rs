@@ -121,6 +121,37 @@ pub fn broadcast(room: &str, ts: u64, size: usize) -> String {
     s
 }
 
+/// `42["broadcast","<room>","<payload>"]` for the `rooms` scenario: the
+/// payload is `<ts>.<room index>.<seq>.` padded with `x`s to `size` bytes
+/// (longer if that does not fit), so a receiver can tell which room's
+/// broadcast it got and whether it got it before.
+pub fn room_broadcast(room: &str, index: usize, ts: u64, seq: u64, size: usize) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(size + room.len() + 48);
+    s.push_str("42[\"broadcast\",\"");
+    s.push_str(room);
+    s.push_str("\",\"");
+    let start = s.len();
+    let _ = write!(s, "{ts:016}.{index}.{seq}.");
+    while s.len() - start < size {
+        s.push('x');
+    }
+    s.push_str("\"]");
+    s
+}
+
+/// What a `rooms` delivery carries, from the `rest` of its `bcast` event:
+/// (timestamp, room index, sequence number of the room's sender).
+pub fn room_delivery(rest: &str) -> Option<(u64, usize, u64)> {
+    let s = rest.strip_prefix(",\"")?;
+    let mut parts = s.splitn(4, '.');
+    let ts = parts.next()?.parse().ok()?;
+    let room = parts.next()?.parse().ok()?;
+    let seq = parts.next()?.parse().ok()?;
+    parts.next()?;
+    Some((ts, room, seq))
+}
+
 /// `42<id>["join","<room>"]`.
 pub fn join(id: u64, room: &str) -> String {
     format!("42{id}[\"join\",\"{room}\"]")
@@ -201,5 +232,33 @@ mod tests {
         let b = broadcast("r", 5, 20);
         assert_eq!(b, r#"42["broadcast","r","0000000000000005xxxx"]"#);
         assert_eq!(join(0, "r"), r#"420["join","r"]"#);
+    }
+
+    #[test]
+    fn room_frames_round_trip() {
+        let b = room_broadcast("r7", 7, 42, 3, 32);
+        assert_eq!(
+            b,
+            r#"42["broadcast","r7","0000000000000042.7.3.xxxxxxxxxxx"]"#
+        );
+        // What the server delivers: `bcast` with the payload.
+        let payload = &b[b.rfind(",\"").unwrap()..];
+        let d = format!("42[\"bcast\"{payload}");
+        match parse(&d) {
+            Frame::Event {
+                name: "bcast",
+                rest,
+            } => {
+                assert_eq!(room_delivery(rest), Some((42, 7, 3)));
+                assert_eq!(leading_timestamp(rest), Some(42));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Too small a size: the payload is as long as it needs to be.
+        let b = room_broadcast("r123", 123, 1, 123456, 16);
+        assert!(b.contains("\"0000000000000001.123.123456.\""), "{b}");
+        assert_eq!(room_delivery(r#","0000000000000042xx"]"#), None);
+        assert_eq!(room_delivery(r#","0000000000000042.1.x."]"#), None);
+        assert_eq!(room_delivery("]"), None);
     }
 }

@@ -14,6 +14,11 @@
 //!   expected, fan-out latency from a send timestamp in the payload).
 //! - `cross-worker`: S extra senders on the first port, the C receivers on the
 //!   other ports.
+//! - `rooms`: C clients in N small rooms over the W `--ports` of a cluster,
+//!   each room on one worker (`--placement local`) or over min(W, room size)
+//!   workers (`spread`), one sender per room, R broadcasts per second in all
+//!   (deliveries/s, server CPU per delivery from schedstat, the primary's
+//!   share of it with `--primary-pid`, exactly-once delivery per member).
 //!
 //! With `--pids`, the CPU time (utime + stime) and RSS of those processes and
 //! all their descendants are read from /proc around the measured window, so
@@ -28,6 +33,7 @@ mod echo;
 mod frame;
 mod procfs;
 mod report;
+mod rooms;
 mod run;
 
 use std::time::Duration;
@@ -42,6 +48,7 @@ enum Scenario {
     Echo,
     Broadcast,
     CrossWorker,
+    Rooms,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -49,7 +56,8 @@ enum Scenario {
 struct Cli {
     #[arg(long, value_enum)]
     scenario: Scenario,
-    /// Server ports (comma separated); clients are spread over them.
+    /// Server ports (comma separated); clients are spread over them. In
+    /// `rooms`, one per worker of the cluster (W = their number).
     #[arg(long, value_delimiter = ',', default_value = "3000")]
     ports: Vec<u16>,
     #[arg(long, default_value = "127.0.0.1")]
@@ -72,10 +80,19 @@ struct Cli {
     /// `echo`: seconds of load before the measured window.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// `rooms`: rooms (N), one sender in each.
+    #[arg(long, default_value_t = 200)]
+    rooms: usize,
+    /// `rooms`: each room on one worker, or spread over several.
+    #[arg(long, value_enum, default_value = "local")]
+    placement: rooms::Placement,
+    /// `rooms`: the cluster's primary, whose share of the server CPU is reported.
+    #[arg(long)]
+    primary_pid: Option<u32>,
     /// `broadcast`/`cross-worker`: senders (S).
     #[arg(long, default_value_t = 1)]
     senders: usize,
-    /// `broadcast`/`cross-worker`: broadcasts per second, all senders together (R).
+    /// `broadcast`/`cross-worker`/`rooms`: broadcasts per second, all senders together (R).
     #[arg(long, default_value_t = 10.0)]
     rate: f64,
     #[arg(long, default_value = "r")]
@@ -83,7 +100,7 @@ struct Cli {
     /// `connect`: idle seconds before the server's RSS is read.
     #[arg(long, default_value_t = 2.0)]
     settle: f64,
-    /// `broadcast`: seconds to wait for the last deliveries after sending ends.
+    /// `broadcast`/`rooms`: seconds to wait for the last deliveries after sending ends.
     #[arg(long, default_value_t = 5.0)]
     drain: f64,
     /// Server processes to sample (their descendants are included).
@@ -118,6 +135,7 @@ fn main() -> std::process::ExitCode {
                 Scenario::Connect => connect::run_connect(&cli).await,
                 Scenario::Echo => echo::run_echo(&cli).await,
                 Scenario::Broadcast | Scenario::CrossWorker => broadcast::run_broadcast(&cli).await,
+                Scenario::Rooms => rooms::run_rooms(&cli).await,
             }
         };
         match tokio::time::timeout(limit, fut).await {

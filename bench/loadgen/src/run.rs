@@ -61,15 +61,15 @@ pub struct Setup {
 }
 
 /// Connects (holding a permit of the bounded concurrency), optionally joins
-/// the room, tells the main task, and waits for `go`.
-pub async fn setup(shared: &Shared, s: &mut Setup, port: u16, room: bool) -> Option<Ws> {
+/// `room`, tells the main task, and waits for `go`.
+pub async fn setup(shared: &Shared, s: &mut Setup, port: u16, room: Option<&str>) -> Option<Ws> {
     let res = async {
         let _permit = s.permits.acquire().await?;
         let mut ws = tokio::time::timeout(Duration::from_secs(15), open(&shared.cli.host, port))
             .await
             .map_err(|_| anyhow!("connect timed out"))??;
-        if room {
-            tokio::time::timeout(Duration::from_secs(15), join(&mut ws, &shared.cli.room))
+        if let Some(room) = room {
+            tokio::time::timeout(Duration::from_secs(15), join(&mut ws, room))
                 .await
                 .map_err(|_| anyhow!("join timed out"))??;
         }

@@ -2,14 +2,17 @@
 //! `rsio-loadgen` run) into `<out>.json` (every run and the medians of each
 //! point), `<out>.md` (per-core figures and ratios) and PNG plots
 //! (`<out>-echo-throughput.png`, `<out>-echo-latency.png`,
-//! `<out>-broadcast-latency.png`).
+//! `<out>-broadcast-latency.png`, `<out>-rooms.png`); the `rooms` scenario
+//! gets its own tables and a fitted cost model (`rooms.rs`).
 //!
 //! ```text
 //! rsio-benchplot --raw runs.jsonl --out bench/results/DATE --font /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 //! ```
 
 mod markdown;
+mod model;
 mod plots;
+mod rooms;
 mod summary;
 
 use std::path::PathBuf;
@@ -67,6 +70,10 @@ fn main() -> Result<()> {
             let mut v = json!({
                 "server": k.server, "scenario": k.scenario, "mode": k.mode, "clients": k.clients,
             });
+            if !k.placement.is_empty() {
+                v["placement"] = json!(k.placement);
+                v["workers"] = json!(k.workers);
+            }
             if let (Value::Object(a), Value::Object(b)) = (&mut v, p.to_json()) {
                 a.extend(b);
             }
@@ -89,10 +96,11 @@ fn main() -> Result<()> {
             );
             plotters::style::register_font("sans-serif", FontStyle::Normal, bytes)
                 .map_err(|_| anyhow::anyhow!("{} is not a usable font", font.display()))?;
-            let plots: [(&str, PlotFn); 3] = [
+            let plots: [(&str, PlotFn); 4] = [
                 ("echo-throughput", plot_echo_throughput),
                 ("echo-latency", plot_echo_latency),
                 ("broadcast-latency", plot_broadcast_latency),
+                ("rooms", rooms::plot_rooms),
             ];
             for (name, plot) in plots {
                 let path = format!("{}-{name}.png", cli.out);

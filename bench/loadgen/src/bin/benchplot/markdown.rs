@@ -6,6 +6,7 @@ use std::{
 };
 
 use crate::{
+    rooms,
     summary::{Key, Point},
     Cli,
 };
@@ -50,7 +51,8 @@ pub fn markdown(cli: &Cli, sum: &BTreeMap<Key, Point>) -> String {
     let mut scenarios: Vec<_> = scenarios.into_iter().collect();
     scenarios.sort_by_key(|(s, _)| order.iter().position(|o| o == s).unwrap_or(9));
     for (scenario, mode) in &scenarios {
-        if scenario.is_empty() {
+        // `rooms` has its own section (rooms.rs).
+        if scenario.is_empty() || scenario == "rooms" {
             continue;
         }
         let rows: Vec<(&Key, &Point)> = sum
@@ -132,6 +134,7 @@ pub fn markdown(cli: &Cli, sum: &BTreeMap<Key, Point>) -> String {
         }
         let _ = writeln!(md);
     }
+    md.push_str(&rooms::markdown(sum));
     md.push_str(&targets(sum));
     md
 }
@@ -205,6 +208,9 @@ pub fn targets(sum: &BTreeMap<Key, Point>) -> String {
                 v.map(|v| v <= 4.0 && p.lost == 0.0),
             );
         }
+    }
+    for (name, value, met) in rooms::targets(sum) {
+        row(&name, value, met);
     }
     md
 }

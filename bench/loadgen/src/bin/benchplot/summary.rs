@@ -1,5 +1,5 @@
-//! The medians of each point (server, scenario, mode, clients) over the
-//! repetitions of a run.
+//! The medians of each point (server, scenario, mode, placement, workers,
+//! clients) over the repetitions of a run.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +19,10 @@ pub fn server_rank(s: &str) -> usize {
 pub struct Key {
     pub scenario: String,
     pub mode: String,
+    /// `rooms`: `local` or `spread` (empty for the other scenarios).
+    pub placement: String,
+    /// `rooms`: workers of the cluster (0 for the other scenarios).
+    pub workers: u64,
     pub clients: u64,
     pub rank: usize,
     pub server: String,
@@ -53,10 +57,12 @@ pub struct Point {
     pub failed: usize,
     pub errors: f64,
     pub lost: f64,
+    /// `rooms`: deliveries received twice or by a member of another room.
+    pub wrong: f64,
     pub fields: BTreeMap<&'static str, f64>,
 }
 
-pub const FIELDS: [&str; 13] = [
+pub const FIELDS: [&str; 18] = [
     "ops_per_s",
     "server_cpu_us_per_op",
     "server_sys_fraction",
@@ -70,6 +76,11 @@ pub const FIELDS: [&str; 13] = [
     "server_rss_idle",
     "delivered",
     "expected",
+    "server_cpu_us_per_broadcast",
+    "primary_cpu_us_per_op",
+    "primary_share",
+    "room_size",
+    "workers_reached",
 ];
 
 impl Point {
@@ -90,6 +101,9 @@ impl Point {
         m.insert("failed_runs".into(), json!(self.failed));
         m.insert("errors".into(), json!(self.errors));
         m.insert("lost".into(), json!(self.lost));
+        if self.wrong > 0.0 {
+            m.insert("duplicated_or_misdelivered".into(), json!(self.wrong));
+        }
         for (k, v) in &self.fields {
             m.insert(k.replace("latency_us.", "latency_us_"), json!(v));
         }
@@ -108,6 +122,8 @@ pub fn summarize(runs: &[Value]) -> BTreeMap<Key, Point> {
         let key = Key {
             scenario: s("scenario"),
             mode: s("mode"),
+            placement: s("placement"),
+            workers: run.get("workers").and_then(Value::as_u64).unwrap_or(0),
             clients: run.get("clients").and_then(Value::as_u64).unwrap_or(0),
             rank: server_rank(&server),
             server,
@@ -130,6 +146,12 @@ pub fn summarize(runs: &[Value]) -> BTreeMap<Key, Point> {
             // (A sum of no f64 is -0.)
             p.errors = ok.iter().filter_map(|r| field(r, "errors")).sum::<f64>() + 0.0;
             p.lost = ok.iter().filter_map(|r| field(r, "lost")).sum::<f64>() + 0.0;
+            p.wrong = ok
+                .iter()
+                .flat_map(|r| [field(r, "duplicates"), field(r, "misdelivered")])
+                .flatten()
+                .sum::<f64>()
+                + 0.0;
             for f in FIELDS {
                 if let Some(m) = median(ok.iter().filter_map(|r| field(r, f)).collect()) {
                     p.fields.insert(f, m);

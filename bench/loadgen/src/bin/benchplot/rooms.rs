@@ -183,6 +183,9 @@ pub fn markdown(sum: &Summary) -> String {
                 );
             }
             if let Some(m) = &model {
+                if rows.iter().map(|(w, _)| *w).max().unwrap_or(0) < 4 {
+                    md.push_str("| *fewer than 4 workers measured: the rows below extrapolate far (a smoke test, not a projection)* ||||||||||||\n");
+                }
                 for w in PROJECTED {
                     let (cpu, share) = m.at(placement, w as f64);
                     let _ = writeln!(
@@ -456,6 +459,7 @@ mod tests {
         assert!(md.contains("### rsio, local (C=1000)"), "{md}");
         assert!(md.contains("### rsio, spread (C=1000)"), "{md}");
         assert!(md.contains("| 64 (model) | 5.00 |"), "{md}");
+        assert!(!md.contains("extrapolate far"), "{md}");
         // W=8 local: 1.2 + 0.4 + 0.8 = 2.4 against 1.25 + 0.1 = 1.35 at W=1.
         assert!(md.contains("| 8 | 1.00 | – | 2.40 | 1.78× |"), "{md}");
         let t = targets(&sum);

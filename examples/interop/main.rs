@@ -44,7 +44,11 @@ fn main() -> ExitCode {
             }
             let io = worker.server(config);
             app::install(&io, Some(worker.index));
-            Ok(io.router().merge(stats::stats_router(&io, worker.index)))
+            let index = worker.index;
+            let relayed = move || worker.relayed_operations();
+            Ok(io
+                .router()
+                .merge(stats::stats_router(&io, index, Some(Box::new(relayed)))))
         });
     }
     match single(cli) {
@@ -76,7 +80,7 @@ fn single(cli: Cli) -> anyhow::Result<()> {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        let router = io.router().merge(stats::stats_router(&io, 0));
+        let router = io.router().merge(stats::stats_router(&io, 0, None));
         rsio::http::serve(listener, router, Default::default(), shutdown).await?;
         Ok(())
     })

@@ -77,6 +77,7 @@ mod tag {
     pub const SESSION_CLOSED: u8 = 9;
     pub const RESTORE_SESSION: u8 = 10;
     pub const RESTORE_SESSION_RESPONSE: u8 = 36;
+    pub const ROOM_INTEREST: u8 = 11;
     pub const BROADCAST: u8 = 16;
     pub const SOCKETS_JOIN: u8 = 17;
     pub const SOCKETS_LEAVE: u8 = 18;
@@ -102,6 +103,9 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) {
         Message::WorkerExited { worker } => put(dst, tag::WORKER_EXITED, worker),
         Message::WorkerJoined { worker } => put(dst, tag::WORKER_JOINED, worker),
         Message::Stats { connections } => put(dst, tag::STATS, connections),
+        Message::RoomInterest { nsp, room, present } => {
+            put(dst, tag::ROOM_INTEREST, &(nsp, room, present))
+        }
         Message::Heartbeat => dst.put_u8(tag::HEARTBEAT),
         Message::RecoveryOn {
             nsp,
@@ -272,6 +276,10 @@ pub fn decode(frame: Bytes) -> Result<Message, CodecError> {
             connections: exact(body)?,
         },
         tag::HEARTBEAT => unit(body, Message::Heartbeat)?,
+        tag::ROOM_INTEREST => {
+            let (nsp, room, present) = exact(body)?;
+            Message::RoomInterest { nsp, room, present }
+        }
         tag::RECOVERY_ON => {
             let (nsp, max_disconnection_ms) = exact(body)?;
             Message::RecoveryOn {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Version of the wire protocol, sent in [`Message::Hello`]. Bump it on any wire change.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Identifies one request of one worker; `(worker, id)` is unique cluster-wide.
 pub type RequestId = u64;
@@ -188,7 +188,19 @@ pub enum Message {
         /// The last offset the primary had assigned when it answered.
         horizon: u64,
     },
-    /// Adapter: deliver a packet to matching sockets (relayed to every other worker).
+    /// Worker → primary: room `room` of `nsp` appeared on the worker (its first
+    /// socket joined: `present`) or left it (its last socket left). The primary
+    /// relays an operation aimed at rooms only to the workers that have one of them.
+    RoomInterest {
+        /// Namespace name.
+        nsp: String,
+        /// Room name (never a socket's own id room).
+        room: String,
+        /// Whether the worker now has at least one socket in the room.
+        present: bool,
+    },
+    /// Adapter: deliver a packet to matching sockets (relayed to the other
+    /// workers that have one of its rooms, or to every other worker).
     Broadcast(Broadcast),
     /// Adapter: make matching sockets join `rooms` (relayed to every other worker).
     SocketsJoin {
@@ -329,6 +341,7 @@ impl Message {
             Message::SessionClosed { .. } => "session-closed",
             Message::RestoreSession { .. } => "restore-session",
             Message::RestoreSessionResponse { .. } => "restore-session-response",
+            Message::RoomInterest { .. } => "room-interest",
             Message::Broadcast(_) => "broadcast",
             Message::SocketsJoin { .. } => "sockets-join",
             Message::SocketsLeave { .. } => "sockets-leave",

@@ -45,10 +45,21 @@ impl RoomIndex {
     }
 }
 
+/// Whether interest in `room` is reported: not for rooms named like a socket
+/// id, which the primary sends everywhere (every socket has its own).
+fn tracked(room: &str) -> bool {
+    SocketId::parse(room).is_none()
+}
+
 /// Whether `room` names the own room of `id`.
 fn is_own_room(room: &str, id: SocketId) -> bool {
     SocketId::parse(room) == Some(id)
 }
+
+/// Told, under the index lock, when a named room gets its first member
+/// (`true`) or loses its last one (`false`): the cluster adapter reports it to
+/// the primary, in the same order as the changes happened.
+pub(crate) type InterestSink = Box<dyn Fn(&str, bool) + Send + Sync>;
 
 /// The default adapter: everything stays in this process.
 #[derive(Default)]
@@ -56,6 +67,7 @@ pub struct LocalAdapter {
     index: Mutex<RoomIndex>,
     recovery: Option<Mutex<RecoveryLog>>,
     listeners: RwLock<Vec<RoomListener>>,
+    interest: Option<InterestSink>,
 }
 
 impl std::fmt::Debug for LocalAdapter {
@@ -70,6 +82,35 @@ impl LocalAdapter {
             index: Mutex::default(),
             recovery: recovery.map(|c| Mutex::new(RecoveryLog::new(c))),
             listeners: RwLock::default(),
+            interest: None,
+        }
+    }
+
+    /// An adapter that tells `sink` when a room appears or disappears here.
+    pub(crate) fn with_interest(sink: InterestSink) -> LocalAdapter {
+        LocalAdapter {
+            interest: Some(sink),
+            ..LocalAdapter::new(None)
+        }
+    }
+
+    /// Tells the interest sink, for each of `rooms`, whether it has members
+    /// here now (after a restore that may or may not have joined them).
+    pub(crate) fn report_presence(&self, rooms: &[String]) {
+        let Some(sink) = &self.interest else {
+            return;
+        };
+        let index = self.index();
+        for room in rooms.iter().filter(|r| tracked(r)) {
+            sink(room, index.rooms.contains_key(room));
+        }
+    }
+
+    /// Reports a room that appeared (`true`) or disappeared; called with the
+    /// index locked, so reports keep the order of the changes.
+    fn interest(&self, room: &str, present: bool) {
+        if let Some(sink) = self.interest.as_ref().filter(|_| tracked(room)) {
+            sink(room, present);
         }
     }
 
@@ -136,8 +177,11 @@ impl Adapter for LocalAdapter {
                     joined.rooms.push(room.clone());
                 }
                 let members = index.rooms.entry(room.clone()).or_default();
-                if watched && members.is_empty() && owner.is_none() {
-                    events.push(RoomEvent::Create(room.clone()));
+                if members.is_empty() {
+                    if watched && owner.is_none() {
+                        events.push(RoomEvent::Create(room.clone()));
+                    }
+                    self.interest(room, true);
                 }
                 if members.insert(id) && watched {
                     events.push(RoomEvent::Join(room.clone(), id));
@@ -173,6 +217,7 @@ impl Adapter for LocalAdapter {
                     }
                     if members.is_empty() {
                         index.rooms.remove(room);
+                        self.interest(room, false);
                         if watched && owner.is_none() {
                             events.push(RoomEvent::Delete(room.to_string()));
                         }
@@ -206,6 +251,7 @@ impl Adapter for LocalAdapter {
                     let empty = members.is_empty();
                     if empty {
                         index.rooms.remove(&room);
+                        self.interest(&room, false);
                     }
                     if watched {
                         events.push(RoomEvent::Leave(room.clone(), id));
@@ -338,6 +384,54 @@ impl Adapter for LocalAdapter {
 mod tests {
     use super::*;
     use crate::engine::Sid;
+
+    /// An adapter whose interest reports are recorded, in order.
+    fn with_recorded_interest() -> (LocalAdapter, std::sync::Arc<Mutex<Vec<(String, bool)>>>) {
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let adapter = LocalAdapter::with_interest(Box::new(move |room: &str, present: bool| {
+            sink.lock().unwrap().push((room.to_string(), present));
+        }));
+        (adapter, seen)
+    }
+
+    #[test]
+    fn interest_is_reported_for_the_first_member_in_and_the_last_out() {
+        let (adapter, seen) = with_recorded_interest();
+        let (a, b) = (Sid::random(), Sid::random());
+        let rooms = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        adapter.add_all(a, &[a.to_string(), "r".into(), "s".into()]);
+        adapter.add_all(b, &rooms(&["r"]));
+        adapter.del(a, "r");
+        adapter.del(b, "r");
+        adapter.add_all(b, &rooms(&["t"]));
+        adapter.del_all(a);
+        adapter.del_all(b);
+        // A room named like a socket id is never reported (the primary sends
+        // those everywhere), nor is a socket's own room.
+        adapter.add_all(a, &[b.to_string()]);
+        adapter.del_all(a);
+        let got = seen.lock().unwrap().clone();
+        let want: Vec<(String, bool)> = [
+            ("r", true),
+            ("s", true),
+            ("r", false),
+            ("t", true),
+            ("s", false),
+            ("t", false),
+        ]
+        .iter()
+        .map(|(r, p)| (r.to_string(), *p))
+        .collect();
+        assert_eq!(got, want);
+        seen.lock().unwrap().clear();
+        adapter.add_all(a, &rooms(&["u"]));
+        adapter.report_presence(&rooms(&["u", "v"]));
+        assert_eq!(
+            seen.lock().unwrap().clone(),
+            vec![("u".into(), true), ("u".into(), true), ("v".into(), false)]
+        );
+    }
 
     fn ids(adapter: &LocalAdapter, opts: &BroadcastOptions) -> HashSet<SocketId> {
         let mut out = HashSet::new();

@@ -164,6 +164,10 @@ pub trait Adapter: Send + Sync + 'static {
     fn restore_session(&self, _pid: &str, _offset: &str) -> BoxFuture<'static, Option<Restored>> {
         Box::pin(std::future::ready(None))
     }
+    /// After an operation that the cluster's primary expected to join sockets to
+    /// `rooms` here (a restored session, a relayed `sockets_join`), whether it
+    /// did or not: the primary learns which of them this server really has.
+    fn confirm_rooms(&self, _rooms: &[String]) {}
     /// Recoverable packets that reached this server after `horizon` and that a
     /// socket in `rooms` should get (they raced with its restore).
     fn missed_after(&self, _horizon: u64, _rooms: &[String]) -> Vec<EncodedPacket> {

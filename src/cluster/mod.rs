@@ -28,6 +28,7 @@
 //! ```
 
 mod config;
+mod interest;
 mod notify;
 mod primary;
 mod sessions;

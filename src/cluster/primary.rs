@@ -9,8 +9,8 @@ use std::{
 };
 
 use rsio_ipc::{
-    EncodedFrame, IpcConnection, IpcSender, Message, WorkerIndex, DEFAULT_MAX_FRAME_LENGTH,
-    PROTOCOL_VERSION,
+    Broadcast, EncodedFrame, IpcConnection, IpcSender, Message, WorkerIndex,
+    DEFAULT_MAX_FRAME_LENGTH, PROTOCOL_VERSION,
 };
 use tokio::{
     net::TcpSocket,
@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     config::{ClusterConfig, PinMode},
+    interest::{Reach, RoomInterest},
     notify,
     sessions::SessionStore,
     spawn::{allowed_cpus, WorkerCommand},
@@ -83,6 +84,8 @@ struct Primary {
     announced_ready: bool,
     shutting_down: bool,
     sessions: SessionStore,
+    /// Which workers have members of which rooms.
+    interest: RoomInterest,
 }
 
 /// Runs the primary until it is told to stop; returns the process's exit status.
@@ -181,6 +184,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         announced_ready: false,
         shutting_down: false,
         sessions: SessionStore::new(),
+        interest: RoomInterest::default(),
     };
     for i in 0..primary.slots.len() {
         if let Err(err) = primary.start(i) {
@@ -396,6 +400,9 @@ impl Primary {
                 }
             }
             Message::Stats { connections } => self.slots[worker].connections = *connections,
+            Message::RoomInterest { nsp, room, present } => {
+                self.interest.set(worker, nsp, room, *present)
+            }
             Message::Heartbeat => {}
             Message::RecoveryOn {
                 max_disconnection_ms,
@@ -418,6 +425,15 @@ impl Primary {
                     Some((s, m)) => (Some(s), m),
                     None => (None, Vec::new()),
                 };
+                // Until the restored socket joins its rooms there, the asking worker
+                // must get what is sent to them (it keeps what raced with the
+                // restore); it reports the truth for these rooms once the socket
+                // joined or was refused.
+                if let Some(s) = &session {
+                    for room in &s.rooms {
+                        self.interest.set(worker, nsp, room, true);
+                    }
+                }
                 let answer = Message::RestoreSessionResponse {
                     to: *from,
                     request: *request,
@@ -441,10 +457,11 @@ impl Primary {
                 if !self.sessions.sequence(&mut b) {
                     b.offset = None;
                 }
+                let reach = self.interest.reach(&b.nsp, &b.target.rooms);
                 match EncodedFrame::encode(&Message::Broadcast(b), DEFAULT_MAX_FRAME_LENGTH) {
                     Ok(frame) => {
-                        for slot in &self.slots {
-                            if let Some(s) = &slot.sender {
+                        for (j, slot) in self.slots.iter().enumerate() {
+                            if let (true, Some(s)) = (reach.contains(j), &slot.sender) {
                                 let _ = s.send_frame(frame.clone());
                             }
                         }
@@ -459,14 +476,41 @@ impl Primary {
                         let _ = s.send_frame(frame);
                     }
                 } else if message.is_relayed() {
-                    // The frame is forwarded as received: no decode, no re-encode.
-                    for (j, slot) in self.slots.iter().enumerate() {
-                        if j != worker {
-                            if let Some(s) = &slot.sender {
-                                let _ = s.send_frame(frame.clone());
-                            }
-                        }
+                    self.relay(worker, &message, frame);
+                }
+            }
+        }
+    }
+
+    /// Forwards an adapter operation from `from` to the other workers it concerns:
+    /// those with members of its rooms, or all of them. The frame is forwarded as
+    /// received (no decode, no re-encode); the workers left out of a request are
+    /// answered for here, with nothing, so the requester never waits for them.
+    fn relay(&mut self, from: usize, message: &Message, frame: EncodedFrame) {
+        let reach = match message {
+            Message::Broadcast(Broadcast { nsp, target, .. })
+            | Message::SocketsJoin { nsp, target, .. }
+            | Message::SocketsLeave { nsp, target, .. }
+            | Message::DisconnectSockets { nsp, target, .. }
+            | Message::FetchSockets { nsp, target, .. } => self.interest.reach(nsp, &target.rooms),
+            _ => Reach::All,
+        };
+        for (j, slot) in self.slots.iter().enumerate() {
+            let Some(s) = slot.sender.as_ref().filter(|_| j != from) else {
+                continue;
+            };
+            if reach.contains(j) {
+                let _ = s.send_frame(frame.clone());
+                if let Message::SocketsJoin { nsp, rooms, .. } = message {
+                    // What the joiner sends next must reach the sockets this join
+                    // adds there: count the worker in until it says otherwise.
+                    for room in rooms {
+                        self.interest.set(j, nsp, room, true);
                     }
+                }
+            } else if let Some(empty) = empty_answer(message, j) {
+                if let Some(to) = self.slots.get(from).and_then(|s| s.sender.as_ref()) {
+                    let _ = to.send(empty);
                 }
             }
         }
@@ -485,6 +529,7 @@ impl Primary {
             },
         );
         self.sessions.worker_gone(worker);
+        self.interest.worker_gone(worker);
         if self.shutting_down {
             info!(target: "cluster", worker, "worker exited ({status})");
             return None;
@@ -566,5 +611,31 @@ impl Primary {
 
     fn report_status(&self) {
         notify::status(&self.status_line());
+    }
+}
+
+/// What worker `j`, which an operation did not reach, would have answered: for a
+/// request, an empty answer; `None` for an operation that expects none.
+fn empty_answer(message: &Message, j: usize) -> Option<Message> {
+    let from = j as WorkerIndex;
+    match message {
+        Message::Broadcast(Broadcast {
+            ack: Some((to, request, _)),
+            ..
+        }) => Some(Message::BroadcastClientCount {
+            from,
+            to: *to,
+            request: *request,
+            count: 0,
+        }),
+        Message::FetchSockets {
+            from: to, request, ..
+        } => Some(Message::FetchSocketsResponse {
+            from,
+            to: *to,
+            request: *request,
+            sockets: Vec::new(),
+        }),
+        _ => None,
     }
 }

@@ -74,6 +74,13 @@ impl WorkerContext {
         server
     }
 
+    /// Operations of other workers aimed at sockets that reached this worker
+    /// (broadcasts, joins, leaves, disconnects, fetches): the primary relays
+    /// those aimed at rooms only to workers with members of them.
+    pub fn relayed_operations(&self) -> u64 {
+        self.link.relayed()
+    }
+
     /// The port this worker serves.
     pub fn port(&self) -> u16 {
         self.config.port + self.index as u16

@@ -253,6 +253,9 @@ fn accept(
         for middleware in middlewares {
             if let Err(err) = middleware(socket.clone()).await {
                 refuse(&socket, err);
+                if socket.recovered() {
+                    socket.namespace().adapter().confirm_rooms(&joined.rooms);
+                }
                 return;
             }
         }
@@ -290,6 +293,10 @@ fn finish_connect(socket: Socket, joined: Joined) {
         let mut c = session.data.lock();
         c.connected(ns.name());
         if session.is_closed() {
+            drop(c);
+            if socket.recovered() {
+                ns.adapter().confirm_rooms(&rooms);
+            }
             return;
         }
         c.sockets.push(socket.clone());

@@ -8,7 +8,7 @@ use proptest::strategy::{BoxedStrategy, Union};
 use rsio_ipc::{Broadcast, EventPayload, Frame, Message, Session, SocketInfo, Target};
 
 /// Number of `Message` variants; `samples()` must cover each of them.
-pub const VARIANTS: usize = 22;
+pub const VARIANTS: usize = 23;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -56,6 +56,11 @@ pub fn samples() -> Vec<Message> {
             rooms: vec![s("a"), s("b")],
             data: r#"{"user":"ü"}"#.as_bytes().to_vec(),
         }),
+        Message::RoomInterest {
+            nsp: "/chat".into(),
+            room: "room 1".into(),
+            present: true,
+        },
         Message::SessionClosed {
             nsp: s("/"),
             pid: s("pid"),
@@ -269,6 +274,9 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
             })
             .boxed(),
         arb_session().prop_map(Message::SessionUpdate).boxed(),
+        (any::<String>(), any::<String>(), any::<bool>())
+            .prop_map(|(nsp, room, present)| Message::RoomInterest { nsp, room, present })
+            .boxed(),
         (any::<String>(), any::<String>(), any::<bool>())
             .prop_map(|(nsp, pid, recoverable)| Message::SessionClosed {
                 nsp,

@@ -54,6 +54,8 @@ pub struct ClusterLink {
     pub(super) recovery: OnceLock<RecoveryConfig>,
     restores: Mutex<HashMap<RequestId, oneshot::Sender<RestoreAnswer>>>,
     recent: Mutex<VecDeque<Recent>>,
+    /// Operations of other workers relayed here (see [`ClusterLink::relayed`]).
+    relayed: AtomicU64,
 }
 
 impl ClusterLink {
@@ -72,6 +74,7 @@ impl ClusterLink {
             recovery: OnceLock::new(),
             restores: Mutex::default(),
             recent: Mutex::default(),
+            relayed: AtomicU64::new(0),
         })
     }
 
@@ -98,9 +101,22 @@ impl ClusterLink {
 
     /// The adapter of namespace `nsp` on this worker.
     pub fn adapter(self: &Arc<Self>, nsp: &str) -> Arc<ClusterAdapter> {
+        let link = Arc::downgrade(self);
+        let name = nsp.to_string();
+        // Rooms appearing and disappearing here are told to the primary, which
+        // then relays room operations only to the workers with members.
+        let sink = Box::new(move |room: &str, present: bool| {
+            if let Some(link) = link.upgrade() {
+                link.send(Message::RoomInterest {
+                    nsp: name.clone(),
+                    room: room.to_string(),
+                    present,
+                });
+            }
+        });
         Arc::new(ClusterAdapter {
             nsp: nsp.to_string(),
-            local: LocalAdapter::new(None),
+            local: LocalAdapter::with_interest(sink),
             link: Arc::downgrade(self),
         })
     }
@@ -124,13 +140,35 @@ impl ClusterLink {
         self.server.get()?.namespace(nsp)
     }
 
+    /// How many operations of other workers aimed at sockets (broadcasts,
+    /// joins, leaves, disconnects, fetches) the primary relayed to this worker.
+    /// The primary relays one aimed at rooms only to workers with members of
+    /// them, so a worker without members sees none.
+    pub fn relayed(&self) -> u64 {
+        self.relayed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Handles a message relayed by the primary.
     pub fn dispatch(&self, message: Message) {
+        if matches!(
+            message,
+            Message::Broadcast(_)
+                | Message::SocketsJoin { .. }
+                | Message::SocketsLeave { .. }
+                | Message::DisconnectSockets { .. }
+                | Message::FetchSockets { .. }
+        ) {
+            self.relayed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match message {
             Message::Broadcast(b) => self.on_broadcast(b),
             Message::SocketsJoin { nsp, target, rooms } => {
                 if let Some(ns) = self.namespace(&nsp) {
                     ns.local_sockets_join(&options(&target), &rooms);
+                    // The primary counted this worker in `rooms` when it relayed
+                    // the join (so what the joiner sends next reaches us): correct it.
+                    ns.adapter().confirm_rooms(&rooms);
                 }
             }
             Message::SocketsLeave { nsp, target, rooms } => {
@@ -247,8 +285,17 @@ impl ClusterLink {
                 horizon,
                 ..
             } => {
-                if let Some(tx) = self.restores().remove(&request) {
-                    let _ = tx.send((session, missed, horizon));
+                let waiter = self.restores().remove(&request);
+                let late = match waiter {
+                    Some(tx) => tx.send((session, missed, horizon)).err().and_then(|a| a.0),
+                    None => session,
+                };
+                // Nobody waits for this restore any more: the primary counted
+                // this worker in the session's rooms until told otherwise.
+                if let Some(s) = late {
+                    if let Some(ns) = self.namespace(&s.nsp) {
+                        ns.adapter().confirm_rooms(&s.rooms);
+                    }
                 }
             }
             Message::WorkerJoined { worker } => {

@@ -211,6 +211,10 @@ impl Adapter for ClusterAdapter {
         })
     }
 
+    fn confirm_rooms(&self, rooms: &[String]) {
+        self.local.report_presence(rooms);
+    }
+
     fn missed_after(&self, horizon: u64, rooms: &[String]) -> Vec<EncodedPacket> {
         let Some(link) = self.link() else {
             return Vec::new();

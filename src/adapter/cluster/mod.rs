@@ -238,7 +238,9 @@ impl Adapter for ClusterAdapter {
     }
 
     fn broadcast_remote(&self, packet: &EncodedPacket, opts: &BroadcastOptions) {
-        if let Some(link) = self.link() {
+        // Alone in the cluster (one worker, or the others restarting and so
+        // without clients): nobody to relay to.
+        if let Some(link) = self.link().filter(|l| !l.peers().is_empty()) {
             link.send(Message::Broadcast(Broadcast {
                 nsp: self.nsp.clone(),
                 target: target(opts),

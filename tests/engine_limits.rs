@@ -201,3 +201,33 @@ async fn a_client_that_stops_polling_is_disconnected_once_its_queue_is_full() {
     srv.push_ok(&sid, "4after").await;
     assert_eq!(srv.poll_data(&sid).await, "4after");
 }
+
+/// The defaults SECURITY.md names, so that a changed default changes the document.
+#[test]
+fn security_defaults_are_the_documented_ones() {
+    use rsio::engine::{AllowedOrigins, EngineConfig};
+    use std::time::Duration;
+
+    let engine = EngineConfig::default();
+    assert_eq!(engine.max_http_buffer_size, 1_000_000);
+    assert_eq!(engine.max_send_queue_bytes, 16 << 20);
+    assert_eq!(engine.allowed_origins, AllowedOrigins::Any, "Node's default");
+    assert_eq!(engine.cors, None, "no CORS headers unless configured");
+    assert!(!engine.trust_proxy, "X-Forwarded-* ignored unless configured");
+    let server = rsio::server::ServerConfig::default();
+    assert_eq!(server.connect_timeout, Duration::from_secs(45));
+    assert_eq!(server.max_attachments, 10);
+    assert_eq!(rsio::parser::MAX_DEPTH, 127);
+    let serve = rsio::http::ServeConfig::default();
+    assert_eq!(serve.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(serve.max_header_bytes, 64 * 1024);
+    assert_eq!(serve.max_connections, 100_000);
+    let cluster = rsio::cluster::ClusterArgs::default().resolve().unwrap();
+    assert_eq!(cluster.max_connections, 100_000);
+    assert_eq!(
+        cluster.allowed_origins,
+        AllowedOrigins::SameOriginAnd(Vec::new()),
+        "the cluster runtime is same-origin only by default"
+    );
+    assert!(!cluster.trust_proxy);
+}

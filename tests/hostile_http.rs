@@ -331,6 +331,29 @@ async fn ten_thousand_request_headers_are_431() {
     assert_still_serving(&srv).await;
 }
 
+/// hyper's cap of 100 header lines: 100 pass, 101 are 431.
+#[tokio::test]
+async fn a_hundred_and_one_request_headers_are_431() {
+    let srv = Server::start().await;
+    for (extra, status) in [(99, 200), (100, 431)] {
+        let mut head = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\n",
+            eio_path("transport=polling"),
+            srv.addr
+        );
+        for i in 0..extra {
+            head.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        head.push_str("\r\n");
+        let what = format!("answer to {} headers", extra + 1);
+        let res = srv
+            .send_streaming(head.into_bytes(), Vec::new(), 0, STEP, &what)
+            .await;
+        assert_eq!(res.status, status, "{what}: {}", res.text());
+    }
+    assert_still_serving(&srv).await;
+}
+
 #[tokio::test]
 async fn hundred_kb_header_line_is_431() {
     let srv = Server::start().await;

@@ -211,9 +211,16 @@ fn security_defaults_are_the_documented_ones() {
     let engine = EngineConfig::default();
     assert_eq!(engine.max_http_buffer_size, 1_000_000);
     assert_eq!(engine.max_send_queue_bytes, 16 << 20);
-    assert_eq!(engine.allowed_origins, AllowedOrigins::Any, "Node's default");
+    assert_eq!(
+        engine.allowed_origins,
+        AllowedOrigins::Any,
+        "Node's default"
+    );
     assert_eq!(engine.cors, None, "no CORS headers unless configured");
-    assert!(!engine.trust_proxy, "X-Forwarded-* ignored unless configured");
+    assert!(
+        !engine.trust_proxy,
+        "X-Forwarded-* ignored unless configured"
+    );
     let server = rsio::server::ServerConfig::default();
     assert_eq!(server.connect_timeout, Duration::from_secs(45));
     assert_eq!(server.max_attachments, 10);

@@ -42,7 +42,8 @@ struct Args {
     /// Set the `io` cookie on handshakes.
     #[arg(long)]
     cookie: bool,
-    /// Allowed CORS origin (repeatable); `*` allows any.
+    /// Allowed CORS origin (repeatable); `*` allows any, `true` reflects the
+    /// request's origin (Node's `origin: true`).
     #[arg(long = "cors-origin")]
     cors_origins: Vec<String>,
     #[arg(long)]
@@ -64,6 +65,9 @@ struct Args {
     /// Bytes queued for one client before it is disconnected.
     #[arg(long)]
     max_send_queue_bytes: Option<usize>,
+    /// The peer is a reverse proxy: believe its `X-Forwarded-*` headers.
+    #[arg(long)]
+    trust_proxy: bool,
 }
 
 /// Sends every message back unchanged.
@@ -100,6 +104,8 @@ fn engine_config(args: &Args) -> EngineConfig {
     };
     let origin = if origins.iter().any(|o| o == "*") {
         CorsOrigin::Any
+    } else if origins.iter().any(|o| o == "true") {
+        CorsOrigin::Reflect
     } else {
         CorsOrigin::List(origins)
     };
@@ -141,6 +147,7 @@ fn engine_config(args: &Args) -> EngineConfig {
         max_send_queue_bytes: args
             .max_send_queue_bytes
             .unwrap_or(EngineConfig::default().max_send_queue_bytes),
+        trust_proxy: args.trust_proxy,
         ..EngineConfig::default()
     }
 }
@@ -161,15 +168,18 @@ fn main() -> anyhow::Result<()> {
 
 /// The v5 suite's server: `/` and `/custom` emit `auth` with the handshake auth;
 /// `/` answers `message` with `message-back` and acks `message-with-ack`.
-fn socket_io_server(args: &Args) -> Server {
-    let io = Server::new(ServerConfig {
+///
+/// `/handshake` (not used by the suites) emits `handshake` with the handshake's
+/// JSON view, for tests of what `address()` and `secure()` believe.
+fn socket_io_server(args: &Args) -> anyhow::Result<Server> {
+    let io = Server::try_new(ServerConfig {
         engine: EngineConfig {
             path: "/socket.io/".into(),
             ..engine_config(args)
         },
         connect_timeout: Duration::from_millis(1000),
         ..ServerConfig::default()
-    });
+    })?;
     io.ns("/", |socket: Socket| async move {
         let _ = socket.emit("auth", &(socket.handshake().auth().clone(),));
         socket.on("message", |socket: Socket, args: SioArgs| async move {
@@ -185,12 +195,15 @@ fn socket_io_server(args: &Args) -> Server {
     io.ns("/custom", |socket: Socket| async move {
         let _ = socket.emit("auth", &(socket.handshake().auth().clone(),));
     });
-    io
+    io.ns("/handshake", |socket: Socket| async move {
+        let _ = socket.emit("handshake", &(socket.handshake().to_json(),));
+    });
+    Ok(io)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let io = socket_io_server(&args);
-    let engine = Engine::new(engine_config(&args), Echo);
+    let io = socket_io_server(&args)?;
+    let engine = Engine::try_new(engine_config(&args), Echo)?;
     let stats_engine = engine.clone();
     let app = Router::new()
         .merge(engine.router())

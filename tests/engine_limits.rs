@@ -32,6 +32,63 @@ async fn status_line(srv: &Server, target: &str, headers: &[(&str, &str)]) -> St
         .to_string()
 }
 
+/// `X-Forwarded-Host` counts only from a trusted proxy (`--trust-proxy`): any
+/// client can send the header, so without that flag a page on
+/// `https://evil.example` would pass the same-origin check by naming its own host.
+#[tokio::test]
+async fn forged_x_forwarded_host_counts_only_with_trust_proxy() {
+    let flags = ["--allowed-origins", "https://app.example"];
+    let Some(direct) = Server::with_flags(
+        "forged_x_forwarded_host_counts_only_with_trust_proxy",
+        &flags,
+    )
+    .await
+    else {
+        return;
+    };
+    let Some(proxied) = Server::with_flags(
+        "forged_x_forwarded_host_counts_only_with_trust_proxy",
+        &[flags[0], flags[1], "--trust-proxy"],
+    )
+    .await
+    else {
+        return;
+    };
+    let polling = eio_path("transport=polling");
+    let websocket = eio_path("transport=websocket");
+    let evil = "https://evil.example";
+    let forged = with_origin(evil, &[("X-Forwarded-Host", "evil.example")]);
+    let mut forged_ws = forged.clone();
+    forged_ws.extend_from_slice(&WS_HEADERS);
+
+    // Without --trust-proxy: refused on polling and on the WebSocket handshake.
+    let res = direct.request("GET", &polling, &forged, None).await;
+    assert_eio_error(&res, 403, 4, "Forbidden");
+    let res = direct.request("GET", &websocket, &forged_ws, None).await;
+    assert_eio_error(&res, 403, 4, "Forbidden");
+
+    // Behind a trusted proxy that rewrites `Host`, its `X-Forwarded-Host` names the
+    // page's host: the same request is same-origin.
+    let res = proxied.request("GET", &polling, &forged, None).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    parse_open(&res.text());
+    assert_eq!(
+        status_line(&proxied, &websocket, &forged_ws).await,
+        "HTTP/1.1 101 Switching Protocols"
+    );
+    // Only the entry the proxy wrote (the last) counts, and it must match.
+    let appended = with_origin(evil, &[("X-Forwarded-Host", "evil.example, app.internal")]);
+    let res = proxied.request("GET", &polling, &appended, None).await;
+    assert_eio_error(&res, 403, 4, "Forbidden");
+    let elsewhere = with_origin(evil, &[("X-Forwarded-Host", "other.example")]);
+    let res = proxied.request("GET", &polling, &elsewhere, None).await;
+    assert_eio_error(&res, 403, 4, "Forbidden");
+    let res = proxied
+        .request("GET", &polling, &with_origin(evil, &[]), None)
+        .await;
+    assert_eio_error(&res, 403, 4, "Forbidden");
+}
+
 #[tokio::test]
 async fn a_foreign_origin_is_refused_on_polling_and_websocket() {
     let Some(srv) = Server::with_flags(
@@ -74,24 +131,6 @@ async fn a_foreign_origin_is_refused_on_polling_and_websocket() {
             "{origin}"
         );
     }
-    // Behind a proxy that rewrites `Host`, `X-Forwarded-Host` names the page's host.
-    let proxied = with_origin("https://chat.example", &[]);
-    let res = srv.request("GET", &polling, &proxied, None).await;
-    assert_eio_error(&res, 403, 4, "Forbidden");
-    let forwarded = with_origin(
-        "https://chat.example",
-        &[("X-Forwarded-Host", "chat.example")],
-    );
-    let res = srv.request("GET", &polling, &forwarded, None).await;
-    assert_eq!(res.status, 200, "{}", res.text());
-    let forwarded_elsewhere = with_origin(
-        "https://chat.example",
-        &[("X-Forwarded-Host", "other.example")],
-    );
-    let res = srv
-        .request("GET", &polling, &forwarded_elsewhere, None)
-        .await;
-    assert_eio_error(&res, 403, 4, "Forbidden");
     let (sid, _) = srv.handshake().await;
 
     // Requests for an existing session are checked too: its upgrade and its polls.
@@ -161,4 +200,41 @@ async fn a_client_that_stops_polling_is_disconnected_once_its_queue_is_full() {
     // The other session is untouched.
     srv.push_ok(&sid, "4after").await;
     assert_eq!(srv.poll_data(&sid).await, "4after");
+}
+
+/// The defaults SECURITY.md names, so that a changed default changes the document.
+#[test]
+fn security_defaults_are_the_documented_ones() {
+    use rsio::engine::{AllowedOrigins, EngineConfig};
+    use std::time::Duration;
+
+    let engine = EngineConfig::default();
+    assert_eq!(engine.max_http_buffer_size, 1_000_000);
+    assert_eq!(engine.max_send_queue_bytes, 16 << 20);
+    assert_eq!(
+        engine.allowed_origins,
+        AllowedOrigins::Any,
+        "Node's default"
+    );
+    assert_eq!(engine.cors, None, "no CORS headers unless configured");
+    assert!(
+        !engine.trust_proxy,
+        "X-Forwarded-* ignored unless configured"
+    );
+    let server = rsio::server::ServerConfig::default();
+    assert_eq!(server.connect_timeout, Duration::from_secs(45));
+    assert_eq!(server.max_attachments, 10);
+    assert_eq!(rsio::parser::MAX_DEPTH, 127);
+    let serve = rsio::http::ServeConfig::default();
+    assert_eq!(serve.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(serve.max_header_bytes, 64 * 1024);
+    assert_eq!(serve.max_connections, 100_000);
+    let cluster = rsio::cluster::ClusterArgs::default().resolve().unwrap();
+    assert_eq!(cluster.max_connections, 100_000);
+    assert_eq!(
+        cluster.allowed_origins,
+        AllowedOrigins::SameOriginAnd(Vec::new()),
+        "the cluster runtime is same-origin only by default"
+    );
+    assert!(!cluster.trust_proxy);
 }

@@ -331,6 +331,29 @@ async fn ten_thousand_request_headers_are_431() {
     assert_still_serving(&srv).await;
 }
 
+/// hyper's cap of 100 header lines: 100 pass, 101 are 431.
+#[tokio::test]
+async fn a_hundred_and_one_request_headers_are_431() {
+    let srv = Server::start().await;
+    for (extra, status) in [(99, 200), (100, 431)] {
+        let mut head = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\n",
+            eio_path("transport=polling"),
+            srv.addr
+        );
+        for i in 0..extra {
+            head.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        head.push_str("\r\n");
+        let what = format!("answer to {} headers", extra + 1);
+        let res = srv
+            .send_streaming(head.into_bytes(), Vec::new(), 0, STEP, &what)
+            .await;
+        assert_eq!(res.status, status, "{what}: {}", res.text());
+    }
+    assert_still_serving(&srv).await;
+}
+
 #[tokio::test]
 async fn hundred_kb_header_line_is_431() {
     let srv = Server::start().await;
@@ -440,4 +463,130 @@ async fn unknown_packet_type_9_in_a_polling_post_is_400_and_closes_the_session()
     srv.wait_clients(0).await;
     assert_eio_error(&srv.poll(&sid).await, 400, 1, "Session ID unknown");
     assert_still_serving(&srv).await;
+}
+
+/// Starts the conformance server with `flags`, expecting it to refuse its config:
+/// its exit status and stderr (bounded: a server that starts fails the test).
+async fn refused_at_startup(flags: &[&str]) -> (Option<i32>, String) {
+    let out = tokio::process::Command::new(conformance_bin())
+        .args(["--port", "0", "--host", "127.0.0.1"])
+        .args(flags)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = within_for(
+        Duration::from_secs(20),
+        "a refused config ends the process",
+        out,
+    )
+    .await
+    .expect("spawning the conformance server");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// CVE-2020-28481 (socket.io < 2.4.0 echoed every origin): CORS `*` with
+/// credentials is refused when the server is built, so `https://evil.example`
+/// is never echoed with `Access-Control-Allow-Credentials: true` under `Any`;
+/// without credentials `Any` answers `*`, which browsers never combine with
+/// cookies. Reflecting the origin is its own option (`--cors-origin true`).
+#[tokio::test]
+async fn cors_any_with_credentials_is_refused_when_the_server_is_built() {
+    if std::env::var_os("RSIO_TEST_URL").is_some() {
+        eprintln!("SKIPPED: spawns its own servers (RSIO_TEST_URL is set)");
+        return;
+    }
+    let (code, stderr) = refused_at_startup(&["--cors-origin", "*", "--cors-credentials"]).await;
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("cannot be combined with credentials"),
+        "the error says why: {stderr}"
+    );
+
+    let evil = [("Origin", "https://evil.example")];
+    let handshake = eio_path("transport=polling");
+    let any = Server::with_flags("cors_any", &["--cors-origin", "*"])
+        .await
+        .expect("spawned");
+    let res = any.request("GET", &handshake, &evil, None).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(res.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(res.header("access-control-allow-credentials"), None);
+
+    let reflect = Server::with_flags(
+        "cors_reflect",
+        &["--cors-origin", "true", "--cors-credentials"],
+    )
+    .await
+    .expect("spawned");
+    let res = reflect.request("GET", &handshake, &evil, None).await;
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some("https://evil.example")
+    );
+    assert_eq!(res.header("access-control-allow-credentials"), Some("true"));
+}
+
+/// One Socket.IO connection to `/handshake` over polling with `headers` on every
+/// request; the handshake's JSON view the server emits.
+async fn handshake_seen(srv: &Server, headers: &[(&str, &str)]) -> serde_json::Value {
+    let open = srv
+        .request("GET", "/socket.io/?EIO=4&transport=polling", headers, None)
+        .await;
+    assert_eq!(open.status, 200, "{}", open.text());
+    let sid = parse_open(&open.text())["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let res = srv
+        .request("POST", &path, headers, Some(b"40/handshake,"))
+        .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    within("the handshake event", async {
+        loop {
+            let res = srv.request("GET", &path, headers, None).await;
+            assert_eq!(res.status, 200, "{}", res.text());
+            for packet in res.text().split('\x1e') {
+                if let Some(json) = packet.strip_prefix("42/handshake,") {
+                    let event: serde_json::Value = serde_json::from_str(json).unwrap();
+                    assert_eq!(event[0], "handshake");
+                    return event[1].clone();
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// `handshake.address()` and `secure()` believe `X-Forwarded-For` and
+/// `X-Forwarded-Proto` only from a trusted proxy (`--trust-proxy`); otherwise
+/// any client could claim another address.
+#[tokio::test]
+async fn x_forwarded_for_and_proto_count_only_with_trust_proxy() {
+    let test = "x_forwarded_for_and_proto_count_only_with_trust_proxy";
+    let Some(direct) = Server::with_flags(test, &[]).await else {
+        return;
+    };
+    let Some(proxied) = Server::with_flags(test, &["--trust-proxy"]).await else {
+        return;
+    };
+    let forged = [
+        ("X-Forwarded-For", "6.6.6.6, 203.0.113.7"),
+        ("X-Forwarded-Proto", "https"),
+    ];
+    let seen = handshake_seen(&direct, &forged).await;
+    assert_eq!(seen["address"], "127.0.0.1", "{seen}");
+    assert_eq!(seen["secure"], false, "{seen}");
+
+    // Behind the proxy: the entry it wrote (the last), not one the client sent.
+    let seen = handshake_seen(&proxied, &forged).await;
+    assert_eq!(seen["address"], "203.0.113.7", "{seen}");
+    assert_eq!(seen["secure"], true, "{seen}");
+    // A proxy that names no address leaves the peer's.
+    let seen = handshake_seen(&proxied, &[]).await;
+    assert_eq!(seen["address"], "127.0.0.1", "{seen}");
+    assert_eq!(seen["secure"], false, "{seen}");
 }

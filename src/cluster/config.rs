@@ -38,8 +38,20 @@ pub struct ClusterArgs {
     /// [default: 16777216].
     #[arg(long, env = "RSIO_MAX_SEND_QUEUE_BYTES")]
     pub max_send_queue_bytes: Option<usize>,
+    /// The peer is a reverse proxy: believe its `X-Forwarded-Host`,
+    /// `X-Forwarded-For` and `X-Forwarded-Proto`. Never set it when clients can
+    /// reach rsio directly: they could then pass the same-origin check and fake
+    /// their address [default: false].
+    #[arg(
+        long,
+        env = "RSIO_TRUST_PROXY",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub trust_proxy: Option<bool>,
     /// A TOML file with the same keys (`workers`, `port`, `host`, `log_level`, `pin`,
-    /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`).
+    /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`, `trust_proxy`).
     #[arg(long, env = "RSIO_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -63,6 +75,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     allowed_origins: Option<Vec<String>>,
     max_send_queue_bytes: Option<usize>,
+    trust_proxy: Option<bool>,
 }
 
 /// The resolved options.
@@ -78,6 +91,9 @@ pub struct ClusterConfig {
     /// whose config keeps the library default.
     pub allowed_origins: AllowedOrigins,
     pub max_send_queue_bytes: usize,
+    /// Applied to every server of [`WorkerContext::server`](super::WorkerContext::server)
+    /// (see [`EngineConfig::trust_proxy`](crate::engine::EngineConfig::trust_proxy)).
+    pub trust_proxy: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +157,7 @@ impl ClusterArgs {
                 .max_send_queue_bytes
                 .or(file.max_send_queue_bytes)
                 .unwrap_or(16 << 20),
+            trust_proxy: self.trust_proxy.or(file.trust_proxy).unwrap_or(false),
         })
     }
 }
@@ -176,6 +193,35 @@ mod tests {
         assert_eq!(c.pin, PinMode::Auto);
         std::fs::write(&path, "workerz = 3\n").unwrap();
         assert!(matches!(args.resolve(), Err(ConfigError::Parse(..))));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn trust_proxy_is_off_unless_a_flag_or_the_file_says_so() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            cluster: ClusterArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("rsio").chain(args.iter().copied()))
+                .unwrap()
+                .cluster
+        };
+        assert!(!parse(&[]).resolve().unwrap().trust_proxy);
+        assert!(parse(&["--trust-proxy"]).resolve().unwrap().trust_proxy);
+        // `--trust-proxy` takes no separate value: the next word stays an argument.
+        assert!(Cli::try_parse_from(["rsio", "--trust-proxy", "--workers", "2"]).is_ok());
+
+        let dir = std::env::temp_dir().join(format!("rsio-trust-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rsio.toml");
+        std::fs::write(&path, "trust_proxy = true\n").unwrap();
+        let file = path.to_str().unwrap();
+        assert!(parse(&["--config", file]).resolve().unwrap().trust_proxy);
+        let off = parse(&["--config", file, "--trust-proxy=false"]);
+        assert!(!off.resolve().unwrap().trust_proxy, "flags beat the file");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

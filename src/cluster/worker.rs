@@ -47,8 +47,8 @@ impl WorkerContext {
     /// A Socket.IO server using the cluster adapter. It is closed ("server
     /// shutting down") when the worker drains.
     ///
-    /// The cluster's `--allowed-origins` and `--max-send-queue-bytes` apply where
-    /// `config.engine` keeps the library defaults.
+    /// The cluster's `--allowed-origins`, `--max-send-queue-bytes` and
+    /// `--trust-proxy` apply where `config.engine` keeps the library defaults.
     pub fn server(&self, mut config: ServerConfig) -> Server {
         let defaults = crate::engine::EngineConfig::default();
         if config.engine.allowed_origins == defaults.allowed_origins {
@@ -57,6 +57,7 @@ impl WorkerContext {
         if config.engine.max_send_queue_bytes == defaults.max_send_queue_bytes {
             config.engine.max_send_queue_bytes = self.config.max_send_queue_bytes;
         }
+        config.engine.trust_proxy |= self.config.trust_proxy;
         if let Some(recovery) = config.connection_state_recovery {
             // Offsets and sessions live in the primary, so they survive any one worker.
             self.link.enable_recovery(recovery);

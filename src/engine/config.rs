@@ -44,16 +44,41 @@ impl Default for CookieOptions {
 /// Which origins may use the server from a browser (Node's `cors` option).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorsOrigin {
-    /// `origin: "*"` (or `true`): any origin.
+    /// Node's `origin: "*"`: `Access-Control-Allow-Origin: *`. Browsers refuse
+    /// `*` on a credentialed request, so with `credentials` the config is refused
+    /// ([`EngineConfigError::CorsAnyWithCredentials`]).
     Any,
+    /// Node's `origin: true`: the request's `Origin` is echoed back.
+    ///
+    /// **Dangerous with `credentials`**: every site a user visits may then make
+    /// requests carrying the user's cookies and read the answers (the hole of
+    /// CVE-2020-28481). Prefer [`CorsOrigin::List`].
+    Reflect,
     /// An explicit list of origins such as `http://localhost:3000`.
     List(Vec<String>),
 }
 
+/// Node's `cors` option: which origins may read responses, and whether
+/// credentials (cookies) may be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CorsOptions {
     pub origin: CorsOrigin,
+    /// `Access-Control-Allow-Credentials: true`; not allowed with [`CorsOrigin::Any`].
     pub credentials: bool,
+}
+
+/// Why an [`EngineConfig`] cannot be used; returned by
+/// [`EngineConfig::validate`], `Engine::try_new` and `Server::try_new`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineConfigError {
+    /// `CorsOrigin::Any` with `credentials: true`.
+    #[error(
+        "cors: origin Any (`*`) cannot be combined with credentials: browsers refuse `*` on \
+         credentialed requests; list the origins (CorsOrigin::List), or, knowing that any site \
+         may then read responses with the user's cookies, reflect the request's origin \
+         (CorsOrigin::Reflect)"
+    )]
+    CorsAnyWithCredentials,
 }
 
 /// Which browser origins may open or use a session. Checked on every request,
@@ -67,7 +92,7 @@ pub enum AllowedOrigins {
     Any,
     /// Requests without an `Origin` header (non-browser clients), same-origin
     /// requests (the `Origin`'s host and port are the request's `Host`, or its
-    /// `X-Forwarded-Host` behind a proxy), and the listed origins
+    /// `X-Forwarded-Host` when [`EngineConfig::trust_proxy`] is set), and the listed origins
     /// (`https://app.example.com`, `http://localhost:3000`).
     /// Anything else is refused with 403 `{"code":4,"message":"Forbidden"}`.
     SameOriginAnd(Vec<String>),
@@ -146,6 +171,11 @@ pub struct EngineConfig {
     /// `volatile` packet is dropped as soon as anything is queued; a client whose
     /// queue would grow past this bound is disconnected ("send queue full").
     pub max_send_queue_bytes: usize,
+    /// The peer is a reverse proxy: believe its `X-Forwarded-Host` (same-origin
+    /// check), `X-Forwarded-For` (`handshake.address()`) and `X-Forwarded-Proto`
+    /// (`handshake.secure()`). Off by default, as Node's `trust proxy`: otherwise
+    /// any client may send these headers and claim another host or address.
+    pub trust_proxy: bool,
 }
 
 impl Default for EngineConfig {
@@ -166,6 +196,7 @@ impl Default for EngineConfig {
             close_timeout: Duration::from_millis(5_000),
             allowed_origins: AllowedOrigins::Any,
             max_send_queue_bytes: 16 << 20,
+            trust_proxy: false,
         }
     }
 }
@@ -191,11 +222,24 @@ impl std::fmt::Debug for EngineConfig {
             .field("close_timeout", &self.close_timeout)
             .field("allowed_origins", &self.allowed_origins)
             .field("max_send_queue_bytes", &self.max_send_queue_bytes)
+            .field("trust_proxy", &self.trust_proxy)
             .finish()
     }
 }
 
 impl EngineConfig {
+    /// Refuses combinations that cannot work, before any request is served.
+    pub fn validate(&self) -> Result<(), EngineConfigError> {
+        if let Some(CorsOptions {
+            origin: CorsOrigin::Any,
+            credentials: true,
+        }) = &self.cors
+        {
+            return Err(EngineConfigError::CorsAnyWithCredentials);
+        }
+        Ok(())
+    }
+
     /// The mount path normalised to start and end with `/`.
     pub(crate) fn normalized_path(&self) -> String {
         let trimmed = self.path.trim_matches('/');

@@ -10,6 +10,7 @@ mod heartbeat;
 pub mod packet;
 pub mod payload;
 mod polling;
+mod proxy;
 mod router;
 mod scratch_reader;
 pub mod server;
@@ -18,7 +19,8 @@ pub mod sid;
 mod websocket;
 
 pub use config::{
-    AllowRequest, AllowedOrigins, CookieOptions, CorsOptions, CorsOrigin, EngineConfig, Transports,
+    AllowRequest, AllowedOrigins, CookieOptions, CorsOptions, CorsOrigin, EngineConfig,
+    EngineConfigError, Transports,
 };
 pub use error::RequestError;
 pub use headers::RequestHeaders;

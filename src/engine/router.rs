@@ -36,9 +36,9 @@ impl<H: EngineHandler> Engine<H> {
 
 pub(crate) fn cors_layer(opts: &CorsOptions) -> CorsLayer {
     let origin = match &opts.origin {
-        // `*` cannot be combined with credentials: echo the request's origin instead.
-        CorsOrigin::Any if opts.credentials => AllowOrigin::mirror_request(),
+        // `EngineConfig::validate` refused `Any` with credentials before any request.
         CorsOrigin::Any => AllowOrigin::any(),
+        CorsOrigin::Reflect => AllowOrigin::mirror_request(),
         CorsOrigin::List(list) => AllowOrigin::list(list.iter().filter_map(|o| o.parse().ok())),
     };
     CorsLayer::new()
@@ -69,10 +69,22 @@ mod tests {
     use crate::engine::{
         config::{CorsOptions, CorsOrigin},
         server::Nop,
-        Engine, EngineConfig,
+        Engine, EngineConfig, EngineConfigError,
     };
 
-    async fn allow_origin(config: EngineConfig) -> Option<String> {
+    fn cors(origin: CorsOrigin, credentials: bool) -> EngineConfig {
+        EngineConfig {
+            cors: Some(CorsOptions {
+                origin,
+                credentials,
+            }),
+            ..EngineConfig::default()
+        }
+    }
+
+    /// `Access-Control-Allow-Origin` and `-Credentials` for a request from
+    /// `https://evil.example`.
+    async fn answer(config: EngineConfig) -> (Option<String>, Option<String>) {
         let engine = Engine::new(config, Nop);
         let req = Request::get("/engine.io/?EIO=4&transport=polling")
             .header(header::ORIGIN, "https://evil.example")
@@ -80,36 +92,59 @@ mod tests {
             .unwrap();
         let res = engine.router().oneshot(req).await.unwrap();
         assert_eq!(res.status(), StatusCode::OK);
-        res.headers()
-            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
-            .map(|v| v.to_str().unwrap().to_string())
+        let get = |name| {
+            res.headers()
+                .get(name)
+                .map(|v: &http::HeaderValue| v.to_str().unwrap().to_string())
+        };
+        (
+            get(header::ACCESS_CONTROL_ALLOW_ORIGIN),
+            get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS),
+        )
     }
 
     /// CVE-2020-28481 (socket.io < 2.4.0 allowed every origin by default): no CORS
-    /// headers unless configured, and never `*` together with credentials.
+    /// headers unless configured, `*` never with credentials, and `Any` with
+    /// credentials refused when the engine is built, so `https://evil.example` is
+    /// never echoed with credentials under `Any`.
     #[tokio::test]
     async fn no_cors_headers_by_default_and_no_wildcard_with_credentials() {
-        assert_eq!(allow_origin(EngineConfig::default()).await, None);
-        let cors = |credentials| EngineConfig {
-            cors: Some(CorsOptions {
-                origin: CorsOrigin::Any,
-                credentials,
-            }),
-            ..EngineConfig::default()
-        };
-        assert_eq!(allow_origin(cors(false)).await.as_deref(), Some("*"));
+        assert_eq!(answer(EngineConfig::default()).await, (None, None));
         assert_eq!(
-            allow_origin(cors(true)).await.as_deref(),
-            Some("https://evil.example"),
-            "with credentials the origin is echoed, never `*`"
+            answer(cors(CorsOrigin::Any, false)).await,
+            (Some("*".into()), None)
         );
-        let listed = EngineConfig {
-            cors: Some(CorsOptions {
-                origin: CorsOrigin::List(vec!["https://app.example".into()]),
-                credentials: true,
-            }),
-            ..EngineConfig::default()
-        };
-        assert_eq!(allow_origin(listed).await, None);
+        let refused = cors(CorsOrigin::Any, true);
+        assert_eq!(
+            refused.validate(),
+            Err(EngineConfigError::CorsAnyWithCredentials)
+        );
+        assert!(matches!(
+            Engine::try_new(refused, Nop),
+            Err(EngineConfigError::CorsAnyWithCredentials)
+        ));
+        let listed = cors(CorsOrigin::List(vec!["https://app.example".into()]), true);
+        // (tower-http, like Node's `cors`, sends `-Credentials` whatever the origin;
+        // without `-Allow-Origin` a browser still hides the response.)
+        assert_eq!(answer(listed).await.0, None);
+    }
+
+    /// Node's `origin: true` is its own option: it echoes whatever origin asks.
+    #[tokio::test]
+    async fn reflect_echoes_the_origin_only_when_asked_for() {
+        assert_eq!(
+            answer(cors(CorsOrigin::Reflect, false)).await,
+            (Some("https://evil.example".into()), None)
+        );
+        assert_eq!(
+            answer(cors(CorsOrigin::Reflect, true)).await,
+            (Some("https://evil.example".into()), Some("true".into()))
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "cannot be combined with credentials")]
+    fn new_panics_on_any_with_credentials() {
+        Engine::new(cors(CorsOrigin::Any, true), Nop);
     }
 }

@@ -17,7 +17,7 @@ use http::{header, Method, Request, StatusCode};
 use tracing::{debug, warn};
 
 use super::{
-    config::EngineConfig,
+    config::{EngineConfig, EngineConfigError},
     error::{ErrorCounters, RequestError},
     headers::RequestHeaders,
     packet::{Frame, Packet},
@@ -85,13 +85,25 @@ pub struct Engine<H: EngineHandler> {
 }
 
 impl<H: EngineHandler> Engine<H> {
+    /// An engine serving `config`.
+    ///
+    /// # Panics
+    ///
+    /// When `config` is refused by [`EngineConfig::validate`] (a programming
+    /// error, like an invalid route in axum); [`Engine::try_new`] returns it.
     pub fn new(config: EngineConfig, handler: H) -> Arc<Self> {
-        Arc::new(Engine {
+        Engine::try_new(config, handler).unwrap_or_else(|err| panic!("invalid EngineConfig: {err}"))
+    }
+
+    /// An engine serving `config`, or why `config` cannot work.
+    pub fn try_new(config: EngineConfig, handler: H) -> Result<Arc<Self>, EngineConfigError> {
+        config.validate()?;
+        Ok(Arc::new(Engine {
             config,
             handler,
             sessions: Mutex::new(HashMap::new()),
             errors: ErrorCounters::default(),
-        })
+        }))
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -142,13 +154,13 @@ impl<H: EngineHandler> Engine<H> {
         let origin = headers.get(header::ORIGIN).map(|v| v.as_bytes());
         let policy = &self.config.allowed_origins;
         // Behind a reverse proxy that rewrites `Host`, its `X-Forwarded-Host` names
-        // the page's host. A browser cannot set that header on a WebSocket handshake,
-        // so it does not reopen the door to cross-site WebSocket hijacking.
+        // the page's host. Only a trusted proxy's counts: a page's script, or any
+        // non-browser client, can send the header itself (fetch, polling).
         let forwarded_host = || {
-            headers
-                .get("x-forwarded-host")
-                .and_then(|v| v.as_bytes().split(|&b| b == b',').next())
-                .map(|h| h.trim_ascii())
+            self.config
+                .trust_proxy
+                .then(|| super::proxy::forwarded_host(headers))
+                .flatten()
         };
         if !policy.allows(origin, headers.get(header::HOST).map(|v| v.as_bytes()))
             && !forwarded_host().is_some_and(|host| policy.allows(origin, Some(host)))
@@ -206,10 +218,13 @@ impl<H: EngineHandler> Engine<H> {
         transport: TransportKind,
         mut req: Request<Body>,
     ) -> Result<Response, RequestError> {
-        let remote_addr = req
+        let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
+        let trusted = self.config.trust_proxy.then_some(req.headers());
+        let remote_addr = trusted.and_then(super::proxy::forwarded_for).or(peer);
+        let secure = trusted.is_some_and(super::proxy::forwarded_https);
         let request = Arc::new(HandshakeRequest {
             headers: RequestHeaders::new(req.headers()),
             url: req
@@ -218,6 +233,7 @@ impl<H: EngineHandler> Engine<H> {
                 .map_or("/", |p| p.as_str())
                 .into(),
             remote_addr,
+            secure,
             issued: SystemTime::now(),
         });
         // A WebSocket handshake is answered with 101 before the session exists,

@@ -81,7 +81,12 @@ pub struct HandshakeRequest {
     pub headers: RequestHeaders,
     /// The request target: path and query (`/socket.io/?EIO=4&transport=polling`).
     pub url: Box<str>,
+    /// The client's address: the TCP peer, or, with `trust_proxy`, the address
+    /// the proxy names in `X-Forwarded-For` (port 0 when it names none).
     pub remote_addr: Option<SocketAddr>,
+    /// The client used TLS: only a trusted proxy's `X-Forwarded-Proto: https`
+    /// says so (rsio terminates no TLS itself).
+    pub secure: bool,
     pub issued: SystemTime,
 }
 
@@ -326,6 +331,7 @@ mod tests {
                 headers: RequestHeaders::default(),
                 url: "/".into(),
                 remote_addr: None,
+                secure: false,
                 issued: SystemTime::now(),
             }),
             max_queued_bytes,

@@ -39,6 +39,9 @@ impl Handshake {
         httpdate(self.request.issued)
     }
 
+    /// The client's address: the TCP peer; with `trust_proxy`, the address the
+    /// proxy names in `X-Forwarded-For` (its last entry, port 0 when it gives
+    /// none). Never the header's word without `trust_proxy`.
     pub fn address(&self) -> Option<SocketAddr> {
         self.request.remote_addr
     }
@@ -48,9 +51,11 @@ impl Handshake {
         self.request.headers.contains("origin")
     }
 
-    /// Whether the connection is TLS: rsio terminates no TLS itself, so `false`.
+    /// Whether the client used TLS. rsio terminates no TLS itself, so this is
+    /// `true` only when `trust_proxy` is set and the proxy sent
+    /// `X-Forwarded-Proto: https`.
     pub fn secure(&self) -> bool {
-        false
+        self.request.secure
     }
 
     /// Milliseconds since the Unix epoch.
@@ -188,6 +193,7 @@ mod tests {
             headers: crate::engine::RequestHeaders::new(&headers),
             url: "/socket.io/?EIO=4&transport=polling&name=a%20b&flag".into(),
             remote_addr: None,
+            secure: false,
             issued: UNIX_EPOCH + Duration::from_millis(1_795_433_362_123),
         };
         let hs = Handshake::new(Arc::new(request), serde_json::json!({"token": 1}));

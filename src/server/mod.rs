@@ -159,6 +159,11 @@ pub struct Server {
 
 impl Server {
     /// A server with the in-memory adapter.
+    ///
+    /// # Panics
+    ///
+    /// When [`EngineConfig::validate`](crate::engine::EngineConfig::validate)
+    /// refuses `config.engine`; [`Server::try_new`] returns that error instead.
     pub fn new(config: ServerConfig) -> Server {
         let recovery = config.connection_state_recovery;
         Server::with_adapter(
@@ -167,7 +172,17 @@ impl Server {
         )
     }
 
+    /// A server with the in-memory adapter, or why `config` cannot work.
+    pub fn try_new(config: ServerConfig) -> Result<Server, crate::engine::EngineConfigError> {
+        config.engine.validate()?;
+        Ok(Server::new(config))
+    }
+
     /// A server whose namespaces use adapters from `factory` (e.g. the cluster adapter).
+    ///
+    /// # Panics
+    ///
+    /// As [`Server::new`], on a config that [`EngineConfig::validate`](crate::engine::EngineConfig::validate) refuses.
     pub fn with_adapter(config: ServerConfig, factory: AdapterFactory) -> Server {
         let inner = Arc::new(ServerInner {
             config: config.clone(),

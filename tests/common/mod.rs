@@ -106,7 +106,8 @@ fn parse_loopback(url: &str) -> SocketAddr {
     addr
 }
 
-fn conformance_bin() -> PathBuf {
+/// The `conformance` example binary (`RSIO_CONFORMANCE_BIN` overrides it).
+pub fn conformance_bin() -> PathBuf {
     if let Ok(p) = std::env::var("RSIO_CONFORMANCE_BIN") {
         return PathBuf::from(p);
     }

@@ -614,3 +614,51 @@ async fn clients_wait_for_new_namespace_listeners() {
         .await;
     assert!(welcome.contains("gated"), "{welcome}");
 }
+
+/// Marks its drop with a `dropped` broadcast that also reads the socket.
+struct OnDrop(Socket, &'static str);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        let s = &self.0;
+        let ns = s.namespace();
+        let _ = ns.emit("dropped", &(self.1, s.data_value(), fetch_now(ns)));
+    }
+}
+
+/// What a handler captured is dropped when the handler is replaced, removed,
+/// or cleared at disconnect: a capture's `Drop` is user code too.
+#[tokio::test]
+async fn dropping_a_handler_calls_back_into_the_api() {
+    let server = start(|| {
+        let io = Server::new(ServerConfig::default());
+        io.ns("/", |socket: Socket| async move {
+            for (event, guard) in [("a", "replaced"), ("b", "off"), ("c", "closed")] {
+                let guard = OnDrop(socket.clone(), guard);
+                socket.on(event, move |_: Socket, _: Args| {
+                    let _ = &guard;
+                    async {}
+                });
+            }
+            socket.on("replace-a", |s: Socket, _: Args| async move {
+                s.on("a", |_: Socket, _: Args| async {});
+            });
+            socket.on("off-b", |s: Socket, _: Args| async move {
+                s.off("b");
+            });
+        });
+        io
+    });
+    let mut watcher = Client::connect(server.addr, "/", None).await;
+    let mut client = Client::connect(server.addr, "/", None).await;
+    client.send(r#"42["replace-a"]"#).await;
+    assert_eq!(watcher.event("dropped").await[1], "replaced");
+    client.send(r#"42["off-b"]"#).await;
+    assert_eq!(watcher.event("dropped").await[1], "off");
+    client.send("41").await;
+    let dropped = watcher.event("dropped").await;
+    assert_eq!(
+        (dropped[1].as_str(), dropped[3].as_u64()),
+        (Some("closed"), Some(1))
+    );
+}

@@ -171,10 +171,12 @@ impl Namespace {
         F: Fn(Args, AckSender) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.handlers_mut().server_side.insert(
+        let replaced = self.handlers_mut().server_side.insert(
             event.into(),
             Arc::new(move |a, ack| Box::pin(handler(a, ack))),
         );
+        // Dropped unlocked: what a handler captured may run user code on drop.
+        drop(replaced);
     }
 
     /// Room changes on this server: created, deleted, joined, left (Node's

@@ -92,6 +92,13 @@ struct Client {
 impl Client {
     /// Opens a connection and joins `nsp` (with `auth`, a JSON object, if given).
     async fn connect(addr: SocketAddr, nsp: &str, auth: Option<&str>) -> Client {
+        let mut client = Client::open(addr).await;
+        client.join(nsp, auth).await;
+        client
+    }
+
+    /// Opens a connection (joins no namespace).
+    async fn open(addr: SocketAddr) -> Client {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, tcp))
@@ -105,21 +112,23 @@ impl Client {
         client
             .expect("the open packet", |f| f.starts_with("0{"))
             .await;
+        client
+    }
+
+    /// Joins `nsp` (with `auth`, a JSON object, if given).
+    async fn join(&mut self, nsp: &str, auth: Option<&str>) {
         let prefix = if nsp == "/" {
             "40".to_string()
         } else {
             format!("40{nsp},")
         };
-        client
-            .send(&format!("{prefix}{}", auth.unwrap_or("")))
-            .await;
-        let reply = client
+        self.send(&format!("{prefix}{}", auth.unwrap_or(""))).await;
+        let reply = self
             .expect("the CONNECT reply", |f| {
                 f.starts_with(&prefix) || f.starts_with("44")
             })
             .await;
         assert!(reply.starts_with(&format!("{prefix}{{\"sid\"")), "{reply}");
-        client
     }
 
     async fn send(&mut self, text: &str) {
@@ -340,7 +349,10 @@ async fn room_listener_calls_back_into_the_api() {
             let Some(s) = nsp.get_socket(*id) else {
                 return;
             };
-            if *room == id.to_string() {
+            if *room == id.to_string() && s.handshake().auth()["kick"] == true {
+                // Refused while it joins its own room.
+                s.disconnect(false);
+            } else if *room == id.to_string() {
                 // A socket connecting: look at every connection's sockets.
                 let sockets: usize = handle
                     .engine()
@@ -396,6 +408,24 @@ async fn room_listener_calls_back_into_the_api() {
     first.send(r#"42["join","temp"]"#).await;
     first.send(r#"42["leave","temp"]"#).await;
     assert_eq!(first.event("left-temp").await[1], 1);
+
+    // Disconnected by the listener while connecting: no CONNECT reply, and
+    // the connection may try again.
+    let mut third = Client::open(server.addr).await;
+    third.send(r#"40{"kick":true}"#).await;
+    third.expect("the DISCONNECT", |f| f == "41").await;
+    third.join("/", None).await;
+    third.event("joined").await;
+    first.send(r#"42["join","temp"]"#).await;
+    first.send(r#"42["leave","temp"]"#).await;
+    assert_eq!(first.event("left-temp").await[1], 2);
+    // Everything sent before that broadcast has arrived: one CONNECT reply only.
+    third.event("left-temp").await;
+    assert!(
+        !third.unread.iter().any(|f| f.starts_with("40")),
+        "{:?}",
+        third.unread
+    );
 }
 
 /// Event handlers, acknowledgements (answering one, and the code after a

@@ -278,6 +278,7 @@ impl Server {
     /// A parent of dynamic namespaces: a CONNECT to an unknown name that
     /// `matches(name, auth)` accepts creates a child namespace, which inherits
     /// the middlewares and connection handlers registered on the returned parent.
+    /// `matches` runs with no lock of rsio held.
     ///
     /// ```no_run
     /// # use rsio::server::{Server, Socket};

@@ -180,7 +180,8 @@ impl Namespace {
     }
 
     /// Room changes on this server: created, deleted, joined, left (Node's
-    /// `io.of(nsp).adapter.on("create-room" | "delete-room" | "join-room" | "leave-room")`).
+    /// `io.of(nsp).adapter.on("create-room" | "delete-room" | "join-room" | "leave-room")`),
+    /// run with no lock of rsio held.
     pub fn on_room_event(&self, f: impl Fn(&crate::adapter::RoomEvent) + Send + Sync + 'static) {
         self.0.adapter.on_room_event(Arc::new(f));
     }

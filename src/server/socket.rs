@@ -233,7 +233,8 @@ impl Socket {
         self.state().listeners_mut().any_incoming.push(Arc::new(f));
     }
 
-    /// A catch-all listener of outgoing events (broadcasts included).
+    /// A catch-all listener of outgoing events (broadcasts included), run just
+    /// before the packet is written, with no lock of rsio held.
     pub fn on_any_outgoing(&self, f: impl Fn(&Socket, &str, &Args) + Send + Sync + 'static) {
         self.state().listeners_mut().any_outgoing.push(Arc::new(f));
         self.0.has_outgoing.store(true, Ordering::Release);

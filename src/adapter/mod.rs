@@ -129,7 +129,9 @@ pub trait Adapter: Send + Sync + 'static {
     fn rooms(&self) -> Vec<String>;
     /// Calls `f` once for every local socket `opts` selects.
     fn for_each_local(&self, opts: &BroadcastOptions, f: &mut dyn FnMut(SocketId));
-    /// Adds a listener of room changes (create, delete, join, leave).
+    /// Adds a listener of room changes (create, delete, join, leave). Listeners
+    /// are user code that may call back into the adapter: call them with no
+    /// lock held.
     fn on_room_event(&self, listener: RoomListener);
 
     /// Number of servers in the cluster (this one included).

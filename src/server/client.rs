@@ -186,12 +186,30 @@ fn connect(
     };
     session.data.lock().connecting.push(nsp.clone());
     let recovery = server.config.connection_state_recovery;
+    let session = session.clone();
+    if ns.is_ready() {
+        join_namespace(ns, session, auth, recovery);
+    } else {
+        // Its new-namespace listeners are still running (they may add middlewares).
+        run_inline(Box::pin(async move {
+            ns.wait_ready().await;
+            join_namespace(ns, session, auth, recovery);
+        }));
+    }
+}
+
+/// Restores the session the client asks for (if any), then accepts it.
+fn join_namespace(
+    ns: crate::server::Namespace,
+    session: Arc<Session<ClientState>>,
+    auth: serde_json::Value,
+    recovery: Option<crate::adapter::RecoveryConfig>,
+) {
     let credentials = recovery.and_then(|_| {
         let pid = auth.get("pid")?.as_str()?.to_string();
         let offset = auth.get("offset")?.as_str()?.to_string();
         Some((pid, offset))
     });
-    let session = session.clone();
     match credentials {
         // Restoring may ask another process (the cluster's primary): continue when it answers.
         Some((pid, offset)) => {
@@ -304,17 +322,26 @@ fn finish_connect(socket: Socket, joined: Joined) {
         if let Some(deadline) = c.connect_deadline.take() {
             deadline.abort();
         }
-        // Registered under the client lock, so a concurrent close sees a connected socket.
+        // Registered and marked connected under the client lock, so a concurrent
+        // close sees a connected socket and closes it.
         ns.add_socket(socket.clone());
-        let mut all = Vec::with_capacity(1 + rooms.len());
-        all.push(socket.id().to_string());
-        all.extend(rooms);
-        ns.adapter().add_all(socket.id(), &all);
         socket.set_connected();
-        // Packets that reached this server while the restore was on its way.
-        if let Some(horizon) = horizon {
-            missed.extend(ns.adapter().missed_after(horizon, &all));
-        }
+    }
+    // Joined with the client lock released: room listeners run here, and they
+    // may call back into rsio (even disconnect this socket).
+    let mut all = Vec::with_capacity(1 + rooms.len());
+    all.push(socket.id().to_string());
+    all.extend(rooms);
+    ns.adapter().add_all(socket.id(), &all);
+    if !socket.connected() {
+        // Closed meanwhile: that close may have left the rooms before they were
+        // joined, so leave them again (leaving twice is harmless).
+        ns.adapter().del_all(socket.id());
+        return;
+    }
+    // Packets that reached this server while the restore was on its way.
+    if let Some(horizon) = horizon {
+        missed.extend(ns.adapter().missed_after(horizon, &all));
     }
     socket.report_session();
     let reply = match socket.pid() {

@@ -33,7 +33,7 @@ mod rooms;
 mod socket;
 
 use std::{
-    collections::HashMap,
+    collections::{hash_map::Entry, HashMap},
     future::Future,
     sync::{Arc, RwLock},
     time::Duration,
@@ -80,7 +80,9 @@ impl Default for ServerConfig {
     }
 }
 
-/// Makes the adapter of each namespace (given its name).
+/// Makes the adapter of each namespace (given its name). It runs with no lock
+/// held; when two threads create the same namespace at once it may be called
+/// twice for that name, and only one of the adapters is kept.
 pub type AdapterFactory = Arc<dyn Fn(&str) -> Arc<dyn Adapter> + Send + Sync>;
 
 type NamespaceMatcher = Arc<dyn Fn(&str, &serde_json::Value) -> bool + Send + Sync>;
@@ -95,45 +97,86 @@ pub(crate) struct ServerInner {
 }
 
 impl ServerInner {
-    fn create(&self, name: &str, handlers: namespace::NsHandlers) -> Namespace {
-        let ns = Namespace::new(name.to_string(), (self.adapter_factory)(name), handlers);
+    fn existing(&self, name: &str) -> Option<Namespace> {
+        self.namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// The namespace `name`, created with `handlers` if it does not exist.
+    ///
+    /// The adapter factory and the new-namespace listeners are user code that
+    /// may call back into the server, so no lock is held while they run: the
+    /// namespace is built, then inserted, then shown to the listeners, and it
+    /// holds its clients back until they are done (they may add middlewares).
+    fn get_or_create(
+        &self,
+        name: &str,
+        handlers: impl FnOnce() -> namespace::NsHandlers,
+    ) -> Namespace {
+        if let Some(ns) = self.existing(name) {
+            return ns;
+        }
+        let fresh = Namespace::new(
+            name.to_string(),
+            (self.adapter_factory)(name),
+            handlers(),
+            false,
+        );
+        let existing = {
+            let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+            match map.entry(name.to_string()) {
+                Entry::Occupied(e) => Some(e.get().clone()),
+                Entry::Vacant(e) => {
+                    e.insert(fresh.clone());
+                    None
+                }
+            }
+        };
+        if let Some(existing) = existing {
+            // Another thread created it first; ours (and its adapter) is dropped
+            // here, outside the lock, as an adapter's drop is user code too.
+            return existing;
+        }
+        // Ready even if a listener panics, so that no client waits for ever.
+        struct SetReady(Namespace);
+        impl Drop for SetReady {
+            fn drop(&mut self) {
+                self.0.set_ready();
+            }
+        }
+        let _ready = SetReady(fresh.clone());
         let listeners = self
             .new_namespace
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for f in listeners {
-            f(&ns);
+            f(&fresh);
         }
-        ns
+        fresh
     }
 
     /// The namespace a CONNECT names: a static one, or a new child of the first
     /// dynamic parent that accepts the name.
     pub(crate) fn namespace_for(&self, name: &str, auth: &serde_json::Value) -> Option<Namespace> {
-        if let Some(ns) = self
-            .namespaces
+        if let Some(ns) = self.existing(name) {
+            return Some(ns);
+        }
+        // The matchers are user code: they run on a copy of the list, unlocked.
+        let parents = self
+            .parents
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-        {
-            return Some(ns.clone());
-        }
-        let parent = {
-            let parents = self.parents.read().unwrap_or_else(|e| e.into_inner());
-            parents
-                .iter()
-                .find(|(matches, _)| matches(name, auth))
-                .map(|(_, p)| p.clone())?
-        };
-        let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(ns) = map.get(name) {
-            return Some(ns.clone());
-        }
+            .clone();
+        let parent = parents
+            .into_iter()
+            .find(|(matches, _)| matches(name, auth))
+            .map(|(_, p)| p)?;
         // The child inherits the parent's middlewares and handlers as they are now.
-        let child = self.create(name, parent.handlers());
-        map.insert(name.to_string(), child.clone());
-        Some(child)
+        Some(self.get_or_create(name, || parent.handlers()))
     }
 }
 
@@ -233,23 +276,7 @@ impl Server {
         } else {
             format!("/{name}")
         };
-        if let Some(ns) = self
-            .inner
-            .namespaces
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&name)
-        {
-            return ns.clone();
-        }
-        let mut map = self
-            .inner
-            .namespaces
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        map.entry(name.clone())
-            .or_insert_with(|| self.inner.create(&name, Default::default()))
-            .clone()
+        self.inner.get_or_create(&name, Default::default)
     }
 
     /// `io.of(name).on("connection", handler)`.
@@ -266,6 +293,7 @@ impl Server {
     /// A parent of dynamic namespaces: a CONNECT to an unknown name that
     /// `matches(name, auth)` accepts creates a child namespace, which inherits
     /// the middlewares and connection handlers registered on the returned parent.
+    /// `matches` runs with no lock of rsio held.
     ///
     /// ```no_run
     /// # use rsio::server::{Server, Socket};
@@ -286,6 +314,7 @@ impl Server {
             ),
             Arc::new(LocalAdapter::default()),
             Default::default(),
+            true,
         );
         self.inner
             .parents
@@ -296,6 +325,9 @@ impl Server {
     }
 
     /// Runs for every namespace created from now on (static or dynamic child).
+    ///
+    /// It runs with no lock held, so it may use the server; clients that
+    /// connect to the new namespace wait until every listener has returned.
     pub fn on_new_namespace(&self, f: impl Fn(&Namespace) + Send + Sync + 'static) {
         self.inner
             .new_namespace

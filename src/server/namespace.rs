@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     future::Future,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, RwLock,
     },
     time::Duration,
@@ -36,6 +36,11 @@ pub(crate) struct NsInner {
     sockets: Mutex<HashMap<SocketId, Socket, foldhash::fast::RandomState>>,
     handlers: RwLock<NsHandlers>,
     next_ack_id: AtomicU64,
+    /// False while the new-namespace listeners of a fresh namespace run: it is
+    /// already in the server's map (so they can look it up), but clients wait,
+    /// since those listeners may still add middlewares.
+    ready: AtomicBool,
+    ready_notify: tokio::sync::Notify,
 }
 
 /// A namespace (`io.of("/name")`). Cheap to clone.
@@ -49,7 +54,14 @@ impl std::fmt::Debug for Namespace {
 }
 
 impl Namespace {
-    pub(crate) fn new(name: String, adapter: Arc<dyn Adapter>, handlers: NsHandlers) -> Namespace {
+    /// A namespace; one that is not `ready` holds its clients back until
+    /// [`Namespace::set_ready`].
+    pub(crate) fn new(
+        name: String,
+        adapter: Arc<dyn Adapter>,
+        handlers: NsHandlers,
+        ready: bool,
+    ) -> Namespace {
         let first_ack_id = adapter.ack_id_base();
         Namespace(Arc::new(NsInner {
             name,
@@ -57,7 +69,34 @@ impl Namespace {
             sockets: Mutex::default(),
             handlers: RwLock::new(handlers),
             next_ack_id: AtomicU64::new(first_ack_id),
+            ready: AtomicBool::new(ready),
+            ready_notify: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// Whether clients may join (its new-namespace listeners are done).
+    pub(crate) fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::Acquire)
+    }
+
+    /// Lets the clients that wait in [`Namespace::wait_ready`] go on.
+    pub(crate) fn set_ready(&self) {
+        self.0.ready.store(true, Ordering::Release);
+        self.0.ready_notify.notify_waiters();
+    }
+
+    /// Returns once the namespace is ready.
+    pub(crate) async fn wait_ready(&self) {
+        loop {
+            let notified = self.0.ready_notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a `set_ready` in between is not missed.
+            notified.as_mut().enable();
+            if self.is_ready() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -132,14 +171,17 @@ impl Namespace {
         F: Fn(Args, AckSender) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.handlers_mut().server_side.insert(
+        let replaced = self.handlers_mut().server_side.insert(
             event.into(),
             Arc::new(move |a, ack| Box::pin(handler(a, ack))),
         );
+        // Dropped unlocked: what a handler captured may run user code on drop.
+        drop(replaced);
     }
 
     /// Room changes on this server: created, deleted, joined, left (Node's
-    /// `io.of(nsp).adapter.on("create-room" | "delete-room" | "join-room" | "leave-room")`).
+    /// `io.of(nsp).adapter.on("create-room" | "delete-room" | "join-room" | "leave-room")`),
+    /// run with no lock of rsio held.
     pub fn on_room_event(&self, f: impl Fn(&crate::adapter::RoomEvent) + Send + Sync + 'static) {
         self.0.adapter.on_room_event(Arc::new(f));
     }
@@ -170,22 +212,38 @@ impl Namespace {
         opts: &BroadcastOptions,
         event: Option<(&str, &Args)>,
     ) -> usize {
-        let mut count = 0;
-        let sockets = self.sockets_map();
-        self.0.adapter.for_each_local(opts, &mut |id| {
-            let Some(socket) = sockets.get(&id) else {
-                return;
-            };
-            if let Some((name, args)) = event {
-                socket.notify_outgoing(name, args);
-            }
-            let sent = if opts.flags.volatile {
+        let send = |socket: &Socket| {
+            usize::from(if opts.flags.volatile {
                 socket.send_volatile(packet)
             } else {
                 socket.send_encoded(packet)
-            };
-            count += usize::from(sent);
-        });
+            })
+        };
+        let mut count = 0;
+        // Sockets with outgoing listeners are served once the room index and the
+        // socket map are unlocked, as those listeners are user code that may call
+        // back into rsio. Without such sockets nothing is allocated.
+        let mut deferred = Vec::new();
+        {
+            let sockets = self.sockets_map();
+            self.0.adapter.for_each_local(opts, &mut |id| {
+                let Some(socket) = sockets.get(&id) else {
+                    return;
+                };
+                if event.is_some() && socket.has_outgoing_listeners() {
+                    deferred.push(socket.clone());
+                } else {
+                    count += send(socket);
+                }
+            });
+        }
+        if let Some((name, args)) = event {
+            for socket in &deferred {
+                // Listeners first, then the write, as Node does.
+                socket.notify_outgoing(name, args);
+                count += send(socket);
+            }
+        }
         count
     }
 

@@ -204,16 +204,28 @@ impl Socket {
     pub fn on<M>(&self, event: impl Into<Cow<'static, str>>, handler: impl EventHandler<M>) {
         let event = event.into();
         let handler = handler.into_boxed();
-        let mut st = self.state();
-        match st.handlers.iter_mut().find(|(name, _)| *name == event) {
-            Some((_, existing)) => *existing = handler,
-            None => st.handlers.push((event, handler)),
-        }
+        let replaced = {
+            let mut st = self.state();
+            match st.handlers.iter_mut().find(|(name, _)| *name == event) {
+                Some((_, existing)) => Some(std::mem::replace(existing, handler)),
+                None => {
+                    st.handlers.push((event, handler));
+                    None
+                }
+            }
+        };
+        // Dropped unlocked: what a handler captured may run user code on drop.
+        drop(replaced);
     }
 
     /// Removes the handler of `event`.
     pub fn off(&self, event: &str) {
-        self.state().handlers.retain(|(name, _)| **name != *event);
+        let removed = {
+            let mut st = self.state();
+            let at = st.handlers.iter().position(|(name, _)| **name == *event);
+            at.map(|i| st.handlers.remove(i))
+        };
+        drop(removed);
     }
 
     /// A catch-all listener of incoming events, run before the event's handler.
@@ -221,7 +233,8 @@ impl Socket {
         self.state().listeners_mut().any_incoming.push(Arc::new(f));
     }
 
-    /// A catch-all listener of outgoing events (broadcasts included).
+    /// A catch-all listener of outgoing events (broadcasts included), run just
+    /// before the packet is written, with no lock of rsio held.
     pub fn on_any_outgoing(&self, f: impl Fn(&Socket, &str, &Args) + Send + Sync + 'static) {
         self.state().listeners_mut().any_outgoing.push(Arc::new(f));
         self.0.has_outgoing.store(true, Ordering::Release);
@@ -546,11 +559,14 @@ impl Socket {
         for f in disconnect {
             f(self.clone(), reason);
         }
-        // Handlers may hold clones of this socket; drop what they captured.
-        let mut st = self.state();
-        st.handlers.clear();
-        st.listeners = None;
+        // Handlers may hold clones of this socket; drop what they captured,
+        // unlocked, as dropping a capture may run user code.
+        let (handlers, listeners) = {
+            let mut st = self.state();
+            (std::mem::take(&mut st.handlers), st.listeners.take())
+        };
         self.0.has_outgoing.store(false, Ordering::Release);
+        drop((handlers, listeners));
     }
 }
 

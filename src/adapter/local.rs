@@ -385,8 +385,11 @@ mod tests {
     use super::*;
     use crate::engine::Sid;
 
-    /// An adapter whose interest reports are recorded, in order.
-    fn with_recorded_interest() -> (LocalAdapter, std::sync::Arc<Mutex<Vec<(String, bool)>>>) {
+    /// Interest reports, in order.
+    type Reports = std::sync::Arc<Mutex<Vec<(String, bool)>>>;
+
+    /// An adapter whose interest reports are recorded.
+    fn with_recorded_interest() -> (LocalAdapter, Reports) {
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let adapter = LocalAdapter::with_interest(Box::new(move |room: &str, present: bool| {

@@ -146,6 +146,9 @@ pub struct EngineConfig {
     /// `volatile` packet is dropped as soon as anything is queued; a client whose
     /// queue would grow past this bound is disconnected ("send queue full").
     pub max_send_queue_bytes: usize,
+    /// Accept Engine.IO v3 clients (Socket.IO v2 clients), as Node's `allowEIO3`:
+    /// any `EIO` other than `4` is then served as v3.
+    pub allow_eio3: bool,
 }
 
 impl Default for EngineConfig {
@@ -166,6 +169,7 @@ impl Default for EngineConfig {
             close_timeout: Duration::from_millis(5_000),
             allowed_origins: AllowedOrigins::Any,
             max_send_queue_bytes: 16 << 20,
+            allow_eio3: false,
         }
     }
 }
@@ -191,6 +195,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("close_timeout", &self.close_timeout)
             .field("allowed_origins", &self.allowed_origins)
             .field("max_send_queue_bytes", &self.max_send_queue_bytes)
+            .field("allow_eio3", &self.allow_eio3)
             .finish()
     }
 }

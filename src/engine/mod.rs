@@ -1,4 +1,4 @@
-//! Engine.IO v4: sessions over HTTP long-polling and WebSocket, upgrades and heartbeats.
+//! Engine.IO v4 (and v3 with `allow_eio3`): sessions over HTTP long-polling and WebSocket, upgrades and heartbeats.
 //!
 //! The engine knows nothing of namespaces or rooms: it hands messages to an
 //! [`EngineHandler`] and sends the [`Frame`]s it is given.
@@ -9,6 +9,7 @@ mod headers;
 mod heartbeat;
 pub mod packet;
 pub mod payload;
+pub mod payload_v3;
 mod polling;
 mod router;
 mod scratch_reader;
@@ -24,5 +25,5 @@ pub use error::RequestError;
 pub use headers::RequestHeaders;
 pub use packet::{Frame, Packet};
 pub use server::{Engine, EngineHandler, Message};
-pub use session::{CloseReason, HandshakeRequest, Session, TransportKind};
+pub use session::{CloseReason, HandshakeRequest, Protocol, Session, TransportKind};
 pub use sid::Sid;

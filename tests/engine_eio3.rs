@@ -1,0 +1,179 @@
+//! Engine.IO v3 (Socket.IO v2 clients) on a server started with `--allow-eio3`,
+//! as Node's `allowEIO3`: the length-prefixed handshake, the client-driven
+//! heartbeat, text and binary polling payloads, and binary WebSocket frames
+//! with their type byte. Conformance timings: pingInterval 300, pingTimeout 200.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const V3: &[&str] = &["--allow-eio3"];
+
+fn v3_path(query: &str) -> String {
+    eio_raw_path(&format!("EIO=3&{query}"))
+}
+
+fn v3_polling(sid: &str) -> String {
+    v3_path(&format!("transport=polling&sid={sid}"))
+}
+
+/// A v3 polling session; `b64` asks for base64 instead of binary payloads.
+async fn v3_handshake(srv: &Server, b64: bool) -> String {
+    let query = if b64 {
+        "transport=polling&b64=1"
+    } else {
+        "transport=polling"
+    };
+    let res = srv.get(&v3_path(query)).await;
+    assert_eq!(res.status, 200, "v3 handshake: {}", res.text());
+    let text = res.text();
+    let (len, packet) = text.split_once(':').expect("a length-prefixed payload");
+    assert_eq!(len.parse::<usize>().unwrap(), packet.encode_utf16().count());
+    parse_open(packet)["sid"].as_str().unwrap().to_owned()
+}
+
+async fn v3_push(srv: &Server, sid: &str, body: &[u8]) -> Response {
+    srv.post(&v3_polling(sid), body).await
+}
+
+#[tokio::test]
+async fn v3_is_refused_without_allow_eio3() {
+    let Some(srv) = Server::with_flags("v3_is_refused_without_allow_eio3", &[]).await else {
+        return;
+    };
+    let res = srv.get(&v3_path("transport=polling")).await;
+    assert_eio_error(&res, 400, 5, "Unsupported protocol version");
+}
+
+#[tokio::test]
+async fn v3_handshake_over_polling_and_websocket() {
+    let Some(srv) = Server::with_flags("v3_handshake", V3).await else {
+        return;
+    };
+    let res = srv.get(&v3_path("transport=polling")).await;
+    let text = res.text();
+    let (len, packet) = text.split_once(':').unwrap();
+    assert_eq!(len, packet.len().to_string(), "{text}");
+    let open = parse_open(packet);
+    assert_eq!(open["upgrades"], serde_json::json!(["websocket"]));
+    assert_eq!(open["pingInterval"], PING_INTERVAL);
+    // As Node with allowEIO3: any EIO but 4, none included, is v3.
+    let res = srv.get(&eio_raw_path("transport=polling")).await;
+    assert!(res.text().split_once(':').is_some(), "{}", res.text());
+    let mut ws = srv.ws("EIO=3&transport=websocket").await;
+    let open = ws.recv_open().await;
+    assert_eq!(open["upgrades"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn v3_client_pings_the_server_answers_and_never_pings() {
+    let Some(srv) = Server::with_flags("v3_heartbeat", V3).await else {
+        return;
+    };
+    let sid = v3_handshake(&srv, true).await;
+    let start = Instant::now();
+    // Well past pingInterval + pingTimeout: only the client's pings keep it alive,
+    // and no poll brings a server ping.
+    let mut pings = 0;
+    while start.elapsed() < Duration::from_millis(3 * PING_INTERVAL + PING_TIMEOUT) {
+        let res = v3_push(&srv, &sid, b"1:2").await;
+        assert_eq!(res.status, 200, "ping {pings}: {}", res.text());
+        let res = srv.get(&v3_polling(&sid)).await;
+        assert_eq!(
+            res.text(),
+            "1:3",
+            "ping {pings}: the pong, and nothing else"
+        );
+        pings += 1;
+        sleep_ms(PING_INTERVAL / 2).await;
+    }
+    assert!(pings >= 3);
+}
+
+#[tokio::test]
+async fn v3_session_closes_without_a_client_ping() {
+    let Some(srv) = Server::with_flags("v3_ping_timeout", V3).await else {
+        return;
+    };
+    let sid = v3_handshake(&srv, true).await;
+    sleep_ms(PING_INTERVAL + PING_TIMEOUT + 100).await;
+    let res = v3_push(&srv, &sid, b"1:2").await;
+    assert_eq!(res.status, 400, "{}", res.text());
+    // A pong from a v3 client is the wrong direction: the session closes.
+    let sid = v3_handshake(&srv, true).await;
+    assert_eq!(v3_push(&srv, &sid, b"1:3").await.status, 200);
+    let res = srv.get(&v3_polling(&sid)).await;
+    assert_eq!(res.status, 400, "{}", res.text());
+}
+
+#[tokio::test]
+async fn v3_polling_payloads_text_base64_and_binary() {
+    let Some(srv) = Server::with_flags("v3_polling_payloads", V3).await else {
+        return;
+    };
+    // UTF-16 lengths, both ways.
+    let sid = v3_handshake(&srv, true).await;
+    let body = "2:4€3:4😀10:b4AQIDBA==";
+    assert_eq!(v3_push(&srv, &sid, body.as_bytes()).await.text(), "ok");
+    let res = srv.get(&v3_polling(&sid)).await;
+    assert_eq!(res.text(), body);
+    assert!(res
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+
+    // A client that supports binary gets the binary payload format...
+    let sid = v3_handshake(&srv, false).await;
+    assert_eq!(
+        v3_push(&srv, &sid, b"6:4hello10:b4AQIDBA==").await.text(),
+        "ok"
+    );
+    let res = srv.get(&v3_polling(&sid)).await;
+    let binary: &[u8] = &[
+        0, 6, 255, b'4', b'h', b'e', b'l', b'l', b'o', 1, 5, 255, 4, 1, 2, 3, 4,
+    ];
+    assert_eq!(res.body, binary);
+    assert_eq!(res.header("content-type"), Some("application/octet-stream"));
+    // ...and may send it.
+    let res = srv
+        .request(
+            "POST",
+            &v3_polling(&sid),
+            &[("Content-Type", "application/octet-stream")],
+            Some(binary),
+        )
+        .await;
+    assert_eq!(res.text(), "ok");
+    assert_eq!(srv.get(&v3_polling(&sid)).await.body, binary);
+
+    // A malformed length closes the session.
+    let res = v3_push(&srv, &sid, b"7:4hello").await;
+    assert_eq!(res.status, 400);
+    assert_eq!(srv.get(&v3_polling(&sid)).await.status, 400);
+}
+
+#[tokio::test]
+async fn v3_websocket_binary_frames_carry_the_type_byte() {
+    let Some(srv) = Server::with_flags("v3_websocket_binary", V3).await else {
+        return;
+    };
+    let mut ws = srv.ws("EIO=3&transport=websocket").await;
+    ws.recv_open().await;
+    ws.send_binary(&[4, 1, 2, 3]).await;
+    assert_eq!(ws.recv_any().await, Some(Frame::Binary(vec![4, 1, 2, 3])));
+    ws.send_text("b4AQI=").await;
+    assert_eq!(ws.recv_any().await, Some(Frame::Binary(vec![4, 1, 2])));
+    ws.send_text("2").await;
+    assert_eq!(ws.recv_text().await, "3");
+    // Without the type byte it is no packet: the session closes.
+    ws.send_binary(&[1, 2, 3]).await;
+    assert!(ws.expect_closed_silently().await.is_empty());
+
+    // `b64=1`: binary messages come as base64 text.
+    let mut ws = srv.ws("EIO=3&transport=websocket&b64=1").await;
+    ws.recv_open().await;
+    ws.send_binary(&[4, 1, 2]).await;
+    assert_eq!(ws.recv_text().await, "b4AQI=");
+}

@@ -51,7 +51,7 @@ pub fn decode_text_payload_v3(body: Bytes) -> Result<Vec<Packet>, PacketError> {
             .find(':')
             .map(|i| pos + i)
             .ok_or(PacketError::InvalidLength)?;
-        let units = parse_length(text[pos..colon].as_bytes())?;
+        let units = parse_length(&body[pos..colon])?;
         let start = colon + 1;
         let end = start + utf16_prefix_bytes(&text[start..], units)?;
         if end > start {

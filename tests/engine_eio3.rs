@@ -177,3 +177,31 @@ async fn v3_websocket_binary_frames_carry_the_type_byte() {
     ws.send_binary(&[4, 1, 2]).await;
     assert_eq!(ws.recv_text().await, "b4AQI=");
 }
+
+#[tokio::test]
+async fn v3_jsonp_polling() {
+    let Some(srv) = Server::with_flags("v3_jsonp_polling", V3).await else {
+        return;
+    };
+    let res = srv.get(&v3_path("transport=polling&j=2&b64=1")).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let text = res.text();
+    let inner = text
+        .strip_prefix("___eio[2](")
+        .and_then(|t| t.strip_suffix(");"))
+        .unwrap_or_else(|| panic!("not a JSONP script: {text}"));
+    let payload: String = serde_json::from_str(inner).unwrap();
+    let (_, open) = payload.split_once(':').unwrap();
+    let sid = parse_open(open)["sid"].as_str().unwrap().to_owned();
+    let path = v3_path(&format!("transport=polling&sid={sid}&j=2"));
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    // `\n` in the field is a newline: the message is "a\nb".
+    let res = srv
+        .request("POST", &path, &form, Some(b"d=4%3A4a%5Cnb1:2"))
+        .await;
+    assert_eq!(res.text(), "ok");
+    assert_eq!(srv.get(&path).await.text(), r#"___eio[2]("4:4a\nb1:3");"#);
+    // A `j` without a callback number is refused.
+    let res = srv.get(&v3_path("transport=polling&j=x")).await;
+    assert_eq!(res.status, 400);
+}

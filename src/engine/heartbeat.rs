@@ -223,7 +223,10 @@ mod tests {
         let config = EngineConfig::default();
         let session = Session::new(
             Sid::random(),
-            Protocol::V3 { binary: false },
+            Protocol::V3 {
+                binary: false,
+                jsonp: None,
+            },
             TransportKind::Polling,
             std::sync::Arc::new(HandshakeRequest {
                 headers: RequestHeaders::default(),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 mod headers;
 mod heartbeat;
+pub(crate) mod jsonp;
 pub mod packet;
 pub mod payload;
 pub mod payload_v3;

@@ -19,6 +19,7 @@ use tracing::debug;
 
 use super::{
     error::RequestError,
+    jsonp,
     packet::Frame,
     payload::{decode_payload, encode_payload},
     payload_v3::{decode_binary_payload_v3, decode_text_payload_v3, encode_payload_v3},
@@ -184,7 +185,13 @@ async fn get<H: EngineHandler>(
     drop(in_flight);
     let (body, content_type) = match session.protocol() {
         Protocol::V4 => (encode_payload(&frames), TEXT_PLAIN),
-        Protocol::V3 { binary } => {
+        Protocol::V3 {
+            jsonp: Some(index), ..
+        } => (
+            jsonp::wrap(index, &encode_payload_v3(&frames, false).body),
+            TEXT_PLAIN,
+        ),
+        Protocol::V3 { binary, .. } => {
             let out = encode_payload_v3(&frames, binary);
             (out.body, if out.binary { OCTET_STREAM } else { TEXT_PLAIN })
         }
@@ -236,6 +243,11 @@ async fn post<H: EngineHandler>(
     drop(in_flight);
     let decoded = match session.protocol() {
         Protocol::V4 => decode_payload(body),
+        Protocol::V3 { jsonp: Some(_), .. } => match jsonp::unwrap(&body) {
+            Some(payload) => decode_text_payload_v3(payload),
+            // No `d` field: nothing to read, as Node.
+            None => Ok(Vec::new()),
+        },
         Protocol::V3 { .. } if binary_body => decode_binary_payload_v3(body),
         Protocol::V3 { .. } => decode_text_payload_v3(body),
     };

@@ -53,6 +53,8 @@ pub(crate) struct Query<'a> {
     pub sid: Option<&'a str>,
     /// v3: `b64=1` asks for base64 instead of binary payloads and frames.
     pub b64: Option<&'a str>,
+    /// v3: JSONP polling, with this callback index.
+    pub j: Option<&'a str>,
 }
 
 impl<'a> Query<'a> {
@@ -62,6 +64,7 @@ impl<'a> Query<'a> {
             transport: None,
             sid: None,
             b64: None,
+            j: None,
         };
         for pair in query.unwrap_or("").split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -70,6 +73,7 @@ impl<'a> Query<'a> {
                 "transport" => &mut q.transport,
                 "sid" => &mut q.sid,
                 "b64" => &mut q.b64,
+                "j" => &mut q.j,
                 _ => continue,
             };
             // A repeated key is ambiguous (Node sees an array there and refuses it):
@@ -196,9 +200,19 @@ impl<H: EngineHandler> Engine<H> {
         // As Node: with `allowEIO3`, anything but `EIO=4` (even none) is v3.
         let protocol = match query.eio {
             Some("4") => Protocol::V4,
-            _ if self.config.allow_eio3 => Protocol::V3 {
-                binary: query.b64.is_none_or(str::is_empty),
-            },
+            _ if self.config.allow_eio3 => {
+                let jsonp = match query.j {
+                    Some(j) if transport == TransportKind::Polling => {
+                        Some(super::jsonp::callback_index(j).ok_or(RequestError::BadRequest)?)
+                    }
+                    _ => None,
+                };
+                Protocol::V3 {
+                    // A JSONP client cannot take binary payloads.
+                    binary: query.b64.is_none_or(str::is_empty) && jsonp.is_none(),
+                    jsonp,
+                }
+            }
             _ => return Err(RequestError::UnsupportedProtocolVersion),
         };
         if let Some(allow) = &self.config.allow_request {
@@ -268,8 +282,12 @@ impl<H: EngineHandler> Engine<H> {
                 let body = match protocol {
                     Protocol::V4 => super::payload::encode_payload(&frames),
                     // Text frames only: the text format whatever the client supports.
-                    Protocol::V3 { .. } => {
-                        super::payload_v3::encode_payload_v3(&frames, false).body
+                    Protocol::V3 { jsonp, .. } => {
+                        let body = super::payload_v3::encode_payload_v3(&frames, false).body;
+                        match jsonp {
+                            Some(index) => super::jsonp::wrap(index, &body),
+                            None => body,
+                        }
                     }
                 };
                 self.handler.on_open(&session);

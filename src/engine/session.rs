@@ -40,9 +40,11 @@ pub enum Protocol {
     V4,
     /// Engine.IO v3 (Socket.IO v2 clients): the client pings, polling payloads
     /// are length-prefixed. `binary`: the client takes binary payloads and
-    /// frames (it did not ask for `b64=1`).
+    /// frames (it did not ask for `b64=1`). `jsonp`: the session polls with
+    /// JSONP (`j=<n>` on its handshake), answered as `___eio[<n>](…);`.
     V3 {
         binary: bool,
+        jsonp: Option<u32>,
     },
 }
 

@@ -223,7 +223,7 @@ fn to_ws(frame: Frame, protocol: Protocol) -> WsMessage {
         (Frame::Text(text), _) => WsMessage::Text(text),
         (Frame::Binary(data), Protocol::V4) => WsMessage::Binary(data),
         // v3 binary messages carry the packet type byte in front.
-        (Frame::Binary(data), Protocol::V3 { binary }) => {
+        (Frame::Binary(data), Protocol::V3 { binary, .. }) => {
             match encode_ws_binary_v3(&data, binary) {
                 Frame::Text(text) => WsMessage::Text(text),
                 Frame::Binary(data) => WsMessage::Binary(data),

@@ -7,6 +7,7 @@
 use serde_json::{value::RawValue, Map, Value};
 
 use super::handler::ConnectError;
+use crate::engine::jsonp::form_decode;
 use crate::parser::{nsp_name, Packet, PacketData};
 
 /// Splits a v2 CONNECT's namespace (`/admin?token=abc`) into the namespace and
@@ -22,35 +23,6 @@ pub(crate) fn split_connect_nsp(nsp: &str) -> (String, Value) {
         auth.insert(form_decode(k), Value::String(form_decode(v)));
     }
     (name.to_owned(), Value::Object(auth))
-}
-
-/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte;
-/// invalid UTF-8 becomes U+FFFD, a malformed escape stays as it is.
-fn form_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The CONNECT_ERROR of a refused v2 client: Node sends `err.data || err.message`.

@@ -29,6 +29,11 @@ fn frames(packets: &[Packet]) -> Option<Vec<Frame>> {
 }
 
 fn check_round_trip(packets: &[Packet]) {
+    // Only empty packets (`0:0:`): nothing to send back, and an empty body is
+    // no payload.
+    if packets.is_empty() {
+        return;
+    }
     let Some(frames) = frames(packets) else {
         return;
     };
@@ -39,7 +44,6 @@ fn check_round_trip(packets: &[Packet]) {
         } else {
             decode_text_payload_v3(out.body)
         };
-        // Empty text packets are skipped on decode; none come out of a decode.
         assert_eq!(again.as_deref(), Ok(packets));
     }
 }

@@ -205,3 +205,59 @@ async fn v3_jsonp_polling() {
     let res = srv.get(&v3_path("transport=polling&j=x")).await;
     assert_eq!(res.status, 400);
 }
+
+/// The packets of a v3 text payload (lengths in UTF-16 units).
+fn v3_packets(body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while let Some((len, tail)) = rest.split_once(':') {
+        let units: usize = len
+            .parse()
+            .unwrap_or_else(|_| panic!("bad length in {body}"));
+        let mut taken = 0;
+        let end = tail
+            .char_indices()
+            .find(|(_, c)| {
+                let done = taken >= units;
+                taken += c.len_utf16();
+                done
+            })
+            .map_or(tail.len(), |(i, _)| i);
+        out.push(tail[..end].to_owned());
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// Socket.IO protocol v4 on the wire, as a v2 client sees it from the
+/// conformance server's `/socket.io/` (its `/` and `/custom` emit `auth`).
+#[tokio::test]
+async fn socket_io_v2_client_wire_format() {
+    let Some(srv) = Server::with_flags("socket_io_v2_client_wire_format", V3).await else {
+        return;
+    };
+    let res = srv.get("/socket.io/?EIO=3&transport=polling&b64=1").await;
+    let open = v3_packets(&res.text());
+    let sid = parse_open(&open[0])["sid"].as_str().unwrap().to_owned();
+    let path = format!("/socket.io/?EIO=3&transport=polling&b64=1&sid={sid}");
+    // `/` is joined without a CONNECT; the reply has no payload.
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(v3_packets(&srv.get(&path).await.text()));
+    }
+    assert_eq!(got, ["40", r#"42["auth",{}]"#]);
+    // Another namespace's auth is its CONNECT's query.
+    let res = srv.post(&path, b"26:40/custom?token=a%20b&x=1,").await;
+    assert_eq!(res.text(), "ok");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.extend(v3_packets(&srv.get(&path).await.text()));
+    }
+    assert_eq!(
+        got,
+        [
+            "40/custom,",
+            r#"42/custom,["auth",{"token":"a b","x":"1"}]"#
+        ]
+    );
+}

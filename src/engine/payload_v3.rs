@@ -114,7 +114,9 @@ pub fn decode_binary_payload_v3(body: Bytes) -> Result<Vec<Packet>, PacketError>
 /// A v3 GET response body; `binary` when it is in the binary payload format
 /// (`Content-Type: application/octet-stream`).
 pub struct EncodedV3 {
+    /// The response body.
     pub body: Bytes,
+    /// Whether `body` is a binary payload (else a text one).
     pub binary: bool,
 }
 

@@ -37,15 +37,13 @@ impl TransportKind {
 /// The Engine.IO protocol revision a session speaks (Node's `socket.protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
+    /// Engine.IO v4, the current protocol.
     V4,
     /// Engine.IO v3 (Socket.IO v2 clients): the client pings, polling payloads
     /// are length-prefixed. `binary`: the client takes binary payloads and
     /// frames (it did not ask for `b64=1`). `jsonp`: the session polls with
     /// JSONP (`j=<n>` on its handshake), answered as `___eio[<n>](…);`.
-    V3 {
-        binary: bool,
-        jsonp: Option<u32>,
-    },
+    V3 { binary: bool, jsonp: Option<u32> },
 }
 
 /// Why a session ended, with Node's reason strings.

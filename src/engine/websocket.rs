@@ -321,6 +321,7 @@ fn on_control<D>(
     close_code: &mut Option<CloseCode>,
 ) {
     match msg {
+        // Data messages are `on_message`'s; never passed here.
         Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))) => {}
         Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
         Some(Ok(WsMessage::Close(_))) | None => session.terminate(CloseReason::TransportClose),

@@ -1,6 +1,6 @@
 //! The server the protocol conformance suites run against: a raw Engine.IO echo
 //! at `/engine.io/` (every engine option settable from the command line) and the
-//! Socket.IO server of the v5 suite at `/socket.io/`.
+//! Socket.IO server of the v5 suite at `/socket.io/`. `--allow-eio3` for the v3 suite.
 //!
 //! ```text
 //! cargo run --example conformance -- --port 3000
@@ -68,6 +68,10 @@ struct Args {
     /// The peer is a reverse proxy: believe its `X-Forwarded-*` headers.
     #[arg(long)]
     trust_proxy: bool,
+    /// Accept Engine.IO v3 clients (Node's `allowEIO3`), for the eio3 suite;
+    /// the eio4 suite's invalid-`EIO` test then fails, as with Node.
+    #[arg(long)]
+    allow_eio3: bool,
 }
 
 /// Sends every message back unchanged.
@@ -148,6 +152,7 @@ fn engine_config(args: &Args) -> EngineConfig {
             .max_send_queue_bytes
             .unwrap_or(EngineConfig::default().max_send_queue_bytes),
         trust_proxy: args.trust_proxy,
+        allow_eio3: args.allow_eio3,
         ..EngineConfig::default()
     }
 }

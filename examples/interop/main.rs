@@ -29,6 +29,9 @@ struct Cli {
     /// In a cluster, turn connection state recovery on (always on in one process).
     #[arg(long)]
     recovery: bool,
+    /// Accept Socket.IO v2 clients (Engine.IO v3), as Node's `allowEIO3`.
+    #[arg(long)]
+    allow_eio3: bool,
     #[command(flatten)]
     options: ClusterArgs,
 }
@@ -37,8 +40,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.cluster {
         let recovery = cli.recovery;
+        let allow_eio3 = cli.allow_eio3;
         return rsio::cluster::run(&cli.options, move |worker: WorkerContext| async move {
             let mut config = app::server_config();
+            config.engine.allow_eio3 = allow_eio3;
             if !recovery {
                 config.connection_state_recovery = None;
             }
@@ -71,7 +76,9 @@ fn single(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let io = Server::new(app::server_config());
+        let mut config = app::server_config();
+        config.engine.allow_eio3 = cli.allow_eio3;
+        let io = Server::new(config);
         app::install(&io, None);
         let host = cli.options.host.unwrap_or([127, 0, 0, 1].into());
         let addr = SocketAddr::new(host, cli.options.port.unwrap_or(3000));

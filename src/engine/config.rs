@@ -176,6 +176,9 @@ pub struct EngineConfig {
     /// (`handshake.secure()`). Off by default, as Node's `trust proxy`: otherwise
     /// any client may send these headers and claim another host or address.
     pub trust_proxy: bool,
+    /// Accept Engine.IO v3 clients (Socket.IO v2 clients), as Node's `allowEIO3`:
+    /// any `EIO` other than `4` is then served as v3.
+    pub allow_eio3: bool,
 }
 
 impl Default for EngineConfig {
@@ -197,6 +200,7 @@ impl Default for EngineConfig {
             allowed_origins: AllowedOrigins::Any,
             max_send_queue_bytes: 16 << 20,
             trust_proxy: false,
+            allow_eio3: false,
         }
     }
 }
@@ -223,6 +227,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("allowed_origins", &self.allowed_origins)
             .field("max_send_queue_bytes", &self.max_send_queue_bytes)
             .field("trust_proxy", &self.trust_proxy)
+            .field("allow_eio3", &self.allow_eio3)
             .finish()
     }
 }

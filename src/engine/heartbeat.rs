@@ -1,5 +1,7 @@
 //! The life of a session: pings every `pingInterval`, a close after
-//! `pingTimeout` without a pong, and the cleanup once it ends.
+//! `pingTimeout` without a pong, and the cleanup once it ends. A v3 client
+//! pings instead: the session closes after `pingInterval + pingTimeout`
+//! without a ping.
 //!
 //! A WebSocket session runs its [`Heartbeat`] inside its transport task (one
 //! task per connection, not two: the task's size counts per idle client); a
@@ -25,16 +27,21 @@ use super::{
 pub(crate) struct Heartbeat {
     ping_at: Instant,
     awaiting_pong: bool,
+    /// v3: the client pings, we never do; always waiting for its next ping.
+    client_pings: bool,
     close_by: Option<Instant>,
 }
 
 impl Heartbeat {
     /// Deadlines count from `opened` (taken before the open packet left), not
     /// from when a task first runs, so a busy runtime cannot make a ping timeout late.
-    pub(crate) fn new(config: &EngineConfig, opened: Instant) -> Heartbeat {
+    /// `client_pings` for a v3 session: its first ping is due within
+    /// `pingInterval + pingTimeout`.
+    pub(crate) fn new(config: &EngineConfig, opened: Instant, client_pings: bool) -> Heartbeat {
         Heartbeat {
             ping_at: opened + config.ping_interval,
-            awaiting_pong: false,
+            awaiting_pong: client_pings,
+            client_pings,
             close_by: None,
         }
     }
@@ -59,6 +66,10 @@ impl Heartbeat {
             return false;
         }
         if self.awaiting_pong && now >= self.ping_at + config.ping_timeout {
+            // The pong (or v3 ping) may have come just now, its wake-up not yet seen.
+            if self.observe(config, &mut session.lock()) {
+                return true;
+            }
             session.terminate(CloseReason::PingTimeout);
             return false;
         }
@@ -72,13 +83,15 @@ impl Heartbeat {
     /// Takes in what the session's state says since the last look: the pong to
     /// our last ping (`Session::on_pong` clears `awaiting_pong`), or a
     /// server-side close (the last deliveries get `close_timeout`). Returns
-    /// whether the deadline moved.
-    pub(crate) fn observe(&mut self, config: &EngineConfig, st: &State) -> bool {
+    /// whether the deadline moved. A v3 client's ping (`Session::on_client_ping`)
+    /// counts as a pong; the wait for the next one starts here.
+    pub(crate) fn observe(&mut self, config: &EngineConfig, st: &mut State) -> bool {
         let pong = self.awaiting_pong && !st.awaiting_pong;
         let closing = st.closing && self.close_by.is_none();
         if pong {
-            self.awaiting_pong = false;
             self.ping_at = Instant::now() + config.ping_interval;
+            self.awaiting_pong = self.client_pings;
+            st.awaiting_pong = self.client_pings;
         }
         if closing {
             self.close_by = Some(Instant::now() + config.close_timeout);
@@ -95,7 +108,7 @@ pub(crate) async fn run<H: EngineHandler>(
     opened: Instant,
 ) {
     let config = &engine.config;
-    let mut beat = Heartbeat::new(config, opened);
+    let mut beat = Heartbeat::new(config, opened, session.is_v3());
     let timer = tokio::time::sleep_until(beat.deadline(config));
     tokio::pin!(timer);
     loop {
@@ -108,7 +121,7 @@ pub(crate) async fn run<H: EngineHandler>(
             // A pong to our last ping, or a server-side close (a stored permit
             // if it comes before this wait is polled).
             _ = session.beat.notified() => {
-                beat.observe(config, &session.lock());
+                beat.observe(config, &mut session.lock());
             }
             _ = session.closed() => break,
         }
@@ -147,28 +160,99 @@ mod tests {
     fn observes_the_awaited_pong_and_the_close_once() {
         let config = EngineConfig::default();
         let opened = Instant::now();
-        let mut beat = Heartbeat::new(&config, opened);
+        let mut beat = Heartbeat::new(&config, opened, false);
         assert_eq!(beat.deadline(&config), opened + config.ping_interval);
         assert!(
-            !beat.observe(&config, &state(false, false)),
+            !beat.observe(&config, &mut state(false, false)),
             "no ping out: nothing to see"
         );
         // A ping went out (as `on_timer` does), then its pong came back.
         beat.awaiting_pong = true;
-        assert!(!beat.observe(&config, &state(true, false)), "still waiting");
+        assert!(
+            !beat.observe(&config, &mut state(true, false)),
+            "still waiting"
+        );
         assert_eq!(
             beat.deadline(&config),
             opened + config.ping_interval + config.ping_timeout
         );
         let before = Instant::now();
-        assert!(beat.observe(&config, &state(false, false)), "the pong");
+        assert!(beat.observe(&config, &mut state(false, false)), "the pong");
         due_within(&beat, &config, before, config.ping_interval);
         let before = Instant::now();
-        assert!(beat.observe(&config, &state(false, true)), "the close");
+        assert!(beat.observe(&config, &mut state(false, true)), "the close");
         due_within(&beat, &config, before, config.close_timeout);
         assert!(
-            !beat.observe(&config, &state(false, true)),
+            !beat.observe(&config, &mut state(false, true)),
             "the close counts once"
         );
+    }
+
+    #[test]
+    fn v3_waits_for_client_pings_and_never_pings() {
+        let config = EngineConfig::default();
+        let opened = Instant::now();
+        let mut beat = Heartbeat::new(&config, opened, true);
+        assert_eq!(
+            beat.deadline(&config),
+            opened + config.ping_interval + config.ping_timeout,
+            "the first ping is due within pingInterval + pingTimeout"
+        );
+        let mut st = state(true, false);
+        assert!(!beat.observe(&config, &mut st), "no ping yet");
+        // The client pinged (`Session::on_client_ping` clears the flag).
+        st.awaiting_pong = false;
+        let before = Instant::now();
+        assert!(
+            beat.observe(&config, &mut st),
+            "the ping moves the deadline"
+        );
+        assert!(beat.awaiting_pong && st.awaiting_pong, "waits for the next");
+        due_within(
+            &beat,
+            &config,
+            before,
+            config.ping_interval + config.ping_timeout,
+        );
+        assert!(!beat.observe(&config, &mut st), "one ping counts once");
+    }
+
+    #[test]
+    fn v3_timer_closes_without_a_ping_and_sends_none() {
+        use crate::engine::{session::Protocol, HandshakeRequest, RequestHeaders, Sid};
+        let config = EngineConfig::default();
+        let session = Session::new(
+            Sid::random(),
+            Protocol::V3 {
+                binary: false,
+                jsonp: None,
+            },
+            TransportKind::Polling,
+            std::sync::Arc::new(HandshakeRequest {
+                headers: RequestHeaders::default(),
+                url: "/".into(),
+                remote_addr: None,
+                issued: std::time::SystemTime::now(),
+            }),
+            usize::MAX,
+            (),
+        );
+        let overdue = || {
+            Instant::now()
+                .checked_sub(config.ping_interval + config.ping_timeout)
+                .unwrap()
+        };
+        let mut beat = Heartbeat::new(&config, overdue(), true);
+        session.on_client_ping();
+        assert!(
+            beat.on_timer(&config, &session),
+            "a ping whose wake-up was not yet seen still counts"
+        );
+        assert!(beat.deadline(&config) > Instant::now());
+        assert_eq!(session.queued(), 1, "only the pong `3`: no server ping");
+        beat.ping_at = overdue();
+        assert!(!beat.on_timer(&config, &session));
+        assert_eq!(session.close_reason(), Some(CloseReason::PingTimeout));
+        assert_eq!(session.queued(), 1, "still no server ping");
     }
 }

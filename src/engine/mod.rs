@@ -1,4 +1,4 @@
-//! Engine.IO v4: sessions over HTTP long-polling and WebSocket, upgrades and heartbeats.
+//! Engine.IO v4 (and v3 with `allow_eio3`): sessions over HTTP long-polling and WebSocket, upgrades and heartbeats.
 //!
 //! The engine knows nothing of namespaces or rooms: it hands messages to an
 //! [`EngineHandler`] and sends the [`Frame`]s it is given.
@@ -7,8 +7,10 @@ pub mod config;
 pub mod error;
 mod headers;
 mod heartbeat;
+pub(crate) mod jsonp;
 pub mod packet;
 pub mod payload;
+pub mod payload_v3;
 mod polling;
 mod proxy;
 mod router;
@@ -26,5 +28,5 @@ pub use error::RequestError;
 pub use headers::RequestHeaders;
 pub use packet::{Frame, Packet};
 pub use server::{Engine, EngineHandler, Message};
-pub use session::{CloseReason, HandshakeRequest, Session, TransportKind};
+pub use session::{CloseReason, HandshakeRequest, Protocol, Session, TransportKind};
 pub use sid::Sid;

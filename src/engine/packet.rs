@@ -32,6 +32,9 @@ pub enum PacketError {
     InvalidUtf8,
     #[error("invalid base64 in binary packet")]
     InvalidBase64,
+    /// A v3 payload's length prefix is malformed or does not match its packet.
+    #[error("invalid length prefix in payload")]
+    InvalidLength,
 }
 
 impl Packet {
@@ -103,6 +106,11 @@ impl Frame {
 
     pub const fn ping() -> Frame {
         Frame::Text(Utf8Bytes::from_static("2"))
+    }
+
+    /// `3`: the answer to a v3 client's ping.
+    pub const fn pong() -> Frame {
+        Frame::Text(Utf8Bytes::from_static("3"))
     }
 
     pub const fn close() -> Frame {

@@ -1,4 +1,5 @@
-//! HTTP long-polling: a GET waits for queued packets, a POST carries packets in.
+//! HTTP long-polling: a GET waits for queued packets, a POST carries packets in
+//! (v4 payloads, or v3 ones for a v3 session).
 
 use std::{
     io::Write,
@@ -18,10 +19,12 @@ use tracing::debug;
 
 use super::{
     error::RequestError,
+    jsonp,
     packet::Frame,
     payload::{decode_payload, encode_payload},
+    payload_v3::{decode_binary_payload_v3, decode_text_payload_v3, encode_payload_v3},
     server::{Engine, EngineHandler},
-    session::{CloseReason, Session, TransportKind, Upgrade},
+    session::{CloseReason, Protocol, Session, TransportKind, Upgrade},
 };
 
 /// How long a fresh GET waits for an upgrade in progress before answering `noop`
@@ -180,8 +183,20 @@ async fn get<H: EngineHandler>(
     };
     in_flight.completed = true;
     drop(in_flight);
-    let body = encode_payload(&frames);
-    Ok(payload_response(engine, req.headers(), body))
+    let (body, content_type) = match session.protocol() {
+        Protocol::V4 => (encode_payload(&frames), TEXT_PLAIN),
+        Protocol::V3 {
+            jsonp: Some(index), ..
+        } => (
+            jsonp::wrap(index, &encode_payload_v3(&frames, false).body),
+            TEXT_PLAIN,
+        ),
+        Protocol::V3 { binary, .. } => {
+            let out = encode_payload_v3(&frames, binary);
+            (out.body, if out.binary { OCTET_STREAM } else { TEXT_PLAIN })
+        }
+    };
+    Ok(payload_response(engine, req.headers(), body, content_type))
 }
 
 async fn post<H: EngineHandler>(
@@ -194,12 +209,12 @@ async fn post<H: EngineHandler>(
         Err(refused) => return refused.into_result(),
     };
     let max = engine.config.max_http_buffer_size;
-    if req
+    let binary_body = req
         .headers()
         .get(header::CONTENT_TYPE)
         .map(|v| v.as_bytes())
-        == Some(b"application/octet-stream")
-    {
+        == Some(OCTET_STREAM.as_bytes());
+    if binary_body && !session.is_v3() {
         // v4 polling payloads are text only.
         in_flight.completed = true;
         drop(in_flight);
@@ -226,7 +241,17 @@ async fn post<H: EngineHandler>(
     };
     in_flight.completed = true;
     drop(in_flight);
-    let packets = match decode_payload(body) {
+    let decoded = match session.protocol() {
+        Protocol::V4 => decode_payload(body),
+        Protocol::V3 { jsonp: Some(_), .. } => match jsonp::unwrap(&body) {
+            Some(payload) => decode_text_payload_v3(payload),
+            // No `d` field: nothing to read, as Node.
+            None => Ok(Vec::new()),
+        },
+        Protocol::V3 { .. } if binary_body => decode_binary_payload_v3(body),
+        Protocol::V3 { .. } => decode_text_payload_v3(body),
+    };
+    let packets = match decoded {
         Ok(packets) => packets,
         Err(err) => {
             debug!(target: "engine:polling", sid = %session.sid(), "invalid payload: {err}");
@@ -243,13 +268,19 @@ async fn post<H: EngineHandler>(
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "ok").into_response())
 }
 
+const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
+/// A binary payload: v3 GET responses with binary packets, and v3 POST bodies.
+const OCTET_STREAM: &str = "application/octet-stream";
+
 pub(crate) fn text_response(status: StatusCode, body: Bytes) -> Response {
+    body_response(status, body, TEXT_PLAIN)
+}
+
+fn body_response(status: StatusCode, body: Bytes, content_type: &'static str) -> Response {
     let mut res = Response::new(Body::from(body));
     *res.status_mut() = status;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=UTF-8"),
-    );
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     res.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
@@ -260,6 +291,7 @@ fn payload_response<H: EngineHandler>(
     engine: &Engine<H>,
     headers: &HeaderMap,
     body: Bytes,
+    content_type: &'static str,
 ) -> Response {
     let threshold = engine.config.http_compression_threshold;
     let encoding = match threshold {
@@ -267,7 +299,7 @@ fn payload_response<H: EngineHandler>(
         _ => None,
     };
     let Some(encoding) = encoding else {
-        return text_response(StatusCode::OK, body);
+        return body_response(StatusCode::OK, body, content_type);
     };
     let compressed = match encoding {
         "gzip" => {
@@ -281,14 +313,14 @@ fn payload_response<H: EngineHandler>(
     };
     match compressed {
         Ok(data) => {
-            let mut res = text_response(StatusCode::OK, Bytes::from(data));
+            let mut res = body_response(StatusCode::OK, Bytes::from(data), content_type);
             res.headers_mut()
                 .insert(header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
             res.headers_mut()
                 .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
             res
         }
-        Err(_) => text_response(StatusCode::OK, body),
+        Err(_) => body_response(StatusCode::OK, body, content_type),
     }
 }
 

@@ -21,7 +21,7 @@ use super::{
     error::{ErrorCounters, RequestError},
     headers::RequestHeaders,
     packet::{Frame, Packet},
-    session::{CloseReason, HandshakeRequest, Session, TransportKind},
+    session::{CloseReason, HandshakeRequest, Protocol, Session, TransportKind},
     sid::Sid,
 };
 
@@ -51,6 +51,10 @@ pub(crate) struct Query<'a> {
     pub eio: Option<&'a str>,
     pub transport: Option<&'a str>,
     pub sid: Option<&'a str>,
+    /// v3: `b64=1` asks for base64 instead of binary payloads and frames.
+    pub b64: Option<&'a str>,
+    /// v3: JSONP polling, with this callback index.
+    pub j: Option<&'a str>,
 }
 
 impl<'a> Query<'a> {
@@ -59,6 +63,8 @@ impl<'a> Query<'a> {
             eio: None,
             transport: None,
             sid: None,
+            b64: None,
+            j: None,
         };
         for pair in query.unwrap_or("").split('&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -66,6 +72,8 @@ impl<'a> Query<'a> {
                 "EIO" => &mut q.eio,
                 "transport" => &mut q.transport,
                 "sid" => &mut q.sid,
+                "b64" => &mut q.b64,
+                "j" => &mut q.j,
                 _ => continue,
             };
             // A repeated key is ambiguous (Node sees an array there and refuses it):
@@ -201,20 +209,36 @@ impl<H: EngineHandler> Engine<H> {
         if transport == TransportKind::WebSocket && !is_upgrade {
             return Err(RequestError::BadRequest);
         }
-        if query.eio != Some("4") {
-            return Err(RequestError::UnsupportedProtocolVersion);
-        }
+        // As Node: with `allowEIO3`, anything but `EIO=4` (even none) is v3.
+        let protocol = match query.eio {
+            Some("4") => Protocol::V4,
+            _ if self.config.allow_eio3 => {
+                let jsonp = match query.j {
+                    Some(j) if transport == TransportKind::Polling => {
+                        Some(super::jsonp::callback_index(j).ok_or(RequestError::BadRequest)?)
+                    }
+                    _ => None,
+                };
+                Protocol::V3 {
+                    // A JSONP client cannot take binary payloads.
+                    binary: query.b64.is_none_or(str::is_empty) && jsonp.is_none(),
+                    jsonp,
+                }
+            }
+            _ => return Err(RequestError::UnsupportedProtocolVersion),
+        };
         if let Some(allow) = &self.config.allow_request {
             let (parts, body) = req.into_parts();
             allow(&parts).await.map_err(RequestError::Forbidden)?;
             let req = Request::from_parts(parts, body);
-            return self.handshake(transport, req);
+            return self.handshake(protocol, transport, req);
         }
-        self.handshake(transport, req)
+        self.handshake(protocol, transport, req)
     }
 
     fn handshake(
         self: &Arc<Self>,
+        protocol: Protocol,
         transport: TransportKind,
         mut req: Request<Body>,
     ) -> Result<Response, RequestError> {
@@ -246,6 +270,7 @@ impl<H: EngineHandler> Engine<H> {
         let sid = Sid::random();
         let session = Arc::new(Session::new(
             sid,
+            protocol,
             transport,
             request,
             self.config.max_send_queue_bytes,
@@ -263,14 +288,24 @@ impl<H: EngineHandler> Engine<H> {
             Some((accept_key, on_upgrade)) => {
                 session.send_all(frames);
                 self.handler.on_open(&session);
-                let beat = super::heartbeat::Heartbeat::new(&self.config, opened);
+                let beat = super::heartbeat::Heartbeat::new(&self.config, opened, session.is_v3());
                 super::websocket::spawn_transport(self.clone(), session, on_upgrade, Some(beat));
                 Ok(super::websocket::switching_protocols(&accept_key))
             }
             None => {
                 tokio::spawn(super::heartbeat::run(self.clone(), session.clone(), opened));
                 // The handshake response carries the open packet itself.
-                let body = super::payload::encode_payload(&frames);
+                let body = match protocol {
+                    Protocol::V4 => super::payload::encode_payload(&frames),
+                    // Text frames only: the text format whatever the client supports.
+                    Protocol::V3 { jsonp, .. } => {
+                        let body = super::payload_v3::encode_payload_v3(&frames, false).body;
+                        match jsonp {
+                            Some(index) => super::jsonp::wrap(index, &body),
+                            None => body,
+                        }
+                    }
+                };
                 self.handler.on_open(&session);
                 let mut res = super::polling::text_response(StatusCode::OK, body);
                 if let Some(cookie) = &self.config.cookie {
@@ -313,11 +348,13 @@ impl<H: EngineHandler> Engine<H> {
         match packet {
             Packet::Message(text) => self.handler.on_message(session, Message::Text(text)),
             Packet::Binary(data) => self.handler.on_message(session, Message::Binary(data)),
-            Packet::Pong(_) => session.on_pong(),
+            Packet::Pong(_) if !session.is_v3() => session.on_pong(),
+            Packet::Ping(_) if session.is_v3() => session.on_client_ping(),
             Packet::Close => session.terminate(CloseReason::TransportClose),
             Packet::Noop => {}
-            // v4 clients never ping (only `2probe` on a probing WebSocket, handled there).
-            Packet::Ping(_) | Packet::Upgrade | Packet::Open => {
+            // v4 clients never ping (only `2probe` on a probing WebSocket, handled
+            // there), v3 clients never pong: Node's "invalid heartbeat direction".
+            Packet::Ping(_) | Packet::Pong(_) | Packet::Upgrade | Packet::Open => {
                 debug!(target: "engine", sid = %session.sid(), ?packet, "unexpected packet");
                 session.terminate(CloseReason::TransportError);
             }

@@ -34,6 +34,18 @@ impl TransportKind {
     }
 }
 
+/// The Engine.IO protocol revision a session speaks (Node's `socket.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Engine.IO v4, the current protocol.
+    V4,
+    /// Engine.IO v3 (Socket.IO v2 clients): the client pings, polling payloads
+    /// are length-prefixed. `binary`: the client takes binary payloads and
+    /// frames (it did not ask for `b64=1`). `jsonp`: the session polls with
+    /// JSONP (`j=<n>` on its handshake), answered as `___eio[<n>](…);`.
+    V3 { binary: bool, jsonp: Option<u32> },
+}
+
 /// Why a session ended, with Node's reason strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -122,6 +134,7 @@ impl State {
 /// An Engine.IO session, shared by its transports, its heartbeat and the upper layer.
 pub struct Session<D> {
     sid: Sid,
+    protocol: Protocol,
     request: Arc<HandshakeRequest>,
     state: Mutex<State>,
     max_queued_bytes: usize,
@@ -149,6 +162,7 @@ impl<D> std::fmt::Debug for Session<D> {
 impl<D> Session<D> {
     pub(crate) fn new(
         sid: Sid,
+        protocol: Protocol,
         transport: TransportKind,
         request: Arc<HandshakeRequest>,
         max_queued_bytes: usize,
@@ -156,6 +170,7 @@ impl<D> Session<D> {
     ) -> Session<D> {
         Session {
             sid,
+            protocol,
             request,
             max_queued_bytes,
             state: Mutex::new(State {
@@ -165,7 +180,8 @@ impl<D> Session<D> {
                 queued_bytes: 0,
                 get_pending: false,
                 post_pending: false,
-                awaiting_pong: false,
+                // A v3 session always waits for the client's next ping.
+                awaiting_pong: protocol != Protocol::V4,
                 closing: false,
             }),
             wake: Notify::new(),
@@ -179,6 +195,16 @@ impl<D> Session<D> {
 
     pub fn sid(&self) -> Sid {
         self.sid
+    }
+
+    /// The protocol revision the client speaks.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Whether the client speaks Engine.IO v3 (a Socket.IO v2 client).
+    pub fn is_v3(&self) -> bool {
+        self.protocol != Protocol::V4
     }
 
     pub fn request(&self) -> &Arc<HandshakeRequest> {
@@ -304,6 +330,21 @@ impl<D> Session<D> {
         }
     }
 
+    /// A v3 client's ping: answers `3` and tells the heartbeat, which then
+    /// waits for the next one (`awaiting_pong` is set again there).
+    pub(crate) fn on_client_ping(&self) {
+        {
+            let mut st = self.lock();
+            if st.closing || self.is_closed() {
+                return;
+            }
+            st.awaiting_pong = false;
+            st.push([Frame::pong()]);
+        }
+        self.beat.notify_one();
+        self.wake.notify_one();
+    }
+
     /// Queues a ping and marks the session as waiting for its pong.
     pub(crate) fn send_ping(&self) {
         {
@@ -326,6 +367,7 @@ mod tests {
     fn bounded_session(transport: TransportKind, max_queued_bytes: usize) -> Session<()> {
         Session::new(
             Sid::random(),
+            Protocol::V4,
             transport,
             Arc::new(HandshakeRequest {
                 headers: RequestHeaders::default(),

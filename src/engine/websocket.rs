@@ -33,9 +33,10 @@ use super::{
     error::RequestError,
     heartbeat::Heartbeat,
     packet::{Frame, Packet},
+    payload_v3::{decode_binary_message_v3, decode_packet_v3, encode_ws_binary_v3},
     scratch_reader::ScratchReader,
     server::{Engine, EngineHandler},
-    session::{CloseReason, Session, TransportKind, Upgrade},
+    session::{CloseReason, Protocol, Session, TransportKind, Upgrade},
 };
 
 type Ws = WebSocketStream<ScratchReader<TokioIo<hyper::upgrade::Upgraded>>>;
@@ -217,10 +218,17 @@ async fn run_probe<H: EngineHandler>(
     }
 }
 
-fn to_ws(frame: Frame) -> WsMessage {
-    match frame {
-        Frame::Text(text) => WsMessage::Text(text),
-        Frame::Binary(data) => WsMessage::Binary(data),
+fn to_ws(frame: Frame, protocol: Protocol) -> WsMessage {
+    match (frame, protocol) {
+        (Frame::Text(text), _) => WsMessage::Text(text),
+        (Frame::Binary(data), Protocol::V4) => WsMessage::Binary(data),
+        // v3 binary messages carry the packet type byte in front.
+        (Frame::Binary(data), Protocol::V3 { binary, .. }) => {
+            match encode_ws_binary_v3(&data, binary) {
+                Frame::Text(text) => WsMessage::Text(text),
+                Frame::Binary(data) => WsMessage::Binary(data),
+            }
+        }
     }
 }
 
@@ -290,15 +298,31 @@ fn on_message<H: EngineHandler>(
     msg: Option<Result<WsMessage, WsError>>,
     close_code: &mut Option<CloseCode>,
 ) {
+    let decoded = match msg {
+        Some(Ok(WsMessage::Text(text))) if session.is_v3() => decode_packet_v3(Bytes::from(text)),
+        Some(Ok(WsMessage::Text(text))) => Packet::decode_text(Bytes::from(text)),
+        Some(Ok(WsMessage::Binary(data))) if session.is_v3() => decode_binary_message_v3(data),
+        Some(Ok(WsMessage::Binary(data))) => Ok(Packet::Binary(data)),
+        other => return on_control(session, other, close_code),
+    };
+    match decoded {
+        Ok(packet) => engine.on_packet(session, packet),
+        Err(err) => {
+            debug!(target: "engine:ws", sid = %session.sid(), "invalid packet: {err}");
+            session.terminate(CloseReason::ParseError);
+        }
+    }
+}
+
+/// Everything but a data message: control frames, the end of the stream, errors.
+fn on_control<D>(
+    session: &Session<D>,
+    msg: Option<Result<WsMessage, WsError>>,
+    close_code: &mut Option<CloseCode>,
+) {
     match msg {
-        Some(Ok(WsMessage::Text(text))) => match Packet::decode_text(Bytes::from(text)) {
-            Ok(packet) => engine.on_packet(session, packet),
-            Err(err) => {
-                debug!(target: "engine:ws", sid = %session.sid(), "invalid packet: {err}");
-                session.terminate(CloseReason::ParseError);
-            }
-        },
-        Some(Ok(WsMessage::Binary(data))) => engine.on_packet(session, Packet::Binary(data)),
+        // Data messages are `on_message`'s; never passed here.
+        Some(Ok(WsMessage::Text(_) | WsMessage::Binary(_))) => {}
         Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_))) => {}
         Some(Ok(WsMessage::Close(_))) | None => session.terminate(CloseReason::TransportClose),
         Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
@@ -322,6 +346,7 @@ fn on_message<H: EngineHandler>(
 fn write_frames(
     ws: &mut Ws,
     frames: &mut VecDeque<Frame>,
+    protocol: Protocol,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), WsError>> {
     loop {
@@ -330,7 +355,7 @@ fn write_frames(
         }
         ready!(ws.poll_ready_unpin(cx))?;
         if let Some(frame) = frames.pop_front() {
-            ws.start_send_unpin(to_ws(frame))?;
+            ws.start_send_unpin(to_ws(frame, protocol))?;
         }
     }
 }
@@ -362,7 +387,7 @@ fn run<'a, H: EngineHandler>(
             let (mut frames, closing) = {
                 let mut st = session.lock();
                 if let Some(beat) = beat.as_mut() {
-                    if beat.observe(config, &st) {
+                    if beat.observe(config, &mut st) {
                         timer.as_mut().reset(beat.deadline(config));
                     }
                 }
@@ -371,7 +396,9 @@ fn run<'a, H: EngineHandler>(
             if !frames.is_empty() {
                 // Written by hand rather than as an `async` block: it is part of this
                 // task's state, which every idle connection keeps (184 bytes as a block).
-                let mut write = std::future::poll_fn(|cx| write_frames(ws, &mut frames, cx));
+                let protocol = session.protocol();
+                let mut write =
+                    std::future::poll_fn(|cx| write_frames(ws, &mut frames, protocol, cx));
                 // A client that stops reading blocks the write; the session may end
                 // meanwhile (ping timeout, queue bound, server close): stop waiting then.
                 let written = loop {

@@ -14,7 +14,7 @@ use super::{
     handshake::Handshake,
     reason::DisconnectReason,
     socket::{encode, Socket},
-    ServerInner,
+    v2_client, ServerInner,
 };
 use crate::{
     adapter::{EncodedPacket, Restored},
@@ -97,6 +97,10 @@ impl EngineHandler for ClientHandler {
         let timeout = self.server.config.connect_timeout;
         let deadline = tokio::spawn(connect_deadline(session.clone(), timeout));
         session.data.lock().connect_deadline = Some(deadline.abort_handle());
+        if session.is_v3() {
+            // A Socket.IO v2 client joins the main namespace without a CONNECT.
+            connect(&self.server, session, "/".into(), serde_json::json!({}));
+        }
     }
 
     fn on_message(&self, session: &Arc<Session<ClientState>>, message: Message) {
@@ -142,7 +146,14 @@ async fn connect_deadline(session: Arc<Session<ClientState>>, timeout: Duration)
 }
 
 impl ClientHandler {
-    fn route(&self, session: &Arc<Session<ClientState>>, packet: Packet) {
+    fn route(&self, session: &Arc<Session<ClientState>>, mut packet: Packet) {
+        // A v2 client's CONNECT carries its auth as the namespace's query.
+        let mut v2_auth = None;
+        if session.is_v3() && matches!(packet.data, PacketData::Connect(_)) {
+            let (nsp, auth) = v2_client::split_connect_nsp(&packet.nsp);
+            packet.nsp = nsp.into();
+            v2_auth = Some(auth);
+        }
         let (socket, connecting) = {
             let c = session.data.lock();
             (
@@ -152,6 +163,10 @@ impl ClientHandler {
         };
         match (packet.data, socket) {
             (PacketData::Connect(auth), None) if !connecting => {
+                let auth = v2_auth.unwrap_or_else(|| {
+                    auth.and_then(|raw| serde_json::from_str(raw.get()).ok())
+                        .unwrap_or_else(|| serde_json::json!({}))
+                });
                 connect(&self.server, session, packet.nsp.into_owned(), auth)
             }
             (PacketData::Disconnect, Some(socket)) => {
@@ -173,11 +188,8 @@ fn connect(
     server: &Arc<ServerInner>,
     session: &Arc<Session<ClientState>>,
     nsp: String,
-    auth: Option<Box<RawValue>>,
+    auth: serde_json::Value,
 ) {
-    let auth = auth
-        .and_then(|raw| serde_json::from_str(raw.get()).ok())
-        .unwrap_or_else(|| serde_json::json!({}));
     let Some(ns) = server.namespace_for(&nsp, &auth) else {
         debug!(target: "socket.io:client", nsp, "invalid namespace");
         let packet = Packet::connect_error(nsp, "Invalid namespace", None);
@@ -243,7 +255,13 @@ fn accept(
             r.horizon,
         ),
         None => (
-            Sid::random(),
+            // Node gives a v2 client's main-namespace socket the engine's sid,
+            // which is the id the client itself reports.
+            if session.is_v3() && ns.name() == "/" {
+                session.sid()
+            } else {
+                Sid::random()
+            },
             recovery.map(|_| Sid::random()),
             serde_json::json!({}),
             Vec::new(),
@@ -292,10 +310,14 @@ fn refuse(socket: &Socket, err: ConnectError) {
     let session = &socket.0.session;
     session.data.lock().connected(socket.ns());
     debug!(target: "socket.io:client", nsp = socket.ns(), "refused: {}", err.message);
-    let data = err
-        .data
-        .and_then(|d| RawValue::from_string(d.to_string()).ok());
-    let packet = Packet::connect_error(socket.ns(), &err.message, data.as_deref());
+    let packet = if session.is_v3() {
+        v2_client::connect_error(socket.ns(), &err)
+    } else {
+        let data = err
+            .data
+            .and_then(|d| RawValue::from_string(d.to_string()).ok());
+        Packet::connect_error(socket.ns(), &err.message, data.as_deref())
+    };
     session.send_all(encode(&packet).0.iter().cloned());
 }
 
@@ -345,10 +367,12 @@ fn finish_connect(socket: Socket, joined: Joined) {
     }
     socket.report_session();
     let reply = match socket.pid() {
-        Some(pid) => format!("{{\"sid\":\"{}\",\"pid\":\"{pid}\"}}", socket.id()),
-        None => format!("{{\"sid\":\"{}\"}}", socket.id()),
+        // A v2 client's CONNECT reply has no payload.
+        _ if session.is_v3() => None,
+        Some(pid) => Some(format!("{{\"sid\":\"{}\",\"pid\":\"{pid}\"}}", socket.id())),
+        None => Some(format!("{{\"sid\":\"{}\"}}", socket.id())),
     };
-    let payload = RawValue::from_string(reply).ok();
+    let payload = reply.and_then(|r| RawValue::from_string(r).ok());
     socket.send_packet(&Packet::connect(ns.name(), payload));
     for packet in &missed {
         socket.send_encoded(packet);

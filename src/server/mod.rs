@@ -31,6 +31,7 @@ mod namespace;
 mod reason;
 mod rooms;
 mod socket;
+mod v2_client;
 
 use std::{
     collections::{hash_map::Entry, HashMap},

@@ -21,6 +21,8 @@ const io = new Server(httpServer, {
   pingTimeout: 1000,
   connectTimeout: 2000,
   connectionStateRecovery: { maxDisconnectionDuration: 5000, skipMiddlewares: true },
+  // Socket.IO v2 clients (tests/js/eio3.test.mjs), as the rsio server's --allow-eio3.
+  allowEIO3: process.argv.includes("--allow-eio3"),
 });
 
 // socket id -> { reason, roomsAtDisconnecting } for every socket of every namespace.

@@ -42,7 +42,7 @@ fn main() -> ExitCode {
             if !recovery {
                 config.connection_state_recovery = None;
             }
-            let io = worker.server(config);
+            let io = worker.server(config)?;
             app::install(&io, Some(worker.index));
             Ok(io.router().merge(stats::stats_router(&io, worker.index)))
         });

@@ -41,6 +41,11 @@ pub(super) struct Recent {
 
 pub(super) type RestoreAnswer = (Option<Session>, Vec<Vec<IpcFrame>>, u64);
 
+/// [`ClusterLink::attach`] was given a second server.
+#[derive(Debug, thiserror::Error)]
+#[error("the cluster link already carries the traffic of another server")]
+pub struct AlreadyAttached;
+
 /// One worker's connection to the cluster, shared by the adapters of all its namespaces.
 pub struct ClusterLink {
     pub(super) index: WorkerIndex,
@@ -105,9 +110,12 @@ impl ClusterLink {
         })
     }
 
-    /// The server whose namespaces receive what other workers send.
-    pub fn attach(&self, server: &Server) {
-        let _ = self.server.set(server.inner_ref());
+    /// The server whose namespaces receive what other workers send. A link has
+    /// one: messages between workers name a namespace, not a server.
+    pub fn attach(&self, server: &Server) -> Result<(), AlreadyAttached> {
+        self.server
+            .set(server.inner_ref())
+            .map_err(|_| AlreadyAttached)
     }
 
     pub(super) fn peers(&self) -> MutexGuard<'_, BTreeSet<WorkerIndex>> {

@@ -30,7 +30,7 @@ use crate::{
     parser::Args,
 };
 
-pub use link::ClusterLink;
+pub use link::{AlreadyAttached, ClusterLink};
 use link::RESTORE_TIMEOUT;
 
 pub(super) fn target(opts: &BroadcastOptions) -> Target {

@@ -27,6 +27,8 @@
 //! }
 //! ```
 
+#[doc(hidden)]
+pub mod bench;
 mod config;
 mod notify;
 mod primary;

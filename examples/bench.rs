@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !cli.single {
         return rsio::cluster::run(&cli.options, |worker: WorkerContext| async move {
-            let io = worker.server(config());
+            let io = worker.server(config())?;
             install(&io);
             Ok(io.router())
         });

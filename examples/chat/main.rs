@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         let io = worker.server(ServerConfig {
             connection_state_recovery: Some(RecoveryConfig::default()),
             ..ServerConfig::default()
-        });
+        })?;
         app::install(&io, db, worker.index);
         if worker.index == 0 {
             let host = match worker.config.host {

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
             if !recovery {
                 config.connection_state_recovery = None;
             }
-            let io = worker.server(config);
+            let io = worker.server(config)?;
             app::install(&io, Some(worker.index));
             let index = worker.index;
             let relayed = move || worker.relayed_operations();

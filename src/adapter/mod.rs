@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::{engine::Frame, engine::Sid, parser::Args};
 
-pub use cluster::{ClusterAdapter, ClusterLink};
+pub use cluster::{AlreadyAttached, ClusterAdapter, ClusterLink};
 pub use local::LocalAdapter;
 pub use recovery::{PersistedSession, RecoveryConfig};
 

@@ -17,7 +17,7 @@
 //! fn main() -> std::process::ExitCode {
 //!     let cli = Cli::parse();
 //!     rsio::cluster::run(&cli.cluster, |worker: WorkerContext| async move {
-//!         let io = worker.server(ServerConfig::default());
+//!         let io = worker.server(ServerConfig::default())?;
 //!         io.ns("/", |socket: Socket| async move {
 //!             // a broadcast reaches the clients of every worker
 //!             let _ = socket.namespace().emit("joined", &(socket.id().to_string(),));
@@ -27,6 +27,8 @@
 //! }
 //! ```
 
+#[doc(hidden)]
+pub mod bench;
 mod config;
 mod interest;
 mod notify;
@@ -38,7 +40,7 @@ mod worker;
 use std::{future::Future, process::ExitCode};
 
 pub use config::{usable_cpus, ClusterArgs, ClusterConfig, ConfigError, PinMode};
-pub use worker::WorkerContext;
+pub use worker::{WorkerContext, WorkerError};
 
 /// Errors an application's setup may return.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -30,8 +30,20 @@ use crate::{
 /// How long a draining worker waits for its closed sessions to end.
 const DRAIN_SESSIONS: Duration = Duration::from_secs(3);
 
+/// Why [`WorkerContext::server`] made no server.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The worker already has its server.
+    #[error(
+        "this worker already has a server: cross-worker messages name a namespace, not a \
+         server, so a worker carries the traffic of one server only; add namespaces to the \
+         first server instead"
+    )]
+    SecondServer,
+}
+
 /// What an application's worker gets: its place in the cluster, and the way to
-/// make servers whose broadcasts reach every worker.
+/// make the server whose broadcasts reach every worker.
 #[derive(Clone)]
 pub struct WorkerContext {
     /// This worker's index, 0-based; it serves `config.port + index`.
@@ -44,12 +56,21 @@ pub struct WorkerContext {
 }
 
 impl WorkerContext {
-    /// A Socket.IO server using the cluster adapter. It is closed ("server
-    /// shutting down") when the worker drains.
+    /// The worker's Socket.IO server, using the cluster adapter. It is closed
+    /// ("server shutting down") when the worker drains.
     ///
     /// The cluster's `--allowed-origins`, `--max-send-queue-bytes` and
     /// `--trust-proxy` apply where `config.engine` keeps the library defaults.
-    pub fn server(&self, mut config: ServerConfig) -> Server {
+    ///
+    /// A worker has one server: cross-worker messages name a namespace, not a
+    /// server, so a second one could not get its share of them; asking for it is
+    /// [`WorkerError::SecondServer`]. Serve several namespaces from the one server.
+    pub fn server(&self, mut config: ServerConfig) -> Result<Server, WorkerError> {
+        // Held until the server is attached: a concurrent second call waits, then fails.
+        let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+        if !servers.is_empty() {
+            return Err(WorkerError::SecondServer);
+        }
         let defaults = crate::engine::EngineConfig::default();
         if config.engine.allowed_origins == defaults.allowed_origins {
             config.engine.allowed_origins = self.config.allowed_origins.clone();
@@ -67,12 +88,11 @@ impl WorkerContext {
             config,
             Arc::new(move |nsp: &str| link.adapter(nsp) as Arc<dyn Adapter>),
         );
-        self.link.attach(&server);
-        self.servers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(server.clone());
-        server
+        self.link
+            .attach(&server)
+            .map_err(|_| WorkerError::SecondServer)?;
+        servers.push(server.clone());
+        Ok(server)
     }
 
     /// Operations of other workers aimed at sockets that reached this worker
@@ -237,4 +257,69 @@ where
     serve(listener, router, serve_config, shutdown).await?;
     info!(target: "cluster", "worker stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rsio_ipc::EventPayload;
+
+    use super::*;
+    use crate::{adapter::RecoveryConfig, cluster::ClusterArgs};
+
+    fn context() -> (WorkerContext, rsio_ipc::IpcReader) {
+        let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+        let (_, sender) = IpcConnection::new(ours).into_split();
+        // The primary's end stays open while the test runs.
+        let primary = IpcConnection::new(theirs).into_split().0;
+        let config = ClusterArgs {
+            workers: Some(2),
+            ..ClusterArgs::default()
+        };
+        let ctx = WorkerContext {
+            index: 0,
+            count: 2,
+            config: config.resolve().unwrap(),
+            link: ClusterLink::new(0, 2, sender),
+            servers: Arc::default(),
+        };
+        (ctx, primary)
+    }
+
+    #[tokio::test]
+    async fn a_second_server_is_refused_and_the_first_keeps_the_cluster_traffic() {
+        let (ctx, _primary) = context();
+        let first = ctx.server(ServerConfig::default()).unwrap();
+        let second = ctx.server(ServerConfig {
+            connection_state_recovery: Some(RecoveryConfig::default()),
+            ..ServerConfig::default()
+        });
+        let err = second.err().expect("a second server is refused");
+        assert!(matches!(err, WorkerError::SecondServer));
+        assert!(err.to_string().contains("one server"), "{err}");
+        assert!(
+            !ctx.link.adapter("/").sequenced(),
+            "the refused server's recovery config counts for nothing"
+        );
+        assert_eq!(ctx.servers.lock().unwrap().len(), 1);
+        // What other workers send still reaches the first server's namespaces.
+        let heard = Arc::new(AtomicUsize::new(0));
+        let count = heard.clone();
+        first.of("/").on_server_side("hello", move |_, _| {
+            count.fetch_add(1, Ordering::SeqCst);
+            async {}
+        });
+        ctx.link.dispatch(Message::ServerSideEmit {
+            nsp: "/".into(),
+            event: "hello".into(),
+            payload: EventPayload {
+                json: bytes::Bytes::from_static(b"[]"),
+                attachments: Vec::new(),
+            },
+            from: 1,
+            request: None,
+        });
+        assert_eq!(heard.load(Ordering::SeqCst), 1);
+    }
 }

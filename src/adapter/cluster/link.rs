@@ -3,7 +3,10 @@
 
 use std::{
     collections::{BTreeSet, HashMap, VecDeque},
-    sync::{atomic::AtomicU64, Arc, Mutex, MutexGuard, OnceLock},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, OnceLock, Weak,
+    },
     time::{Duration, Instant},
 };
 
@@ -18,7 +21,7 @@ use super::super::{EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck};
 use super::{encoded, options, ClusterAdapter};
 use crate::{
     parser::Args,
-    server::{AckSender, Server, ServerInnerRef},
+    server::{AckSender, Server, ServerInnerRef, Socket},
 };
 
 /// How long a worker forwards the client acks of a broadcast it received.
@@ -41,6 +44,25 @@ pub(super) struct Recent {
 
 pub(super) type RestoreAnswer = (Option<Session>, Vec<Vec<IpcFrame>>, u64);
 
+/// A broadcast of another worker whose client acks this worker forwards: the
+/// emitter and its request id.
+type ForwardKey = (WorkerIndex, RequestId);
+
+/// One forward in progress, as the link knows it.
+struct Forward {
+    /// Unique on this link: a restarted emitter starts its request ids again.
+    id: u64,
+    /// Dropped to end the forward early (its emitter left the cluster).
+    _cancel: oneshot::Sender<()>,
+    /// The sender in the sockets' ack maps: its strong count is how many still wait.
+    waiters: mpsc::WeakUnboundedSender<Args>,
+}
+
+/// [`ClusterLink::attach`] was given a second server.
+#[derive(Debug, thiserror::Error)]
+#[error("the cluster link already carries the traffic of another server")]
+pub struct AlreadyAttached;
+
 /// One worker's connection to the cluster, shared by the adapters of all its namespaces.
 pub struct ClusterLink {
     pub(super) index: WorkerIndex,
@@ -49,6 +71,9 @@ pub struct ClusterLink {
     pub(super) fetches: PendingRequests<Vec<IpcSocketInfo>>,
     pub(super) server_side: PendingRequests<EventPayload>,
     broadcast_acks: Mutex<HashMap<RequestId, mpsc::UnboundedSender<RemoteAck>>>,
+    forwards: Mutex<HashMap<ForwardKey, Forward>>,
+    next_forward: AtomicU64,
+    remote_ack_window: Duration,
     pub(super) next_broadcast: AtomicU64,
     server: OnceLock<ServerInnerRef>,
     pub(super) recovery: OnceLock<RecoveryConfig>,
@@ -61,6 +86,15 @@ pub struct ClusterLink {
 impl ClusterLink {
     /// The link of worker `index` in a cluster of `count`, all assumed alive.
     pub fn new(index: WorkerIndex, count: usize, sender: IpcSender) -> Arc<ClusterLink> {
+        Self::with_remote_ack_window(index, count, sender, REMOTE_ACK_WINDOW)
+    }
+
+    pub(super) fn with_remote_ack_window(
+        index: WorkerIndex,
+        count: usize,
+        sender: IpcSender,
+        remote_ack_window: Duration,
+    ) -> Arc<ClusterLink> {
         let peers = (0..count as WorkerIndex).filter(|&w| w != index).collect();
         Arc::new(ClusterLink {
             index,
@@ -69,6 +103,9 @@ impl ClusterLink {
             fetches: PendingRequests::new(),
             server_side: PendingRequests::new(),
             broadcast_acks: Mutex::default(),
+            forwards: Mutex::default(),
+            next_forward: AtomicU64::new(0),
+            remote_ack_window,
             next_broadcast: AtomicU64::new(1),
             server: OnceLock::new(),
             recovery: OnceLock::new(),
@@ -121,9 +158,12 @@ impl ClusterLink {
         })
     }
 
-    /// The server whose namespaces receive what other workers send.
-    pub fn attach(&self, server: &Server) {
-        let _ = self.server.set(server.inner_ref());
+    /// The server whose namespaces receive what other workers send. A link has
+    /// one: messages between workers name a namespace, not a server.
+    pub fn attach(&self, server: &Server) -> Result<(), AlreadyAttached> {
+        self.server
+            .set(server.inner_ref())
+            .map_err(|_| AlreadyAttached)
     }
 
     pub(super) fn peers(&self) -> MutexGuard<'_, BTreeSet<WorkerIndex>> {
@@ -149,7 +189,7 @@ impl ClusterLink {
     }
 
     /// Handles a message relayed by the primary.
-    pub fn dispatch(&self, message: Message) {
+    pub fn dispatch(self: &Arc<Self>, message: Message) {
         if matches!(
             message,
             Message::Broadcast(_)
@@ -277,6 +317,17 @@ impl ClusterLink {
                 for tx in senders {
                     let _ = tx.send(RemoteAck::ServerGone(worker));
                 }
+                // Nobody is left to forward to: dropping a forward's entry ends it.
+                let gone: Vec<Forward> = {
+                    let mut forwards = self.forwards();
+                    let keys: Vec<ForwardKey> = forwards
+                        .keys()
+                        .filter(|(from, _)| *from == worker)
+                        .copied()
+                        .collect();
+                    keys.iter().filter_map(|k| forwards.remove(k)).collect()
+                };
+                drop(gone);
             }
             Message::RestoreSessionResponse {
                 request,
@@ -322,7 +373,28 @@ impl ClusterLink {
         }
     }
 
-    fn on_broadcast(&self, b: Broadcast) {
+    fn forwards(&self) -> MutexGuard<'_, HashMap<ForwardKey, Forward>> {
+        self.forwards.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Broadcasts of other workers whose client acks this worker still forwards,
+    /// and the sockets that still wait for an ack of one of them.
+    pub fn pending_remote_acks(&self) -> (usize, usize) {
+        let forwards = self.forwards();
+        let sockets = forwards.values().map(|f| f.waiters.strong_count()).sum();
+        (forwards.len(), sockets)
+    }
+
+    /// The senders in the sockets' ack maps of the forwards now pending.
+    #[cfg(test)]
+    pub(super) fn remote_ack_waiters(&self) -> Vec<mpsc::WeakUnboundedSender<Args>> {
+        self.forwards()
+            .values()
+            .map(|f| f.waiters.clone())
+            .collect()
+    }
+
+    fn on_broadcast(self: &Arc<Self>, b: Broadcast) {
         let Some(ns) = self.namespace(&b.nsp) else {
             return;
         };
@@ -355,9 +427,10 @@ impl ClusterLink {
             return;
         };
         // Our clients answer with the emitter's ack id; forward each answer to it.
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let count =
-            ns.deliver_with_ack(&packet, &ns.select(&opts), opts.flags.volatile, ack_id, tx);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let waiters = tx.downgrade();
+        let targets = ns.select(&opts);
+        let count = ns.deliver_with_ack(&packet, &targets, opts.flags.volatile, ack_id, tx);
         self.send(Message::BroadcastClientCount {
             to: from,
             from: self.index,
@@ -367,22 +440,96 @@ impl ClusterLink {
         if count == 0 {
             return;
         }
-        let sender = self.sender.clone();
-        let index = self.index;
-        tokio::spawn(async move {
-            let forward = async {
-                for _ in 0..count {
-                    let Some(args) = rx.recv().await else { break };
-                    let (json, attachments) = args.into_parts();
-                    let _ = sender.send(Message::BroadcastAck {
-                        to: from,
-                        from: index,
-                        request,
-                        payload: EventPayload { json, attachments },
-                    });
-                }
-            };
-            let _ = tokio::time::timeout(REMOTE_ACK_WINDOW, forward).await;
-        });
+        // Weak: a socket that disconnects is not kept alive by the forward.
+        let sockets: Vec<_> = targets.iter().map(|s| Arc::downgrade(&s.0)).collect();
+        let forget = move || {
+            for socket in sockets.iter().filter_map(Weak::upgrade) {
+                Socket(socket).forget_ack(ack_id);
+            }
+        };
+        let id = self.next_forward.fetch_add(1, Ordering::Relaxed);
+        let (cancel, cancelled) = oneshot::channel();
+        let key = (from, request);
+        let replaced = self.forwards().insert(
+            key,
+            Forward {
+                id,
+                _cancel: cancel,
+                waiters: waiters.clone(),
+            },
+        );
+        drop(replaced);
+        tokio::spawn(forward_acks(
+            Arc::downgrade(self),
+            ForwardTask {
+                key,
+                id,
+                window: self.remote_ack_window,
+                count,
+                rx,
+                waiters,
+                forget,
+                cancelled,
+            },
+        ));
+    }
+}
+
+/// What [`forward_acks`] needs of one broadcast.
+struct ForwardTask<F> {
+    key: ForwardKey,
+    id: u64,
+    window: Duration,
+    count: usize,
+    rx: mpsc::UnboundedReceiver<Args>,
+    waiters: mpsc::WeakUnboundedSender<Args>,
+    /// Removes the broadcast's waiter from every socket that is still there.
+    forget: F,
+    cancelled: oneshot::Receiver<()>,
+}
+
+/// Forwards the client acks of a broadcast to its emitter until all came, the
+/// window ends, the emitter leaves or every waiting socket disconnected; then
+/// removes the waiters it left in the sockets' ack maps, and its entry.
+async fn forward_acks<F: FnOnce()>(link: Weak<ClusterLink>, task: ForwardTask<F>) {
+    let ForwardTask {
+        key: (from, request),
+        id,
+        window,
+        count,
+        mut rx,
+        waiters,
+        forget,
+        cancelled,
+    } = task;
+    let forward = async {
+        // `None`: every socket that waited has disconnected (its ack map is gone).
+        for _ in 0..count {
+            let Some(args) = rx.recv().await else { break };
+            let Some(link) = link.upgrade() else { break };
+            let (json, attachments) = args.into_parts();
+            link.send(Message::BroadcastAck {
+                to: from,
+                from: link.index,
+                request,
+                payload: EventPayload { json, attachments },
+            });
+        }
+    };
+    tokio::select! {
+        _ = forward => {}
+        _ = tokio::time::sleep(window) => {}
+        _ = cancelled => {}
+    }
+    drop(rx);
+    // Each waiter left holds the sender until its socket closes: take them out.
+    if waiters.strong_count() > 0 {
+        forget();
+    }
+    if let Some(link) = link.upgrade() {
+        let mut forwards = link.forwards();
+        if forwards.get(&(from, request)).is_some_and(|f| f.id == id) {
+            forwards.remove(&(from, request));
+        }
     }
 }

@@ -7,6 +7,8 @@
 //! look up rooms and write bytes.
 
 mod link;
+#[cfg(test)]
+mod tests;
 
 use std::{
     sync::{atomic::Ordering, Arc, Weak},
@@ -30,8 +32,8 @@ use crate::{
     parser::Args,
 };
 
-pub use link::ClusterLink;
 use link::RESTORE_TIMEOUT;
+pub use link::{AlreadyAttached, ClusterLink};
 
 pub(super) fn target(opts: &BroadcastOptions) -> Target {
     Target {

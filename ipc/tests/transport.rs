@@ -351,7 +351,11 @@ async fn backlog_is_bounded_when_the_peer_stops_reading() {
             }
             Err(e) => panic!("send {i}: {e}"),
         }
-        assert!(sender.queued_bytes() <= MAX_QUEUED, "backlog {}", sender.queued_bytes());
+        assert!(
+            sender.queued_bytes() <= MAX_QUEUED,
+            "backlog {}",
+            sender.queued_bytes()
+        );
     }
     assert!(refused > 0, "no send refused: the backlog is unbounded");
     assert!(matches!(

@@ -38,8 +38,14 @@ pub struct ClusterArgs {
     /// [default: 16777216].
     #[arg(long, env = "RSIO_MAX_SEND_QUEUE_BYTES")]
     pub max_send_queue_bytes: Option<usize>,
+    /// Most bytes queued on the ipc socket of one worker (or, in a worker, to the
+    /// primary) before that peer counts as stuck: the primary kills and restarts such
+    /// a worker, a worker drains [default: 67108864].
+    #[arg(long, env = "RSIO_MAX_IPC_BACKLOG_BYTES")]
+    pub max_ipc_backlog_bytes: Option<usize>,
     /// A TOML file with the same keys (`workers`, `port`, `host`, `log_level`, `pin`,
-    /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`).
+    /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`,
+    /// `max_ipc_backlog_bytes`).
     #[arg(long, env = "RSIO_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -63,6 +69,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     allowed_origins: Option<Vec<String>>,
     max_send_queue_bytes: Option<usize>,
+    max_ipc_backlog_bytes: Option<usize>,
 }
 
 /// The resolved options.
@@ -78,6 +85,8 @@ pub struct ClusterConfig {
     /// whose config keeps the library default.
     pub allowed_origins: AllowedOrigins,
     pub max_send_queue_bytes: usize,
+    /// Bound on one ipc connection's backlog (see `--max-ipc-backlog-bytes`).
+    pub max_ipc_backlog_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +150,10 @@ impl ClusterArgs {
                 .max_send_queue_bytes
                 .or(file.max_send_queue_bytes)
                 .unwrap_or(16 << 20),
+            max_ipc_backlog_bytes: self
+                .max_ipc_backlog_bytes
+                .or(file.max_ipc_backlog_bytes)
+                .unwrap_or(rsio_ipc::DEFAULT_MAX_QUEUED_BYTES),
         })
     }
 }

@@ -18,8 +18,9 @@
 //!
 //! The queue is bounded in bytes, not in messages, and a send never waits: the primary
 //! relays each worker's messages to every other worker, and waiting on the slowest
-//! worker would stall all of them. A send that would take the backlog past the limit
-//! ([`IpcConnection::with_limits`]) fails with [`SendError::Backlog`] instead, and so
+//! worker would stall all of them. A send made while the backlog is at or over the
+//! limit ([`IpcConnection::with_limits`]) fails with [`SendError::Backlog`] instead (so
+//! the backlog stays under the limit plus one frame), and so
 //! does every later send on the connection: a peer that stopped reading gets no message
 //! after a gap, it is given up (the primary kills and restarts such a worker; a worker
 //! whose primary stopped reading drains). [`IpcSender::queued_bytes`] reports the backlog.
@@ -63,8 +64,8 @@ pub enum SendError {
     /// The message could not be encoded (too large for the frame limit).
     #[error(transparent)]
     Encode(#[from] CodecError),
-    /// The peer does not read: the backlog passed the connection's limit (with this
-    /// message, or before it). Every later send fails the same way.
+    /// The peer does not read: the backlog reached the connection's limit. Every later
+    /// send fails the same way.
     #[error("ipc peer not reading: backlog over {limit} bytes")]
     Backlog {
         /// The connection's limit on queued bytes.
@@ -98,7 +99,7 @@ impl IpcConnection {
     }
 
     /// Wraps `stream`, refusing frames over `max_frame` bytes both ways and sends once
-    /// more than `max_queued` bytes wait for the socket, and spawns the writer task.
+    /// `max_queued` bytes wait for the socket, and spawns the writer task.
     pub fn with_limits(stream: UnixStream, max_frame: usize, max_queued: usize) -> Self {
         let codec = IpcCodec::with_max_frame_length(max_frame);
         let (read, write) = stream.into_split();
@@ -252,10 +253,11 @@ impl IpcSender {
             }
         }
         let len = bytes.len();
-        // The rest of a frame begun on the socket is always queued: a cut frame would
-        // break the stream.
-        if overflowed
-            || (!partly_written && self.queued.load(Ordering::Acquire) + len > self.max_queued)
+        // Refused once the bytes already queued reach the limit, so one frame of any
+        // allowed size still goes to a peer that reads (the backlog stays under the
+        // limit plus one frame). The rest of a frame begun on the socket is always
+        // queued: a cut frame would break the stream.
+        if overflowed || (!partly_written && self.queued.load(Ordering::Acquire) >= self.max_queued)
         {
             // Under `direct`, so no other sender slips a frame in after the gap.
             self.write.overflowed.store(true, Ordering::Relaxed);

@@ -317,7 +317,7 @@ async fn frames_keep_their_order_when_the_socket_is_full() {
     }
 }
 
-/// A peer that stops reading: once the backlog would pass the limit, sends fail with
+/// A peer that stops reading: once the backlog reaches the limit, sends fail with
 /// `Backlog` (so memory stays bounded) and keep failing (no message after a gap),
 /// while everything accepted before still arrives, complete and in order.
 #[tokio::test]
@@ -351,8 +351,9 @@ async fn backlog_is_bounded_when_the_peer_stops_reading() {
             }
             Err(e) => panic!("send {i}: {e}"),
         }
+        // under the limit plus one frame
         assert!(
-            sender.queued_bytes() <= MAX_QUEUED,
+            sender.queued_bytes() < MAX_QUEUED + 70 * 1024,
             "backlog {}",
             sender.queued_bytes()
         );

@@ -230,3 +230,43 @@ describe("cluster supervision: with recovery on, the stopped worker's clients re
     assert.deepEqual(seen, [-1, 0, 1, 2, 3, 4], "missed packets not replayed in order");
   });
 });
+
+describe("cluster supervision: a worker whose primary stops reading", { skip }, () => {
+  const LIMIT = 1 << 20;
+  let cluster;
+  before(async () => {
+    cluster = await startCluster({ workers: 2, args: ["--max-ipc-backlog-bytes", String(LIMIT)] });
+  }, HOOK);
+  after(async () => {
+    try { process.kill(cluster.pid, "SIGCONT"); } catch { /* gone */ }
+    await stopCluster(cluster);
+  }, HOOK);
+
+  it("drains once its backlog to the primary passes the limit, and is restarted after", { timeout: 30000 }, async () => {
+    const sender = await connectWorker(cluster, 0, { transports: ["websocket"] });
+    const oldPid = cluster.pids.get(0);
+    const logFrom = cluster.log().length;
+    process.kill(cluster.pid, "SIGSTOP");
+    let resumed = false;
+    try {
+      // 4 MiB of broadcasts for the other worker, through a primary that does not read.
+      const payload = "z".repeat(64 * 1024);
+      // (no acks awaited: the worker drains, closing its clients, once it notices)
+      for (let i = 0; i < 64; i++) {
+        sender.emit("broadcast", { event: "n", args: [i, payload] });
+        if (i % 8 === 7) await sleep(20);
+      }
+      // the worker logs to the primary's stderr, which the stopped primary does not hold up
+      await cluster.waitForLog(new RegExp(`the primary does not read \\(backlog over ${LIMIT} bytes\\); draining`), 5000, logFrom);
+      process.kill(cluster.pid, "SIGCONT");
+      resumed = true;
+    } finally {
+      if (!resumed) process.kill(cluster.pid, "SIGCONT");
+    }
+    const fresh = await cluster.waitForLog(/worker 0 \(pid (\d+)\) listening/, 10000, logFrom);
+    assert.notEqual(Number(fresh[1]), oldPid);
+    await waitFor(() => !processExists(oldPid), 5000);
+    const again = await connectWorker(cluster, 0, { transports: ["websocket"] });
+    assert.equal(await call(again, "worker"), 0);
+  });
+});

@@ -177,7 +177,7 @@ where
     // Started by hand with the worker's environment, descriptors 3 and 4 may be
     // anything (a file, a terminal, nothing): refuse rather than use them.
     if let Err(err) = check_inherited_fds() {
-        error!(target: "cluster", "{err}");
+        // Not through `tracing`: the log filter could hide why the process exits.
         eprintln!("rsio: {err}");
         return ExitCode::from(EXIT_NOT_STARTED_BY_PRIMARY);
     }

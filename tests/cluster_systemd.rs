@@ -506,3 +506,122 @@ fn no_watchdog_when_it_is_meant_for_another_pid() {
     let workers = cluster.worker_pids();
     stop(&mut notify, &mut cluster, &workers);
 }
+
+impl NotifySocket {
+    /// Every datagram that arrives within `period`, with its arrival time.
+    fn collect_timed(&mut self, period: Duration) -> Vec<(Instant, String)> {
+        let deadline = Instant::now() + period;
+        let mut got = Vec::new();
+        while Instant::now() < deadline {
+            if let Some(d) = self.recv() {
+                got.push((Instant::now(), d));
+            }
+        }
+        got
+    }
+}
+
+/// Arrival times of the `WATCHDOG=1` datagrams among `got`.
+fn pings(got: &[(Instant, String)]) -> Vec<Instant> {
+    got.iter()
+        .filter(|(_, d)| has_line(d, "WATCHDOG=1"))
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+/// `WATCHDOG=1` means health, not a timer: while a worker's event loop is stuck (here
+/// SIGSTOP) and not yet replaced, the primary stops pinging; once it has killed and
+/// restarted it, pings resume.
+#[test]
+fn watchdog_pauses_while_a_worker_is_stuck_and_resumes_after_its_restart() {
+    let mut notify = NotifySocket::bind();
+    let (mut cluster, _ready) = start(&mut notify, &[("WATCHDOG_USEC", "200000")]);
+    let workers = cluster.worker_pids();
+    let before = pings(&notify.collect_timed(Duration::from_millis(500)));
+    assert!(before.len() >= 2, "{} WATCHDOG=1 in 0.5 s", before.len());
+
+    let stopped_at = Instant::now();
+    kill(Pid::from_raw(workers[1]), Signal::SIGSTOP).expect("SIGSTOP worker 1");
+    let got = notify.collect_timed(Duration::from_secs(6));
+    let _ = kill(Pid::from_raw(workers[1]), Signal::SIGCONT);
+    let times = pings(&got);
+
+    // The longest silence, from the stop on.
+    let mut longest = Duration::ZERO;
+    let mut previous = stopped_at;
+    for &t in &times {
+        longest = longest.max(t.duration_since(previous));
+        previous = t;
+    }
+    let log = cluster.log();
+    assert!(
+        longest >= Duration::from_millis(600),
+        "WATCHDOG=1 never paused while worker 1 was stuck (longest gap {longest:?}, pings \
+         every ~100 ms); log:\n{log}"
+    );
+    assert!(
+        log.lines().any(
+            |l| l.contains(&format!("killing worker 1 (pid {})", workers[1]))
+                && l.contains("no heartbeat")
+        ),
+        "worker 1 was not killed for its silence; log:\n{log}"
+    );
+    // Pings resumed once it was replaced: the last second has its share.
+    let end = Instant::now();
+    let recent = times
+        .iter()
+        .filter(|t| end.duration_since(**t) < Duration::from_secs(1))
+        .count();
+    assert!(
+        recent >= 3,
+        "{recent} WATCHDOG=1 in the last second; longest gap {longest:?}; log:\n{log}"
+    );
+    assert!(!exists(workers[1]), "the stuck worker still exists");
+    let workers = cluster.worker_pids();
+    stop(&mut notify, &mut cluster, &workers);
+}
+
+/// Pings come from the primary's event loop: none while it is stopped, and no burst
+/// of the missed ones when it runs again (a timer thread would keep pinging, a
+/// bursting interval would claim the stalled time). Its own stall does not make it
+/// kill workers whose heartbeats it could not read meanwhile.
+#[test]
+fn watchdog_pings_come_from_the_primary_loop_without_a_burst_after_a_stall() {
+    let mut notify = NotifySocket::bind();
+    let (mut cluster, _ready) = start(&mut notify, &[("WATCHDOG_USEC", "200000")]);
+    let workers = cluster.worker_pids();
+    let _ = notify.collect_timed(Duration::from_millis(300));
+
+    kill(cluster.pid(), Signal::SIGSTOP).expect("SIGSTOP the primary");
+    let during = pings(&notify.collect_timed(Duration::from_millis(3000)));
+    kill(cluster.pid(), Signal::SIGCONT).expect("SIGCONT the primary");
+    let resumed_at = Instant::now();
+    let after = pings(&notify.collect_timed(Duration::from_millis(1500)));
+    assert!(
+        during.is_empty(),
+        "{} WATCHDOG=1 while the primary was stopped",
+        during.len()
+    );
+    let burst = after
+        .iter()
+        .filter(|t| t.duration_since(resumed_at) < Duration::from_millis(150))
+        .count();
+    assert!(
+        burst <= 2,
+        "{burst} WATCHDOG=1 within 150 ms of SIGCONT: the missed pings were sent in a burst"
+    );
+    assert!(
+        after.len() >= 5,
+        "{} WATCHDOG=1 in 1.5 s after SIGCONT",
+        after.len()
+    );
+    let log = cluster.log();
+    assert!(
+        !log.contains("killing worker"),
+        "the primary killed workers after its own stall; log:\n{log}"
+    );
+    for &pid in &workers {
+        assert!(exists(pid), "worker pid {pid} is gone; log:\n{log}");
+    }
+    stop(&mut notify, &mut cluster, &workers);
+}

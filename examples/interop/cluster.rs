@@ -31,10 +31,22 @@ pub fn install_cluster(io: &Server, index: usize) {
             }
         },
     );
+    // Test-only: a handler that blocks the worker's thread (its event loop) for 60 s,
+    // for the primary's heartbeat check. Off unless the tests ask for it.
+    let blocking = std::env::var_os("RSIO_INTEROP_BLOCKING_HANDLER").is_some();
     let io = io.clone();
     io.clone().sockets().on_connection(move |socket: Socket| {
         let io = io.clone();
         async move {
+            if blocking {
+                socket.on(
+                    "block",
+                    |_s: Socket, _args: Args, ack: AckSender| async move {
+                        let _ = ack.send(&("blocking",));
+                        std::thread::sleep(Duration::from_secs(60));
+                    },
+                );
+            }
             socket.on(
                 "worker",
                 move |_s: Socket, _args: Args, ack: AckSender| async move {

@@ -10,6 +10,7 @@
 
 mod app;
 mod cluster;
+mod fake_worker;
 mod stats;
 
 use std::{net::SocketAddr, process::ExitCode};
@@ -38,6 +39,9 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(code) = fake_worker::run_if_asked() {
+        return code;
+    }
     if cli.cluster {
         let recovery = cli.recovery;
         let allow_eio3 = cli.allow_eio3;

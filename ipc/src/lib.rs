@@ -29,4 +29,6 @@ pub use message::{
     PROTOCOL_VERSION,
 };
 pub use requests::{Partial, PendingRequests, ResponseCollector};
-pub use transport::{pair, IpcConnection, IpcReader, IpcSender, SendError};
+pub use transport::{
+    pair, IpcConnection, IpcReader, IpcSender, SendError, DEFAULT_MAX_QUEUED_BYTES,
+};

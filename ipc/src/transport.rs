@@ -11,17 +11,19 @@
 //! the socket at once, in the call: once `send` returns, the frame is in the kernel and
 //! reaches the peer even if this process is killed the next moment (a worker acks a
 //! client's broadcast right after handing it over, and must not lose it if it dies
-//! then). Otherwise, or for what the socket did not take, the frame is queued on an
-//! **unbounded** channel to one writer task, which writes everything queued, in order,
-//! then waits for more (small frames are coalesced into one buffer and one write; large
-//! ones are written as they are, without a copy).
+//! then). Otherwise, or for what the socket did not take, the frame is queued on a
+//! channel to one writer task, which writes everything queued, in order, then waits for
+//! more (small frames are coalesced into one buffer and one write; large ones are
+//! written as they are, without a copy).
 //!
-//! Why unbounded: the primary relays each worker's messages to every other worker; a
-//! bounded queue would either block the relay on the slowest worker (stalling all of
-//! them) or drop adapter messages silently. The peer is a process of our own on the same
-//! machine, so the queue drains unless the peer is stuck; [`IpcSender::queued_bytes`]
-//! reports the backlog so that the caller can act on it (e.g. the primary kills and
-//! restarts a worker whose backlog stays over a bound).
+//! The queue is bounded in bytes, not in messages, and a send never waits: the primary
+//! relays each worker's messages to every other worker, and waiting on the slowest
+//! worker would stall all of them. A send made while the backlog is at or over the
+//! limit ([`IpcConnection::with_limits`]) fails with [`SendError::Backlog`] instead (so
+//! the backlog stays under the limit plus one frame), and so
+//! does every later send on the connection: a peer that stopped reading gets no message
+//! after a gap, it is given up (the primary kills and restarts such a worker; a worker
+//! whose primary stopped reading drains). [`IpcSender::queued_bytes`] reports the backlog.
 //!
 //! The writer task ends, and shuts the socket's write side down (the peer then reads
 //! EOF), when every `IpcSender` of the connection has been dropped, or on a write error
@@ -29,7 +31,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -43,6 +45,10 @@ use tokio_util::codec::{Decoder, FramedRead};
 use crate::codec::{CodecError, DEFAULT_MAX_FRAME_LENGTH};
 use crate::framing::{EncodedFrame, IpcCodec};
 use crate::message::Message;
+
+/// The default bound on bytes queued for one connection (64 MiB): a peer that falls
+/// this far behind is not reading.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
 /// Small frames are copied into one buffer until it holds this much, then written.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -58,6 +64,13 @@ pub enum SendError {
     /// The message could not be encoded (too large for the frame limit).
     #[error(transparent)]
     Encode(#[from] CodecError),
+    /// The peer does not read: the backlog reached the connection's limit. Every later
+    /// send fails the same way.
+    #[error("ipc peer not reading: backlog over {limit} bytes")]
+    Backlog {
+        /// The connection's limit on queued bytes.
+        limit: usize,
+    },
 }
 
 /// A connected pair of Unix stream sockets, for tests.
@@ -80,14 +93,22 @@ impl IpcConnection {
     }
 
     /// Wraps `stream`, refusing frames over `max` bytes both ways, and spawns the writer task.
+    /// The backlog is bounded by [`DEFAULT_MAX_QUEUED_BYTES`].
     pub fn with_max_frame_length(stream: UnixStream, max: usize) -> Self {
-        let codec = IpcCodec::with_max_frame_length(max);
+        Self::with_limits(stream, max, DEFAULT_MAX_QUEUED_BYTES)
+    }
+
+    /// Wraps `stream`, refusing frames over `max_frame` bytes both ways and sends once
+    /// `max_queued` bytes wait for the socket, and spawns the writer task.
+    pub fn with_limits(stream: UnixStream, max_frame: usize, max_queued: usize) -> Self {
+        let codec = IpcCodec::with_max_frame_length(max_frame);
         let (read, write) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let write = Arc::new(WriteSide {
             out: write,
             direct: std::sync::Mutex::new(()),
+            overflowed: AtomicBool::new(false),
         });
         tokio::spawn(write_loop(write.clone(), rx, queued.clone()));
         IpcConnection {
@@ -100,6 +121,7 @@ impl IpcConnection {
                 queued,
                 write,
                 max_frame_length: codec.max_frame_length(),
+                max_queued,
             },
         }
     }
@@ -183,6 +205,8 @@ struct WriteSide {
     /// Held by a sender from its look at `queued` to its push on the channel, so
     /// that two senders' bytes never interleave.
     direct: std::sync::Mutex<()>,
+    /// Set once the backlog passed the limit: the connection sends nothing more.
+    overflowed: AtomicBool,
 }
 
 /// A cheap cloneable handle that writes messages, or queues them for the
@@ -195,6 +219,7 @@ pub struct IpcSender {
     queued: Arc<AtomicUsize>,
     write: Arc<WriteSide>,
     max_frame_length: usize,
+    max_queued: usize,
 }
 
 impl IpcSender {
@@ -213,16 +238,33 @@ impl IpcSender {
         if self.tx.is_closed() {
             return Err(SendError::Closed);
         }
-        if self.queued.load(Ordering::Acquire) == 0 {
+        let overflowed = self.write.overflowed.load(Ordering::Relaxed);
+        let mut partly_written = false;
+        if self.queued.load(Ordering::Acquire) == 0 && !overflowed {
             match self.write.out.try_write(&bytes) {
                 Ok(n) if n == bytes.len() => return Ok(()),
                 // The rest goes first on the channel: nothing else is queued.
-                Ok(n) => bytes = bytes.slice(n..),
+                Ok(n) => {
+                    bytes = bytes.slice(n..);
+                    partly_written = n > 0;
+                }
                 // Full socket buffer, or an error the writer task will meet and report.
                 Err(_) => {}
             }
         }
         let len = bytes.len();
+        // Refused once the bytes already queued reach the limit, so one frame of any
+        // allowed size still goes to a peer that reads (the backlog stays under the
+        // limit plus one frame). The rest of a frame begun on the socket is always
+        // queued: a cut frame would break the stream.
+        if overflowed || (!partly_written && self.queued.load(Ordering::Acquire) >= self.max_queued)
+        {
+            // Under `direct`, so no other sender slips a frame in after the gap.
+            self.write.overflowed.store(true, Ordering::Relaxed);
+            return Err(SendError::Backlog {
+                limit: self.max_queued,
+            });
+        }
         self.queued.fetch_add(len, Ordering::AcqRel);
         self.tx.send(bytes).map_err(|_| {
             self.queued.fetch_sub(len, Ordering::AcqRel);

@@ -316,3 +316,58 @@ async fn frames_keep_their_order_when_the_socket_is_full() {
         }
     }
 }
+
+/// A peer that stops reading: once the backlog reaches the limit, sends fail with
+/// `Backlog` (so memory stays bounded) and keep failing (no message after a gap),
+/// while everything accepted before still arrives, complete and in order.
+#[tokio::test]
+async fn backlog_is_bounded_when_the_peer_stops_reading() {
+    const MAX_QUEUED: usize = 1 << 20;
+    let (a, b) = pair().unwrap();
+    let a = IpcConnection::with_limits(a, rsio_ipc::DEFAULT_MAX_FRAME_LENGTH, MAX_QUEUED);
+    let mut b = IpcConnection::new(b);
+    let sender = a.sender();
+    let big = |i: u64| {
+        Message::Broadcast(Broadcast {
+            nsp: "/".into(),
+            target: Target::default(),
+            ack: None,
+            offset: Some(i),
+            frames: vec![Frame::Binary(Bytes::from(vec![7u8; 64 * 1024]))],
+        })
+    };
+    // Far more than the socket buffer and the limit together: 64 MiB.
+    let mut accepted = 0u64;
+    let mut refused = 0;
+    for i in 0..1024u64 {
+        match sender.send(big(i)) {
+            Ok(()) => {
+                assert_eq!(refused, 0, "message {i} accepted after a refused one");
+                accepted += 1;
+            }
+            Err(SendError::Backlog { limit }) => {
+                assert_eq!(limit, MAX_QUEUED);
+                refused += 1;
+            }
+            Err(e) => panic!("send {i}: {e}"),
+        }
+        // under the limit plus one frame
+        assert!(
+            sender.queued_bytes() < MAX_QUEUED + 70 * 1024,
+            "backlog {}",
+            sender.queued_bytes()
+        );
+    }
+    assert!(refused > 0, "no send refused: the backlog is unbounded");
+    assert!(matches!(
+        sender.send(Message::Heartbeat),
+        Err(SendError::Backlog { .. })
+    ));
+    // What was accepted arrives, in order.
+    for i in 0..accepted {
+        match next(&mut b).await {
+            Some(Ok(Message::Broadcast(got))) => assert_eq!(got.offset, Some(i)),
+            other => panic!("message {i}: {other:?}"),
+        }
+    }
+}

@@ -50,8 +50,14 @@ pub struct ClusterArgs {
         default_missing_value = "true"
     )]
     pub trust_proxy: Option<bool>,
+    /// Most bytes queued on the ipc socket of one worker (or, in a worker, to the
+    /// primary) before that peer counts as stuck: the primary kills and restarts such
+    /// a worker, a worker drains [default: 67108864].
+    #[arg(long, env = "RSIO_MAX_IPC_BACKLOG_BYTES")]
+    pub max_ipc_backlog_bytes: Option<usize>,
     /// A TOML file with the same keys (`workers`, `port`, `host`, `log_level`, `pin`,
-    /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`, `trust_proxy`).
+    /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`, `trust_proxy`,
+    /// `max_ipc_backlog_bytes`).
     #[arg(long, env = "RSIO_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -76,6 +82,7 @@ struct FileConfig {
     allowed_origins: Option<Vec<String>>,
     max_send_queue_bytes: Option<usize>,
     trust_proxy: Option<bool>,
+    max_ipc_backlog_bytes: Option<usize>,
 }
 
 /// The resolved options.
@@ -94,6 +101,8 @@ pub struct ClusterConfig {
     /// Applied to every server of [`WorkerContext::server`](super::WorkerContext::server)
     /// (see [`EngineConfig::trust_proxy`](crate::engine::EngineConfig::trust_proxy)).
     pub trust_proxy: bool,
+    /// Bound on one ipc connection's backlog (see `--max-ipc-backlog-bytes`).
+    pub max_ipc_backlog_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +167,10 @@ impl ClusterArgs {
                 .or(file.max_send_queue_bytes)
                 .unwrap_or(16 << 20),
             trust_proxy: self.trust_proxy.or(file.trust_proxy).unwrap_or(false),
+            max_ipc_backlog_bytes: self
+                .max_ipc_backlog_bytes
+                .or(file.max_ipc_backlog_bytes)
+                .unwrap_or(rsio_ipc::DEFAULT_MAX_QUEUED_BYTES),
         })
     }
 }

@@ -35,6 +35,8 @@ mod notify;
 mod primary;
 mod sessions;
 mod spawn;
+mod supervise;
+mod validate;
 mod worker;
 
 use std::{future::Future, process::ExitCode};

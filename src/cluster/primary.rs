@@ -1,21 +1,21 @@
 //! The primary: binds every port, starts one worker per core, relays adapter
-//! messages between them, restarts the ones that die, and drains on SIGTERM.
+//! messages between them (checking each: a worker speaks only for itself), restarts
+//! the ones that die or hang (see [`super::supervise`]), and drains on SIGTERM.
 
 use std::{
-    collections::VecDeque,
     net::SocketAddr,
     process::ExitCode,
     time::{Duration, Instant},
 };
 
 use rsio_ipc::{
-    Broadcast, EncodedFrame, IpcConnection, IpcSender, Message, WorkerIndex,
-    DEFAULT_MAX_FRAME_LENGTH, PROTOCOL_VERSION,
+    Broadcast, EncodedFrame, Message, SendError, WorkerIndex, DEFAULT_MAX_FRAME_LENGTH,
 };
 use tokio::{
     net::TcpSocket,
     signal::unix::{signal, SignalKind},
     sync::mpsc,
+    time::MissedTickBehavior,
 };
 use tracing::{debug, error, info, warn};
 
@@ -25,28 +25,27 @@ use super::{
     notify,
     sessions::SessionStore,
     spawn::{allowed_cpus, WorkerCommand},
+    supervise::{Slot, LIVENESS_EVERY},
+    validate,
 };
 
-/// Restarts of one worker within [`CRASH_WINDOW`] after which the primary gives up.
-const CRASH_LIMIT: usize = 10;
-const CRASH_WINDOW: Duration = Duration::from_secs(60);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(15);
-/// A worker that ran this long starts its backoff from the beginning again.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// How long workers may take to drain on shutdown before they are killed.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
-/// Exit status when a worker keeps crashing (sysexits' EX_SOFTWARE).
-const EXIT_CRASH_LOOP: u8 = 70;
 /// Exit status when the ports cannot be bound (EX_UNAVAILABLE).
 const EXIT_BIND: u8 = 69;
 
-enum Event {
+pub(super) enum Event {
     Frame {
         worker: usize,
         generation: u64,
         message: Message,
         frame: EncodedFrame,
+    },
+    /// The worker sent what does not decode (or exceeds the frame limit).
+    Bad {
+        worker: usize,
+        generation: u64,
+        reason: String,
     },
     IpcClosed {
         worker: usize,
@@ -62,30 +61,18 @@ enum Event {
     },
 }
 
-struct Slot {
-    generation: u64,
-    sender: Option<IpcSender>,
-    pid: Option<u32>,
-    alive: bool,
-    ready: bool,
-    connections: u64,
-    started: Instant,
-    backoff: Duration,
-    restarts: VecDeque<Instant>,
-}
-
-struct Primary {
-    config: ClusterConfig,
-    command: WorkerCommand,
-    listeners: Vec<std::net::TcpListener>,
-    cpus: Vec<Option<usize>>,
-    slots: Vec<Slot>,
-    events: mpsc::UnboundedSender<Event>,
+pub(super) struct Primary {
+    pub config: ClusterConfig,
+    pub command: WorkerCommand,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub cpus: Vec<Option<usize>>,
+    pub slots: Vec<Slot>,
+    pub events: mpsc::UnboundedSender<Event>,
     announced_ready: bool,
-    shutting_down: bool,
-    sessions: SessionStore,
+    pub shutting_down: bool,
+    pub sessions: SessionStore,
     /// Which workers have members of which rooms.
-    interest: RoomInterest,
+    pub interest: RoomInterest,
 }
 
 /// Runs the primary until it is told to stop; returns the process's exit status.
@@ -163,19 +150,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
     let (events, mut rx) = mpsc::unbounded_channel();
     let now = Instant::now();
     let mut primary = Primary {
-        slots: (0..config.workers)
-            .map(|_| Slot {
-                generation: 0,
-                sender: None,
-                pid: None,
-                alive: false,
-                ready: false,
-                connections: 0,
-                started: now,
-                backoff: FIRST_BACKOFF,
-                restarts: VecDeque::new(),
-            })
-            .collect(),
+        slots: (0..config.workers).map(|_| Slot::new(now)).collect(),
         config,
         command,
         listeners,
@@ -203,9 +178,15 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let mut status_tick = tokio::time::interval(Duration::from_secs(5));
+    // Pings come from this loop, and only while the workers are well: a stalled
+    // loop sends none, and no burst after it either.
     let watchdog_every = notify::watchdog_interval();
     let mut watchdog_tick =
         tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(3600)));
+    watchdog_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut liveness_tick = tokio::time::interval(LIVENESS_EVERY);
+    liveness_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_liveness = Instant::now();
     let mut exit = ExitCode::SUCCESS;
     let mut drain_deadline: Option<tokio::time::Instant> = None;
 
@@ -237,7 +218,19 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
                 info!(target: "cluster", "SIGHUP: reload is not supported yet; ignored");
             }
             _ = status_tick.tick() => primary.report_status(),
-            _ = watchdog_tick.tick(), if watchdog_every.is_some() => notify::watchdog(),
+            _ = watchdog_tick.tick(), if watchdog_every.is_some() => {
+                if primary.healthy() {
+                    notify::watchdog();
+                } else {
+                    debug!(target: "cluster", "a worker is unwell: no WATCHDOG=1");
+                }
+            }
+            _ = liveness_tick.tick() => {
+                let now = Instant::now();
+                let lag = now.duration_since(last_liveness).saturating_sub(LIVENESS_EVERY);
+                last_liveness = now;
+                primary.check_liveness(lag);
+            }
             _ = deadline => {
                 warn!(target: "cluster", "workers did not drain in time: killing them");
                 primary.kill_all();
@@ -253,89 +246,35 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
 }
 
 impl Primary {
-    fn start(&mut self, i: usize) -> std::io::Result<()> {
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-        ours.set_nonblocking(true)?;
-        let child = self.command.spawn(
-            i,
-            self.config.workers,
-            self.cpus[i],
-            &self.listeners[i],
-            &theirs,
-        )?;
-        drop(theirs);
-        let stream = tokio::net::UnixStream::from_std(ours)?;
-        let (mut reader, sender) = IpcConnection::new(stream).into_split();
-        let slot = &mut self.slots[i];
-        slot.generation += 1;
-        slot.sender = Some(sender);
-        slot.pid = child.id();
-        slot.alive = true;
-        slot.ready = false;
-        slot.connections = 0;
-        slot.started = Instant::now();
-        let generation = slot.generation;
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            loop {
-                match reader.next_frame().await {
-                    Some(Ok((message, frame))) => {
-                        let _ = events.send(Event::Frame {
-                            worker: i,
-                            generation,
-                            message,
-                            frame,
-                        });
-                    }
-                    Some(Err(err)) => {
-                        // A worker that exits can reset its end: that is its exit, not news.
-                        let reset = matches!(&err, rsio_ipc::CodecError::Io(e)
-                            if e.kind() == std::io::ErrorKind::ConnectionReset);
-                        if reset {
-                            debug!(target: "cluster", worker = i, "ipc: {err}");
-                        } else {
-                            warn!(target: "cluster", worker = i, "ipc: {err}");
-                        }
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            let _ = events.send(Event::IpcClosed {
-                worker: i,
-                generation,
-            });
-        });
-        let events = self.events.clone();
-        let mut child = child;
-        tokio::spawn(async move {
-            let status = match child.wait().await {
-                Ok(s) => s.to_string(),
-                Err(e) => e.to_string(),
-            };
-            let _ = events.send(Event::Exited {
-                worker: i,
-                generation,
-                status,
-            });
-        });
-        // The others learn that this worker is (back) in the cluster.
-        self.send_others(
-            i,
-            &Message::WorkerJoined {
-                worker: i as WorkerIndex,
-            },
-        );
-        Ok(())
+    /// Sends `message` to every worker but `from` (control messages: rare).
+    pub(super) fn send_others(&mut self, from: usize, message: &Message) {
+        match EncodedFrame::encode(message, DEFAULT_MAX_FRAME_LENGTH) {
+            Ok(frame) => self.send_all(Some(from), &frame),
+            Err(err) => error!(target: "cluster", "cannot encode {}: {err}", message.kind_name()),
+        }
     }
 
-    fn send_others(&self, from: usize, message: &Message) {
-        for (j, slot) in self.slots.iter().enumerate() {
-            if j != from {
-                if let Some(s) = &slot.sender {
-                    let _ = s.send(message.clone());
-                }
+    /// Sends `frame` to every worker but `except`.
+    fn send_all(&mut self, except: Option<usize>, frame: &EncodedFrame) {
+        for j in 0..self.slots.len() {
+            if Some(j) != except {
+                self.send_to(j, frame.clone());
             }
+        }
+    }
+
+    /// Sends `frame` to worker `j`; a worker that lets its backlog pass the limit
+    /// does not read (stopped, stuck): it is killed and restarted.
+    fn send_to(&mut self, j: usize, frame: EncodedFrame) {
+        let result = match &self.slots[j].sender {
+            Some(s) => s.send_frame(frame),
+            None => return,
+        };
+        if let Err(SendError::Backlog { limit }) = result {
+            self.kill(
+                j,
+                format_args!("it does not read its ipc socket (backlog over {limit} bytes)"),
+            );
         }
     }
 
@@ -348,7 +287,19 @@ impl Primary {
                 message,
                 frame,
             } if self.slots[worker].generation == generation => {
-                self.on_message(worker, message, frame);
+                let said_hello = self.slots[worker].said_hello;
+                match validate::check(worker, self.slots.len(), said_hello, &message) {
+                    Ok(()) => self.on_message(worker, message, frame),
+                    Err(violation) => self.kill(worker, format_args!("{violation}")),
+                }
+                None
+            }
+            Event::Bad {
+                worker,
+                generation,
+                reason,
+            } if self.slots[worker].generation == generation => {
+                self.kill(worker, format_args!("unreadable ipc message: {reason}"));
                 None
             }
             Event::IpcClosed { worker, generation }
@@ -375,21 +326,30 @@ impl Primary {
         }
     }
 
+    /// Acts on a message already checked by [`validate::check`].
     fn on_message(&mut self, worker: usize, message: Message, frame: EncodedFrame) {
         match &message {
             Message::Hello { version, pid, .. } => {
-                if *version != PROTOCOL_VERSION {
-                    error!(target: "cluster", worker, "worker speaks ipc protocol {version}, primary {PROTOCOL_VERSION}: stopping it");
-                    if let Some(s) = &self.slots[worker].sender {
+                let slot = &mut self.slots[worker];
+                slot.said_hello = true;
+                slot.last_heartbeat = Instant::now();
+                if *pid != slot.pid {
+                    // Only logged: the primary signals its Child, never a reported pid.
+                    debug!(target: "cluster", worker, "hello says pid {pid}, spawned pid {}", slot.pid);
+                }
+                if !validate::version_matches(&message) {
+                    error!(target: "cluster", worker, "worker speaks ipc protocol {version}, primary {}: stopping it", rsio_ipc::PROTOCOL_VERSION);
+                    if let Some(s) = &slot.sender {
                         let _ = s.send(Message::Drain);
                     }
                 }
-                self.slots[worker].pid = Some(*pid);
             }
             Message::Ready => {
-                self.slots[worker].ready = true;
+                let slot = &mut self.slots[worker];
+                slot.ready = true;
+                slot.last_heartbeat = Instant::now();
                 let port = self.config.port as usize + worker;
-                info!(target: "cluster", "worker {worker} (pid {}) listening on http://{}:{port}", self.slots[worker].pid.unwrap_or(0), self.config.host);
+                info!(target: "cluster", "worker {worker} (pid {}) listening on http://{}:{port}", slot.pid, self.config.host);
                 if !self.announced_ready && self.slots.iter().all(|s| s.ready) {
                     self.announced_ready = true;
                     let last = self.config.port as usize + self.slots.len() - 1;
@@ -403,7 +363,7 @@ impl Primary {
             Message::RoomInterest { nsp, room, present } => {
                 self.interest.set(worker, nsp, room, *present)
             }
-            Message::Heartbeat => {}
+            Message::Heartbeat => self.slots[worker].last_heartbeat = Instant::now(),
             Message::RecoveryOn {
                 max_disconnection_ms,
                 ..
@@ -441,12 +401,12 @@ impl Primary {
                     missed,
                     horizon: self.sessions.horizon(),
                 };
-                if let Some(s) = self
-                    .slots
-                    .get(*from as usize)
-                    .and_then(|s| s.sender.as_ref())
-                {
-                    let _ = s.send(answer);
+                // `from` is the sender (checked).
+                match EncodedFrame::encode(&answer, DEFAULT_MAX_FRAME_LENGTH) {
+                    Ok(frame) => self.send_to(worker, frame),
+                    Err(err) => {
+                        warn!(target: "cluster", worker, "cannot answer a session restore: {err}")
+                    }
                 }
             }
             Message::Broadcast(b) if b.offset.is_some() => {
@@ -460,9 +420,9 @@ impl Primary {
                 let reach = self.interest.reach(&b.nsp, &b.target.rooms);
                 match EncodedFrame::encode(&Message::Broadcast(b), DEFAULT_MAX_FRAME_LENGTH) {
                     Ok(frame) => {
-                        for (j, slot) in self.slots.iter().enumerate() {
-                            if let (true, Some(s)) = (reach.contains(j), &slot.sender) {
-                                let _ = s.send_frame(frame.clone());
+                        for j in 0..self.slots.len() {
+                            if reach.contains(j) {
+                                self.send_to(j, frame.clone());
                             }
                         }
                     }
@@ -471,10 +431,8 @@ impl Primary {
             }
             _ => {
                 if let Some(to) = message.is_response() {
-                    // Responses go to the requester only.
-                    if let Some(s) = self.slots.get(to as usize).and_then(|s| s.sender.as_ref()) {
-                        let _ = s.send_frame(frame);
-                    }
+                    // Responses go to the requester only (an existing worker: checked).
+                    self.send_to(to as usize, frame);
                 } else if message.is_relayed() {
                     self.relay(worker, &message, frame);
                 }
@@ -495,12 +453,12 @@ impl Primary {
             | Message::FetchSockets { nsp, target, .. } => self.interest.reach(nsp, &target.rooms),
             _ => Reach::All,
         };
-        for (j, slot) in self.slots.iter().enumerate() {
-            let Some(s) = slot.sender.as_ref().filter(|_| j != from) else {
+        for j in 0..self.slots.len() {
+            if j == from || self.slots[j].sender.is_none() {
                 continue;
-            };
+            }
             if reach.contains(j) {
-                let _ = s.send_frame(frame.clone());
+                self.send_to(j, frame.clone());
                 if let Message::SocketsJoin { nsp, rooms, .. } = message {
                     // What the joiner sends next must reach the sockets this join
                     // adds there: count the worker in until it says otherwise.
@@ -509,68 +467,15 @@ impl Primary {
                     }
                 }
             } else if let Some(empty) = empty_answer(message, j) {
-                if let Some(to) = self.slots.get(from).and_then(|s| s.sender.as_ref()) {
-                    let _ = to.send(empty);
+                match EncodedFrame::encode(&empty, DEFAULT_MAX_FRAME_LENGTH) {
+                    Ok(frame) => self.send_to(from, frame),
+                    Err(err) => warn!(target: "cluster", "cannot encode an empty answer: {err}"),
                 }
             }
         }
     }
 
-    fn on_exit(&mut self, worker: usize, status: &str) -> Option<ExitCode> {
-        let slot = &mut self.slots[worker];
-        slot.alive = false;
-        slot.ready = false;
-        slot.sender = None;
-        slot.connections = 0;
-        self.send_others(
-            worker,
-            &Message::WorkerExited {
-                worker: worker as WorkerIndex,
-            },
-        );
-        self.sessions.worker_gone(worker);
-        self.interest.worker_gone(worker);
-        if self.shutting_down {
-            info!(target: "cluster", worker, "worker exited ({status})");
-            return None;
-        }
-        warn!(target: "cluster", worker, "worker died ({status}); restarting");
-        let slot = &mut self.slots[worker];
-        let now = Instant::now();
-        if now.duration_since(slot.started) > STABLE_AFTER {
-            slot.backoff = FIRST_BACKOFF;
-        }
-        slot.restarts.push_back(now);
-        while slot
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
-        {
-            slot.restarts.pop_front();
-        }
-        if slot.restarts.len() > CRASH_LIMIT {
-            error!(target: "cluster", worker, "worker crashed {} times in {:?}: giving up", slot.restarts.len(), CRASH_WINDOW);
-            notify::status(&format!("worker {worker} keeps crashing; stopping"));
-            self.begin_shutdown();
-            return Some(ExitCode::from(EXIT_CRASH_LOOP));
-        }
-        self.report_status();
-        self.schedule_restart(worker);
-        None
-    }
-
-    fn schedule_restart(&mut self, worker: usize) {
-        let slot = &mut self.slots[worker];
-        let delay = slot.backoff;
-        slot.backoff = (slot.backoff.mul_f32(1.5)).min(MAX_BACKOFF);
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let _ = events.send(Event::Restart { worker });
-        });
-    }
-
-    fn begin_shutdown(&mut self) {
+    pub(super) fn begin_shutdown(&mut self) {
         if self.shutting_down {
             return;
         }
@@ -583,21 +488,13 @@ impl Primary {
         }
     }
 
-    fn kill_all(&self) {
-        for slot in &self.slots {
-            if let (true, Some(pid)) = (slot.alive, slot.pid) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
-
     async fn shutdown_now(&mut self) {
         self.begin_shutdown();
         tokio::time::sleep(Duration::from_millis(200)).await;
         self.kill_all();
+        // Let the tasks that own the children deliver the kills (dropping a `Child`
+        // kills it too: `kill_on_drop`).
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     fn status_line(&self) -> String {
@@ -609,7 +506,7 @@ impl Primary {
         )
     }
 
-    fn report_status(&self) {
+    pub(super) fn report_status(&self) {
         notify::status(&self.status_line());
     }
 }

@@ -66,36 +66,63 @@ impl WorkerCommand {
             Some(cpu) => cmd.env(CPU_ENV, cpu.to_string()),
             None => cmd.env_remove(CPU_ENV),
         };
-        let (listen_fd, ipc_fd) = (listener.as_raw_fd(), ipc.as_raw_fd());
-        let parent = std::process::id() as libc::pid_t;
-        // SAFETY: only async-signal-safe calls (dup2, fcntl, prctl, getppid)
-        // run between fork and exec.
+        // Everything the child needs is computed here, before the fork: after it, only
+        // async-signal-safe calls, and no allocation (another thread of the primary
+        // may have held the allocator's lock at the fork).
+        let plan = ForkPlan {
+            listen_fd: listener.as_raw_fd(),
+            ipc_fd: ipc.as_raw_fd(),
+            parent: std::process::id() as libc::pid_t,
+        };
+        // SAFETY: `after_fork` makes only async-signal-safe calls and allocates nothing.
         unsafe {
-            cmd.pre_exec(move || {
-                // Move the ipc fd out of the way first if it sits on the listener's slot.
-                let ipc_src = if ipc_fd == LISTEN_FD {
-                    let moved = libc::fcntl(ipc_fd, libc::F_DUPFD, 10);
-                    if moved < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    moved
-                } else {
-                    ipc_fd
-                };
-                place_fd(listen_fd, LISTEN_FD)?;
-                place_fd(ipc_src, IPC_FD)?;
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The primary may have died before prctl took effect.
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("primary exited"));
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || after_fork(&plan));
         }
-        tokio::process::Command::from(cmd).spawn()
+        let mut cmd = tokio::process::Command::from(cmd);
+        // A worker never outlives its `Child` handle: if the primary's runtime goes
+        // away before reaping it, it is killed.
+        cmd.kill_on_drop(true);
+        cmd.spawn()
     }
+}
+
+/// What the child does between `fork` and `exec`, computed before the fork.
+#[derive(Debug, Clone, Copy)]
+struct ForkPlan {
+    listen_fd: RawFd,
+    ipc_fd: RawFd,
+    /// The primary's pid: the child's parent, unless the primary died meanwhile.
+    parent: libc::pid_t,
+}
+
+/// Places the descriptors, asks for SIGTERM when the primary dies, and checks it is
+/// still there. Runs in the forked child: async-signal-safe calls only (dup2, fcntl,
+/// prctl, getppid) and no allocation, errors as raw errno values.
+///
+/// # Safety
+/// Must run in a freshly forked child: it overwrites descriptors 3 and 4.
+unsafe fn after_fork(plan: &ForkPlan) -> std::io::Result<()> {
+    // Move the ipc fd out of the way first if it sits on the listener's slot.
+    let ipc_src = if plan.ipc_fd == LISTEN_FD {
+        let moved = libc::fcntl(plan.ipc_fd, libc::F_DUPFD, 10);
+        if moved < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        moved
+    } else {
+        plan.ipc_fd
+    };
+    place_fd(plan.listen_fd, LISTEN_FD)?;
+    place_fd(ipc_src, IPC_FD)?;
+    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // The primary may have died before prctl took effect. `from_raw_os_error` stores
+    // the number inline; `io::Error::other` would box a message.
+    if libc::getppid() != plan.parent {
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    Ok(())
 }
 
 /// Puts `src` on `dst` without close-on-exec, so the child inherits it.
@@ -136,4 +163,98 @@ pub(crate) fn unpin_current_thread(cpus: &[usize]) {
         let _ = set.set(cpu);
     }
     let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        alloc::{GlobalAlloc, Layout, System},
+        os::fd::AsRawFd,
+        sync::atomic::{AtomicBool, AtomicUsize, Ordering},
+        time::{Duration, Instant},
+    };
+
+    use super::*;
+
+    /// Counts allocations while `COUNTING` is set (only ever in a forked child).
+    struct Counting;
+    static COUNTING: AtomicBool = AtomicBool::new(false);
+    static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+    // SAFETY: forwards to the system allocator; counting touches atomics only.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            if COUNTING.load(Ordering::Relaxed) {
+                ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            }
+            System.alloc(layout)
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            System.dealloc(ptr, layout)
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: Counting = Counting;
+
+    /// Runs `after_fork` in a forked child, as `pre_exec` does, along the path where
+    /// the primary is gone (the error path), and returns the child's exit status:
+    /// 0 when it failed with ESRCH without allocating.
+    fn run_after_fork_in_child() -> i32 {
+        let a = std::fs::File::open("/dev/null").unwrap();
+        let b = std::fs::File::open("/dev/null").unwrap();
+        let plan = ForkPlan {
+            listen_fd: a.as_raw_fd(),
+            ipc_fd: b.as_raw_fd(),
+            // No process is the parent of pid 0's child: the "primary exited" path.
+            parent: 0,
+        };
+        // SAFETY: the child only runs `after_fork` (async-signal-safe, the code under
+        // test) and reads atomics before `_exit`.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+        if child == 0 {
+            COUNTING.store(true, Ordering::Relaxed);
+            // SAFETY: a forked child; its descriptors 3 and 4 may be overwritten.
+            let res = unsafe { after_fork(&plan) };
+            let allocations = ALLOCATIONS.load(Ordering::Relaxed);
+            let esrch = matches!(&res, Err(e) if e.raw_os_error() == Some(libc::ESRCH));
+            let code = match (allocations, esrch) {
+                (0, true) => 0,
+                (0, false) => 1,
+                (n, _) => 2 + n.min(100) as i32,
+            };
+            // SAFETY: leaves the child at once, running nothing of the parent's.
+            unsafe { libc::_exit(code) };
+        }
+        // A child that allocated could deadlock on the allocator's lock: bounded wait.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            let got = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+            if got == child {
+                assert!(libc::WIFEXITED(status), "child status {status}");
+                return libc::WEXITSTATUS(status);
+            }
+            if Instant::now() > deadline {
+                // SAFETY: our own child.
+                unsafe {
+                    libc::kill(child, libc::SIGKILL);
+                    libc::waitpid(child, &mut status, 0);
+                }
+                panic!("the forked child hung (allocator lock?)");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn after_fork_allocates_nothing_even_on_error() {
+        let code = run_after_fork_in_child();
+        assert_eq!(
+            code, 0,
+            "after_fork in the child: 1 = not ESRCH, 2+n = n allocations"
+        );
+    }
 }

@@ -3,13 +3,16 @@
 
 use std::{
     future::Future,
-    os::fd::FromRawFd,
+    os::fd::{FromRawFd, RawFd},
     process::ExitCode,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use rsio_ipc::{IpcConnection, Message, WorkerIndex, PROTOCOL_VERSION};
+use rsio_ipc::{
+    IpcConnection, IpcSender, Message, SendError, WorkerIndex, DEFAULT_MAX_FRAME_LENGTH,
+    PROTOCOL_VERSION,
+};
 use tokio::{
     signal::unix::{signal, SignalKind},
     sync::Notify,
@@ -18,7 +21,10 @@ use tracing::{error, info, warn};
 
 use super::{
     config::ClusterConfig,
-    spawn::{allowed_cpus, pin_current_thread, unpin_current_thread, CPU_ENV, IPC_FD, LISTEN_FD},
+    spawn::{
+        allowed_cpus, pin_current_thread, unpin_current_thread, CPU_ENV, IPC_FD, LISTEN_FD,
+        WORKER_ENV,
+    },
     BoxError,
 };
 use crate::{
@@ -29,6 +35,68 @@ use crate::{
 
 /// How long a draining worker waits for its closed sessions to end.
 const DRAIN_SESSIONS: Duration = Duration::from_secs(3);
+/// How often a worker tells the primary that its event loop runs.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Exit status of a worker whose descriptors 3 and 4 are not what the primary passes
+/// (sysexits' EX_USAGE).
+const EXIT_NOT_STARTED_BY_PRIMARY: u8 = 64;
+
+/// Why a process with the worker environment cannot be a worker.
+#[derive(Debug, thiserror::Error)]
+enum InheritedFdError {
+    #[error("{WORKER_ENV} is set but descriptor {fd} is not open ({source}): a worker is started by the rsio primary, not by hand")]
+    Closed { fd: RawFd, source: std::io::Error },
+    #[error("{WORKER_ENV} is set but descriptor {fd} is not a socket: a worker is started by the rsio primary, not by hand")]
+    NotASocket { fd: RawFd },
+    #[error("{WORKER_ENV} is set but descriptor {fd} is not a listening socket: a worker is started by the rsio primary, not by hand")]
+    NotListening { fd: RawFd },
+    #[error("{WORKER_ENV} is set but descriptor {fd} is not a Unix socket: a worker is started by the rsio primary, not by hand")]
+    NotUnix { fd: RawFd },
+}
+
+/// Descriptor 3 must be a listening socket and 4 a Unix socket, as the primary passes them.
+fn check_inherited_fds() -> Result<(), InheritedFdError> {
+    for fd in [LISTEN_FD, IPC_FD] {
+        // SAFETY: fstat on any descriptor number, into a zeroed struct it fills.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            let source = std::io::Error::last_os_error();
+            return Err(InheritedFdError::Closed { fd, source });
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+            return Err(InheritedFdError::NotASocket { fd });
+        }
+    }
+    let mut listening: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a socket (checked above); the option value fits the buffer given.
+    let res = unsafe {
+        libc::getsockopt(
+            LISTEN_FD,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut listening as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if res != 0 || listening == 0 {
+        return Err(InheritedFdError::NotListening { fd: LISTEN_FD });
+    }
+    // SAFETY: a socket (checked above); the address fits a sockaddr_storage.
+    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let res = unsafe {
+        libc::getsockname(
+            IPC_FD,
+            (&mut addr as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if res != 0 || addr.ss_family as libc::c_int != libc::AF_UNIX {
+        return Err(InheritedFdError::NotUnix { fd: IPC_FD });
+    }
+    Ok(())
+}
 
 /// Why [`WorkerContext::server`] made no server.
 #[derive(Debug, thiserror::Error)]
@@ -108,14 +176,42 @@ impl WorkerContext {
     }
 }
 
+/// Sends a heartbeat every [`HEARTBEAT_EVERY`]; drains the worker when the primary
+/// stopped reading (its backlog passed the limit: cluster messages are lost from now
+/// on, so the clients had better reconnect to a worker that is heard).
+async fn heartbeat(sender: IpcSender, drain: Arc<Notify>) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match sender.send(Message::Heartbeat) {
+            Ok(()) => {}
+            Err(SendError::Backlog { limit }) => {
+                error!(target: "cluster", "the primary does not read (backlog over {limit} bytes); draining");
+                drain.notify_one();
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
 /// Runs worker `index`: returns the process's exit status.
 pub(crate) fn run<F, Fut>(index: usize, count: usize, config: ClusterConfig, app: F) -> ExitCode
 where
     F: FnOnce(WorkerContext) -> Fut,
     Fut: Future<Output = Result<axum::Router, BoxError>>,
 {
-    // SAFETY: the primary placed our listener and ipc socket on these descriptors,
-    // and nothing else in this process owns them.
+    // Started by hand with the worker's environment, descriptors 3 and 4 may be
+    // anything (a file, a terminal, nothing): refuse rather than use them.
+    if let Err(err) = check_inherited_fds() {
+        // Not through `tracing`: the log filter could hide why the process exits.
+        eprintln!("rsio: {err}");
+        return ExitCode::from(EXIT_NOT_STARTED_BY_PRIMARY);
+    }
+    // SAFETY: the primary placed our listener and ipc socket on these descriptors
+    // (checked above: a listening socket and a Unix stream socket), and nothing else
+    // in this process owns them.
     let listener = unsafe { std::net::TcpListener::from_raw_fd(LISTEN_FD) };
     let ipc = unsafe { std::os::unix::net::UnixStream::from_raw_fd(IPC_FD) };
     let cpus = allowed_cpus();
@@ -159,8 +255,12 @@ where
 {
     listener.set_nonblocking(true)?;
     ipc.set_nonblocking(true)?;
-    let (mut reader, sender) =
-        IpcConnection::new(tokio::net::UnixStream::from_std(ipc)?).into_split();
+    let (mut reader, sender) = IpcConnection::with_limits(
+        tokio::net::UnixStream::from_std(ipc)?,
+        DEFAULT_MAX_FRAME_LENGTH,
+        config.max_ipc_backlog_bytes,
+    )
+    .into_split();
     sender.send(Message::Hello {
         version: PROTOCOL_VERSION,
         worker: index as WorkerIndex,
@@ -168,6 +268,9 @@ where
     })?;
     let link = ClusterLink::new(index as WorkerIndex, count, sender.clone());
     let drain = Arc::new(Notify::new());
+    // From this loop, so that it stops when the loop is stuck (a handler that blocks
+    // the thread): the primary then kills and restarts this worker.
+    tokio::spawn(heartbeat(sender.clone(), drain.clone()));
     let ctx = WorkerContext {
         index,
         count,

@@ -232,6 +232,7 @@ mod tests {
                 headers: RequestHeaders::default(),
                 url: "/".into(),
                 remote_addr: None,
+                secure: false,
                 issued: std::time::SystemTime::now(),
             }),
             usize::MAX,

@@ -1,0 +1,325 @@
+//! The primary's care of its workers: starting them, watching that they live (their
+//! exit, their heartbeat, their backlog), killing the ones that are stuck or
+//! misbehave, restarting them with backoff, and telling whether all is well (for the
+//! systemd watchdog).
+//!
+//! A worker is only ever signalled through the `Child` the primary spawned: the task
+//! that waits on it also kills it, so the signal can never reach a reused pid, and no
+//! pid a worker reports is ever used.
+
+use std::{
+    collections::VecDeque,
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rsio_ipc::{IpcConnection, IpcSender, Message, WorkerIndex, DEFAULT_MAX_FRAME_LENGTH};
+use tokio::sync::Notify;
+use tracing::{debug, error, info, warn};
+
+use super::{
+    notify,
+    primary::{Event, Primary},
+};
+
+/// Restarts of one worker within [`CRASH_WINDOW`] after which the primary gives up.
+const CRASH_LIMIT: usize = 10;
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(15);
+/// A worker that ran this long starts its backoff from the beginning again.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// Exit status when a worker keeps crashing (sysexits' EX_SOFTWARE).
+const EXIT_CRASH_LOOP: u8 = 70;
+/// A ready worker silent this long (it heartbeats every second) has a stuck event
+/// loop: it is killed. With [`LIVENESS_EVERY`], a loop stuck at time t is killed by
+/// t + 2.75 s.
+pub(super) const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(2500);
+/// How often the primary looks at its workers' heartbeats.
+pub(super) const LIVENESS_EVERY: Duration = Duration::from_millis(250);
+/// Until it is ready, a worker may be silent this long: building the application may
+/// block its loop (opening a database, loading files).
+const STARTUP_GRACE: Duration = Duration::from_secs(30);
+/// A worker silent longer than this is not healthy, for the watchdog, until it has
+/// been killed.
+const HEALTHY_WITHIN: Duration = Duration::from_millis(1500);
+/// A killed worker that has not exited after this long makes the primary unhealthy.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+/// A liveness check this late means the primary itself was stalled (stopped,
+/// starved): the workers' silence is then not theirs.
+const PRIMARY_STALL: Duration = Duration::from_secs(1);
+
+/// One worker's place: the current process in it, and its restart history.
+pub(super) struct Slot {
+    pub generation: u64,
+    pub sender: Option<IpcSender>,
+    /// The pid the primary spawned, for logs only.
+    pub pid: u32,
+    /// Wakes the task that owns the worker's `Child`, which then SIGKILLs it.
+    kill: Option<Arc<Notify>>,
+    killed_at: Option<Instant>,
+    pub alive: bool,
+    pub said_hello: bool,
+    pub ready: bool,
+    /// When the worker last showed its event loop runs (hello, ready, heartbeat).
+    pub last_heartbeat: Instant,
+    pub connections: u64,
+    started: Instant,
+    backoff: Duration,
+    restarts: VecDeque<Instant>,
+}
+
+impl Slot {
+    pub(super) fn new(now: Instant) -> Slot {
+        Slot {
+            generation: 0,
+            sender: None,
+            pid: 0,
+            kill: None,
+            killed_at: None,
+            alive: false,
+            said_hello: false,
+            ready: false,
+            last_heartbeat: now,
+            connections: 0,
+            started: now,
+            backoff: FIRST_BACKOFF,
+            restarts: VecDeque::new(),
+        }
+    }
+}
+
+impl Primary {
+    /// Spawns worker `i` and the tasks that read its messages and wait for its exit.
+    pub(super) fn start(&mut self, i: usize) -> std::io::Result<()> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        let mut child = self.command.spawn(
+            i,
+            self.config.workers,
+            self.cpus[i],
+            &self.listeners[i],
+            &theirs,
+        )?;
+        drop(theirs);
+        let stream = tokio::net::UnixStream::from_std(ours)?;
+        let (mut reader, sender) = IpcConnection::with_limits(
+            stream,
+            DEFAULT_MAX_FRAME_LENGTH,
+            self.config.max_ipc_backlog_bytes,
+        )
+        .into_split();
+        let kill = Arc::new(Notify::new());
+        let now = Instant::now();
+        let slot = &mut self.slots[i];
+        slot.generation += 1;
+        slot.sender = Some(sender);
+        slot.pid = child.id().unwrap_or(0);
+        slot.kill = Some(kill.clone());
+        slot.killed_at = None;
+        slot.alive = true;
+        slot.said_hello = false;
+        slot.ready = false;
+        slot.connections = 0;
+        slot.started = now;
+        slot.last_heartbeat = now;
+        let generation = slot.generation;
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            loop {
+                match reader.next_frame().await {
+                    Some(Ok((message, frame))) => {
+                        let _ = events.send(Event::Frame {
+                            worker: i,
+                            generation,
+                            message,
+                            frame,
+                        });
+                    }
+                    Some(Err(err)) => {
+                        // A worker that exits can reset its end: that is its exit, not news.
+                        let reset = matches!(&err, rsio_ipc::CodecError::Io(e)
+                            if e.kind() == std::io::ErrorKind::ConnectionReset);
+                        if reset {
+                            debug!(target: "cluster", worker = i, "ipc: {err}");
+                        } else {
+                            let _ = events.send(Event::Bad {
+                                worker: i,
+                                generation,
+                                reason: err.to_string(),
+                            });
+                        }
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            let _ = events.send(Event::IpcClosed {
+                worker: i,
+                generation,
+            });
+        });
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let status = loop {
+                tokio::select! {
+                    status = child.wait() => break status,
+                    _ = kill.notified() => {
+                        // Only signals a child not reaped yet: never a reused pid.
+                        if let Err(err) = child.start_kill() {
+                            debug!(target: "cluster", worker = i, "kill: {err}");
+                        }
+                    }
+                }
+            };
+            let status = match status {
+                Ok(s) => s.to_string(),
+                Err(e) => e.to_string(),
+            };
+            let _ = events.send(Event::Exited {
+                worker: i,
+                generation,
+                status,
+            });
+        });
+        // The others learn that this worker is (back) in the cluster.
+        self.send_others(
+            i,
+            &Message::WorkerJoined {
+                worker: i as WorkerIndex,
+            },
+        );
+        Ok(())
+    }
+
+    /// SIGKILLs worker `worker` (restarted once it has exited) and stops relaying to it.
+    pub(super) fn kill(&mut self, worker: usize, reason: std::fmt::Arguments<'_>) {
+        let slot = &mut self.slots[worker];
+        if !slot.alive || slot.killed_at.is_some() {
+            return;
+        }
+        if self.shutting_down {
+            warn!(target: "cluster", worker, "killing worker {worker} (pid {}): {reason}", slot.pid);
+        } else {
+            warn!(target: "cluster", worker, "killing worker {worker} (pid {}): {reason}; it will be restarted", slot.pid);
+        }
+        slot.killed_at = Some(Instant::now());
+        slot.ready = false;
+        // Frees its backlog once the socket closes, and relays nothing more to it.
+        slot.sender = None;
+        if let Some(kill) = &slot.kill {
+            kill.notify_one();
+        }
+    }
+
+    /// SIGKILLs every live worker (a drain that took too long, a failed start).
+    pub(super) fn kill_all(&mut self) {
+        for i in 0..self.slots.len() {
+            self.kill(i, format_args!("the cluster is stopping"));
+        }
+    }
+
+    /// Kills the workers whose event loop stopped: silent past [`HEARTBEAT_TIMEOUT`]
+    /// once ready, or past [`STARTUP_GRACE`] before. `lag` is how late this check runs.
+    pub(super) fn check_liveness(&mut self, lag: Duration) {
+        let now = Instant::now();
+        if lag > PRIMARY_STALL {
+            // We did not read while stalled: their heartbeats may be waiting for us.
+            warn!(target: "cluster", "the primary was stalled for {lag:?}; giving the workers time to be heard");
+            for slot in &mut self.slots {
+                slot.last_heartbeat = now;
+            }
+            return;
+        }
+        for i in 0..self.slots.len() {
+            let slot = &self.slots[i];
+            if !slot.alive || slot.killed_at.is_some() {
+                continue;
+            }
+            let silent = now.duration_since(slot.last_heartbeat);
+            if slot.ready && silent > HEARTBEAT_TIMEOUT {
+                self.kill(
+                    i,
+                    format_args!("no heartbeat for {silent:.1?}: its event loop is stuck"),
+                );
+            } else if !slot.ready && silent > STARTUP_GRACE {
+                let what = if slot.said_hello { "ready" } else { "hello" };
+                self.kill(
+                    i,
+                    format_args!("no {what} and no heartbeat for {silent:.1?} after its start"),
+                );
+            }
+        }
+    }
+
+    /// Whether every worker serves, or is being replaced as it should: the condition
+    /// for `WATCHDOG=1`. A worker whose heartbeat is late and that is not killed yet,
+    /// or a killed one that does not exit, is not.
+    pub(super) fn healthy(&self) -> bool {
+        let now = Instant::now();
+        self.slots.iter().all(|s| match (s.alive, s.killed_at) {
+            // Exited: its restart is scheduled (a crash loop stops the primary).
+            (false, _) => true,
+            (true, Some(at)) => now.duration_since(at) < KILL_GRACE,
+            (true, None) if s.ready => now.duration_since(s.last_heartbeat) < HEALTHY_WITHIN,
+            (true, None) => now.duration_since(s.last_heartbeat) < STARTUP_GRACE,
+        })
+    }
+
+    /// A worker's process ended: restart it with backoff, or give up on a crash loop.
+    pub(super) fn on_exit(&mut self, worker: usize, status: &str) -> Option<ExitCode> {
+        let slot = &mut self.slots[worker];
+        slot.alive = false;
+        slot.ready = false;
+        slot.sender = None;
+        slot.kill = None;
+        slot.connections = 0;
+        self.send_others(
+            worker,
+            &Message::WorkerExited {
+                worker: worker as WorkerIndex,
+            },
+        );
+        self.sessions.worker_gone(worker);
+        self.interest.worker_gone(worker);
+        if self.shutting_down {
+            info!(target: "cluster", worker, "worker exited ({status})");
+            return None;
+        }
+        warn!(target: "cluster", worker, "worker died ({status}); restarting");
+        let slot = &mut self.slots[worker];
+        let now = Instant::now();
+        if now.duration_since(slot.started) > STABLE_AFTER {
+            slot.backoff = FIRST_BACKOFF;
+        }
+        slot.restarts.push_back(now);
+        while slot
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > CRASH_WINDOW)
+        {
+            slot.restarts.pop_front();
+        }
+        if slot.restarts.len() > CRASH_LIMIT {
+            error!(target: "cluster", worker, "worker crashed {} times in {:?}: giving up", slot.restarts.len(), CRASH_WINDOW);
+            notify::status(&format!("worker {worker} keeps crashing; stopping"));
+            self.begin_shutdown();
+            return Some(ExitCode::from(EXIT_CRASH_LOOP));
+        }
+        self.report_status();
+        self.schedule_restart(worker);
+        None
+    }
+
+    pub(super) fn schedule_restart(&mut self, worker: usize) {
+        let slot = &mut self.slots[worker];
+        let delay = slot.backoff;
+        slot.backoff = (slot.backoff.mul_f32(1.5)).min(MAX_BACKOFF);
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = events.send(Event::Restart { worker });
+        });
+    }
+}

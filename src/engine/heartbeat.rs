@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{
     config::EngineConfig,
-    server::{Engine, EngineHandler},
+    server::{Engine, EngineHandler, SessionTask},
     session::{CloseReason, Session, State},
 };
 
@@ -94,6 +94,9 @@ pub(crate) async fn run<H: EngineHandler>(
     session: Arc<Session<H::Data>>,
     opened: Instant,
 ) {
+    // Removes the session at the end, even if this task unwinds or is cancelled.
+    let task = SessionTask::new(engine, session, true);
+    let (engine, session) = (&task.engine, &task.session);
     let config = &engine.config;
     let mut beat = Heartbeat::new(config, opened);
     let timer = tokio::time::sleep_until(beat.deadline(config));
@@ -101,7 +104,7 @@ pub(crate) async fn run<H: EngineHandler>(
     loop {
         tokio::select! {
             _ = &mut timer => {
-                if !beat.on_timer(config, &session) {
+                if !beat.on_timer(config, session) {
                     break;
                 }
             }
@@ -114,7 +117,7 @@ pub(crate) async fn run<H: EngineHandler>(
         }
         timer.as_mut().reset(beat.deadline(config));
     }
-    engine.remove(&session);
+    engine.remove(session);
 }
 
 #[cfg(test)]

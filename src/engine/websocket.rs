@@ -34,7 +34,7 @@ use super::{
     heartbeat::Heartbeat,
     packet::{Frame, Packet},
     scratch_reader::ScratchReader,
-    server::{Engine, EngineHandler},
+    server::{Engine, EngineHandler, SessionTask},
     session::{CloseReason, Session, TransportKind, Upgrade},
 };
 
@@ -138,6 +138,8 @@ pub(crate) fn spawn_transport<H: EngineHandler>(
     mut beat: Option<Heartbeat>,
 ) {
     tokio::spawn(async move {
+        let task = SessionTask::new(engine, session, beat.is_some());
+        let (engine, session) = (&task.engine, &task.session);
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => {
@@ -146,7 +148,7 @@ pub(crate) fn spawn_transport<H: EngineHandler>(
                     session.lock().upgrade = Upgrade::None;
                 } else {
                     session.terminate(CloseReason::TransportError);
-                    engine.remove(&session);
+                    engine.remove(session);
                 }
                 return;
             }
@@ -160,14 +162,14 @@ pub(crate) fn spawn_transport<H: EngineHandler>(
             Some(config),
         ))
         .await;
-        if beat.is_none() && !run_probe(&engine, &session, &mut ws).await {
+        if beat.is_none() && !run_probe(engine, session, &mut ws).await {
             session.lock().upgrade = Upgrade::None;
             let _ = tokio::time::timeout(engine.config.ping_timeout, ws.close(None)).await;
             return;
         }
         // By reference: an async fn keeps its by-value arguments twice (as
         // arguments and as locals), and this task lives as long as the client.
-        run(&engine, &session, &mut ws, &mut beat).await;
+        run(engine, session, &mut ws, &mut beat).await;
     });
 }
 

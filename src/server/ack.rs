@@ -1,5 +1,7 @@
 //! Acknowledgements: answering a client's ack, and waiting for clients' acks.
 
+use std::time::Duration;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::socket::Socket;
@@ -48,6 +50,82 @@ impl IntoArgs for Args {
 impl<T: serde::Serialize + ?Sized> IntoArgs for &T {
     fn into_args(self) -> Result<Args, ParseError> {
         Args::new(self)
+    }
+}
+
+/// Why [`Socket::emit_with_ack`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitWithAckError {
+    #[error(transparent)]
+    Emit(#[from] EmitError),
+    #[error(transparent)]
+    Ack(AckError),
+}
+
+/// A socket whose next acknowledged emit has a deadline.
+pub struct SocketTimeout<'a> {
+    socket: &'a Socket,
+    timeout: Duration,
+}
+
+impl<'a> SocketTimeout<'a> {
+    pub(crate) fn new(socket: &'a Socket, timeout: Duration) -> SocketTimeout<'a> {
+        SocketTimeout { socket, timeout }
+    }
+
+    /// Sends an event; fails with [`AckError::Timeout`] if no ack comes in
+    /// time, and the waiter is gone then.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        args: impl IntoArgs,
+    ) -> Result<Args, EmitWithAckError> {
+        let pending = self.socket.emit_ack_packet(event, args)?;
+        match tokio::time::timeout(self.timeout, pending.wait()).await {
+            Ok(res) => res.map_err(EmitWithAckError::Ack),
+            Err(_) => Err(EmitWithAckError::Ack(AckError::Timeout)),
+        }
+    }
+}
+
+/// One socket's waited-for acknowledgement. Dropped before its answer (a
+/// timeout, or the caller's future dropped), it takes its waiter out of the
+/// socket's ack map, so no path leaves one behind.
+pub(crate) struct PendingAck<'a> {
+    socket: &'a Socket,
+    id: u64,
+    rx: oneshot::Receiver<Result<Args, AckError>>,
+    /// The channel has ended: whoever ended it took the waiter out already.
+    ended: bool,
+}
+
+impl<'a> PendingAck<'a> {
+    pub(crate) fn new(
+        socket: &'a Socket,
+        id: u64,
+        rx: oneshot::Receiver<Result<Args, AckError>>,
+    ) -> PendingAck<'a> {
+        PendingAck {
+            socket,
+            id,
+            rx,
+            ended: false,
+        }
+    }
+
+    /// The answer, or [`AckError::Disconnected`] once the socket has left.
+    pub(crate) async fn wait(mut self) -> Result<Args, AckError> {
+        let res = (&mut self.rx).await;
+        self.ended = true;
+        res.unwrap_or(Err(AckError::Disconnected))
+    }
+}
+
+impl Drop for PendingAck<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.socket.forget_ack(self.id);
+        }
     }
 }
 

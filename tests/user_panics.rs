@@ -32,6 +32,16 @@ fn echo_and_booms(socket: &Socket) {
             panic!("boom in a catch-all listener");
         }
     });
+    // A packet to this socket alone, delivered like a broadcast (the outgoing
+    // listener runs in the delivery loop).
+    socket.on("boom-out", |s: Socket, _: Args| async move {
+        let _ = s.namespace().to(s.id()).emit("out-boom", &());
+    });
+    socket.on_any_outgoing(|_, event, _| {
+        if event == "out-boom" {
+            panic!("boom in an outgoing listener");
+        }
+    });
     socket.on("boom-mw", |_: Socket, _: Args| async move {});
     socket.use_middleware(|_, event, _| {
         if event == "boom-mw" {
@@ -82,15 +92,25 @@ async fn still_serving(io: &Server, other: &mut Client, sockets: usize, sessions
 async fn a_panicking_event_handler_disconnects_its_socket_only() {
     let (io, addr) = start().await;
     let mut other = Client::connect(addr, "/").await;
-    for event in ["boom", "boom-later", "boom-sync", "boom-any", "boom-mw"] {
+    let events = [
+        "boom",
+        "boom-later",
+        "boom-sync",
+        "boom-any",
+        "boom-mw",
+        "boom-out",
+    ];
+    for event in events {
         let mut client = Client::connect(addr, "/").await;
         client.echo("/", 0).await;
         client.send(&format!("42[\"{event}\"]")).await;
-        assert_eq!(
-            client.recv().await.as_deref(),
-            Some("41"),
-            "{event}: a DISCONNECT"
-        );
+        let mut reply = client.recv().await;
+        if event == "boom-out" {
+            // The packet goes out; its listener's panic costs the socket after.
+            assert_eq!(reply.as_deref(), Some(r#"42["out-boom",null]"#));
+            reply = client.recv().await;
+        }
+        assert_eq!(reply.as_deref(), Some("41"), "{event}: a DISCONNECT");
         // Its namespace socket is gone; its connection stays until it closes it.
         still_serving(&io, &mut other, 1, 2).await;
         client.close().await;

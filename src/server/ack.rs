@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
 
-use super::socket::Socket;
+use super::socket::{check_event, Socket};
 use crate::parser::{Args, Packet, ParseError};
 
 /// Why an `emit` could not be done.
@@ -200,5 +201,108 @@ impl AckSender {
     /// Acknowledges with one argument `{"error": message}`.
     pub fn send_error(self, message: &str) -> Result<(), EmitError> {
         self.send(&(serde_json::json!({ "error": message }),))
+    }
+}
+
+/// The ack map of a socket: its waiters, and the packets that answer them.
+impl Socket {
+    /// Sends an event and waits for the client's acknowledgement, until the
+    /// socket disconnects ([`AckError::Disconnected`]). Use [`Socket::timeout`]
+    /// to bound the wait. Dropping the future forgets the waiter.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        args: impl IntoArgs,
+    ) -> Result<Args, EmitWithAckError> {
+        let pending = self.emit_ack_packet(event, args)?;
+        pending.wait().await.map_err(EmitWithAckError::Ack)
+    }
+
+    /// Bounds the wait of the next acknowledged emit.
+    pub fn timeout(&self, timeout: Duration) -> SocketTimeout<'_> {
+        SocketTimeout::new(self, timeout)
+    }
+
+    /// Sends an event that asks for an ack; the returned waiter removes itself
+    /// from the ack map however the wait ends.
+    pub(crate) fn emit_ack_packet(
+        &self,
+        event: &str,
+        args: impl IntoArgs,
+    ) -> Result<PendingAck<'_>, EmitError> {
+        check_event(event)?;
+        let args = args.into_args()?;
+        self.notify_outgoing(event, &args);
+        let id = self.namespace().next_ack_id();
+        let (tx, rx) = oneshot::channel();
+        if !self.expect_ack(id, AckWaiter::One(tx)) {
+            return Err(EmitError::Disconnected);
+        }
+        let pending = PendingAck::new(self, id, rx);
+        let packet = Packet::event(self.ns(), event, args, Some(id));
+        if self.send_packet(&packet) {
+            Ok(pending)
+        } else {
+            Err(EmitError::Disconnected)
+        }
+    }
+
+    /// Registers a waiter for ack `id`; `false` once the socket has left (a
+    /// waiter taken in then would never be answered nor ended).
+    pub(crate) fn expect_ack(&self, id: u64, waiter: AckWaiter) -> bool {
+        let mut st = self.state();
+        if st.acks_closed {
+            return false;
+        }
+        if st.acks.insert(id, waiter).is_none() {
+            self.namespace().acks_added(1);
+        }
+        true
+    }
+
+    pub(crate) fn forget_ack(&self, id: u64) {
+        self.take_ack(id);
+    }
+
+    fn take_ack(&self, id: u64) -> Option<AckWaiter> {
+        let waiter = self.state().acks.remove(&id);
+        if waiter.is_some() {
+            self.namespace().acks_removed(1);
+        }
+        waiter
+    }
+
+    /// Ends every waiter with [`AckError::Disconnected`] and takes no new one.
+    pub(crate) fn close_acks(&self) {
+        let acks = {
+            let mut st = self.state();
+            st.acks_closed = true;
+            std::mem::take(&mut st.acks)
+        };
+        self.namespace().acks_removed(acks.len());
+        for (_, waiter) in acks {
+            if let AckWaiter::One(tx) = waiter {
+                let _ = tx.send(Err(AckError::Disconnected));
+            }
+        }
+    }
+
+    /// Acknowledgements this server waits for from this client (its own
+    /// `emit_with_ack`s and broadcasts with acks). For tests and metrics.
+    pub fn pending_acks(&self) -> usize {
+        self.state().acks.len()
+    }
+
+    /// An ACK from the client; unknown ids are ignored.
+    pub(crate) fn on_ack(&self, id: u64, args: Args) {
+        match self.take_ack(id) {
+            Some(AckWaiter::One(tx)) => {
+                let _ = tx.send(Ok(args));
+            }
+            Some(AckWaiter::Many(tx)) => {
+                let _ = tx.send(args);
+            }
+            None => debug!(target: "socket.io:socket", id = %self.id(), ack = id, "unknown ack id"),
+        }
     }
 }

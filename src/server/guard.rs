@@ -2,11 +2,9 @@
 //! a panic there costs the socket it ran for, never the worker, the other
 //! sockets or rsio's own bookkeeping.
 //!
-//! A handler runs at once, on the task that read the packet, up to its first
-//! `.await` that is not ready; only then does the rest become a task of its
-//! own. So packets reach handlers in the order they arrived (and handlers that
-//! never wait cost no task), while a slow handler blocks neither this socket's
-//! later events nor other sockets.
+//! User futures run as `handler::run_inline` runs rsio's own: at once, up to
+//! their first wait, then as a task. `catch_unwind` costs nothing until a
+//! panic, so the hot path pays no more than before.
 
 use std::{
     any::Any,

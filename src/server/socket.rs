@@ -7,16 +7,14 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    time::Duration,
 };
 
 use futures_util::future::BoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::{
-    ack::{AckError, AckSender, AckWaiter, EmitError, EmitWithAckError, IntoArgs, PendingAck},
+    ack::{AckSender, AckWaiter, EmitError, IntoArgs},
     broadcast::BroadcastOperator,
     client::ClientState,
     guard::{self, Guest},
@@ -36,7 +34,7 @@ use crate::{
 };
 
 #[derive(Default)]
-struct SocketState {
+pub(super) struct SocketState {
     /// Event handlers by name, looked up by a linear scan: a socket has a few
     /// (a chat, five or so), where a hash map took twice the memory for every
     /// connected client and was no faster.
@@ -45,10 +43,10 @@ struct SocketState {
     /// Boxed on first use: a socket lives as long as its client, and many
     /// register none of these.
     listeners: Option<Box<Listeners>>,
-    acks: HashMap<u64, AckWaiter>,
+    pub(super) acks: HashMap<u64, AckWaiter>,
     /// Set when the socket leaves (or is refused): no ack can come any more,
     /// so no waiter is taken in.
-    acks_closed: bool,
+    pub(super) acks_closed: bool,
     data: serde_json::Value,
 }
 
@@ -152,7 +150,7 @@ impl Socket {
         }))
     }
 
-    fn state(&self) -> MutexGuard<'_, SocketState> {
+    pub(super) fn state(&self) -> MutexGuard<'_, SocketState> {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -356,93 +354,6 @@ impl Socket {
         }
     }
 
-    /// Sends an event and waits for the client's acknowledgement, until the
-    /// socket disconnects ([`AckError::Disconnected`]). Use [`Socket::timeout`]
-    /// to bound the wait. Dropping the future forgets the waiter.
-    pub async fn emit_with_ack(
-        &self,
-        event: &str,
-        args: impl IntoArgs,
-    ) -> Result<Args, EmitWithAckError> {
-        let pending = self.emit_ack_packet(event, args)?;
-        pending.wait().await.map_err(EmitWithAckError::Ack)
-    }
-
-    /// Bounds the wait of the next acknowledged emit.
-    pub fn timeout(&self, timeout: Duration) -> super::ack::SocketTimeout<'_> {
-        super::ack::SocketTimeout::new(self, timeout)
-    }
-
-    /// Sends an event that asks for an ack; the returned waiter removes itself
-    /// from the ack map however the wait ends.
-    pub(crate) fn emit_ack_packet(
-        &self,
-        event: &str,
-        args: impl IntoArgs,
-    ) -> Result<PendingAck<'_>, EmitError> {
-        check_event(event)?;
-        let args = args.into_args()?;
-        self.notify_outgoing(event, &args);
-        let id = self.0.ns.next_ack_id();
-        let (tx, rx) = oneshot::channel();
-        if !self.expect_ack(id, AckWaiter::One(tx)) {
-            return Err(EmitError::Disconnected);
-        }
-        let pending = PendingAck::new(self, id, rx);
-        let packet = Packet::event(self.ns(), event, args, Some(id));
-        if self.send_packet(&packet) {
-            Ok(pending)
-        } else {
-            Err(EmitError::Disconnected)
-        }
-    }
-
-    /// Registers a waiter for ack `id`; `false` once the socket has left (a
-    /// waiter taken in then would never be answered nor ended).
-    pub(crate) fn expect_ack(&self, id: u64, waiter: AckWaiter) -> bool {
-        let mut st = self.state();
-        if st.acks_closed {
-            return false;
-        }
-        if st.acks.insert(id, waiter).is_none() {
-            self.0.ns.acks_added(1);
-        }
-        true
-    }
-
-    pub(crate) fn forget_ack(&self, id: u64) {
-        self.take_ack(id);
-    }
-
-    fn take_ack(&self, id: u64) -> Option<AckWaiter> {
-        let waiter = self.state().acks.remove(&id);
-        if waiter.is_some() {
-            self.0.ns.acks_removed(1);
-        }
-        waiter
-    }
-
-    /// Ends every waiter with [`AckError::Disconnected`] and takes no new one.
-    pub(crate) fn close_acks(&self) {
-        let acks = {
-            let mut st = self.state();
-            st.acks_closed = true;
-            std::mem::take(&mut st.acks)
-        };
-        self.0.ns.acks_removed(acks.len());
-        for (_, waiter) in acks {
-            if let AckWaiter::One(tx) = waiter {
-                let _ = tx.send(Err(AckError::Disconnected));
-            }
-        }
-    }
-
-    /// Acknowledgements this server waits for from this client (its own
-    /// `emit_with_ack`s and broadcasts with acks). For tests and metrics.
-    pub fn pending_acks(&self) -> usize {
-        self.state().acks.len()
-    }
-
     /// Broadcast to these rooms, without this socket.
     pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         self.broadcast().to(rooms)
@@ -557,19 +468,6 @@ impl Socket {
                 debug!(target: "socket.io:socket", id = %self.0.id, event, "no handler");
                 Box::pin(std::future::ready(()))
             }
-        }
-    }
-
-    /// An ACK from the client; unknown ids are ignored.
-    pub(crate) fn on_ack(&self, id: u64, args: Args) {
-        match self.take_ack(id) {
-            Some(AckWaiter::One(tx)) => {
-                let _ = tx.send(Ok(args));
-            }
-            Some(AckWaiter::Many(tx)) => {
-                let _ = tx.send(args);
-            }
-            None => debug!(target: "socket.io:socket", id = %self.0.id, ack = id, "unknown ack id"),
         }
     }
 

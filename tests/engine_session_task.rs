@@ -6,9 +6,8 @@ mod inproc;
 
 use std::sync::Arc;
 
-use inproc::{eventually, within, Client};
+use inproc::{eventually, http, Client};
 use rsio::engine::{CloseReason, Engine, EngineConfig, EngineHandler, Frame, Message, Session};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Echoes text messages; panics on `boom`.
 struct Boom;
@@ -37,20 +36,6 @@ async fn start() -> (Arc<Engine<Boom>>, std::net::SocketAddr) {
 async fn echo(client: &mut Client, text: &str) {
     client.send(&format!("4{text}")).await;
     assert_eq!(client.recv().await, Some(format!("4{text}")));
-}
-
-/// One HTTP/1.1 request on a new connection; the response as text (empty if
-/// the server dropped the connection).
-async fn http(addr: std::net::SocketAddr, head: &str, body: &str) -> String {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "{head} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let _ = within("an HTTP response", tcp.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 use std::{future::Future, net::SocketAddr, time::Duration};
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Upper bound of any one wait.
@@ -42,6 +43,37 @@ pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         }
     })
     .await
+}
+
+/// One HTTP/1.1 request on a new connection; the response as text (empty if
+/// the server dropped the connection).
+pub async fn http(addr: std::net::SocketAddr, head: &str, body: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{head} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = within("an HTTP response", tcp.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A polling client joined to `/` that never polls again: whatever the
+/// server sends it stays in its session's queue, and it never acknowledges.
+pub async fn silent_polling_client(addr: SocketAddr) {
+    let open = http(addr, "GET /socket.io/?EIO=4&transport=polling", "").await;
+    let sid = open
+        .split("\"sid\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("an open packet: {open}"))
+        .to_owned();
+    let path = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let posted = http(addr, &format!("POST {path}"), "40").await;
+    assert!(posted.starts_with("HTTP/1.1 200"), "{posted}");
+    let reply = http(addr, &format!("GET {path}"), "").await;
+    assert!(reply.contains("40{"), "CONNECT reply: {reply}");
 }
 
 /// A raw Socket.IO client on a WebSocket-only Engine.IO session; it answers

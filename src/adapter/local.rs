@@ -126,7 +126,16 @@ impl LocalAdapter {
             .clone();
         for event in &events {
             for listener in &listeners {
-                listener(event);
+                // Application code: a panic in it must not stop the caller's bookkeeping.
+                let call = std::panic::AssertUnwindSafe(|| listener(event));
+                if let Err(payload) = std::panic::catch_unwind(call) {
+                    let message = payload
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("(not a string)");
+                    tracing::error!(target: "socket.io:adapter", ?event, panic = message, "a room listener panicked");
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::{
     config::EngineConfig,
-    server::{Engine, EngineHandler},
+    server::{Engine, EngineHandler, SessionTask},
     session::{CloseReason, Session, State},
 };
 
@@ -107,6 +107,9 @@ pub(crate) async fn run<H: EngineHandler>(
     session: Arc<Session<H::Data>>,
     opened: Instant,
 ) {
+    // Removes the session at the end, even if this task unwinds or is cancelled.
+    let task = SessionTask::new(engine, session, true);
+    let (engine, session) = (&task.engine, &task.session);
     let config = &engine.config;
     let mut beat = Heartbeat::new(config, opened, session.is_v3());
     let timer = tokio::time::sleep_until(beat.deadline(config));
@@ -114,7 +117,7 @@ pub(crate) async fn run<H: EngineHandler>(
     loop {
         tokio::select! {
             _ = &mut timer => {
-                if !beat.on_timer(config, &session) {
+                if !beat.on_timer(config, session) {
                     break;
                 }
             }
@@ -127,7 +130,7 @@ pub(crate) async fn run<H: EngineHandler>(
         }
         timer.as_mut().reset(beat.deadline(config));
     }
-    engine.remove(&session);
+    engine.remove(session);
 }
 
 #[cfg(test)]

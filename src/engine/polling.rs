@@ -113,6 +113,19 @@ impl<D> Drop for InFlight<'_, D> {
     }
 }
 
+/// Ends the session if handling its packets unwinds (a panic in the layer
+/// above): its heartbeat task then removes it from the engine, instead of a
+/// session that nobody serves staying in the table until its ping timeout.
+struct EndOnUnwind<'a, D>(&'a Session<D>);
+
+impl<D> Drop for EndOnUnwind<'_, D> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.terminate(CloseReason::TransportError);
+        }
+    }
+}
+
 async fn get<H: EngineHandler>(
     engine: &Arc<Engine<H>>,
     session: Arc<Session<H::Data>>,
@@ -259,6 +272,7 @@ async fn post<H: EngineHandler>(
             return Ok(StatusCode::BAD_REQUEST.into_response());
         }
     };
+    let _unwinding = EndOnUnwind(&session);
     for packet in packets {
         if session.is_closed() {
             break;

@@ -372,6 +372,48 @@ impl<H: EngineHandler> Engine<H> {
     }
 }
 
+/// The session a task serves, with its engine. Dropped (at the end of the
+/// task, and also when the task unwinds from a panic or is cancelled) it ends
+/// the session and, for the task that owns the session's life, removes it from
+/// the session table: no session outlives its task there.
+pub(crate) struct SessionTask<H: EngineHandler> {
+    pub(crate) engine: Arc<Engine<H>>,
+    pub(crate) session: Arc<Session<H::Data>>,
+    /// Whether this task removes the session (the heartbeat's task), or only
+    /// serves it for a while (an upgrade's WebSocket: ended by a panic only).
+    owner: bool,
+}
+
+impl<H: EngineHandler> SessionTask<H> {
+    pub(crate) fn new(
+        engine: Arc<Engine<H>>,
+        session: Arc<Session<H::Data>>,
+        owner: bool,
+    ) -> SessionTask<H> {
+        SessionTask {
+            engine,
+            session,
+            owner,
+        }
+    }
+}
+
+impl<H: EngineHandler> Drop for SessionTask<H> {
+    fn drop(&mut self) {
+        if !self.owner && !std::thread::panicking() {
+            return;
+        }
+        if !self.session.is_closed() {
+            warn!(target: "engine", sid = %self.session.sid(), "session task ended abnormally: closing the session");
+            self.session.terminate(CloseReason::TransportError);
+        }
+        if self.owner {
+            // A no-op when the task already removed it.
+            self.engine.remove(&self.session);
+        }
+    }
+}
+
 /// A handler that does nothing, for the engine's unit tests.
 #[cfg(test)]
 pub(crate) struct Nop;

@@ -35,7 +35,7 @@ use super::{
     packet::{Frame, Packet},
     payload_v3::{decode_binary_message_v3, decode_packet_v3, encode_ws_binary_v3},
     scratch_reader::ScratchReader,
-    server::{Engine, EngineHandler},
+    server::{Engine, EngineHandler, SessionTask},
     session::{CloseReason, Protocol, Session, TransportKind, Upgrade},
 };
 
@@ -139,20 +139,23 @@ pub(crate) fn spawn_transport<H: EngineHandler>(
     mut beat: Option<Heartbeat>,
 ) {
     tokio::spawn(async move {
+        // Owns the session for this task: see `SessionTask` (its fields are used
+        // in place, not through locals, which would cost every connection's task).
+        let task = SessionTask::new(engine, session, beat.is_some());
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => {
-                debug!(target: "engine:ws", sid = %session.sid(), "upgrade failed: {err}");
+                debug!(target: "engine:ws", sid = %task.session.sid(), "upgrade failed: {err}");
                 if beat.is_none() {
-                    session.lock().upgrade = Upgrade::None;
+                    task.session.lock().upgrade = Upgrade::None;
                 } else {
-                    session.terminate(CloseReason::TransportError);
-                    engine.remove(&session);
+                    task.session.terminate(CloseReason::TransportError);
+                    task.engine.remove(&task.session);
                 }
                 return;
             }
         };
-        let config = ws_config(engine.config.max_http_buffer_size);
+        let config = ws_config(task.engine.config.max_http_buffer_size);
         // Boxed: its nested futures hold the stream and the config four times
         // over, and in this task's state that space would last the connection.
         let mut ws = Box::pin(WebSocketStream::from_raw_socket(
@@ -161,14 +164,14 @@ pub(crate) fn spawn_transport<H: EngineHandler>(
             Some(config),
         ))
         .await;
-        if beat.is_none() && !run_probe(&engine, &session, &mut ws).await {
-            session.lock().upgrade = Upgrade::None;
-            let _ = tokio::time::timeout(engine.config.ping_timeout, ws.close(None)).await;
+        if beat.is_none() && !run_probe(&task.engine, &task.session, &mut ws).await {
+            task.session.lock().upgrade = Upgrade::None;
+            let _ = tokio::time::timeout(task.engine.config.ping_timeout, ws.close(None)).await;
             return;
         }
         // By reference: an async fn keeps its by-value arguments twice (as
         // arguments and as locals), and this task lives as long as the client.
-        run(&engine, &session, &mut ws, &mut beat).await;
+        run(&task.engine, &task.session, &mut ws, &mut beat).await;
     });
 }
 

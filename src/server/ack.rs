@@ -1,8 +1,11 @@
 //! Acknowledgements: answering a client's ack, and waiting for clients' acks.
 
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
 
-use super::socket::Socket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::debug;
+
+use super::socket::{check_event, Socket};
 use crate::parser::{Args, Packet, ParseError};
 
 /// Why an `emit` could not be done.
@@ -48,6 +51,82 @@ impl IntoArgs for Args {
 impl<T: serde::Serialize + ?Sized> IntoArgs for &T {
     fn into_args(self) -> Result<Args, ParseError> {
         Args::new(self)
+    }
+}
+
+/// Why [`Socket::emit_with_ack`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmitWithAckError {
+    #[error(transparent)]
+    Emit(#[from] EmitError),
+    #[error(transparent)]
+    Ack(AckError),
+}
+
+/// A socket whose next acknowledged emit has a deadline.
+pub struct SocketTimeout<'a> {
+    socket: &'a Socket,
+    timeout: Duration,
+}
+
+impl<'a> SocketTimeout<'a> {
+    pub(crate) fn new(socket: &'a Socket, timeout: Duration) -> SocketTimeout<'a> {
+        SocketTimeout { socket, timeout }
+    }
+
+    /// Sends an event; fails with [`AckError::Timeout`] if no ack comes in
+    /// time, and the waiter is gone then.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        args: impl IntoArgs,
+    ) -> Result<Args, EmitWithAckError> {
+        let pending = self.socket.emit_ack_packet(event, args)?;
+        match tokio::time::timeout(self.timeout, pending.wait()).await {
+            Ok(res) => res.map_err(EmitWithAckError::Ack),
+            Err(_) => Err(EmitWithAckError::Ack(AckError::Timeout)),
+        }
+    }
+}
+
+/// One socket's waited-for acknowledgement. Dropped before its answer (a
+/// timeout, or the caller's future dropped), it takes its waiter out of the
+/// socket's ack map, so no path leaves one behind.
+pub(crate) struct PendingAck<'a> {
+    socket: &'a Socket,
+    id: u64,
+    rx: oneshot::Receiver<Result<Args, AckError>>,
+    /// The channel has ended: whoever ended it took the waiter out already.
+    ended: bool,
+}
+
+impl<'a> PendingAck<'a> {
+    pub(crate) fn new(
+        socket: &'a Socket,
+        id: u64,
+        rx: oneshot::Receiver<Result<Args, AckError>>,
+    ) -> PendingAck<'a> {
+        PendingAck {
+            socket,
+            id,
+            rx,
+            ended: false,
+        }
+    }
+
+    /// The answer, or [`AckError::Disconnected`] once the socket has left.
+    pub(crate) async fn wait(mut self) -> Result<Args, AckError> {
+        let res = (&mut self.rx).await;
+        self.ended = true;
+        res.unwrap_or(Err(AckError::Disconnected))
+    }
+}
+
+impl Drop for PendingAck<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.socket.forget_ack(self.id);
+        }
     }
 }
 
@@ -122,5 +201,108 @@ impl AckSender {
     /// Acknowledges with one argument `{"error": message}`.
     pub fn send_error(self, message: &str) -> Result<(), EmitError> {
         self.send(&(serde_json::json!({ "error": message }),))
+    }
+}
+
+/// The ack map of a socket: its waiters, and the packets that answer them.
+impl Socket {
+    /// Sends an event and waits for the client's acknowledgement, until the
+    /// socket disconnects ([`AckError::Disconnected`]). Use [`Socket::timeout`]
+    /// to bound the wait. Dropping the future forgets the waiter.
+    pub async fn emit_with_ack(
+        &self,
+        event: &str,
+        args: impl IntoArgs,
+    ) -> Result<Args, EmitWithAckError> {
+        let pending = self.emit_ack_packet(event, args)?;
+        pending.wait().await.map_err(EmitWithAckError::Ack)
+    }
+
+    /// Bounds the wait of the next acknowledged emit.
+    pub fn timeout(&self, timeout: Duration) -> SocketTimeout<'_> {
+        SocketTimeout::new(self, timeout)
+    }
+
+    /// Sends an event that asks for an ack; the returned waiter removes itself
+    /// from the ack map however the wait ends.
+    pub(crate) fn emit_ack_packet(
+        &self,
+        event: &str,
+        args: impl IntoArgs,
+    ) -> Result<PendingAck<'_>, EmitError> {
+        check_event(event)?;
+        let args = args.into_args()?;
+        self.notify_outgoing(event, &args);
+        let id = self.namespace().next_ack_id();
+        let (tx, rx) = oneshot::channel();
+        if !self.expect_ack(id, AckWaiter::One(tx)) {
+            return Err(EmitError::Disconnected);
+        }
+        let pending = PendingAck::new(self, id, rx);
+        let packet = Packet::event(self.ns(), event, args, Some(id));
+        if self.send_packet(&packet) {
+            Ok(pending)
+        } else {
+            Err(EmitError::Disconnected)
+        }
+    }
+
+    /// Registers a waiter for ack `id`; `false` once the socket has left (a
+    /// waiter taken in then would never be answered nor ended).
+    pub(crate) fn expect_ack(&self, id: u64, waiter: AckWaiter) -> bool {
+        let mut st = self.state();
+        if st.acks_closed {
+            return false;
+        }
+        if st.acks.insert(id, waiter).is_none() {
+            self.namespace().acks_added(1);
+        }
+        true
+    }
+
+    pub(crate) fn forget_ack(&self, id: u64) {
+        self.take_ack(id);
+    }
+
+    fn take_ack(&self, id: u64) -> Option<AckWaiter> {
+        let waiter = self.state().acks.remove(&id);
+        if waiter.is_some() {
+            self.namespace().acks_removed(1);
+        }
+        waiter
+    }
+
+    /// Ends every waiter with [`AckError::Disconnected`] and takes no new one.
+    pub(crate) fn close_acks(&self) {
+        let acks = {
+            let mut st = self.state();
+            st.acks_closed = true;
+            std::mem::take(&mut st.acks)
+        };
+        self.namespace().acks_removed(acks.len());
+        for (_, waiter) in acks {
+            if let AckWaiter::One(tx) = waiter {
+                let _ = tx.send(Err(AckError::Disconnected));
+            }
+        }
+    }
+
+    /// Acknowledgements this server waits for from this client (its own
+    /// `emit_with_ack`s and broadcasts with acks). For tests and metrics.
+    pub fn pending_acks(&self) -> usize {
+        self.state().acks.len()
+    }
+
+    /// An ACK from the client; unknown ids are ignored.
+    pub(crate) fn on_ack(&self, id: u64, args: Args) {
+        match self.take_ack(id) {
+            Some(AckWaiter::One(tx)) => {
+                let _ = tx.send(Ok(args));
+            }
+            Some(AckWaiter::Many(tx)) => {
+                let _ = tx.send(args);
+            }
+            None => debug!(target: "socket.io:socket", id = %self.id(), ack = id, "unknown ack id"),
+        }
     }
 }

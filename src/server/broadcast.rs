@@ -146,6 +146,12 @@ impl BroadcastOperator {
                 .broadcast_with_ack_remote(&encoded, &self.opts, id)
         };
         let targets = self.ns.select(&self.opts);
+        // From here on, however this ends (answers, timeout, or this future
+        // dropped), the waiters leave the targets' ack maps.
+        let _waiters = ForgetAcks {
+            targets: &targets,
+            id,
+        };
         if let Some(args) = packet.args() {
             for socket in &targets {
                 socket.notify_outgoing(event, args);
@@ -191,9 +197,6 @@ impl BroadcastOperator {
         let complete = tokio::time::timeout(timeout, collect)
             .await
             .unwrap_or(false);
-        for socket in &targets {
-            socket.forget_ack(id);
-        }
         drop(remote);
         if complete {
             Ok(responses)
@@ -262,6 +265,20 @@ impl BroadcastOperator {
         }
         for socket in self.ns.select(&self.opts) {
             socket.disconnect(close);
+        }
+    }
+}
+
+/// Takes a broadcast's ack waiters out of its targets when dropped.
+struct ForgetAcks<'a> {
+    targets: &'a [Socket],
+    id: u64,
+}
+
+impl Drop for ForgetAcks<'_> {
+    fn drop(&mut self) {
+        for socket in self.targets {
+            socket.forget_ack(self.id);
         }
     }
 }

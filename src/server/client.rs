@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use tracing::debug;
 
 use super::{
+    guard::{self, Guest},
     handler::{run_inline, ConnectError},
     handshake::Handshake,
     reason::DisconnectReason,
@@ -285,18 +286,21 @@ fn accept(
         finish_connect(socket, joined);
         return;
     }
-    run_inline(Box::pin(async move {
-        for middleware in middlewares {
-            if let Err(err) = middleware(socket.clone()).await {
-                refuse(&socket, err);
-                if socket.recovered() {
-                    socket.namespace().adapter().confirm_rooms(&joined.rooms);
+    let connecting = socket.clone();
+    guard::run(Guest::Connecting(&connecting), || {
+        Box::pin(async move {
+            for middleware in middlewares {
+                if let Err(err) = middleware(socket.clone()).await {
+                    refuse(&socket, err);
+                    if socket.recovered() {
+                        socket.namespace().adapter().confirm_rooms(&joined.rooms);
+                    }
+                    return;
                 }
-                return;
             }
-        }
-        finish_connect(socket, joined);
-    }));
+            finish_connect(socket, joined);
+        })
+    });
 }
 
 /// What a socket brings back from a restored session.
@@ -306,7 +310,8 @@ struct Joined {
     horizon: Option<u64>,
 }
 
-fn refuse(socket: &Socket, err: ConnectError) {
+pub(super) fn refuse(socket: &Socket, err: ConnectError) {
+    socket.close_acks();
     let session = &socket.0.session;
     session.data.lock().connected(socket.ns());
     debug!(target: "socket.io:client", nsp = socket.ns(), "refused: {}", err.message);
@@ -334,6 +339,7 @@ fn finish_connect(socket: Socket, joined: Joined) {
         c.connected(ns.name());
         if session.is_closed() {
             drop(c);
+            socket.close_acks();
             if socket.recovered() {
                 ns.adapter().confirm_rooms(&rooms);
             }
@@ -379,6 +385,8 @@ fn finish_connect(socket: Socket, joined: Joined) {
     }
     debug!(target: "socket.io:client", id = %socket.id(), nsp = ns.name(), recovered = socket.recovered(), "connected");
     for handler in ns.handlers().connection {
-        run_inline(handler(socket.clone()));
+        guard::run(Guest::Socket(&socket, "connection"), || {
+            handler(socket.clone())
+        });
     }
 }

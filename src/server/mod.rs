@@ -25,6 +25,7 @@
 mod ack;
 mod broadcast;
 mod client;
+mod guard;
 mod handler;
 mod handshake;
 mod namespace;
@@ -40,7 +41,9 @@ use std::{
     time::Duration,
 };
 
-pub use ack::{AckError, AckSender, BroadcastAckError, EmitError, IntoArgs};
+pub use ack::{
+    AckError, AckSender, BroadcastAckError, EmitError, EmitWithAckError, IntoArgs, SocketTimeout,
+};
 pub use broadcast::{BroadcastEmitError, BroadcastOperator, FetchedSocket};
 pub use client::{ClientHandler, ClientState};
 pub use handler::{ConnectError, Data, EventHandler, FromArgs};
@@ -48,7 +51,7 @@ pub use handshake::Handshake;
 pub use namespace::{Namespace, ServerSideEmitError};
 pub use reason::DisconnectReason;
 pub use rooms::IntoRooms;
-pub use socket::{EmitWithAckError, Socket, SocketTimeout};
+pub use socket::Socket;
 
 use crate::{
     adapter::{Adapter, AdapterError, LocalAdapter, RecoveryConfig},
@@ -384,6 +387,18 @@ impl Server {
 
     pub fn disconnect_sockets(&self, close: bool) {
         self.sockets().disconnect_sockets(close)
+    }
+
+    /// Acknowledgements this server waits for from its clients, over every
+    /// namespace: one atomic read per namespace, for metrics.
+    pub fn pending_acks(&self) -> usize {
+        self.inner
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(Namespace::pending_acks)
+            .sum()
     }
 
     /// Disconnects every socket with "server shutting down" (recoverable) and

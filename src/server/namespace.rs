@@ -4,7 +4,7 @@ use std::{
     collections::HashMap,
     future::Future,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard, RwLock,
     },
     time::Duration,
@@ -41,6 +41,8 @@ pub(crate) struct NsInner {
     /// since those listeners may still add middlewares.
     ready: AtomicBool,
     ready_notify: tokio::sync::Notify,
+    /// Ack waiters of this namespace's sockets, kept by the sockets' ack maps.
+    pending_acks: AtomicUsize,
 }
 
 /// A namespace (`io.of("/name")`). Cheap to clone.
@@ -71,6 +73,7 @@ impl Namespace {
             next_ack_id: AtomicU64::new(first_ack_id),
             ready: AtomicBool::new(ready),
             ready_notify: tokio::sync::Notify::new(),
+            pending_acks: AtomicUsize::new(0),
         }))
     }
 
@@ -127,6 +130,23 @@ impl Namespace {
 
     pub(crate) fn next_ack_id(&self) -> u64 {
         self.0.next_ack_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Acknowledgements this server waits for from the clients of this
+    /// namespace (`emit_with_ack` of sockets and broadcasts). One atomic read:
+    /// cheap enough for metrics.
+    pub fn pending_acks(&self) -> usize {
+        self.0.pending_acks.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn acks_added(&self, n: usize) {
+        self.0.pending_acks.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn acks_removed(&self, n: usize) {
+        if n > 0 {
+            self.0.pending_acks.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 
     /// Runs `handler` for every new socket, after the middlewares accepted it
@@ -259,7 +279,9 @@ impl Namespace {
     ) -> usize {
         let mut count = 0;
         for socket in targets {
-            socket.expect_ack(ack_id, super::ack::AckWaiter::Many(tx.clone()));
+            if !socket.expect_ack(ack_id, super::ack::AckWaiter::Many(tx.clone())) {
+                continue; // it has left: nothing would answer
+            }
             let sent = if volatile {
                 socket.send_volatile(packet)
             } else {
@@ -310,7 +332,7 @@ impl Namespace {
     pub fn on_server_side_emit(&self, event: &str, args: Args, ack: AckSender) {
         let handler = self.handlers().server_side.get(event).cloned();
         if let Some(h) = handler {
-            super::handler::run_inline(h(args, ack));
+            super::guard::run(super::guard::Guest::Detached(event), || h(args, ack));
         }
     }
 

@@ -19,6 +19,9 @@ pub enum DisconnectReason {
     ForcedServerClose,
     /// The client read too slowly and its send queue passed its bound (not in Node).
     SendQueueFull,
+    /// Code of the application (a handler, middleware or listener) panicked
+    /// while it ran for this socket (not in Node).
+    HandlerPanic,
 }
 
 impl DisconnectReason {
@@ -34,6 +37,7 @@ impl DisconnectReason {
             DisconnectReason::ForcedClose => "forced close",
             DisconnectReason::ForcedServerClose => "forced server close",
             DisconnectReason::SendQueueFull => "send queue full",
+            DisconnectReason::HandlerPanic => "handler panic",
         }
     }
 

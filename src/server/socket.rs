@@ -7,19 +7,19 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, MutexGuard,
     },
-    time::Duration,
 };
 
+use futures_util::future::BoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::{
-    ack::{AckError, AckSender, AckWaiter, EmitError, IntoArgs},
+    ack::{AckSender, AckWaiter, EmitError, IntoArgs},
     broadcast::BroadcastOperator,
     client::ClientState,
+    guard::{self, Guest},
     handler::{
-        run_inline, AnyHandler, BoxedEventHandler, DisconnectHandler, ErrorHandler, EventHandler,
+        AnyHandler, BoxedEventHandler, DisconnectHandler, ErrorHandler, EventHandler,
         PacketMiddleware,
     },
     handshake::Handshake,
@@ -34,7 +34,7 @@ use crate::{
 };
 
 #[derive(Default)]
-struct SocketState {
+pub(super) struct SocketState {
     /// Event handlers by name, looked up by a linear scan: a socket has a few
     /// (a chat, five or so), where a hash map took twice the memory for every
     /// connected client and was no faster.
@@ -43,7 +43,10 @@ struct SocketState {
     /// Boxed on first use: a socket lives as long as its client, and many
     /// register none of these.
     listeners: Option<Box<Listeners>>,
-    acks: HashMap<u64, AckWaiter>,
+    pub(super) acks: HashMap<u64, AckWaiter>,
+    /// Set when the socket leaves (or is refused): no ack can come any more,
+    /// so no waiter is taken in.
+    pub(super) acks_closed: bool,
     data: serde_json::Value,
 }
 
@@ -83,6 +86,14 @@ pub(crate) struct SocketInner {
     /// Whether `state.any_outgoing` is non-empty, read per delivery without the lock.
     has_outgoing: AtomicBool,
     state: Mutex<SocketState>,
+}
+
+impl Drop for SocketInner {
+    fn drop(&mut self) {
+        // Keeps the namespace's count exact whatever path let the socket go.
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.ns.acks_removed(st.acks.len());
+    }
 }
 
 /// A client connected to a namespace. Cheap to clone; all clones are the same socket.
@@ -139,7 +150,7 @@ impl Socket {
         }))
     }
 
-    fn state(&self) -> MutexGuard<'_, SocketState> {
+    pub(super) fn state(&self) -> MutexGuard<'_, SocketState> {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -356,56 +367,6 @@ impl Socket {
         }
     }
 
-    /// Sends an event and waits for the client's acknowledgement, until the
-    /// socket disconnects. Use [`Socket::timeout`] to bound the wait.
-    pub async fn emit_with_ack(
-        &self,
-        event: &str,
-        args: impl IntoArgs,
-    ) -> Result<Args, EmitWithAckError> {
-        let rx = self.emit_ack_packet(event, args)?;
-        rx.await
-            .unwrap_or(Err(AckError::Disconnected))
-            .map_err(EmitWithAckError::Ack)
-    }
-
-    /// Bounds the wait of the next acknowledged emit.
-    pub fn timeout(&self, timeout: Duration) -> SocketTimeout<'_> {
-        SocketTimeout {
-            socket: self,
-            timeout,
-        }
-    }
-
-    fn emit_ack_packet(
-        &self,
-        event: &str,
-        args: impl IntoArgs,
-    ) -> Result<oneshot::Receiver<Result<Args, AckError>>, EmitError> {
-        check_event(event)?;
-        let args = args.into_args()?;
-        self.notify_outgoing(event, &args);
-        let id = self.0.ns.next_ack_id();
-        let (tx, rx) = oneshot::channel();
-        self.state().acks.insert(id, AckWaiter::One(tx));
-        let packet = Packet::event(self.ns(), event, args, Some(id));
-        if self.send_packet(&packet) {
-            Ok(rx)
-        } else {
-            self.state().acks.remove(&id);
-            Err(EmitError::Disconnected)
-        }
-    }
-
-    /// Registers a waiter for a broadcast's ack id.
-    pub(crate) fn expect_ack(&self, id: u64, waiter: AckWaiter) {
-        self.state().acks.insert(id, waiter);
-    }
-
-    pub(crate) fn forget_ack(&self, id: u64) {
-        self.state().acks.remove(&id);
-    }
-
     /// Broadcast to these rooms, without this socket.
     pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         self.broadcast().to(rooms)
@@ -435,10 +396,17 @@ impl Socket {
         if !self.connected() {
             return;
         }
-        self.send_packet(&Packet::disconnect(self.ns()));
-        self.on_close(DisconnectReason::ServerNamespaceDisconnect);
+        self.disconnect_with(DisconnectReason::ServerNamespaceDisconnect);
         if close {
             super::client::close_connection(&self.0.session);
+        }
+    }
+
+    /// Leaves the namespace for `reason`, telling the client with a DISCONNECT.
+    pub(crate) fn disconnect_with(&self, reason: DisconnectReason) {
+        if self.connected() {
+            self.send_packet(&Packet::disconnect(self.ns()));
+            self.on_close(reason);
         }
     }
 
@@ -462,7 +430,7 @@ impl Socket {
         }
         let listeners = self.state().listeners(|l| &l.any_outgoing);
         for f in listeners {
-            f(self, event, args);
+            guard::call(Guest::Socket(self, event), || f(self, event, args));
         }
     }
 
@@ -474,8 +442,16 @@ impl Socket {
         self.0.connected.store(true, Ordering::Release);
     }
 
-    /// An EVENT from the client.
+    /// An EVENT from the client: a panic in the code it runs costs this socket.
     pub(crate) fn on_event(&self, event: String, args: Args, ack: Option<u64>) {
+        guard::run(Guest::Socket(self, &event), || {
+            self.event_future(&event, args, ack)
+        });
+    }
+
+    /// Runs the per-packet middlewares and catch-all listeners, then makes the
+    /// future of the event's handler.
+    fn event_future(&self, event: &str, args: Args, ack: Option<u64>) -> BoxFuture<'static, ()> {
         let (middlewares, any, handler) = {
             let st = self.state();
             (
@@ -488,38 +464,23 @@ impl Socket {
             )
         };
         for mw in middlewares {
-            if let Err(message) = mw(self, &event, &args) {
+            if let Err(message) = mw(self, event, &args) {
                 let errors = self.state().listeners(|l| &l.errors);
                 for f in errors {
                     f(self, &message);
                 }
-                return;
+                return Box::pin(std::future::ready(()));
             }
         }
         for f in any {
-            f(self, &event, &args);
+            f(self, event, &args);
         }
         match handler {
-            Some(handler) => run_inline(handler(
-                self.clone(),
-                args,
-                AckSender::client(self.clone(), ack),
-            )),
-            None => debug!(target: "socket.io:socket", id = %self.0.id, event, "no handler"),
-        }
-    }
-
-    /// An ACK from the client; unknown ids are ignored.
-    pub(crate) fn on_ack(&self, id: u64, args: Args) {
-        let waiter = self.state().acks.remove(&id);
-        match waiter {
-            Some(AckWaiter::One(tx)) => {
-                let _ = tx.send(Ok(args));
+            Some(handler) => handler(self.clone(), args, AckSender::client(self.clone(), ack)),
+            None => {
+                debug!(target: "socket.io:socket", id = %self.0.id, event, "no handler");
+                Box::pin(std::future::ready(()))
             }
-            Some(AckWaiter::Many(tx)) => {
-                let _ = tx.send(args);
-            }
-            None => debug!(target: "socket.io:socket", id = %self.0.id, ack = id, "unknown ack id"),
         }
     }
 
@@ -530,7 +491,9 @@ impl Socket {
         }
         let disconnecting = self.state().listeners(|l| &l.disconnecting);
         for f in disconnecting {
-            f(self.clone(), reason);
+            guard::call(Guest::Socket(self, "disconnecting"), || {
+                f(self.clone(), reason)
+            });
         }
         let ns = &self.0.ns;
         if let Some(pid) = self.0.pid {
@@ -543,21 +506,13 @@ impl Socket {
         ns.adapter().del_all(self.0.id);
         ns.remove_socket(self.0.id);
         self.0.session.data.remove_socket(ns.name());
-        let (acks, disconnect) = {
-            let mut st = self.state();
-            (
-                std::mem::take(&mut st.acks),
-                st.listeners(|l| &l.disconnect),
-            )
-        };
-        for (_, waiter) in acks {
-            if let AckWaiter::One(tx) = waiter {
-                let _ = tx.send(Err(AckError::Disconnected));
-            }
-        }
+        self.close_acks();
+        let disconnect = self.state().listeners(|l| &l.disconnect);
         debug!(target: "socket.io:socket", id = %self.0.id, nsp = ns.name(), %reason, "disconnected");
         for f in disconnect {
-            f(self.clone(), reason);
+            guard::call(Guest::Socket(self, "disconnect"), || {
+                f(self.clone(), reason)
+            });
         }
         // Handlers may hold clones of this socket; drop what they captured,
         // unlocked, as dropping a capture may run user code.
@@ -567,38 +522,6 @@ impl Socket {
         };
         self.0.has_outgoing.store(false, Ordering::Release);
         drop((handlers, listeners));
-    }
-}
-
-/// Why [`Socket::emit_with_ack`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum EmitWithAckError {
-    #[error(transparent)]
-    Emit(#[from] EmitError),
-    #[error(transparent)]
-    Ack(AckError),
-}
-
-/// A socket whose next acknowledged emit has a deadline.
-pub struct SocketTimeout<'a> {
-    socket: &'a Socket,
-    timeout: Duration,
-}
-
-impl SocketTimeout<'_> {
-    /// Sends an event; fails with [`AckError::Timeout`] if no ack comes in time.
-    pub async fn emit_with_ack(
-        &self,
-        event: &str,
-        args: impl IntoArgs,
-    ) -> Result<Args, EmitWithAckError> {
-        let rx = self.socket.emit_ack_packet(event, args)?;
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(res) => res
-                .unwrap_or(Err(AckError::Disconnected))
-                .map_err(EmitWithAckError::Ack),
-            Err(_) => Err(EmitWithAckError::Ack(AckError::Timeout)),
-        }
     }
 }
 

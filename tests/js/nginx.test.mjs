@@ -1,0 +1,354 @@
+// The chat example on a 2-worker cluster behind Debian's real nginx, configured
+// by scripts/nginx.conf: one public port, ip_hash stickiness over the worker
+// ports, WebSocket upgrade, and a worker killed while clients keep arriving.
+//
+// ip_hash keys on the first three octets of the client's IPv4 address, so on
+// loopback every client would land on one worker. Linux routes all of
+// 127.0.0.0/8 to lo: the clients here bind source addresses 127.0.K.1 (an
+// http.Agent for polling, `localAddress` for WebSocket), and the test picks one
+// that nginx sends to each worker.
+//
+// Needs nginx (NGINX, else /usr/sbin/nginx; `scripts/setup` installs nginx-light)
+// and the chat binary (see chat-cluster.mjs). nginx runs once for this file, in
+// a temporary prefix folder, on a free loopback port.
+import { describe, it, before, after, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { REPO_ROOT, client, connect, call, once, sleep, waitFor, closeAll, stripOffset } from "./harness.mjs";
+import { startChat } from "./chat-cluster.mjs";
+
+const NGINX = process.env.NGINX || "/usr/sbin/nginx";
+const TEMPLATE = path.join(REPO_ROOT, "scripts", "nginx.conf");
+const T = { timeout: 20000 };
+const uniq = () => Math.random().toString(36).slice(2, 10);
+
+/** Transport choices the chat scenario runs with. */
+const TRANSPORTS = {
+  polling: { transports: ["polling"] },
+  websocket: { transports: ["websocket"] },
+  "default (polling, then upgrade)": {},
+};
+
+/**
+ * scripts/nginx.conf with its placeholders filled in, the way its header says:
+ * comment lines unchanged, a line with @WORKER@ once per worker, @LISTEN@ replaced.
+ */
+export function renderConf(template, { listen, workers }) {
+  const out = [];
+  for (const line of template.split("\n")) {
+    if (/^[ \t]*#/.test(line)) out.push(line);
+    else if (line.includes("@WORKER@")) for (const w of workers) out.push(line.replace("@WORKER@", w));
+    else out.push(line.replaceAll("@LISTEN@", listen));
+  }
+  return out.join("\n");
+}
+
+/** A loopback port that was free a moment ago. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Resolves once something accepts TCP connections on 127.0.0.1:`port`; rejects after `ms`. */
+async function waitForPort(port, ms, exited) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (exited()) throw new Error("nginx exited");
+    const ok = await new Promise((resolve) => {
+      const s = net.connect({ host: "127.0.0.1", port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listens on ${port} after ${ms} ms`);
+    await sleep(25);
+  }
+}
+
+/**
+ * Renders scripts/nginx.conf for the chat's worker ports into `prefix` and runs
+ * `nginx -p prefix -c nginx.conf -e stderr -g 'daemon off;'` on a free port (another
+ * one if that port was taken meanwhile). Resolves with {url, port, stderr(), accessLog(), stop()}.
+ */
+async function startNginx(prefix, workerPorts) {
+  mkdirSync(path.join(prefix, "logs"), { recursive: true });
+  mkdirSync(path.join(prefix, "tmp"), { recursive: true });
+  // As root, nginx's workers run as nobody; they must reach tmp/ for request bodies.
+  chmodSync(prefix, 0o755);
+  const template = readFileSync(TEMPLATE, "utf8");
+  let last;
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const port = await freePort();
+    const conf = renderConf(template, {
+      listen: `127.0.0.1:${port}`,
+      workers: workerPorts.map((p) => `127.0.0.1:${p}`),
+    });
+    writeFileSync(path.join(prefix, "nginx.conf"), conf);
+    const proc = spawn(NGINX, ["-p", prefix, "-c", "nginx.conf", "-e", "stderr", "-g", "daemon off;"], {
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    let err = "";
+    proc.stderr.setEncoding("utf8");
+    proc.stderr.on("data", (d) => {
+      if (err.length < 1_000_000) err += d;
+      if (process.env.INTEROP_SERVER_LOG) process.stderr.write(d);
+    });
+    let exitInfo = null;
+    const exited = new Promise((resolve) =>
+      proc.on("exit", (code, signal) => {
+        exitInfo = { code, signal };
+        resolve(exitInfo);
+      }),
+    );
+    const nginx = {
+      proc,
+      port,
+      url: `http://127.0.0.1:${port}`,
+      stderr: () => err,
+      accessLog: () => readFileSync(path.join(prefix, "logs", "access.log"), "utf8"),
+      async stop() {
+        if (exitInfo) return exitInfo;
+        proc.kill("SIGTERM"); // fast shutdown: the master stops its workers
+        const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
+        const res = await exited;
+        clearTimeout(timer);
+        return res;
+      },
+    };
+    try {
+      await waitForPort(port, 10000, () => exitInfo !== null);
+      return nginx;
+    } catch (e) {
+      await nginx.stop();
+      last = new Error(`nginx did not start (${e.message}); stderr:\n${err.slice(-4000)}`);
+      if (!/Address already in use/.test(err)) throw last;
+    }
+  }
+  throw last;
+}
+
+/**
+ * socket.io-client options that make every request of the client come from
+ * `addr`: polling goes through an http.Agent bound to it, WebSocket takes `localAddress`.
+ */
+function from(addr, opts = {}) {
+  return { agent: new http.Agent({ localAddress: addr }), localAddress: addr, ...opts };
+}
+
+function skipReason() {
+  if (process.env.INTEROP_REFERENCE === "1") return "the Node reference server is not the chat";
+  return false;
+}
+
+describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReason() }, () => {
+  let chat;
+  let nginx;
+  let tmp;
+  /** A source address that nginx sends to worker i, for i = 0, 1. */
+  const addrOf = [];
+
+  before(async () => {
+    if (!existsSync(NGINX)) throw new Error(`no nginx at ${NGINX} (run scripts/setup: it installs nginx-light)`);
+    tmp = mkdtempSync(path.join(os.tmpdir(), "rsio-nginx-"));
+    chat = await startChat(path.join(tmp, "chat.db"));
+    nginx = await startNginx(path.join(tmp, "nginx"), chat.ports);
+    // ip_hash is deterministic: ask each candidate source address which worker it gets.
+    for (let k = 1; k <= 40 && addrOf.filter(Boolean).length < 2; k++) {
+      const addr = `127.0.${k}.1`;
+      const s = await connect(nginx.url, from(addr, { transports: ["websocket"] }));
+      const { worker } = await call(s, "whoami");
+      s.disconnect();
+      addrOf[worker] ??= addr;
+    }
+    closeAll();
+    assert.ok(addrOf[0] && addrOf[1], `source addresses for both workers: ${JSON.stringify(addrOf)}`);
+  });
+  afterEach(() => closeAll());
+  after(async () => {
+    closeAll();
+    const res = await nginx?.stop();
+    if (nginx) assert.equal(res.code, 0, `nginx exit status; stderr:\n${nginx.stderr().slice(-2000)}`);
+    if (chat) {
+      const res = await chat.stop();
+      assert.equal(res.code, 0, `chat exit status; stderr:\n${chat.stderr().slice(-2000)}`);
+    }
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  /** A chat client through nginx from `addr`, checked to be served by worker `index`. */
+  async function user(index, opts = {}) {
+    const s = await connect(nginx.url, from(addrOf[index], opts), 5000);
+    const who = await call(s, "whoami");
+    assert.equal(who.worker, index, `${addrOf[index]} is served by worker ${index}`);
+    return s;
+  }
+
+  /** The `chat message` events `s` gets, as {msg, id, nick}. */
+  function messagesOf(s) {
+    const seen = [];
+    s.on("chat message", (...args) => {
+      const [msg, id, nick] = stripOffset(args);
+      seen.push({ msg, id, nick });
+    });
+    return seen;
+  }
+
+  async function say(s, msg) {
+    const res = await call(s, "chat message", msg, `${s.id}-${uniq()}`);
+    assert.equal(res.ok, true, JSON.stringify(res));
+    return res;
+  }
+
+  /**
+   * The chat's client scenario with these client options: a user on each worker,
+   * messages both ways (one burst sent without waiting), the online list, a private
+   * message, and the history a new client asks for.
+   */
+  async function scenario(opts) {
+    const tag = uniq();
+    const ann = await user(0, { ...opts, auth: { serverOffset: Number.MAX_SAFE_INTEGER, nick: `ann-${tag}` } });
+    const bob = await user(1, { ...opts, auth: { serverOffset: Number.MAX_SAFE_INTEGER, nick: `bob-${tag}` } });
+    const annGot = messagesOf(ann);
+    const bobGot = messagesOf(bob);
+
+    const hello = await say(ann, `hello ${tag}`);
+    const reply = await say(bob, `hi ${tag}`);
+    const burst = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => call(ann, "chat message", `${i} ${tag}`, `${tag}-${i}`)),
+    );
+    const ids = [hello.id, reply.id, ...burst.map((r) => r.id)];
+    for (const got of [annGot, bobGot]) {
+      await waitFor(() => ids.every((id) => got.some((m) => m.id === id)), 5000);
+      assert.deepEqual(
+        got.filter((m) => m.msg.endsWith(tag)).map((m) => m.id),
+        ids,
+        "every message once, in order, on both workers",
+      );
+    }
+    assert.deepEqual(bobGot.find((m) => m.id === hello.id), { msg: `hello ${tag}`, id: hello.id, nick: `ann-${tag}` });
+
+    const users = await call(bob, "users");
+    assert.deepEqual(
+      users.filter((u) => u.nick.endsWith(tag)).map(({ nick, worker }) => ({ nick, worker })),
+      [
+        { nick: `ann-${tag}`, worker: 0 },
+        { nick: `bob-${tag}`, worker: 1 },
+      ],
+    );
+
+    const pm = once(ann, "private message", 5000);
+    assert.deepEqual(await call(bob, "private message", `ann-${tag}`, "psst"), {
+      ok: true,
+      delivered: 1,
+      to: `ann-${tag}`,
+    });
+    assert.equal(stripOffset(await pm)[0].text, "psst");
+
+    // a new client on worker 1 asking for what followed the first message
+    const late = client(nginx.url, from(addrOf[1], { ...opts, auth: { serverOffset: hello.id } }));
+    const history = messagesOf(late);
+    late.connect();
+    await once(late, "connect", 5000);
+    await waitFor(() => history.some((m) => m.id === ids.at(-1)), 5000);
+    assert.deepEqual(history.filter((m) => m.msg.endsWith(tag)).map((m) => m.id), ids.slice(1));
+    return { ann, bob };
+  }
+
+  /** The engine.io session ids of `sockets`' current transports. */
+  const sids = (...sockets) => sockets.map((s) => s.io.engine.id);
+
+  /** Access log lines with `sid=` for each session id, and the worker addresses that served them. */
+  function upstreamsOf(sid) {
+    const lines = nginx.accessLog().split("\n").filter((l) => l.includes(`sid=${sid}`));
+    return { lines, upstreams: new Set(lines.map((l) => l.match(/upstream=(\S+)/)?.[1])) };
+  }
+
+  it("serves the page and the client bundle through the one port", T, async () => {
+    const page = await fetch(`${nginx.url}/`);
+    assert.equal(page.status, 200);
+    assert.match(await page.text(), /<script src="\/socket\.io\/socket\.io\.js"><\/script>/);
+    const js = await fetch(`${nginx.url}/socket.io/socket.io.js`);
+    assert.equal(js.status, 200);
+    assert.match(await js.text(), /Socket\.IO v/);
+  });
+
+  it("polling only: each session sticks to its worker, and the workers see each other's clients", T, async () => {
+    const { ann, bob } = await scenario(TRANSPORTS.polling);
+    assert.deepEqual([ann.io.engine.transport.name, bob.io.engine.transport.name], ["polling", "polling"]);
+    // every request of a session went to one worker, and not the same for both
+    const [a, b] = sids(ann, bob).map(upstreamsOf);
+    assert.ok(a.lines.length >= 3 && b.lines.length >= 3, "several polling requests each");
+    assert.deepEqual([a.upstreams.size, b.upstreams.size], [1, 1], "one upstream per session");
+    assert.deepEqual([...a.upstreams, ...b.upstreams], chat.ports.map((p) => `127.0.0.1:${p}`));
+  });
+
+  it("WebSocket only", T, async () => {
+    const { ann, bob } = await scenario(TRANSPORTS.websocket);
+    assert.deepEqual([ann.io.engine.transport.name, bob.io.engine.transport.name], ["websocket", "websocket"]);
+  });
+
+  it("the default: polling, then the upgrade to WebSocket through nginx", T, async () => {
+    const { ann, bob } = await scenario(TRANSPORTS["default (polling, then upgrade)"]);
+    for (const s of [ann, bob]) {
+      await waitFor(() => s.io.engine.transport.name === "websocket", 5000);
+    }
+    // the upgrade request carried the polling session's sid to the same worker
+    // (nginx logs a WebSocket request when it ends)
+    const mine = sids(ann, bob).map((sid, i) => [sid, chat.ports[i]]);
+    ann.disconnect();
+    bob.disconnect();
+    for (const [sid, port] of mine) {
+      const upgraded = (l) => /transport=websocket/.test(l) && /" 101 /.test(l);
+      await waitFor(() => upstreamsOf(sid).lines.some(upgraded), 5000);
+      assert.deepEqual([...upstreamsOf(sid).upstreams], [`127.0.0.1:${port}`], `every request of ${sid}`);
+    }
+  });
+
+  it("a killed worker: new clients through nginx still connect while it restarts", { timeout: 30000 }, async () => {
+    const pidLine = /worker 1 \(pid (\d+)\) listening/g;
+    const oldPid = Number([...chat.stderr().matchAll(pidLine)].at(-1)[1]);
+    const ann = await user(0, TRANSPORTS.websocket);
+    const annGot = messagesOf(ann);
+
+    process.kill(oldPid, "SIGKILL");
+    // Connect at once, before the new worker 1 exists: the primary keeps the
+    // port, so nginx's connection waits in the backlog instead of failing.
+    const restarted = () => [...chat.stderr().matchAll(pidLine)].some((m) => Number(m[1]) !== oldPid);
+    assert.equal(restarted(), false, "worker 1 is not back yet");
+    const started = Object.entries(TRANSPORTS).map(async ([name, opts]) => {
+      const s = await connect(nginx.url, from(addrOf[1], opts), 15000).catch((e) => {
+        throw new Error(`${name}: ${e.message}; nginx:\n${nginx.stderr().slice(-2000)}`);
+      });
+      return { name, s, who: await call(s, "whoami") };
+    });
+    const fresh = await Promise.all(started);
+    assert.ok(restarted(), "worker 1 was restarted");
+    for (const { name, who } of fresh) assert.equal(who.worker, 1, `${name}: served by the new worker 1`);
+
+    // and the new worker 1 is part of the chat again
+    const tag = uniq();
+    const ids = [];
+    for (const { s } of fresh) ids.push((await say(s, `back ${tag}`)).id);
+    await waitFor(() => ids.every((id) => annGot.some((m) => m.id === id)), 5000);
+
+    // nothing reached the clients as an nginx error
+    const errors = nginx
+      .accessLog()
+      .split("\n")
+      .filter((l) => /" 50[234] /.test(l));
+    assert.deepEqual(errors, [], "no 502/503/504 from nginx");
+  });
+});

@@ -116,6 +116,11 @@ async function startNginx(prefix, workerPorts) {
     const nginx = {
       proc,
       port,
+      /** Renders the template for `workers` (host:port each) and makes nginx reload it (SIGHUP). */
+      reload(workers) {
+        writeFileSync(path.join(prefix, "nginx.conf"), renderConf(template, { listen: `127.0.0.1:${port}`, workers }));
+        proc.kill("SIGHUP");
+      },
       url: `http://127.0.0.1:${port}`,
       stderr: () => err,
       accessLog: () => readFileSync(path.join(prefix, "logs", "access.log"), "utf8"),
@@ -140,12 +145,27 @@ async function startNginx(prefix, workerPorts) {
   throw last;
 }
 
+/** The `upstream="…"` field of an access log line: the worker(s) nginx tried, comma separated. */
+const upstreamOf = (line) => line.match(/upstream="([^"]*)"/)?.[1];
+
 /**
  * socket.io-client options that make every request of the client come from
  * `addr`: polling goes through an http.Agent bound to it, WebSocket takes `localAddress`.
  */
 function from(addr, opts = {}) {
   return { agent: new http.Agent({ localAddress: addr }), localAddress: addr, ...opts };
+}
+
+/** GET `nginx.url + urlPath` from source address `addr`; resolves with the status. */
+function getFrom(nginx, addr, urlPath, ms = 5000) {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: "127.0.0.1", port: nginx.port, path: urlPath, localAddress: addr, agent: false }, (res) => {
+      res.resume();
+      res.on("end", () => resolve(res.statusCode));
+    });
+    req.setTimeout(ms, () => req.destroy(new Error(`GET ${urlPath} from ${addr}: no answer within ${ms} ms`)));
+    req.on("error", reject);
+  });
 }
 
 function skipReason() {
@@ -273,7 +293,7 @@ describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReaso
   /** Access log lines with `sid=` for each session id, and the worker addresses that served them. */
   function upstreamsOf(sid) {
     const lines = nginx.accessLog().split("\n").filter((l) => l.includes(`sid=${sid}`));
-    return { lines, upstreams: new Set(lines.map((l) => l.match(/upstream=(\S+)/)?.[1])) };
+    return { lines, upstreams: new Set(lines.map(upstreamOf)) };
   }
 
   it("serves the page and the client bundle through the one port", T, async () => {
@@ -335,7 +355,7 @@ describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReaso
       return { name, s, who: await call(s, "whoami") };
     });
     const fresh = await Promise.all(started);
-    assert.ok(restarted(), "worker 1 was restarted");
+    await waitFor(restarted, 5000).catch(() => assert.fail("worker 1 was restarted"));
     for (const { name, who } of fresh) assert.equal(who.worker, 1, `${name}: served by the new worker 1`);
 
     // and the new worker 1 is part of the chat again
@@ -350,5 +370,58 @@ describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReaso
       .split("\n")
       .filter((l) => /" 50[234] /.test(l));
     assert.deepEqual(errors, [], "no 502/503/504 from nginx");
+  });
+
+  // Last: it reloads nginx with another upstream list, and puts the first one back.
+  it("a worker port that refuses: nginx retries on another worker, and polling sessions stay on it", { timeout: 30000 }, async () => {
+    // The port of a worker that is not there (rsio restarting, an upstream list
+    // rendered for more workers than run): connections are refused.
+    const dead = `127.0.0.1:${await freePort()}`;
+    nginx.reload([...chat.ports.map((p) => `127.0.0.1:${p}`), dead]);
+    const logLine = (marker) =>
+      waitFor(() => nginx.accessLog().split("\n").find((l) => l.includes(marker)), 5000);
+    try {
+      // a source address whose requests ip_hash now sends to the dead port first
+      let addr;
+      await waitFor(
+        async () => {
+          for (let k = 1; k <= 60 && !addr; k++) {
+            const marker = `probe=${uniq()}`;
+            const status = await getFrom(nginx, `127.0.${k}.1`, `/?${marker}`);
+            const line = await logLine(marker);
+            assert.equal(status, 200, line);
+            if (upstreamOf(line).startsWith(`${dead}, `)) addr = `127.0.${k}.1`;
+          }
+          return addr;
+        },
+        10000,
+        100,
+      );
+
+      // its polling session: the handshake and every request after it on one live worker
+      const tag = uniq();
+      const s = await connect(nginx.url, from(addr, { transports: ["polling"], auth: { nick: `refused-${tag}` } }), 5000);
+      const { worker } = await call(s, "whoami");
+      const other = await connect(nginx.url, { transports: ["websocket"] }, 5000);
+      const got = messagesOf(other);
+      const mine = messagesOf(s);
+      const ids = [];
+      for (let i = 0; i < 5; i++) ids.push((await say(s, `${i} ${tag}`)).id);
+      ids.push((await say(other, `to you ${tag}`)).id);
+      for (const seen of [got, mine]) await waitFor(() => ids.every((id) => seen.some((m) => m.id === id)), 5000);
+      assert.equal((await call(s, "whoami")).worker, worker, "still the same worker");
+
+      const sid = s.io.engine.id;
+      s.disconnect();
+      const { lines } = upstreamsOf(sid);
+      assert.ok(lines.length >= 3, "several polling requests");
+      const live = `127.0.0.1:${chat.ports[worker]}`;
+      for (const line of lines) {
+        assert.ok([live, `${dead}, ${live}`].includes(upstreamOf(line)), `served by ${live}: ${line}`);
+        assert.doesNotMatch(line, /" 50[234] /);
+      }
+    } finally {
+      nginx.reload(chat.ports.map((p) => `127.0.0.1:${p}`));
+    }
   });
 });

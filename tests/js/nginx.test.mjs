@@ -14,7 +14,16 @@
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import os from "node:os";
@@ -78,6 +87,23 @@ async function waitForPort(port, ms, exited) {
   }
 }
 
+/** The pids of the processes whose parent is `pid` (from /proc). */
+function childrenOf(pid) {
+  const kids = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      // "pid (comm) state ppid ...": comm may hold spaces, so read after its ")"
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pid) kids.push(Number(name));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return kids;
+}
+
 /**
  * Renders scripts/nginx.conf for the chat's worker ports into `prefix` and runs
  * `nginx -p prefix -c nginx.conf -e stderr -g 'daemon off;'` on a free port (another
@@ -116,14 +142,27 @@ async function startNginx(prefix, workerPorts) {
     const nginx = {
       proc,
       port,
-      /** Renders the template for `workers` (host:port each) and makes nginx reload it (SIGHUP). */
-      reload(workers) {
+      /**
+       * Renders the template for `workers` (host:port each), makes nginx reload it
+       * (SIGHUP) and resolves once only new worker processes are left: until the old
+       * ones exit, they too accept connections, with the old upstream list.
+       */
+      async reload(workers) {
         writeFileSync(path.join(prefix, "nginx.conf"), renderConf(template, { listen: `127.0.0.1:${port}`, workers }));
+        const old = childrenOf(proc.pid);
         proc.kill("SIGHUP");
+        await waitFor(() => {
+          const now = childrenOf(proc.pid);
+          return now.length > 0 && now.every((pid) => !old.includes(pid));
+        }, 10000).catch(() => assert.fail(`nginx did not reload; stderr:\n${err.slice(-2000)}`));
       },
       url: `http://127.0.0.1:${port}`,
       stderr: () => err,
-      accessLog: () => readFileSync(path.join(prefix, "logs", "access.log"), "utf8"),
+      /** The access log's complete lines so far (nginx may be writing the last one). */
+      accessLog() {
+        const text = readFileSync(path.join(prefix, "logs", "access.log"), "utf8");
+        return text.slice(0, text.lastIndexOf("\n") + 1);
+      },
       async stop() {
         if (exitInfo) return exitInfo;
         proc.kill("SIGTERM"); // fast shutdown: the master stops its workers
@@ -377,7 +416,7 @@ describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReaso
     // The port of a worker that is not there (rsio restarting, an upstream list
     // rendered for more workers than run): connections are refused.
     const dead = `127.0.0.1:${await freePort()}`;
-    nginx.reload([...chat.ports.map((p) => `127.0.0.1:${p}`), dead]);
+    await nginx.reload([...chat.ports.map((p) => `127.0.0.1:${p}`), dead]);
     const logLine = (marker) =>
       waitFor(() => nginx.accessLog().split("\n").find((l) => l.includes(marker)), 5000);
     try {
@@ -421,7 +460,8 @@ describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReaso
         assert.doesNotMatch(line, /" 50[234] /);
       }
     } finally {
-      nginx.reload(chat.ports.map((p) => `127.0.0.1:${p}`));
+      closeAll(); // an old nginx worker waits for its last connection to close
+      await nginx.reload(chat.ports.map((p) => `127.0.0.1:${p}`));
     }
   });
 });

@@ -69,20 +69,26 @@ function freePort() {
   });
 }
 
-/** Resolves once something accepts TCP connections on 127.0.0.1:`port`; rejects after `ms`. */
-async function waitForPort(port, ms, exited) {
+/**
+ * Resolves once nginx answers on `url` (its `Server` header: not some other process
+ * that took the port meanwhile); rejects after `ms`, or when nginx exited.
+ */
+async function waitForNginx(url, ms, exited) {
   const deadline = Date.now() + ms;
   for (;;) {
     if (exited()) throw new Error("nginx exited");
-    const ok = await new Promise((resolve) => {
-      const s = net.connect({ host: "127.0.0.1", port }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once("error", () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${port} after ${ms} ms`);
+    const server = await fetch(url, { signal: AbortSignal.timeout(2000) }).then(
+      async (res) => {
+        await res.arrayBuffer();
+        return res.headers.get("server") ?? "";
+      },
+      () => null,
+    );
+    if (server !== null) {
+      if (!server.startsWith("nginx")) throw new Error(`${url} is served by ${JSON.stringify(server)}, not nginx`);
+      return;
+    }
+    if (Date.now() > deadline) throw new Error(`nginx does not answer on ${url} after ${ms} ms`);
     await sleep(25);
   }
 }
@@ -173,12 +179,14 @@ async function startNginx(prefix, workerPorts) {
       },
     };
     try {
-      await waitForPort(port, 10000, () => exitInfo !== null);
+      await waitForNginx(nginx.url, 10000, () => exitInfo !== null);
+      // a test runner that dies leaves no nginx behind (SIGTERM: the master stops its workers)
+      process.once("exit", () => exitInfo || proc.kill("SIGTERM"));
       return nginx;
     } catch (e) {
       await nginx.stop();
       last = new Error(`nginx did not start (${e.message}); stderr:\n${err.slice(-4000)}`);
-      if (!/Address already in use/.test(err)) throw last;
+      if (!/Address already in use|not nginx/.test(last.message)) throw last;
     }
   }
   throw last;
@@ -227,7 +235,7 @@ describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReaso
     // ip_hash is deterministic: ask each candidate source address which worker it gets.
     for (let k = 1; k <= 40 && addrOf.filter(Boolean).length < 2; k++) {
       const addr = `127.0.${k}.1`;
-      const s = await connect(nginx.url, from(addr, { transports: ["websocket"] }));
+      const s = await connect(nginx.url, from(addr, { transports: ["websocket"] }), 5000);
       const { worker } = await call(s, "whoami");
       s.disconnect();
       addrOf[worker] ??= addr;

@@ -28,7 +28,8 @@ import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { REPO_ROOT, client, connect, call, once, sleep, waitFor, closeAll, stripOffset } from "./harness.mjs";
+import { io as ioClient } from "socket.io-client";
+import { REPO_ROOT, client, connect, call, once, collect, sleep, waitFor, closeAll, stripOffset } from "./harness.mjs";
 import { startChat } from "./chat-cluster.mjs";
 
 const NGINX = process.env.NGINX || "/usr/sbin/nginx";
@@ -226,6 +227,9 @@ describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReaso
   let tmp;
   /** A source address that nginx sends to worker i, for i = 0, 1. */
   const addrOf = [];
+  /** Clients left idle from the start (closeAll() does not see them), and their disconnects. */
+  const idle = [];
+  let idleSince;
 
   before(async () => {
     if (!existsSync(NGINX)) throw new Error(`no nginx at ${NGINX} (run scripts/setup: it installs nginx-light)`);
@@ -242,9 +246,20 @@ describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReaso
     }
     closeAll();
     assert.ok(addrOf[0] && addrOf[1], `source addresses for both workers: ${JSON.stringify(addrOf)}`);
+    // idle through the tests that follow, until "idle sessions outlive a ping interval"
+    for (const [index, transports] of [
+      [0, ["polling"]],
+      [1, ["websocket"]],
+    ]) {
+      const s = ioClient(nginx.url, from(addrOf[index], { transports, forceNew: true, reconnection: false }));
+      idle.push({ s, index, drops: collect(s, "disconnect") });
+    }
+    await Promise.all(idle.map(({ s }) => once(s, "connect", 5000)));
+    idleSince = Date.now();
   });
   afterEach(() => closeAll());
   after(async () => {
+    for (const { s } of idle) s.disconnect();
     closeAll();
     const res = await nginx?.stop();
     if (nginx) assert.equal(res.code, 0, `nginx exit status; stderr:\n${nginx.stderr().slice(-2000)}`);
@@ -381,6 +396,20 @@ describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReaso
       const upgraded = (l) => /transport=websocket/.test(l) && /" 101 /.test(l);
       await waitFor(() => upstreamsOf(sid).lines.some(upgraded), 5000);
       assert.deepEqual([...upstreamsOf(sid).upstreams], [`127.0.0.1:${port}`], `every request of ${sid}`);
+    }
+  });
+
+  // Before the worker kill and the reload: both would end these sessions.
+  it("idle sessions outlive a ping interval (proxy_read_timeout)", { timeout: 60000 }, async () => {
+    // A long-poll GET is answered only by the server's ping, and a WebSocket
+    // carries nothing else meanwhile: a shorter proxy_read_timeout cuts both.
+    const pingInterval = idle[0].s.io.engine._pingInterval;
+    assert.equal(typeof pingInterval, "number");
+    await sleep(idleSince + pingInterval + 3000 - Date.now());
+    for (const { s, index, drops } of idle) {
+      const transport = s.io.engine?.transport?.name;
+      assert.deepEqual(drops, [], `${transport} client on worker ${index}: no disconnect`);
+      assert.equal((await call(s, "whoami")).worker, index);
     }
   });
 

@@ -28,7 +28,7 @@ import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { io as ioClient } from "socket.io-client";
+import { Socket as EngineSocket } from "engine.io-client";
 import { REPO_ROOT, client, connect, call, once, collect, sleep, waitFor, closeAll, stripOffset } from "./harness.mjs";
 import { startChat } from "./chat-cluster.mjs";
 
@@ -246,20 +246,22 @@ describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReaso
     }
     closeAll();
     assert.ok(addrOf[0] && addrOf[1], `source addresses for both workers: ${JSON.stringify(addrOf)}`);
-    // idle through the tests that follow, until "idle sessions outlive a ping interval"
-    for (const [index, transports] of [
-      [0, ["polling"]],
-      [1, ["websocket"]],
+    // Idle through the tests that follow, until "idle sessions outlive a ping
+    // interval": bare Engine.IO sessions (no namespace, so no chat broadcast
+    // reaches them), one polling, one WebSocket, one on each worker.
+    for (const [index, transport] of [
+      [0, "polling"],
+      [1, "websocket"],
     ]) {
-      const s = ioClient(nginx.url, from(addrOf[index], { transports, forceNew: true, reconnection: false }));
-      idle.push({ s, index, drops: collect(s, "disconnect") });
+      const e = new EngineSocket(nginx.url, from(addrOf[index], { path: "/socket.io/", transports: [transport] }));
+      idle.push({ e, index, transport, closes: collect(e, "close"), pings: collect(e, "ping") });
     }
-    await Promise.all(idle.map(({ s }) => once(s, "connect", 5000)));
+    await Promise.all(idle.map(({ e }) => once(e, "open", 5000)));
     idleSince = Date.now();
   });
   afterEach(() => closeAll());
   after(async () => {
-    for (const { s } of idle) s.disconnect();
+    for (const { e } of idle) e.close();
     closeAll();
     const res = await nginx?.stop();
     if (nginx) assert.equal(res.code, 0, `nginx exit status; stderr:\n${nginx.stderr().slice(-2000)}`);
@@ -403,13 +405,22 @@ describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReaso
   it("idle sessions outlive a ping interval (proxy_read_timeout)", { timeout: 60000 }, async () => {
     // A long-poll GET is answered only by the server's ping, and a WebSocket
     // carries nothing else meanwhile: a shorter proxy_read_timeout cuts both.
-    const pingInterval = idle[0].s.io.engine._pingInterval;
-    assert.equal(typeof pingInterval, "number");
-    await sleep(idleSince + pingInterval + 3000 - Date.now());
-    for (const { s, index, drops } of idle) {
-      const transport = s.io.engine?.transport?.name;
-      assert.deepEqual(drops, [], `${transport} client on worker ${index}: no disconnect`);
-      assert.equal((await call(s, "whoami")).worker, index);
+    try {
+      const pingInterval = idle[0].e._pingInterval;
+      assert.equal(typeof pingInterval, "number");
+      await sleep(idleSince + pingInterval + 3000 - Date.now());
+      for (const { e, index, transport, closes, pings } of idle) {
+        assert.deepEqual(closes.map(([reason]) => reason), [], `${transport} session on worker ${index}: not closed`);
+        assert.ok(pings.length >= 1, `${transport}: the server's ping came through`);
+        // and its worker still has it: a Socket.IO CONNECT to "/" (the Engine.IO
+        // message "0") is answered
+        const answer = once(e, "message", 5000);
+        e.send("0");
+        assert.match(String((await answer)[0]), /^0\{"sid":/);
+      }
+    } finally {
+      // a held long-poll would keep an old nginx worker alive through the reload test
+      for (const { e } of idle) e.close();
     }
   });
 

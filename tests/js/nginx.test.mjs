@@ -1,6 +1,8 @@
 // The chat example on a 2-worker cluster behind Debian's real nginx, configured
 // by scripts/nginx.conf: one public port, ip_hash stickiness over the worker
-// ports, WebSocket upgrade, and a worker killed while clients keep arriving.
+// ports, the chat's client scenario with polling, WebSocket and the upgrade,
+// sessions idle past the ping interval (the proxy timeouts), a worker killed
+// while clients keep arriving, and a worker port that refuses (proxy_next_upstream).
 //
 // ip_hash keys on the first three octets of the client's IPv4 address, so on
 // loopback every client would land on one worker. Linux routes all of
@@ -10,7 +12,7 @@
 //
 // Needs nginx (NGINX, else /usr/sbin/nginx; `scripts/setup` installs nginx-light)
 // and the chat binary (see chat-cluster.mjs). nginx runs once for this file, in
-// a temporary prefix folder, on a free loopback port.
+// a temporary prefix folder, on a free loopback port; one test reloads it.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -28,6 +30,7 @@ import http from "node:http";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
+// socket.io-client's own Engine.IO client (pinned through it in package-lock.json)
 import { Socket as EngineSocket } from "engine.io-client";
 import { REPO_ROOT, client, connect, call, once, collect, sleep, waitFor, closeAll, stripOffset } from "./harness.mjs";
 import { startChat } from "./chat-cluster.mjs";
@@ -48,7 +51,7 @@ const TRANSPORTS = {
  * scripts/nginx.conf with its placeholders filled in, the way its header says:
  * comment lines unchanged, a line with @WORKER@ once per worker, @LISTEN@ replaced.
  */
-export function renderConf(template, { listen, workers }) {
+function renderConf(template, { listen, workers }) {
   const out = [];
   for (const line of template.split("\n")) {
     if (/^[ \t]*#/.test(line)) out.push(line);
@@ -227,7 +230,7 @@ describe("the chat cluster behind nginx (scripts/nginx.conf)", { skip: skipReaso
   let tmp;
   /** A source address that nginx sends to worker i, for i = 0, 1. */
   const addrOf = [];
-  /** Clients left idle from the start (closeAll() does not see them), and their disconnects. */
+  /** Engine.IO sessions left idle from the start (closeAll() does not see them), with their events. */
   const idle = [];
   let idleSince;
 

@@ -80,7 +80,7 @@ fn single(cli: Cli) -> anyhow::Result<()> {
                 redis.attach(&io);
                 app::install(&io, Some(0));
                 // Serve anyway: the adapter keeps retrying in the background.
-                if !redis.ready(Duration::from_secs(10)).await {
+                if !redis.ready(Duration::from_secs(5)).await {
                     tracing::warn!("redis not reachable yet at {url}; serving local clients");
                 }
                 io

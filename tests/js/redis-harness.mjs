@@ -70,11 +70,19 @@ function stop(proc) {
   });
 }
 
-/** A redis-server on 127.0.0.1 and a random free port: { url, port, stop() }. */
-export async function startRedis(attempts = 5) {
+/** A random loopback port for a Redis that is not started yet. */
+export function randomPort() {
+  return 20000 + Math.floor(Math.random() * 40000);
+}
+
+/**
+ * A redis-server on 127.0.0.1 and a random free port (or `port`, tried once):
+ * { url, port, stop() }.
+ */
+export async function startRedis({ port: fixed, attempts = 5 } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), "rsio-redis-"));
   for (let i = 0; ; i++) {
-    const port = 20000 + Math.floor(Math.random() * 40000);
+    const port = fixed ?? randomPort();
     const args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
       "--dir", dir, "--protected-mode", "yes"];
     try {
@@ -89,7 +97,7 @@ export async function startRedis(attempts = 5) {
         },
       };
     } catch (e) {
-      if (i + 1 >= attempts) {
+      if (fixed !== undefined || i + 1 >= attempts) {
         rmSync(dir, { recursive: true, force: true });
         throw e;
       }

@@ -215,9 +215,12 @@ async fn subscriber(node: Weak<RedisStreams>, mut sub_rx: mpsc::UnboundedReceive
     }
 }
 
+/// One stream entry: its id and its field/value pairs.
+pub(super) type Entry<'a> = (String, Vec<(&'a [u8], &'a [u8])>);
+
 /// Entries of an `XRANGE` reply, or of one stream of an `XREAD` reply:
 /// `[[id, [field, value, …]], …]`.
-pub(super) fn entries(v: &Value) -> Vec<(String, Vec<(&[u8], &[u8])>)> {
+pub(super) fn entries(v: &Value) -> Vec<Entry<'_>> {
     let Value::Array(list) = v else {
         return Vec::new();
     };

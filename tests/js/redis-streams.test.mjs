@@ -100,6 +100,42 @@ describe("redis streams: rsio and Node on one Redis", { skip, timeout: 60000 }, 
     });
   }
 
+  it("rsio writes the same stream entry as Node for the same broadcast", { timeout: TEST_TIMEOUT }, async () => {
+    const [a, b] = await pair();
+    await call(a, "broadcast", { event: "same-entry", to: ["r"], except: ["x"], args: [1, "a", { b: null }] });
+    await call(b, "broadcast", { event: "same-entry", to: ["r"], except: ["x"], args: [1, "a", { b: null }] });
+    // Both writes are asynchronous to the acks: wait for the two entries.
+    const read = async () =>
+      (await cmd.sendCommand(["XREVRANGE", "socket.io", "+", "-", "COUNT", "50"]))
+        .map(([id, f]) => ({ id, ...Object.fromEntries(f.reduce((acc, v, i) => (i % 2 ? acc : [...acc, [v, f[i + 1]]]), [])) }))
+        .filter((e) => e.data?.includes("same-entry"));
+    const entries = await waitFor(async () => {
+      const list = await read();
+      return list.length >= 2 && list;
+    });
+    assert.equal(entries.length, 2, JSON.stringify(entries));
+    const [fromNode, fromRsio] = entries;
+    assert.equal(fromRsio.data, fromNode.data);
+    assert.equal(fromRsio.data, '{"packet":{"type":2,"data":["same-entry",1,"a",{"b":null}]},"opts":{"rooms":["r"],"except":["x"],"flags":{}}}');
+    assert.deepEqual([fromRsio.nsp, fromRsio.type], ["/", "3"]);
+    assert.match(fromRsio.uid, /^[0-9a-f]{16}$/);
+    assert.notEqual(fromRsio.uid, fromNode.uid);
+  });
+
+  for (const [from, label] of [[0, "rsio → Node"], [1, "Node → rsio"]]) {
+    it(`local broadcasts stay home and volatile ones cross, neither with an offset, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
+      const clients = await pair();
+      const here = once(clients[from], "home");
+      const there = fires(clients[1 - from], "home", 500);
+      await call(clients[from], "broadcast", { event: "home", local: true, args: ["l"] });
+      assert.deepEqual(await here, ["l"]); // no offset: nothing went to the stream
+      assert.equal(await there, false);
+      const got = clients.map((c) => once(c, "vol"));
+      await call(clients[from], "broadcast", { event: "vol", volatile: true, args: ["v"] });
+      for (const args of await Promise.all(got)) assert.deepEqual(args, ["v"]);
+    });
+  }
+
   it("fetchSockets from either side sees both sides' sockets, rooms and data", { timeout: TEST_TIMEOUT }, async () => {
     const [a, b] = await pair();
     await Promise.all([call(a, "join", "fs"), call(b, "join", "fs")]);

@@ -266,7 +266,7 @@ impl RedisStreams {
     /// Waits until the subscriber and every stream reader have connected once
     /// (or `timeout`); whether they did.
     pub async fn ready(&self, timeout: Duration) -> bool {
-        let want = 1 + self.config.stream_count.max(1);
+        let want = 1 + self.streams().len();
         let mut rx = self.ready.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|n| *n >= want))
             .await
@@ -294,15 +294,19 @@ impl RedisStreams {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Every stream a namespace may write to. Node reads `name-0` to
+    /// `name-<count-1>` only, yet a negative hash writes to `name--<i>` (JS `%`):
+    /// those are read too, or recoverable packets of such a namespace would
+    /// never come back to be delivered.
     fn streams(&self) -> Vec<String> {
         let c = &self.config;
         if c.stream_count <= 1 {
-            vec![c.stream_name.clone()]
-        } else {
-            (0..c.stream_count)
-                .map(|i| format!("{}-{i}", c.stream_name))
-                .collect()
+            return vec![c.stream_name.clone()];
         }
+        let n = c.stream_count as i64;
+        (1 - n..n)
+            .map(|i| format!("{}-{i}", c.stream_name))
+            .collect()
     }
 
     /// Queues a command; `on_fail` runs if Redis cannot be reached for it.
@@ -348,4 +352,34 @@ impl RedisStreams {
 fn random_id() -> String {
     let bytes: [u8; 8] = rand::random();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_namespace_stream_is_read() {
+        let config = RedisStreamsConfig {
+            stream_count: 4,
+            ..Default::default()
+        };
+        let node = RedisStreams::new("redis://127.0.0.1:1", config).unwrap();
+        let streams = node.streams();
+        assert_eq!(streams.len(), 7);
+        for nsp in ["/", "/notifications", "/admin", "/chat", "/ä€😀"] {
+            let s = stream_name("socket.io", 4, nsp);
+            assert!(streams.contains(&s), "{nsp} writes to {s}, not read");
+        }
+        let one = RedisStreams::new("redis://127.0.0.1:1", RedisStreamsConfig::default()).unwrap();
+        assert_eq!(one.streams(), vec!["socket.io".to_string()]);
+    }
+
+    #[test]
+    fn ids_are_16_hex_digits() {
+        let id = random_id();
+        assert_eq!(id.len(), 16);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(id, random_id());
+    }
 }

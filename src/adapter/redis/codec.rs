@@ -414,11 +414,24 @@ pub fn encode_event(
     ack: Option<u64>,
     offset: Option<&str>,
 ) -> Option<EncodedPacket> {
-    let data = packet.get("data")?.as_array()?;
-    if data.is_empty() {
+    let data = packet.get("data").filter(|d| d.is_array())?;
+    encode_raw(nsp, &data.to_string(), attachments, ack, offset)
+}
+
+/// An rsio frame for the JSON text of a packet's `data` array (`[event, …]`).
+pub fn encode_raw(
+    nsp: &str,
+    array: &str,
+    attachments: &[Bytes],
+    ack: Option<u64>,
+    offset: Option<&str>,
+) -> Option<EncodedPacket> {
+    let array = array.trim();
+    let inner = array.strip_prefix('[')?.strip_suffix(']')?;
+    if inner.trim().is_empty() {
         return None;
     }
-    let mut text = String::with_capacity(64);
+    let mut text = String::with_capacity(24 + nsp.len() + array.len());
     text.push('4');
     if attachments.is_empty() {
         text.push('2');
@@ -435,21 +448,84 @@ pub fn encode_event(
         text.push_str(itoa::Buffer::new().format(id));
     }
     text.push('[');
-    for (i, v) in data.iter().enumerate() {
-        if i > 0 {
-            text.push(',');
-        }
-        text.push_str(&v.to_string());
-    }
+    text.push_str(inner);
     if let Some(offset) = offset {
-        text.push(',');
-        text.push_str(&Value::String(offset.to_string()).to_string());
+        // Entry ids are digits and a dash: no escaping needed.
+        text.push_str(",\"");
+        text.push_str(offset);
+        text.push('"');
     }
     text.push(']');
     let frames: Vec<Frame> = std::iter::once(Frame::text(text))
         .chain(attachments.iter().cloned().map(Frame::Binary))
         .collect();
     Some(EncodedPacket(frames.into()))
+}
+
+/// A BROADCAST without ack as Node writes it to the stream (JSON), read without
+/// building a tree: the packet's `data` array stays the entry's own text.
+#[derive(serde::Deserialize)]
+pub struct JsonBroadcast<'a> {
+    #[serde(borrow)]
+    packet: JsonPacket<'a>,
+    #[serde(default)]
+    opts: JsonOpts,
+    #[serde(rename = "requestId", default)]
+    request_id: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct JsonPacket<'a> {
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
+    #[serde(default)]
+    id: Option<u64>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct JsonOpts {
+    #[serde(default)]
+    rooms: Vec<String>,
+    #[serde(default)]
+    except: Vec<String>,
+    #[serde(default)]
+    flags: JsonFlags,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct JsonFlags {
+    #[serde(default)]
+    volatile: Option<bool>,
+}
+
+impl<'a> JsonBroadcast<'a> {
+    /// `None` when `data` is not such a broadcast (then the general path reads it).
+    pub fn parse(data: &'a [u8]) -> Option<JsonBroadcast<'a>> {
+        let b: JsonBroadcast<'a> = serde_json::from_slice(data).ok()?;
+        b.request_id.is_none().then_some(b)
+    }
+
+    /// The packet's `[event, …args]` text.
+    pub fn array(&self) -> &'a str {
+        self.packet.data.get()
+    }
+
+    /// The packet's ack id (a recoverable `socket.emit` with an ack, from Node).
+    pub fn ack(&self) -> Option<u64> {
+        self.packet.id
+    }
+
+    /// The options, applying to this server only.
+    pub fn options(self) -> BroadcastOptions {
+        BroadcastOptions {
+            rooms: self.opts.rooms,
+            except: self.opts.except,
+            flags: BroadcastFlags {
+                local: true,
+                volatile: self.opts.flags.volatile == Some(true),
+            },
+        }
+    }
 }
 
 /// A stream entry id (`<ms>-<seq>`) as one ordered number, for the recovery

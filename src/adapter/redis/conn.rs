@@ -328,11 +328,8 @@ async fn reader(node: Weak<RedisStreams>, stream: String) {
                     let Value::Array(pair) = s else { continue };
                     let Some(list) = pair.get(1) else { continue };
                     for (id, fields) in entries(list) {
-                        match codec::parse_entry(fields) {
-                            Ok(m) => n.on_message(m, Some(&id)),
-                            Err(err) => {
-                                warn!(target: "socket.io:redis", stream, id, "invalid stream entry skipped: {err}")
-                            }
+                        if let Err(err) = n.on_entry(&fields, &id) {
+                            warn!(target: "socket.io:redis", stream, id, "invalid stream entry skipped: {err}")
                         }
                         last = Some(id);
                     }

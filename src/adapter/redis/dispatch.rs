@@ -8,11 +8,11 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::{
-    codec::{self, kind, Data, Message},
+    codec::{self, kind, CodecError, Data, JsonBroadcast, Message},
     NsState, Pending, RedisStreams,
 };
 use crate::{
-    adapter::{RemoteAck, SocketInfo},
+    adapter::{BroadcastOptions, RemoteAck, SocketInfo},
     engine::Sid,
     parser::Args,
     server::{AckSender, Namespace},
@@ -189,17 +189,71 @@ impl RedisStreams {
             return;
         }
         let ack = packet.get("id").and_then(Value::as_u64);
-        // Node's addOffsetIfNecessary: recovery on, not volatile, no ack.
+        let Some(array) = packet.get("data").filter(|d| d.is_array()) else {
+            debug!(target: "socket.io:redis", "broadcast without data");
+            return;
+        };
+        let array = array.to_string();
+        self.deliver_broadcast(state, ns, &array, &data.attachments, ack, &opts, offset);
+    }
+
+    /// Delivers a broadcast (no acks asked) to this server's sockets, with its
+    /// entry id as offset when Node would append one (recovery on, not
+    /// volatile, no ack id).
+    #[allow(clippy::too_many_arguments)]
+    fn deliver_broadcast(
+        &self,
+        state: &NsState,
+        ns: &Namespace,
+        array: &str,
+        attachments: &[bytes::Bytes],
+        ack: Option<u64>,
+        opts: &BroadcastOptions,
+        offset: Option<&str>,
+    ) {
+        let recovery = self.recovery.get().is_some();
         let offset = offset.filter(|_| recovery && !opts.flags.volatile && ack.is_none());
-        let Some(encoded) = codec::encode_event(&state.nsp, packet, &data.attachments, ack, offset)
-        else {
+        let Some(encoded) = codec::encode_raw(&state.nsp, array, attachments, ack, offset) else {
             debug!(target: "socket.io:redis", "broadcast with an invalid packet");
             return;
         };
         if let Some(order) = offset.and_then(codec::entry_order) {
-            state.remember(order, &opts, &encoded);
+            state.remember(order, opts, &encoded);
         }
-        ns.deliver(&encoded, &opts, None);
+        ns.deliver(&encoded, opts, None);
+    }
+
+    /// Handles a stream entry. The common case, a JSON BROADCAST without ack, is
+    /// read without building a JSON tree.
+    pub(super) fn on_entry(&self, fields: &[(&[u8], &[u8])], id: &str) -> Result<(), CodecError> {
+        let field = |name: &[u8]| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        if let (Some(b"3"), Some(nsp), Some(data)) = (field(b"type"), field(b"nsp"), field(b"data"))
+        {
+            if let Some(b) = JsonBroadcast::parse(data).filter(|_| data.first() == Some(&b'{')) {
+                let nsp = std::str::from_utf8(nsp).map_err(|_| CodecError::Invalid("nsp"))?;
+                self.on_json_broadcast(nsp, field(b"uid").unwrap_or_default(), b, id);
+                return Ok(());
+            }
+        }
+        let msg = codec::parse_entry(fields.iter().copied())?;
+        self.on_message(msg, Some(id));
+        Ok(())
+    }
+
+    fn on_json_broadcast(&self, nsp: &str, uid: &[u8], b: JsonBroadcast<'_>, offset: &str) {
+        let Some(state) = self.namespace_state(nsp) else {
+            return;
+        };
+        let (array, ack) = (b.array(), b.ack());
+        let opts = b.options();
+        if uid == state.uid.as_bytes() && (self.recovery.get().is_none() || opts.flags.volatile) {
+            // Already delivered here when it was sent.
+            return;
+        }
+        let Some(ns) = self.namespace(nsp) else {
+            return;
+        };
+        self.deliver_broadcast(&state, &ns, array, &[], ack, &opts, Some(offset));
     }
 
     fn on_server_side_emit(&self, state: &NsState, ns: &Namespace, from: &str, data: Data) {

@@ -243,3 +243,41 @@ fn entry_ids_parse_and_order() {
     assert!(entry_order("1-5").unwrap() < entry_order("2-0").unwrap());
     assert!(entry_order("2-0").unwrap() < entry_order("2-1").unwrap());
 }
+
+#[test]
+fn json_broadcast_fast_path_matches_the_general_one() {
+    let entry = br#"{"packet":{"type":2,"data":["ev",1,{"a":[true,null]},"\u00e9\"q"]},"opts":{"rooms":["r"],"except":["x"],"flags":{"volatile":true}}}"#;
+    let fast = JsonBroadcast::parse(entry).unwrap();
+    let (array, ack) = (fast.array(), fast.ack());
+    let opts = fast.options();
+    assert_eq!(opts.rooms, vec!["r".to_string()]);
+    assert_eq!(opts.except, vec!["x".to_string()]);
+    assert!(opts.flags.volatile && opts.flags.local);
+    let a = encode_raw("/n", array, &[], ack, Some("5-1")).unwrap();
+    let general = parse_entry_data(entry).unwrap();
+    let b = encode_event("/n", &general.json["packet"], &[], None, Some("5-1")).unwrap();
+    let (ta, tb) = (text(&a), text(&b));
+    // Same JSON values (the fast path keeps the writer's exact text).
+    let parse = |t: &str| -> Value { serde_json::from_str(t.trim_start_matches("42/n,")).unwrap() };
+    assert_eq!(parse(ta), parse(tb));
+    assert_eq!(ta, r#"42/n,["ev",1,{"a":[true,null]},"\u00e9\"q","5-1"]"#);
+    // With an ack id, without options, and what it leaves to the general path.
+    let with_id = JsonBroadcast::parse(br#"{"packet":{"type":2,"data":["e"],"id":4}}"#).unwrap();
+    assert_eq!(with_id.ack(), Some(4));
+    assert_eq!(
+        with_id.options(),
+        BroadcastOptions {
+            flags: BroadcastFlags {
+                local: true,
+                volatile: false
+            },
+            ..Default::default()
+        }
+    );
+    assert!(
+        JsonBroadcast::parse(br#"{"packet":{"type":2,"data":["e"]},"requestId":"r"}"#).is_none()
+    );
+    assert!(JsonBroadcast::parse(br#"{"opts":{}}"#).is_none());
+    assert!(encode_raw("/", "[]", &[], None, None).is_none());
+    assert!(encode_raw("/", "{}", &[], None, None).is_none());
+}

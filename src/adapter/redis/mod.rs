@@ -245,6 +245,9 @@ impl RedisStreams {
     /// Starts the connections (on the current tokio runtime) and delivers what
     /// other servers send to `server`'s namespaces. Redis being unreachable is
     /// logged and retried with backoff; the server keeps serving its own clients.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
     pub fn attach(self: &Arc<Self>, server: &Server) {
         let _ = self.server.set(server.inner_ref());
         if let Some(r) = server.config().connection_state_recovery {

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --example interop -- --port 3000                      # one process
 //! cargo run --example interop -- --cluster --workers 3 --port 4000  # primary + 3 workers
+//! cargo run --example interop -- --redis-streams redis://127.0.0.1:6379 --port 3000
 //! curl http://127.0.0.1:4000/stats   # counts and RSS of one worker (see `stats::stats_router`)
 //! ```
 
@@ -13,10 +14,11 @@ mod cluster;
 mod fake_worker;
 mod stats;
 
-use std::{net::SocketAddr, process::ExitCode};
+use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use rsio::{
+    adapter::{RedisStreams, RedisStreamsConfig},
     cluster::{ClusterArgs, WorkerContext},
     server::Server,
 };
@@ -33,6 +35,10 @@ struct Cli {
     /// Accept Socket.IO v2 clients (Engine.IO v3), as Node's `allowEIO3`.
     #[arg(long)]
     allow_eio3: bool,
+    /// One process, member of a Redis Streams cluster with Node servers
+    /// (`@socket.io/redis-streams-adapter`): `redis://127.0.0.1:6379`.
+    #[arg(long, value_name = "URL")]
+    redis_streams: Option<String>,
     #[command(flatten)]
     options: ClusterArgs,
 }
@@ -80,10 +86,28 @@ fn single(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let mut config = app::server_config();
-        config.engine.allow_eio3 = cli.allow_eio3;
-        let io = Server::new(config);
-        app::install(&io, None);
+        let io = match &cli.redis_streams {
+            Some(url) => {
+                let redis = RedisStreams::new(url, RedisStreamsConfig::default())?;
+                let mut config = app::server_config();
+                config.engine.allow_eio3 = cli.allow_eio3;
+                let io = Server::with_adapter(config, redis.factory());
+                redis.attach(&io);
+                app::install(&io, Some(0));
+                // Serve anyway: the adapter keeps retrying in the background.
+                if !redis.ready(Duration::from_secs(5)).await {
+                    tracing::warn!("redis not reachable yet at {url}; serving local clients");
+                }
+                io
+            }
+            None => {
+                let mut config = app::server_config();
+                config.engine.allow_eio3 = cli.allow_eio3;
+                let io = Server::new(config);
+                app::install(&io, None);
+                io
+            }
+        };
         let host = cli.options.host.unwrap_or([127, 0, 0, 1].into());
         let addr = SocketAddr::new(host, cli.options.port.unwrap_or(3000));
         let listener = tokio::net::TcpListener::bind(addr).await?;

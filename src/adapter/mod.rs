@@ -5,6 +5,7 @@
 mod cluster;
 mod local;
 mod recovery;
+mod redis;
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,6 +14,10 @@ use tokio::sync::mpsc;
 
 use crate::{engine::Frame, engine::Sid, parser::Args};
 
+pub use self::redis::{
+    hash_code, stream_name, RedisAdapterError, RedisStreams, RedisStreamsAdapter,
+    RedisStreamsConfig,
+};
 pub use cluster::{AlreadyAttached, ClusterAdapter, ClusterLink};
 pub use local::LocalAdapter;
 pub use recovery::{PersistedSession, RecoveryConfig};

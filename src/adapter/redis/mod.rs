@@ -1,0 +1,388 @@
+//! The Redis Streams adapter, wire-compatible with Node's
+//! `@socket.io/redis-streams-adapter` 0.3.1: rsio and Node servers on one Redis
+//! share rooms, broadcasts, requests and recoverable sessions.
+//!
+//! Durable messages (broadcasts without acks, sockets join/leave/disconnect) are
+//! `XADD`ed to the namespace's stream and read back with `XREAD BLOCK`; requests
+//! and responses go over PUB/SUB (`<prefix>#<nsp>#` and `<prefix>#<nsp>#<uid>#`).
+//! With connection state recovery on, the stream entry id is the offset: a
+//! recoverable packet is delivered by every server, this one included, when the
+//! reader sees its entry, so every client gets the same offset in stream order.
+//!
+//! ```no_run
+//! # use rsio::{adapter::{RedisStreams, RedisStreamsConfig}, server::{Server, ServerConfig}};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let redis = RedisStreams::new("redis://127.0.0.1:6379", RedisStreamsConfig::default())?;
+//! let io = Server::with_adapter(ServerConfig::default(), redis.factory());
+//! redis.attach(&io);
+//! # Ok(()) }
+//! ```
+
+mod adapter;
+mod codec;
+mod conn;
+mod dispatch;
+mod session;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize},
+        Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak,
+    },
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{mpsc, watch};
+
+use super::{EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck, SocketInfo};
+use crate::{
+    parser::Args,
+    server::{AdapterFactory, Server, ServerInnerRef},
+};
+
+pub use adapter::RedisStreamsAdapter;
+pub use codec::{hash_code, stream_name};
+
+/// Options of the adapter, with the names and defaults of Node's `createAdapter` options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisStreamsConfig {
+    /// `streamName`: the stream (or the prefix of the streams).
+    pub stream_name: String,
+    /// `streamCount`: namespaces are spread over this many streams by hash.
+    pub stream_count: usize,
+    /// `channelPrefix`: of the PUB/SUB channels.
+    pub channel_prefix: String,
+    /// `maxLen`: `XADD … MAXLEN ~ max_len`.
+    pub max_len: usize,
+    /// `readCount`: `XREAD COUNT`.
+    pub read_count: usize,
+    /// `blockTimeInMs`: `XREAD BLOCK`.
+    pub block_time: Duration,
+    /// `sessionKeyPrefix`: keys of recoverable sessions.
+    pub session_key_prefix: String,
+}
+
+impl Default for RedisStreamsConfig {
+    fn default() -> Self {
+        RedisStreamsConfig {
+            stream_name: "socket.io".into(),
+            stream_count: 1,
+            channel_prefix: "socket.io".into(),
+            max_len: 10_000,
+            read_count: 100,
+            block_time: Duration::from_millis(5000),
+            session_key_prefix: "sio:session:".into(),
+        }
+    }
+}
+
+/// Why the adapter could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisAdapterError {
+    #[error("invalid redis url: {0}")]
+    Url(#[source] redis::RedisError),
+}
+
+/// A recoverable packet this server delivered, kept briefly for sockets whose
+/// restore raced with it.
+struct Recent {
+    order: u64,
+    at: Instant,
+    rooms: Vec<String>,
+    except: Vec<String>,
+    packet: EncodedPacket,
+}
+
+const RECENT_PACKETS: usize = 4096;
+const RECENT_WINDOW: Duration = Duration::from_secs(10);
+
+/// One namespace's identity on Redis.
+pub(crate) struct NsState {
+    nsp: String,
+    /// 8 random bytes in hex, as Node's `randomId()`.
+    uid: String,
+    stream: String,
+    public: String,
+    servers: AtomicUsize,
+    recent: Mutex<VecDeque<Recent>>,
+}
+
+impl NsState {
+    fn private_channel(&self, prefix: &str, uid: &str) -> String {
+        format!("{prefix}#{}#{uid}#", self.nsp)
+    }
+
+    fn recent(&self) -> MutexGuard<'_, VecDeque<Recent>> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remember(&self, order: u64, opts: &super::BroadcastOptions, packet: &EncodedPacket) {
+        let now = Instant::now();
+        let mut recent = self.recent();
+        while recent.len() >= RECENT_PACKETS
+            || recent
+                .front()
+                .is_some_and(|r| now.duration_since(r.at) > RECENT_WINDOW)
+        {
+            recent.pop_front();
+        }
+        recent.push_back(Recent {
+            order,
+            at: now,
+            rooms: opts.rooms.clone(),
+            except: opts.except.clone(),
+            packet: packet.clone(),
+        });
+    }
+}
+
+/// Where the answers to one of this server's requests go.
+enum Pending {
+    Fetch(mpsc::UnboundedSender<Vec<SocketInfo>>),
+    ServerSide(mpsc::UnboundedSender<Args>),
+    Broadcast(mpsc::UnboundedSender<RemoteAck>),
+}
+
+/// A command for the writer task, and what to do if it cannot reach Redis.
+pub(crate) struct Outgoing {
+    cmd: redis::Cmd,
+    on_fail: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// One server's membership of a Redis Streams cluster, shared by the adapters
+/// of all its namespaces: one command connection, one subscriber connection,
+/// one `XREAD` connection per stream.
+pub struct RedisStreams {
+    config: RedisStreamsConfig,
+    client: redis::Client,
+    conn: conn::Shared,
+    outgoing: mpsc::UnboundedSender<Outgoing>,
+    subscribe: mpsc::UnboundedSender<String>,
+    receivers: Mutex<Option<conn::Receivers>>,
+    namespaces: RwLock<HashMap<String, Arc<NsState>>>,
+    pending: Mutex<HashMap<String, Pending>>,
+    server: OnceLock<ServerInnerRef>,
+    recovery: OnceLock<RecoveryConfig>,
+    /// How many of the subscriber and reader loops are connected once.
+    ready: watch::Sender<usize>,
+    started: AtomicBool,
+    /// Itself, for the tasks it spawns.
+    this: Weak<RedisStreams>,
+}
+
+impl RedisStreams {
+    /// A member for the Redis at `url` (`redis://host:port[/db]`); nothing is
+    /// connected until [`RedisStreams::attach`].
+    pub fn new(
+        url: &str,
+        config: RedisStreamsConfig,
+    ) -> Result<Arc<RedisStreams>, RedisAdapterError> {
+        let client = redis::Client::open(url).map_err(RedisAdapterError::Url)?;
+        let (outgoing, out_rx) = mpsc::unbounded_channel();
+        let (subscribe, sub_rx) = mpsc::unbounded_channel();
+        Ok(Arc::new_cyclic(|this| RedisStreams {
+            config,
+            client,
+            conn: conn::Shared::default(),
+            outgoing,
+            subscribe,
+            receivers: Mutex::new(Some(conn::Receivers { out_rx, sub_rx })),
+            namespaces: RwLock::default(),
+            pending: Mutex::default(),
+            server: OnceLock::new(),
+            recovery: OnceLock::new(),
+            ready: watch::channel(0).0,
+            started: AtomicBool::new(false),
+            this: this.clone(),
+        }))
+    }
+
+    /// The options this member runs with.
+    pub fn config(&self) -> &RedisStreamsConfig {
+        &self.config
+    }
+
+    /// The adapter factory to build the server with ([`Server::with_adapter`]).
+    pub fn factory(self: &Arc<Self>) -> AdapterFactory {
+        let node = self.clone();
+        Arc::new(move |nsp: &str| node.adapter(nsp) as Arc<dyn super::Adapter>)
+    }
+
+    /// The adapter of namespace `nsp` (registers it: its channels are subscribed).
+    pub fn adapter(self: &Arc<Self>, nsp: &str) -> Arc<RedisStreamsAdapter> {
+        let state = self.register(nsp);
+        Arc::new(RedisStreamsAdapter {
+            local: LocalAdapter::new(None),
+            ns: state,
+            node: Arc::downgrade(self),
+        })
+    }
+
+    fn register(&self, nsp: &str) -> Arc<NsState> {
+        let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(nsp) {
+            return s.clone();
+        }
+        let prefix = &self.config.channel_prefix;
+        let uid = random_id();
+        let state = Arc::new(NsState {
+            nsp: nsp.to_string(),
+            stream: stream_name(&self.config.stream_name, self.config.stream_count, nsp),
+            public: format!("{prefix}#{nsp}#"),
+            servers: AtomicUsize::new(1),
+            recent: Mutex::default(),
+            uid,
+        });
+        let _ = self.subscribe.send(state.public.clone());
+        let _ = self
+            .subscribe
+            .send(state.private_channel(prefix, &state.uid));
+        map.insert(nsp.to_string(), state.clone());
+        state
+    }
+
+    /// Starts the connections (on the current tokio runtime) and delivers what
+    /// other servers send to `server`'s namespaces. Redis being unreachable is
+    /// logged and retried with backoff; the server keeps serving its own clients.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn attach(self: &Arc<Self>, server: &Server) {
+        let _ = self.server.set(server.inner_ref());
+        if let Some(r) = server.config().connection_state_recovery {
+            let _ = self.recovery.set(r);
+        }
+        if self.started.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let receivers = self
+            .receivers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(r) = receivers {
+            conn::spawn_all(self, r);
+        }
+    }
+
+    /// Waits until the subscriber and every stream reader have connected once
+    /// (or `timeout`); whether they did.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let want = 1 + self.streams().len();
+        let mut rx = self.ready.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|n| *n >= want))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn namespace_state(&self, nsp: &str) -> Option<Arc<NsState>> {
+        self.namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(nsp)
+            .cloned()
+    }
+
+    fn states(&self) -> Vec<Arc<NsState>> {
+        self.namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn pending(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every stream a namespace may write to. Node reads `name-0` to
+    /// `name-<count-1>` only, yet a negative hash writes to `name--<i>` (JS `%`):
+    /// those are read too, or recoverable packets of such a namespace would
+    /// never come back to be delivered.
+    fn streams(&self) -> Vec<String> {
+        let c = &self.config;
+        if c.stream_count <= 1 {
+            return vec![c.stream_name.clone()];
+        }
+        let n = c.stream_count as i64;
+        (1 - n..n)
+            .map(|i| format!("{}-{i}", c.stream_name))
+            .collect()
+    }
+
+    /// Queues a command; `on_fail` runs if Redis cannot be reached for it.
+    fn send(&self, cmd: redis::Cmd, on_fail: Option<Box<dyn FnOnce() + Send>>) {
+        let _ = self.outgoing.send(Outgoing { cmd, on_fail });
+    }
+
+    /// `XADD <stream> MAXLEN ~ <maxLen> * uid … nsp … type … [data …]`.
+    fn xadd(
+        &self,
+        ns: &NsState,
+        kind: u8,
+        data: Option<String>,
+        on_fail: Option<Box<dyn FnOnce() + Send>>,
+    ) {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(&ns.stream)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.config.max_len)
+            .arg("*")
+            .arg("uid")
+            .arg(&ns.uid)
+            .arg("nsp")
+            .arg(&ns.nsp)
+            .arg("type")
+            .arg(kind.to_string());
+        if let Some(d) = data {
+            cmd.arg("data").arg(d);
+        }
+        self.send(cmd, on_fail);
+    }
+
+    /// `PUBLISH <channel> msgpack(message)`.
+    fn publish(&self, channel: &str, message: &codec::Message) {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel).arg(codec::pubsub_payload(message));
+        self.send(cmd, None);
+    }
+}
+
+/// 8 random bytes in hex (Node's `randomBytes(8).toString("hex")`).
+fn random_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_namespace_stream_is_read() {
+        let config = RedisStreamsConfig {
+            stream_count: 4,
+            ..Default::default()
+        };
+        let node = RedisStreams::new("redis://127.0.0.1:1", config).unwrap();
+        let streams = node.streams();
+        assert_eq!(streams.len(), 7);
+        for nsp in ["/", "/notifications", "/admin", "/chat", "/ä€😀"] {
+            let s = stream_name("socket.io", 4, nsp);
+            assert!(streams.contains(&s), "{nsp} writes to {s}, not read");
+        }
+        let one = RedisStreams::new("redis://127.0.0.1:1", RedisStreamsConfig::default()).unwrap();
+        assert_eq!(one.streams(), vec!["socket.io".to_string()]);
+    }
+
+    #[test]
+    fn ids_are_16_hex_digits() {
+        let id = random_id();
+        assert_eq!(id.len(), 16);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(id, random_id());
+    }
+}

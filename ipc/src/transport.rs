@@ -158,16 +158,24 @@ impl IpcReader {
 
     /// The next message together with its encoded frame (to relay it without re-encoding).
     pub async fn next_frame(&mut self) -> Option<Result<(Message, EncodedFrame), CodecError>> {
+        std::future::poll_fn(|cx| self.poll_next_frame(cx)).await
+    }
+
+    /// Polls for the next message together with its encoded frame: one reader
+    /// can then be read among others in one task, without a future per reader.
+    pub fn poll_next_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<(Message, EncodedFrame), CodecError>>> {
         if self.failed {
-            return None;
+            return Poll::Ready(None);
         }
-        let res = self
-            .frames
-            .next()
-            .await?
-            .and_then(|frame| frame.decode().map(|msg| (msg, frame)));
+        let res = match ready!(self.frames.poll_next_unpin(cx)) {
+            Some(res) => res.and_then(|frame| frame.decode().map(|msg| (msg, frame))),
+            None => return Poll::Ready(None),
+        };
         self.failed = res.is_err();
-        Some(res)
+        Poll::Ready(Some(res))
     }
 }
 

@@ -30,6 +30,7 @@
 #[doc(hidden)]
 pub mod bench;
 mod config;
+mod inbox;
 mod interest;
 mod notify;
 mod primary;

@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     config::{ClusterConfig, PinMode},
+    inbox::{Inbox, Reading},
     interest::{Reach, RoomInterest},
     notify,
     sessions::SessionStore,
@@ -68,6 +69,8 @@ pub(super) struct Primary {
     pub cpus: Vec<Option<usize>>,
     pub slots: Vec<Slot>,
     pub events: mpsc::UnboundedSender<Event>,
+    /// Where each started worker's socket goes to be read (see [`Inbox`]).
+    pub readers: mpsc::UnboundedSender<Reading>,
     announced_ready: bool,
     pub shutting_down: bool,
     pub sessions: SessionStore,
@@ -148,6 +151,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         config.port as usize + config.workers - 1
     );
     let (events, mut rx) = mpsc::unbounded_channel();
+    let (mut inbox, readers) = Inbox::new();
     let now = Instant::now();
     let mut primary = Primary {
         slots: (0..config.workers).map(|_| Slot::new(now)).collect(),
@@ -156,6 +160,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         listeners,
         cpus,
         events,
+        readers,
         announced_ready: false,
         shutting_down: false,
         sessions: SessionStore::new(),
@@ -198,6 +203,14 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
             }
         };
         tokio::select! {
+            batch = inbox.next_batch() => {
+                for event in batch {
+                    if let Some(code) = primary.on_event(event) {
+                        exit = code;
+                        drain_deadline.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_DEADLINE);
+                    }
+                }
+            }
             Some(event) = rx.recv() => {
                 if let Some(code) = primary.on_event(event) {
                     exit = code;

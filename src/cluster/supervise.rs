@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 use tracing::{debug, error, info, warn};
 
 use super::{
+    inbox::Reading,
     notify,
     primary::{Event, Primary},
 };
@@ -104,7 +105,7 @@ impl Primary {
         )?;
         drop(theirs);
         let stream = tokio::net::UnixStream::from_std(ours)?;
-        let (mut reader, sender) = IpcConnection::with_limits(
+        let (reader, sender) = IpcConnection::with_limits(
             stream,
             DEFAULT_MAX_FRAME_LENGTH,
             self.config.max_ipc_backlog_bytes,
@@ -125,40 +126,11 @@ impl Primary {
         slot.started = now;
         slot.last_heartbeat = now;
         let generation = slot.generation;
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            loop {
-                match reader.next_frame().await {
-                    Some(Ok((message, frame))) => {
-                        let _ = events.send(Event::Frame {
-                            worker: i,
-                            generation,
-                            message,
-                            frame,
-                        });
-                    }
-                    Some(Err(err)) => {
-                        // A worker that exits can reset its end: that is its exit, not news.
-                        let reset = matches!(&err, rsio_ipc::CodecError::Io(e)
-                            if e.kind() == std::io::ErrorKind::ConnectionReset);
-                        if reset {
-                            debug!(target: "cluster", worker = i, "ipc: {err}");
-                        } else {
-                            let _ = events.send(Event::Bad {
-                                worker: i,
-                                generation,
-                                reason: err.to_string(),
-                            });
-                        }
-                        break;
-                    }
-                    None => break,
-                }
-            }
-            let _ = events.send(Event::IpcClosed {
-                worker: i,
-                generation,
-            });
+        // Read by the primary's inbox, in sweeps with every other worker's socket.
+        let _ = self.readers.send(Reading {
+            worker: i,
+            generation,
+            reader,
         });
         let events = self.events.clone();
         tokio::spawn(async move {

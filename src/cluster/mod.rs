@@ -33,6 +33,7 @@ mod config;
 mod interest;
 mod notify;
 mod primary;
+mod reload;
 mod sessions;
 mod spawn;
 mod supervise;

@@ -183,6 +183,16 @@ impl SessionStore {
         }
     }
 
+    /// The sessions held by `from` are held by `to` from now (a reload's old worker
+    /// gets its own key, so that its exit disconnects its sessions only).
+    pub(crate) fn move_worker(&mut self, from: usize, to: usize) {
+        for k in self.sessions.values_mut() {
+            if k.worker == from {
+                k.worker = to;
+            }
+        }
+    }
+
     /// The session of `pid` (once) and the packets it missed after `offset`.
     pub(crate) fn restore(
         &mut self,

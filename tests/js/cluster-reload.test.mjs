@@ -106,6 +106,30 @@ describe("cluster reload (SIGHUP)", { skip: clusterSkipReason() }, () => {
     closeAll();
   });
 
+  it("a draining worker accepts no new connection: those made during its drain go to the new worker", { timeout: 60000 }, async () => {
+    const cluster = await startCluster({ workers: 1, args: ["--recovery"] });
+    clusters.push(cluster);
+    // A polling session whose client never polls again holds the old worker's
+    // drain open (until its sessions are gone, at most 3 s).
+    const res = await fetch(`${cluster.urls[0]}/socket.io/?EIO=4&transport=polling`);
+    assert.equal(res.status, 200);
+    await res.text();
+    const from = cluster.log().length;
+    process.kill(cluster.pid, "SIGHUP");
+    await cluster.waitForLog(/reload: worker 0 replaced/, 15000, from);
+    const late = [];
+    for (let k = 0; k < 8; k++) {
+      const s = await connectWorker(cluster, 0, { transports: ["websocket"] }, 5000);
+      const c = { s, dropped: false };
+      s.on("disconnect", () => (c.dropped = true));
+      late.push(c);
+    }
+    await cluster.waitForLog(/reload: the old worker 0 \(pid \d+\) exited/, 15000, from);
+    await sleep(300);
+    assert.deepEqual(late.map((c) => c.dropped), late.map(() => false), "no connection made during the drain was dropped with the old worker");
+    closeAll();
+  });
+
   it("a new worker that fails to start stops the reload; the old workers keep serving; a second SIGHUP is queued", { timeout: 60000 }, async () => {
     // The cluster runs from a link, as a deployment that switches releases does;
     // the reload runs what the link names then.

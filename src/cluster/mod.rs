@@ -31,6 +31,7 @@
 pub mod bench;
 mod config;
 mod interest;
+mod listen_fds;
 mod notify;
 mod primary;
 mod reload;

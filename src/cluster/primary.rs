@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 use super::{
     config::{ClusterConfig, PinMode},
     interest::{Reach, RoomInterest},
-    notify,
+    listen_fds, notify,
     reload::Reload,
     sessions::SessionStore,
     spawn::{allowed_cpus, WorkerCommand},
@@ -117,17 +117,32 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         }
     };
     let mut listeners = Vec::with_capacity(config.workers);
+    // Listeners kept by systemd across a restart (or a socket unit's) are taken
+    // back rather than bound: their accept queues never closed.
+    let mut inherited = listen_fds::Inherited::from_env();
     for i in 0..config.workers {
-        let addr = SocketAddr::new(config.host, config.port + i as u16);
-        match bind(addr) {
-            Ok(l) => listeners.push(l),
-            Err(err) => {
-                error!(target: "cluster", "cannot listen on {addr}: {err}");
-                notify::status(&format!("cannot listen on {addr}: {err}"));
-                return ExitCode::from(EXIT_BIND);
+        let port = config.port + i as u16;
+        let addr = SocketAddr::new(config.host, port);
+        let listener = match inherited.take(port) {
+            Some(l) => {
+                info!(target: "cluster", "listening on port {port} with the socket systemd kept");
+                l
             }
+            None => match bind(addr) {
+                Ok(l) => l,
+                Err(err) => {
+                    error!(target: "cluster", "cannot listen on {addr}: {err}");
+                    notify::status(&format!("cannot listen on {addr}: {err}"));
+                    return ExitCode::from(EXIT_BIND);
+                }
+            },
+        };
+        if let Err(err) = listen_fds::store(&listener, port) {
+            warn!(target: "cluster", "cannot store the listener of port {port} with systemd: {err}");
         }
+        listeners.push(listener);
     }
+    inherited.close_rest();
     let allowed = allowed_cpus();
     let cpus: Vec<Option<usize>> = (0..config.workers)
         .map(|i| match config.pin {

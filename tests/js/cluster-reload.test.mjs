@@ -117,6 +117,10 @@ describe("cluster reload (SIGHUP)", { skip: clusterSkipReason() }, () => {
     const from = cluster.log().length;
     process.kill(cluster.pid, "SIGHUP");
     await cluster.waitForLog(/reload: worker 0 replaced/, 15000, from);
+    // Once the old worker acts on its drain (a connection it accepted just before
+    // is closed with its sessions, and its client recovers elsewhere).
+    await cluster.waitForLog(/worker\{i=0\}: cluster: draining/, 15000, from);
+    await sleep(50);
     const late = [];
     for (let k = 0; k < 8; k++) {
       const s = await connectWorker(cluster, 0, { transports: ["websocket"] }, 5000);

@@ -449,4 +449,24 @@ mod tests {
         assert!(store.expiry.is_empty());
         assert!(store.sessions.values().all(|k| k.disconnected.is_none()));
     }
+
+    #[test]
+    fn a_moved_worker_exit_disconnects_its_sessions_only() {
+        let mut store = SessionStore::new();
+        store.enable(Duration::from_secs(60));
+        let mut first = broadcast("42[\"a\"]", &[]);
+        assert!(store.sequence(&mut first));
+        let offset = first.offset.unwrap().to_string();
+        // The old process of slot 0 held "old"; after the swap its sessions have key 2
+        // (slot count + index), and the new process of slot 0 holds "new".
+        store.update(0, session("old"));
+        store.move_worker(0, 2);
+        store.update(0, session("new"));
+        store.worker_gone(2);
+        assert!(
+            store.restore("/", "new", &offset).is_none(),
+            "still connected"
+        );
+        assert!(store.restore("/", "old", &offset).is_some(), "recoverable");
+    }
 }

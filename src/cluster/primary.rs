@@ -23,7 +23,8 @@ use super::{
     config::{ClusterConfig, PinMode},
     inbox::{Inbox, Reading},
     interest::{Reach, RoomInterest},
-    notify,
+    listen_fds, notify,
+    reload::Reload,
     sessions::SessionStore,
     spawn::{allowed_cpus, WorkerCommand},
     supervise::{Slot, LIVENESS_EVERY},
@@ -76,6 +77,8 @@ pub(super) struct Primary {
     pub sessions: SessionStore,
     /// Which workers have members of which rooms.
     pub interest: RoomInterest,
+    /// The `SIGHUP` reload in progress, if any.
+    pub reload: Reload,
 }
 
 /// Runs the primary until it is told to stop; returns the process's exit status.
@@ -117,17 +120,32 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         }
     };
     let mut listeners = Vec::with_capacity(config.workers);
+    // Listeners kept by systemd across a restart (or a socket unit's) are taken
+    // back rather than bound: their accept queues never closed.
+    let mut inherited = listen_fds::Inherited::from_env();
     for i in 0..config.workers {
-        let addr = SocketAddr::new(config.host, config.port + i as u16);
-        match bind(addr) {
-            Ok(l) => listeners.push(l),
-            Err(err) => {
-                error!(target: "cluster", "cannot listen on {addr}: {err}");
-                notify::status(&format!("cannot listen on {addr}: {err}"));
-                return ExitCode::from(EXIT_BIND);
+        let port = config.port + i as u16;
+        let addr = SocketAddr::new(config.host, port);
+        let listener = match inherited.take(port) {
+            Some(l) => {
+                info!(target: "cluster", "listening on port {port} with the socket systemd kept");
+                l
             }
+            None => match bind(addr) {
+                Ok(l) => l,
+                Err(err) => {
+                    error!(target: "cluster", "cannot listen on {addr}: {err}");
+                    notify::status(&format!("cannot listen on {addr}: {err}"));
+                    return ExitCode::from(EXIT_BIND);
+                }
+            },
+        };
+        if let Err(err) = listen_fds::store(&listener, port) {
+            warn!(target: "cluster", "cannot store the listener of port {port} with systemd: {err}");
         }
+        listeners.push(listener);
     }
+    inherited.close_rest();
     let allowed = allowed_cpus();
     let cpus: Vec<Option<usize>> = (0..config.workers)
         .map(|i| match config.pin {
@@ -165,6 +183,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         shutting_down: false,
         sessions: SessionStore::new(),
         interest: RoomInterest::default(),
+        reload: Reload::default(),
     };
     for i in 0..primary.slots.len() {
         if let Err(err) = primary.start(i) {
@@ -227,9 +246,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
                 primary.begin_shutdown();
                 drain_deadline.get_or_insert_with(|| tokio::time::Instant::now() + DRAIN_DEADLINE);
             }
-            _ = hup.recv() => {
-                info!(target: "cluster", "SIGHUP: reload is not supported yet; ignored");
-            }
+            _ = hup.recv() => primary.request_reload(),
             _ = status_tick.tick() => primary.report_status(),
             _ = watchdog_tick.tick(), if watchdog_every.is_some() => {
                 if primary.healthy() {
@@ -250,7 +267,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
                 drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(5));
             }
         }
-        if primary.shutting_down && primary.slots.iter().all(|s| !s.alive) {
+        if primary.shutting_down && primary.slots.iter().all(|s| s.idle()) {
             break;
         }
     }
@@ -302,7 +319,7 @@ impl Primary {
             } if self.slots[worker].generation == generation => {
                 let said_hello = self.slots[worker].said_hello;
                 match validate::check(worker, self.slots.len(), said_hello, &message) {
-                    Ok(()) => self.on_message(worker, message, frame),
+                    Ok(()) => self.on_message(worker, message, frame, false),
                     Err(violation) => self.kill(worker, format_args!("{violation}")),
                 }
                 None
@@ -335,12 +352,19 @@ impl Primary {
                 }
                 None
             }
-            _ => None,
+            other => self.on_side_event(other),
         }
     }
 
-    /// Acts on a message already checked by [`validate::check`].
-    fn on_message(&mut self, worker: usize, message: Message, frame: EncodedFrame) {
+    /// Acts on a message already checked by [`validate::check`]; `retiring` when it
+    /// comes from a process that a reload drains (see [`super::reload`]).
+    pub(super) fn on_message(
+        &mut self,
+        worker: usize,
+        message: Message,
+        frame: EncodedFrame,
+        retiring: bool,
+    ) {
         match &message {
             Message::Hello { version, pid, .. } => {
                 let slot = &mut self.slots[worker];
@@ -447,7 +471,7 @@ impl Primary {
                     // Responses go to the requester only (an existing worker: checked).
                     self.send_to(to as usize, frame);
                 } else if message.is_relayed() {
-                    self.relay(worker, &message, frame);
+                    self.relay(worker, retiring, &message, frame);
                 }
             }
         }
@@ -456,8 +480,9 @@ impl Primary {
     /// Forwards an adapter operation from `from` to the other workers it concerns:
     /// those with members of its rooms, or all of them. The frame is forwarded as
     /// received (no decode, no re-encode); the workers left out of a request are
-    /// answered for here, with nothing, so the requester never waits for them.
-    fn relay(&mut self, from: usize, message: &Message, frame: EncodedFrame) {
+    /// answered for here, with nothing, so the requester never waits for them. From
+    /// a `retiring` process, the process now serving its slot is one of the others.
+    fn relay(&mut self, from: usize, retiring: bool, message: &Message, frame: EncodedFrame) {
         let reach = match message {
             Message::Broadcast(Broadcast { nsp, target, .. })
             | Message::SocketsJoin { nsp, target, .. }
@@ -467,7 +492,7 @@ impl Primary {
             _ => Reach::All,
         };
         for j in 0..self.slots.len() {
-            if j == from || self.slots[j].sender.is_none() {
+            if (j == from && !retiring) || self.slots[j].sender.is_none() {
                 continue;
             }
             if reach.contains(j) {
@@ -494,6 +519,7 @@ impl Primary {
         }
         self.shutting_down = true;
         notify::stopping();
+        self.stop_reload();
         for slot in &self.slots {
             if let Some(s) = &slot.sender {
                 let _ = s.send(Message::Drain);

@@ -183,6 +183,16 @@ impl SessionStore {
         }
     }
 
+    /// The sessions held by `from` are held by `to` from now (a reload's old worker
+    /// gets its own key, so that its exit disconnects its sessions only).
+    pub(crate) fn move_worker(&mut self, from: usize, to: usize) {
+        for k in self.sessions.values_mut() {
+            if k.worker == from {
+                k.worker = to;
+            }
+        }
+    }
+
     /// The session of `pid` (once) and the packets it missed after `offset`.
     pub(crate) fn restore(
         &mut self,
@@ -438,5 +448,25 @@ mod tests {
         store.expire(Instant::now() + MAX + TICK);
         assert!(store.expiry.is_empty());
         assert!(store.sessions.values().all(|k| k.disconnected.is_none()));
+    }
+
+    #[test]
+    fn a_moved_worker_exit_disconnects_its_sessions_only() {
+        let mut store = SessionStore::new();
+        store.enable(Duration::from_secs(60));
+        let mut first = broadcast("42[\"a\"]", &[]);
+        assert!(store.sequence(&mut first));
+        let offset = first.offset.unwrap().to_string();
+        // The old process of slot 0 held "old"; after the swap its sessions have key 2
+        // (slot count + index), and the new process of slot 0 holds "new".
+        store.update(0, session("old"));
+        store.move_worker(0, 2);
+        store.update(0, session("new"));
+        store.worker_gone(2);
+        assert!(
+            store.restore("/", "new", &offset).is_none(),
+            "still connected"
+        );
+        assert!(store.restore("/", "old", &offset).is_some(), "recoverable");
     }
 }

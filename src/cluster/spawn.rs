@@ -36,11 +36,21 @@ pub(crate) struct WorkerCommand {
 }
 
 impl WorkerCommand {
-    /// This process's own binary and arguments.
+    /// This process's own binary and arguments. The binary is the path it was
+    /// started by (made absolute now, links not followed), so that a worker started
+    /// later (a restart, a `SIGHUP` reload) runs what that path names then: a binary
+    /// replaced on disk, or a link switched to a new release. `/proc/self/exe`
+    /// would name the old file. Started through `PATH`, it is the resolved path.
     pub(crate) fn current() -> std::io::Result<WorkerCommand> {
+        let mut args = std::env::args_os();
+        let argv0 = args.next().map(PathBuf::from);
+        let exe = match argv0 {
+            Some(p) if p.components().count() > 1 => std::path::absolute(p)?,
+            _ => std::env::current_exe()?,
+        };
         Ok(WorkerCommand {
-            exe: std::env::current_exe()?,
-            args: std::env::args_os().skip(1).collect(),
+            exe,
+            args: args.collect(),
         })
     }
 

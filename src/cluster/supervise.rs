@@ -53,7 +53,14 @@ const PRIMARY_STALL: Duration = Duration::from_secs(1);
 
 /// One worker's place: the current process in it, and its restart history.
 pub(super) struct Slot {
+    /// The generation of the process serving this slot.
     pub generation: u64,
+    /// The last generation spawned for this slot (serving, incoming or retiring).
+    spawned: u64,
+    /// During a reload: the new process, until it is ready.
+    pub incoming: Option<Process>,
+    /// During a reload: the old process, draining.
+    pub retiring: Option<Process>,
     pub sender: Option<IpcSender>,
     /// The pid the primary spawned, for logs only.
     pub pid: u32,
@@ -75,6 +82,9 @@ impl Slot {
     pub(super) fn new(now: Instant) -> Slot {
         Slot {
             generation: 0,
+            spawned: 0,
+            incoming: None,
+            retiring: None,
             sender: None,
             pid: 0,
             kill: None,
@@ -89,11 +99,77 @@ impl Slot {
             restarts: VecDeque::new(),
         }
     }
+
+    /// Makes `process` the one serving this slot (`ready` when it already said so).
+    pub(super) fn serve(&mut self, process: Process, ready: bool) {
+        self.generation = process.generation;
+        self.sender = process.sender;
+        self.pid = process.pid;
+        self.kill = Some(process.kill);
+        self.killed_at = None;
+        self.alive = true;
+        self.said_hello = process.said_hello;
+        self.ready = ready;
+        self.connections = 0;
+        self.started = process.since;
+        self.last_heartbeat = process.last_heartbeat;
+    }
+
+    /// Takes the serving process out of this slot (a reload drains it).
+    pub(super) fn take_serving(&mut self) -> Option<Process> {
+        if !self.alive {
+            return None;
+        }
+        let kill = self.kill.take()?;
+        let now = Instant::now();
+        self.alive = false;
+        self.ready = false;
+        Some(Process {
+            generation: self.generation,
+            sender: self.sender.take(),
+            pid: self.pid,
+            kill,
+            killed: self.killed_at.is_some(),
+            said_hello: self.said_hello,
+            since: now,
+            last_heartbeat: now,
+        })
+    }
+
+    /// No process of this slot runs, nor is being started or drained.
+    pub(super) fn idle(&self) -> bool {
+        !self.alive && self.incoming.is_none() && self.retiring.is_none()
+    }
+}
+
+/// A worker process beside the one serving its slot (see [`super::reload`]).
+pub(super) struct Process {
+    pub generation: u64,
+    pub sender: Option<IpcSender>,
+    pub pid: u32,
+    kill: Arc<Notify>,
+    pub killed: bool,
+    pub said_hello: bool,
+    /// When it was started (incoming) or told to drain (retiring).
+    pub since: Instant,
+    pub last_heartbeat: Instant,
+}
+
+impl Process {
+    /// SIGKILLs it (through the task that owns its `Child`).
+    pub(super) fn kill(&mut self) {
+        if !self.killed {
+            self.killed = true;
+            self.sender = None;
+            self.kill.notify_one();
+        }
+    }
 }
 
 impl Primary {
-    /// Spawns worker `i` and the tasks that read its messages and wait for its exit.
-    pub(super) fn start(&mut self, i: usize) -> std::io::Result<()> {
+    /// Spawns worker `i` as a new generation, with the tasks that read its messages
+    /// and wait for its exit, but does not put it in its slot.
+    pub(super) fn spawn_process(&mut self, i: usize) -> std::io::Result<Process> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         let mut child = self.command.spawn(
@@ -114,18 +190,18 @@ impl Primary {
         let kill = Arc::new(Notify::new());
         let now = Instant::now();
         let slot = &mut self.slots[i];
-        slot.generation += 1;
-        slot.sender = Some(sender);
-        slot.pid = child.id().unwrap_or(0);
-        slot.kill = Some(kill.clone());
-        slot.killed_at = None;
-        slot.alive = true;
-        slot.said_hello = false;
-        slot.ready = false;
-        slot.connections = 0;
-        slot.started = now;
-        slot.last_heartbeat = now;
-        let generation = slot.generation;
+        slot.spawned += 1;
+        let generation = slot.spawned;
+        let process = Process {
+            generation,
+            sender: Some(sender),
+            pid: child.id().unwrap_or(0),
+            kill: kill.clone(),
+            killed: false,
+            said_hello: false,
+            since: now,
+            last_heartbeat: now,
+        };
         // Read by the primary's inbox, in sweeps with every other worker's socket.
         let _ = self.readers.send(Reading {
             worker: i,
@@ -155,6 +231,13 @@ impl Primary {
                 status,
             });
         });
+        Ok(process)
+    }
+
+    /// Spawns worker `i` into its slot.
+    pub(super) fn start(&mut self, i: usize) -> std::io::Result<()> {
+        let process = self.spawn_process(i)?;
+        self.slots[i].serve(process, false);
         // The others learn that this worker is (back) in the cluster.
         self.send_others(
             i,
@@ -189,6 +272,11 @@ impl Primary {
     pub(super) fn kill_all(&mut self) {
         for i in 0..self.slots.len() {
             self.kill(i, format_args!("the cluster is stopping"));
+            let slot = &mut self.slots[i];
+            slot.incoming
+                .iter_mut()
+                .chain(&mut slot.retiring)
+                .for_each(Process::kill);
         }
     }
 
@@ -204,6 +292,7 @@ impl Primary {
             }
             return;
         }
+        self.check_reload_liveness(now, STARTUP_GRACE);
         for i in 0..self.slots.len() {
             let slot = &self.slots[i];
             if !slot.alive || slot.killed_at.is_some() {

@@ -328,19 +328,30 @@ where
         signal(SignalKind::terminate())?,
         signal(SignalKind::interrupt())?,
     );
-    let shutdown = async move {
+    // The drain stops the accept loop first: from then on, new connections wait in
+    // the listen backlog (the primary holds the listener) for another process of
+    // this slot (a reload's new worker, a restart), instead of reaching sessions
+    // about to close.
+    let (draining, drained) = tokio::sync::oneshot::channel::<()>();
+    let stop_accepting = async move {
         tokio::select! {
             _ = drain.notified() => {}
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
         info!(target: "cluster", "draining");
+        let _ = draining.send(());
+    };
+    let close_sessions = async move {
+        if drained.await.is_err() {
+            return; // serve failed: there is nothing to drain
+        }
         let servers = servers.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for server in &servers {
             server.close();
         }
-        // Keep serving until the closed sessions are gone: a polling client
-        // between two GETs still fetches its `close` packet.
+        // Keep the open connections until the closed sessions are gone: a polling
+        // client with a GET in flight still fetches its `close` packet.
         let sessions_gone = async {
             while servers.iter().any(|s| s.engine().clients_count() > 0) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -357,7 +368,11 @@ where
         max_connections: config.max_connections,
         ..ServeConfig::default()
     };
-    serve(listener, router, serve_config, shutdown).await?;
+    let (served, ()) = tokio::join!(
+        serve(listener, router, serve_config, stop_accepting),
+        close_sessions
+    );
+    served?;
     info!(target: "cluster", "worker stopped");
     Ok(())
 }

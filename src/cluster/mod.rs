@@ -34,6 +34,7 @@ mod interest;
 mod notify;
 mod primary;
 mod sessions;
+mod shared_port;
 mod spawn;
 mod supervise;
 mod validate;

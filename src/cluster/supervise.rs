@@ -65,6 +65,10 @@ pub(super) struct Slot {
     /// When the worker last showed its event loop runs (hello, ready, heartbeat).
     pub last_heartbeat: Instant,
     pub connections: u64,
+    /// With `--shared-port`: the socket its connections are handed over on.
+    pub handoff: Option<std::os::unix::net::UnixStream>,
+    /// New sessions handed to it since its last connection count.
+    pub routed_new: u64,
     started: Instant,
     backoff: Duration,
     restarts: VecDeque<Instant>,
@@ -83,6 +87,8 @@ impl Slot {
             ready: false,
             last_heartbeat: now,
             connections: 0,
+            handoff: None,
+            routed_new: 0,
             started: now,
             backoff: FIRST_BACKOFF,
             restarts: VecDeque::new(),
@@ -95,14 +101,22 @@ impl Primary {
     pub(super) fn start(&mut self, i: usize) -> std::io::Result<()> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         ours.set_nonblocking(true)?;
+        let handoff = match self.config.shared_port {
+            true => Some(std::os::unix::net::UnixStream::pair()?),
+            false => None,
+        };
         let mut child = self.command.spawn(
             i,
             self.config.workers,
             self.cpus[i],
             &self.listeners[i],
             &theirs,
+            handoff
+                .as_ref()
+                .map(|(_, theirs)| theirs as &dyn std::os::fd::AsRawFd),
         )?;
         drop(theirs);
+        let handoff = handoff.map(|(ours, _)| ours);
         let stream = tokio::net::UnixStream::from_std(ours)?;
         let (mut reader, sender) = IpcConnection::with_limits(
             stream,
@@ -122,6 +136,8 @@ impl Primary {
         slot.said_hello = false;
         slot.ready = false;
         slot.connections = 0;
+        slot.handoff = handoff;
+        slot.routed_new = 0;
         slot.started = now;
         slot.last_heartbeat = now;
         let generation = slot.generation;
@@ -208,6 +224,7 @@ impl Primary {
         slot.ready = false;
         // Frees its backlog once the socket closes, and relays nothing more to it.
         slot.sender = None;
+        slot.handoff = None;
         if let Some(kill) = &slot.kill {
             kill.notify_one();
         }
@@ -275,6 +292,7 @@ impl Primary {
         slot.sender = None;
         slot.kill = None;
         slot.connections = 0;
+        slot.handoff = None;
         self.send_others(
             worker,
             &Message::WorkerExited {

@@ -279,5 +279,27 @@ mod tests {
         };
         assert!(matches!(high.resolve(), Err(ConfigError::PortRange(..))));
         assert!(usable_cpus() >= 1);
+        // The shared port comes before the workers' own ports.
+        let fits = ClusterArgs {
+            workers: Some(2),
+            port: Some(65_534),
+            ..Default::default()
+        };
+        let c = fits.resolve().unwrap();
+        assert_eq!((c.worker_port(0), c.worker_port(1)), (65_534, 65_535));
+        let shared = ClusterArgs {
+            shared_port: Some(true),
+            ..fits
+        };
+        assert!(matches!(shared.resolve(), Err(ConfigError::PortRange(..))));
+        let shared = ClusterArgs {
+            port: Some(4000),
+            ..shared
+        };
+        let c = shared.resolve().unwrap();
+        assert_eq!(
+            (c.port, c.worker_port(0), c.worker_port(1)),
+            (4000, 4001, 4002)
+        );
     }
 }

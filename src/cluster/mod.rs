@@ -57,7 +57,7 @@ where
     F: FnOnce(WorkerContext) -> Fut,
     Fut: Future<Output = Result<axum::Router, BoxError>>,
 {
-    let config = match args.resolve() {
+    let mut config = match args.resolve() {
         Ok(c) => c,
         Err(err) => {
             eprintln!("rsio: {err}");
@@ -75,6 +75,7 @@ where
                 .ok()
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(config.workers);
+            config.shared_port = std::env::var_os(spawn::HANDOFF_ENV).is_some();
             let span = tracing::info_span!("worker", i = index);
             let _guard = span.enter();
             worker::run(index, count, config, app)

@@ -521,13 +521,18 @@ impl Primary {
             Route::Worker(w) if w < self.slots.len() && self.slots[w].handoff.is_some() => Some(w),
             _ => None,
         };
+        // A worker still starting reads its handoff socket once ready: only when no
+        // worker is ready.
         let target = owner.or_else(|| {
             (0..self.slots.len())
-                .filter(|&j| self.slots[j].ready && self.slots[j].handoff.is_some())
-                .min_by_key(|&j| self.slots[j].connections + self.slots[j].routed_new)
+                .filter(|&j| self.slots[j].handoff.is_some())
+                .min_by_key(|&j| {
+                    let slot = &self.slots[j];
+                    (!slot.ready, slot.connections + slot.routed_new)
+                })
         });
-        let Some(j) = target else {
-            // Every worker is (re)starting: the client retries.
+        let (Some(j), false) = (target, self.shutting_down) else {
+            // Every worker is gone, or the cluster drains: the client retries.
             let _ = std::io::Write::write_all(&mut &stream, shared_port::UNAVAILABLE);
             return;
         };

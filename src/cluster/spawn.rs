@@ -19,6 +19,9 @@ pub(crate) const HANDOFF_FD: RawFd = 5;
 /// Set in a worker's environment: its index. Its presence makes a process a worker.
 pub(crate) const WORKER_ENV: &str = "RSIO_WORKER_INDEX";
 pub(crate) const WORKERS_ENV: &str = "RSIO_WORKER_COUNT";
+/// Set in a worker's environment when it has a handoff socket on [`HANDOFF_FD`]: it
+/// decides, not the config the worker reads again (its file may have changed).
+pub(crate) const HANDOFF_ENV: &str = "RSIO_WORKER_HANDOFF";
 /// The CPU a worker pins itself to.
 pub(crate) const CPU_ENV: &str = "RSIO_WORKER_CPU";
 
@@ -69,6 +72,10 @@ impl WorkerCommand {
         match cpu {
             Some(cpu) => cmd.env(CPU_ENV, cpu.to_string()),
             None => cmd.env_remove(CPU_ENV),
+        };
+        match handoff {
+            Some(_) => cmd.env(HANDOFF_ENV, "1"),
+            None => cmd.env_remove(HANDOFF_ENV),
         };
         // Everything the child needs is computed here, before the fork: after it, only
         // async-signal-safe calls, and no allocation (another thread of the primary

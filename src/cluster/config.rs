@@ -14,7 +14,8 @@ pub struct ClusterArgs {
     /// Worker processes [default: the number of usable CPUs].
     #[arg(long, env = "RSIO_WORKERS")]
     pub workers: Option<usize>,
-    /// Base port: worker i serves port + i [default: 3000].
+    /// Base port: worker i serves port + i (port + 1 + i with `--shared-port`)
+    /// [default: 3000].
     #[arg(long, env = "RSIO_PORT")]
     pub port: Option<u16>,
     /// Address to listen on [default: 127.0.0.1].
@@ -55,9 +56,21 @@ pub struct ClusterArgs {
     /// a worker, a worker drains [default: 67108864].
     #[arg(long, env = "RSIO_MAX_IPC_BACKLOG_BYTES")]
     pub max_ipc_backlog_bytes: Option<usize>,
+    /// One address for every worker: the primary accepts on `--port` and hands
+    /// each connection to the worker that owns its session (a new session to the
+    /// least-loaded worker); the workers keep their own ports, port + 1 + i
+    /// [default: false].
+    #[arg(
+        long,
+        env = "RSIO_SHARED_PORT",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub shared_port: Option<bool>,
     /// A TOML file with the same keys (`workers`, `port`, `host`, `log_level`, `pin`,
     /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`, `trust_proxy`,
-    /// `max_ipc_backlog_bytes`).
+    /// `max_ipc_backlog_bytes`, `shared_port`).
     #[arg(long, env = "RSIO_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -83,6 +96,7 @@ struct FileConfig {
     max_send_queue_bytes: Option<usize>,
     trust_proxy: Option<bool>,
     max_ipc_backlog_bytes: Option<usize>,
+    shared_port: Option<bool>,
 }
 
 /// The resolved options.
@@ -103,6 +117,9 @@ pub struct ClusterConfig {
     pub trust_proxy: bool,
     /// Bound on one ipc connection's backlog (see `--max-ipc-backlog-bytes`).
     pub max_ipc_backlog_bytes: usize,
+    /// The primary accepts on `port` and hands connections to the workers, which
+    /// serve `port + 1 + i` themselves (see `--shared-port`).
+    pub shared_port: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +132,13 @@ pub enum ConfigError {
     NoWorkers,
     #[error("ports {0}..{1} do not fit below 65536")]
     PortRange(u16, usize),
+}
+
+impl ClusterConfig {
+    /// The port worker `index` serves itself.
+    pub fn worker_port(&self, index: usize) -> u16 {
+        self.port + index as u16 + u16::from(self.shared_port)
+    }
 }
 
 impl ClusterArgs {
@@ -132,8 +156,10 @@ impl ClusterArgs {
             return Err(ConfigError::NoWorkers);
         }
         let port = self.port.or(file.port).unwrap_or(3000);
-        if port as usize + workers > 65_536 {
-            return Err(ConfigError::PortRange(port, port as usize + workers));
+        let shared_port = self.shared_port.or(file.shared_port).unwrap_or(false);
+        let last = port as usize + workers + usize::from(shared_port);
+        if last > 65_536 {
+            return Err(ConfigError::PortRange(port, last));
         }
         Ok(ClusterConfig {
             workers,
@@ -171,6 +197,7 @@ impl ClusterArgs {
                 .max_ipc_backlog_bytes
                 .or(file.max_ipc_backlog_bytes)
                 .unwrap_or(rsio_ipc::DEFAULT_MAX_QUEUED_BYTES),
+            shared_port,
         })
     }
 }
@@ -252,5 +279,27 @@ mod tests {
         };
         assert!(matches!(high.resolve(), Err(ConfigError::PortRange(..))));
         assert!(usable_cpus() >= 1);
+        // The shared port comes before the workers' own ports.
+        let fits = ClusterArgs {
+            workers: Some(2),
+            port: Some(65_534),
+            ..Default::default()
+        };
+        let c = fits.resolve().unwrap();
+        assert_eq!((c.worker_port(0), c.worker_port(1)), (65_534, 65_535));
+        let shared = ClusterArgs {
+            shared_port: Some(true),
+            ..fits
+        };
+        assert!(matches!(shared.resolve(), Err(ConfigError::PortRange(..))));
+        let shared = ClusterArgs {
+            port: Some(4000),
+            ..shared
+        };
+        let c = shared.resolve().unwrap();
+        assert_eq!(
+            (c.port, c.worker_port(0), c.worker_port(1)),
+            (4000, 4001, 4002)
+        );
     }
 }

@@ -37,6 +37,7 @@ mod notify;
 mod primary;
 mod reload;
 mod sessions;
+mod shared_port;
 mod spawn;
 mod supervise;
 mod validate;
@@ -59,7 +60,7 @@ where
     F: FnOnce(WorkerContext) -> Fut,
     Fut: Future<Output = Result<axum::Router, BoxError>>,
 {
-    let config = match args.resolve() {
+    let mut config = match args.resolve() {
         Ok(c) => c,
         Err(err) => {
             eprintln!("rsio: {err}");
@@ -77,6 +78,7 @@ where
                 .ok()
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(config.workers);
+            config.shared_port = std::env::var_os(spawn::HANDOFF_ENV).is_some();
             let span = tracing::info_span!("worker", i = index);
             let _guard = span.enter();
             worker::run(index, count, config, app)

@@ -26,6 +26,7 @@ use super::{
     listen_fds, notify,
     reload::Reload,
     sessions::SessionStore,
+    shared_port::{self, Route},
     spawn::{allowed_cpus, WorkerCommand},
     supervise::{Slot, LIVENESS_EVERY},
     validate,
@@ -60,6 +61,11 @@ pub(super) enum Event {
     },
     Restart {
         worker: usize,
+    },
+    /// A connection to the shared port, its request line read.
+    Route {
+        stream: std::net::TcpStream,
+        route: Route,
     },
 }
 
@@ -120,11 +126,23 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         }
     };
     let mut listeners = Vec::with_capacity(config.workers);
+    let mut shared = None;
+    if config.shared_port {
+        let addr = SocketAddr::new(config.host, config.port);
+        match bind(addr).and_then(tokio::net::TcpListener::from_std) {
+            Ok(l) => shared = Some(l),
+            Err(err) => {
+                error!(target: "cluster", "cannot listen on {addr}: {err}");
+                notify::status(&format!("cannot listen on {addr}: {err}"));
+                return ExitCode::from(EXIT_BIND);
+            }
+        }
+    }
     // Listeners kept by systemd across a restart (or a socket unit's) are taken
     // back rather than bound: their accept queues never closed.
     let mut inherited = listen_fds::Inherited::from_env();
     for i in 0..config.workers {
-        let port = config.port + i as u16;
+        let port = config.worker_port(i);
         let addr = SocketAddr::new(config.host, port);
         let listener = match inherited.take(port) {
             Some(l) => {
@@ -165,11 +183,15 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         std::process::id(),
         config.workers,
         allowed.len().max(1),
-        config.port,
-        config.port as usize + config.workers - 1
+        config.worker_port(0),
+        config.worker_port(config.workers - 1)
     );
     let (events, mut rx) = mpsc::unbounded_channel();
     let (mut inbox, readers) = Inbox::new();
+    if let Some(listener) = shared {
+        info!(target: "cluster", "shared port {}: the primary hands connections to the workers", config.port);
+        tokio::spawn(shared_port::accept_loop(listener, events.clone()));
+    }
     let now = Instant::now();
     let mut primary = Primary {
         slots: (0..config.workers).map(|_| Slot::new(now)).collect(),
@@ -343,6 +365,10 @@ impl Primary {
                 generation,
                 status,
             } if self.slots[worker].generation == generation => self.on_exit(worker, &status),
+            Event::Route { stream, route } => {
+                self.route(stream, route);
+                None
+            }
             Event::Restart { worker } => {
                 if !self.shutting_down && !self.slots[worker].alive {
                     if let Err(err) = self.start(worker) {
@@ -385,18 +411,29 @@ impl Primary {
                 let slot = &mut self.slots[worker];
                 slot.ready = true;
                 slot.last_heartbeat = Instant::now();
-                let port = self.config.port as usize + worker;
+                let port = self.config.worker_port(worker);
                 info!(target: "cluster", "worker {worker} (pid {}) listening on http://{}:{port}", slot.pid, self.config.host);
                 if !self.announced_ready && self.slots.iter().all(|s| s.ready) {
                     self.announced_ready = true;
-                    let last = self.config.port as usize + self.slots.len() - 1;
-                    info!(target: "cluster", "ready: http://{}:{}..{last} ({} workers)", self.config.host, self.config.port, self.slots.len());
+                    let (first, last) = (
+                        self.config.worker_port(0),
+                        self.config.worker_port(self.slots.len() - 1),
+                    );
+                    if self.config.shared_port {
+                        info!(target: "cluster", "ready: http://{}:{} shared by {} workers (their own ports {first}..{last})", self.config.host, self.config.port, self.slots.len());
+                    } else {
+                        info!(target: "cluster", "ready: http://{}:{first}..{last} ({} workers)", self.config.host, self.slots.len());
+                    }
                     notify::ready(&self.status_line());
                 } else {
                     self.report_status();
                 }
             }
-            Message::Stats { connections } => self.slots[worker].connections = *connections,
+            Message::Stats { connections } => {
+                let slot = &mut self.slots[worker];
+                slot.connections = *connections;
+                slot.routed_new = 0;
+            }
             Message::RoomInterest { nsp, room, present } => {
                 self.interest.set(worker, nsp, room, *present)
             }
@@ -511,6 +548,45 @@ impl Primary {
                 }
             }
         }
+    }
+
+    /// Hands a connection of the shared port to its worker: the one its sid names,
+    /// else the least-loaded ready worker (connections at its last report, plus the
+    /// new sessions sent to it since).
+    fn route(&mut self, stream: std::net::TcpStream, route: Route) {
+        use std::os::fd::AsRawFd;
+        let owner = match route {
+            Route::Worker(w) if w < self.slots.len() && self.slots[w].handoff.is_some() => Some(w),
+            _ => None,
+        };
+        // A worker still starting reads its handoff socket once ready: only when no
+        // worker is ready.
+        let target = owner.or_else(|| {
+            (0..self.slots.len())
+                .filter(|&j| self.slots[j].handoff.is_some())
+                .min_by_key(|&j| {
+                    let slot = &self.slots[j];
+                    (!slot.ready, slot.connections + slot.routed_new)
+                })
+        });
+        let (Some(j), false) = (target, self.shutting_down) else {
+            // Every worker is gone, or the cluster drains: the client retries.
+            let _ = std::io::Write::write_all(&mut &stream, shared_port::UNAVAILABLE);
+            return;
+        };
+        let slot = &mut self.slots[j];
+        let Some(handoff) = &slot.handoff else { return };
+        match shared_port::send_fd(handoff.as_raw_fd(), stream.as_raw_fd()) {
+            Ok(()) => {
+                if owner.is_none() {
+                    slot.routed_new += 1;
+                }
+            }
+            Err(err) => {
+                warn!(target: "cluster", worker = j, "cannot hand a connection over: {err}")
+            }
+        }
+        // Our copy closes here; the worker's stays open.
     }
 
     pub(super) fn begin_shutdown(&mut self) {

@@ -109,7 +109,7 @@ impl Primary {
             | Event::Exited {
                 worker, generation, ..
             } => (*worker, *generation),
-            Event::Restart { .. } => return None,
+            Event::Restart { .. } | Event::Route { .. } => return None,
         };
         let slot = &self.slots[worker];
         if slot.incoming.as_ref().map(|p| p.generation) == Some(generation) {
@@ -158,7 +158,7 @@ impl Primary {
                     self.reload_failed(i, format_args!("it exited before it was ready: {status}"));
                 }
             }
-            Event::Restart { .. } => {}
+            Event::Restart { .. } | Event::Route { .. } => {}
         }
     }
 
@@ -221,7 +221,7 @@ impl Primary {
                     self.reload_slot(i + 1);
                 }
             }
-            Event::Restart { .. } => {}
+            Event::Restart { .. } | Event::Route { .. } => {}
         }
     }
 

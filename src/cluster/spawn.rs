@@ -14,9 +14,14 @@ use std::{
 pub(crate) const LISTEN_FD: RawFd = 3;
 /// The descriptor a worker finds its ipc socket on.
 pub(crate) const IPC_FD: RawFd = 4;
+/// With `--shared-port`, the descriptor a worker receives handed-off connections on.
+pub(crate) const HANDOFF_FD: RawFd = 5;
 /// Set in a worker's environment: its index. Its presence makes a process a worker.
 pub(crate) const WORKER_ENV: &str = "RSIO_WORKER_INDEX";
 pub(crate) const WORKERS_ENV: &str = "RSIO_WORKER_COUNT";
+/// Set in a worker's environment when it has a handoff socket on [`HANDOFF_FD`]: it
+/// decides, not the config the worker reads again (its file may have changed).
+pub(crate) const HANDOFF_ENV: &str = "RSIO_WORKER_HANDOFF";
 /// The CPU a worker pins itself to.
 pub(crate) const CPU_ENV: &str = "RSIO_WORKER_CPU";
 
@@ -54,8 +59,9 @@ impl WorkerCommand {
         })
     }
 
-    /// Spawns worker `index` of `count` with `listener` on fd 3 and `ipc` on fd 4.
-    /// It gets SIGTERM if the spawning thread (the primary's main thread) dies.
+    /// Spawns worker `index` of `count` with `listener` on fd 3, `ipc` on fd 4 and
+    /// `handoff` (if any) on fd 5. It gets SIGTERM if the spawning thread (the
+    /// primary's main thread) dies.
     pub(crate) fn spawn(
         &self,
         index: usize,
@@ -63,6 +69,7 @@ impl WorkerCommand {
         cpu: Option<usize>,
         listener: &impl AsRawFd,
         ipc: &impl AsRawFd,
+        handoff: Option<&dyn AsRawFd>,
     ) -> std::io::Result<tokio::process::Child> {
         let mut cmd = std::process::Command::new(&self.exe);
         cmd.args(&self.args)
@@ -76,12 +83,17 @@ impl WorkerCommand {
             Some(cpu) => cmd.env(CPU_ENV, cpu.to_string()),
             None => cmd.env_remove(CPU_ENV),
         };
+        match handoff {
+            Some(_) => cmd.env(HANDOFF_ENV, "1"),
+            None => cmd.env_remove(HANDOFF_ENV),
+        };
         // Everything the child needs is computed here, before the fork: after it, only
         // async-signal-safe calls, and no allocation (another thread of the primary
         // may have held the allocator's lock at the fork).
         let plan = ForkPlan {
             listen_fd: listener.as_raw_fd(),
             ipc_fd: ipc.as_raw_fd(),
+            handoff_fd: handoff.map_or(-1, |h| h.as_raw_fd()),
             parent: std::process::id() as libc::pid_t,
         };
         // SAFETY: `after_fork` makes only async-signal-safe calls and allocates nothing.
@@ -101,6 +113,8 @@ impl WorkerCommand {
 struct ForkPlan {
     listen_fd: RawFd,
     ipc_fd: RawFd,
+    /// -1: none.
+    handoff_fd: RawFd,
     /// The primary's pid: the child's parent, unless the primary died meanwhile.
     parent: libc::pid_t,
 }
@@ -110,20 +124,20 @@ struct ForkPlan {
 /// prctl, getppid) and no allocation, errors as raw errno values.
 ///
 /// # Safety
-/// Must run in a freshly forked child: it overwrites descriptors 3 and 4.
+/// Must run in a freshly forked child: it overwrites descriptors 3, 4 and 5.
 unsafe fn after_fork(plan: &ForkPlan) -> std::io::Result<()> {
-    // Move the ipc fd out of the way first if it sits on the listener's slot.
-    let ipc_src = if plan.ipc_fd == LISTEN_FD {
-        let moved = libc::fcntl(plan.ipc_fd, libc::F_DUPFD, 10);
-        if moved < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        moved
+    // Move the later sources out of the way first if they sit on an earlier target.
+    let ipc_src = out_of_the_way(plan.ipc_fd, LISTEN_FD..=LISTEN_FD)?;
+    let handoff_src = if plan.handoff_fd >= 0 {
+        out_of_the_way(plan.handoff_fd, LISTEN_FD..=IPC_FD)?
     } else {
-        plan.ipc_fd
+        -1
     };
     place_fd(plan.listen_fd, LISTEN_FD)?;
     place_fd(ipc_src, IPC_FD)?;
+    if handoff_src >= 0 {
+        place_fd(handoff_src, HANDOFF_FD)?;
+    }
     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -133,6 +147,21 @@ unsafe fn after_fork(plan: &ForkPlan) -> std::io::Result<()> {
         return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
     }
     Ok(())
+}
+
+/// `fd`, or a close-on-exec copy of it above 10 when it is in `taken`.
+unsafe fn out_of_the_way(
+    fd: RawFd,
+    taken: std::ops::RangeInclusive<RawFd>,
+) -> std::io::Result<RawFd> {
+    if !taken.contains(&fd) {
+        return Ok(fd);
+    }
+    let moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+    if moved < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(moved)
 }
 
 /// Puts `src` on `dst` without close-on-exec, so the child inherits it.
@@ -216,6 +245,7 @@ mod tests {
         let plan = ForkPlan {
             listen_fd: a.as_raw_fd(),
             ipc_fd: b.as_raw_fd(),
+            handoff_fd: b.as_raw_fd(),
             // No process is the parent of pid 0's child: the "primary exited" path.
             parent: 0,
         };

@@ -73,6 +73,10 @@ pub(super) struct Slot {
     /// When the worker last showed its event loop runs (hello, ready, heartbeat).
     pub last_heartbeat: Instant,
     pub connections: u64,
+    /// With `--shared-port`: the socket its connections are handed over on.
+    pub handoff: Option<std::os::unix::net::UnixStream>,
+    /// New sessions handed to it since its last connection count.
+    pub routed_new: u64,
     started: Instant,
     backoff: Duration,
     restarts: VecDeque<Instant>,
@@ -94,6 +98,8 @@ impl Slot {
             ready: false,
             last_heartbeat: now,
             connections: 0,
+            handoff: None,
+            routed_new: 0,
             started: now,
             backoff: FIRST_BACKOFF,
             restarts: VecDeque::new(),
@@ -113,6 +119,8 @@ impl Slot {
         self.connections = 0;
         self.started = process.since;
         self.last_heartbeat = process.last_heartbeat;
+        self.handoff = process.handoff;
+        self.routed_new = 0;
     }
 
     /// Takes the serving process out of this slot (a reload drains it).
@@ -133,6 +141,8 @@ impl Slot {
             said_hello: self.said_hello,
             since: now,
             last_heartbeat: now,
+            // A draining process gets no more connections.
+            handoff: self.handoff.take(),
         })
     }
 
@@ -153,6 +163,8 @@ pub(super) struct Process {
     /// When it was started (incoming) or told to drain (retiring).
     pub since: Instant,
     pub last_heartbeat: Instant,
+    /// With `--shared-port`: the socket its connections are handed over on.
+    pub handoff: Option<std::os::unix::net::UnixStream>,
 }
 
 impl Process {
@@ -172,14 +184,22 @@ impl Primary {
     pub(super) fn spawn_process(&mut self, i: usize) -> std::io::Result<Process> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
         ours.set_nonblocking(true)?;
+        let handoff = match self.config.shared_port {
+            true => Some(std::os::unix::net::UnixStream::pair()?),
+            false => None,
+        };
         let mut child = self.command.spawn(
             i,
             self.config.workers,
             self.cpus[i],
             &self.listeners[i],
             &theirs,
+            handoff
+                .as_ref()
+                .map(|(_, theirs)| theirs as &dyn std::os::fd::AsRawFd),
         )?;
         drop(theirs);
+        let handoff = handoff.map(|(ours, _)| ours);
         let stream = tokio::net::UnixStream::from_std(ours)?;
         let (reader, sender) = IpcConnection::with_limits(
             stream,
@@ -201,6 +221,7 @@ impl Primary {
             said_hello: false,
             since: now,
             last_heartbeat: now,
+            handoff,
         };
         // Read by the primary's inbox, in sweeps with every other worker's socket.
         let _ = self.readers.send(Reading {
@@ -263,6 +284,7 @@ impl Primary {
         slot.ready = false;
         // Frees its backlog once the socket closes, and relays nothing more to it.
         slot.sender = None;
+        slot.handoff = None;
         if let Some(kill) = &slot.kill {
             kill.notify_one();
         }
@@ -336,6 +358,7 @@ impl Primary {
         slot.sender = None;
         slot.kill = None;
         slot.connections = 0;
+        slot.handoff = None;
         self.send_others(
             worker,
             &Message::WorkerExited {

@@ -22,14 +22,14 @@ use tracing::{error, info, warn};
 use super::{
     config::ClusterConfig,
     spawn::{
-        allowed_cpus, pin_current_thread, unpin_current_thread, CPU_ENV, IPC_FD, LISTEN_FD,
-        WORKER_ENV,
+        allowed_cpus, pin_current_thread, unpin_current_thread, CPU_ENV, HANDOFF_FD, IPC_FD,
+        LISTEN_FD, WORKER_ENV,
     },
     BoxError,
 };
 use crate::{
     adapter::{Adapter, ClusterLink},
-    http::{serve, ServeConfig},
+    http::{serve_with_handoff, ServeConfig},
     server::{Server, ServerConfig},
 };
 
@@ -54,9 +54,15 @@ enum InheritedFdError {
     NotUnix { fd: RawFd },
 }
 
-/// Descriptor 3 must be a listening socket and 4 a Unix socket, as the primary passes them.
-fn check_inherited_fds() -> Result<(), InheritedFdError> {
-    for fd in [LISTEN_FD, IPC_FD] {
+/// Descriptor 3 must be a listening socket and 4 (and 5, behind a shared port) a
+/// Unix socket, as the primary passes them.
+fn check_inherited_fds(shared_port: bool) -> Result<(), InheritedFdError> {
+    let unix: &[RawFd] = if shared_port {
+        &[IPC_FD, HANDOFF_FD]
+    } else {
+        &[IPC_FD]
+    };
+    for &fd in [LISTEN_FD].iter().chain(unix) {
         // SAFETY: fstat on any descriptor number, into a zeroed struct it fills.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         if unsafe { libc::fstat(fd, &mut st) } != 0 {
@@ -82,18 +88,20 @@ fn check_inherited_fds() -> Result<(), InheritedFdError> {
     if res != 0 || listening == 0 {
         return Err(InheritedFdError::NotListening { fd: LISTEN_FD });
     }
-    // SAFETY: a socket (checked above); the address fits a sockaddr_storage.
-    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let res = unsafe {
-        libc::getsockname(
-            IPC_FD,
-            (&mut addr as *mut libc::sockaddr_storage).cast(),
-            &mut len,
-        )
-    };
-    if res != 0 || addr.ss_family as libc::c_int != libc::AF_UNIX {
-        return Err(InheritedFdError::NotUnix { fd: IPC_FD });
+    for &fd in unix {
+        // SAFETY: a socket (checked above); the address fits a sockaddr_storage.
+        let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        let res = unsafe {
+            libc::getsockname(
+                fd,
+                (&mut addr as *mut libc::sockaddr_storage).cast(),
+                &mut len,
+            )
+        };
+        if res != 0 || addr.ss_family as libc::c_int != libc::AF_UNIX {
+            return Err(InheritedFdError::NotUnix { fd });
+        }
     }
     Ok(())
 }
@@ -114,7 +122,7 @@ pub enum WorkerError {
 /// make the server whose broadcasts reach every worker.
 #[derive(Clone)]
 pub struct WorkerContext {
-    /// This worker's index, 0-based; it serves `config.port + index`.
+    /// This worker's index, 0-based; it serves [`WorkerContext::port`].
     pub index: usize,
     /// Workers in the cluster.
     pub count: usize,
@@ -170,9 +178,10 @@ impl WorkerContext {
         self.link.relayed()
     }
 
-    /// The port this worker serves.
+    /// The port this worker serves itself: `config.port + index`, or
+    /// `config.port + 1 + index` behind a shared port.
     pub fn port(&self) -> u16 {
-        self.config.port + self.index as u16
+        self.config.worker_port(self.index)
     }
 }
 
@@ -204,7 +213,7 @@ where
 {
     // Started by hand with the worker's environment, descriptors 3 and 4 may be
     // anything (a file, a terminal, nothing): refuse rather than use them.
-    if let Err(err) = check_inherited_fds() {
+    if let Err(err) = check_inherited_fds(config.shared_port) {
         // Not through `tracing`: the log filter could hide why the process exits.
         eprintln!("rsio: {err}");
         return ExitCode::from(EXIT_NOT_STARTED_BY_PRIMARY);
@@ -214,6 +223,14 @@ where
     // in this process owns them.
     let listener = unsafe { std::net::TcpListener::from_raw_fd(LISTEN_FD) };
     let ipc = unsafe { std::os::unix::net::UnixStream::from_raw_fd(IPC_FD) };
+    // SAFETY: as above, with `--shared-port` (checked: a Unix socket).
+    let handoff = config
+        .shared_port
+        .then(|| unsafe { std::os::unix::net::UnixStream::from_raw_fd(HANDOFF_FD) });
+    if config.shared_port {
+        // The primary routes a request by the worker its sid names.
+        crate::engine::sid::set_worker_tag(index);
+    }
     let cpus = allowed_cpus();
     if let Some(cpu) = std::env::var(CPU_ENV).ok().and_then(|c| c.parse().ok()) {
         if let Err(err) = pin_current_thread(cpu) {
@@ -232,7 +249,12 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run_async(index, count, config, listener, ipc, app)) {
+    let fds = Inherited {
+        listener,
+        ipc,
+        handoff,
+    };
+    match runtime.block_on(run_async(index, count, config, fds, app)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!(target: "cluster", "worker failed: {err}");
@@ -241,18 +263,29 @@ where
     }
 }
 
+/// The descriptors a worker gets from the primary.
+struct Inherited {
+    listener: std::net::TcpListener,
+    ipc: std::os::unix::net::UnixStream,
+    handoff: Option<std::os::unix::net::UnixStream>,
+}
+
 async fn run_async<F, Fut>(
     index: usize,
     count: usize,
     config: ClusterConfig,
-    listener: std::net::TcpListener,
-    ipc: std::os::unix::net::UnixStream,
+    fds: Inherited,
     app: F,
 ) -> Result<(), BoxError>
 where
     F: FnOnce(WorkerContext) -> Fut,
     Fut: Future<Output = Result<axum::Router, BoxError>>,
 {
+    let Inherited {
+        listener,
+        ipc,
+        handoff,
+    } = fds;
     listener.set_nonblocking(true)?;
     ipc.set_nonblocking(true)?;
     let (mut reader, sender) = IpcConnection::with_limits(
@@ -368,8 +401,14 @@ where
         max_connections: config.max_connections,
         ..ServeConfig::default()
     };
+    // Handed-off connections queue in the socketpair while this is full.
+    let handed = handoff.map(|sock| {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(super::shared_port::receive_loop(sock, tx));
+        rx
+    });
     let (served, ()) = tokio::join!(
-        serve(listener, router, serve_config, stop_accepting),
+        serve_with_handoff(listener, handed, router, serve_config, stop_accepting),
         close_sessions
     );
     served?;

@@ -267,7 +267,7 @@ impl<H: EngineHandler> Engine<H> {
             TransportKind::Polling => None,
         };
         let opened = tokio::time::Instant::now();
-        let sid = Sid::random();
+        let sid = Sid::for_session();
         let session = Arc::new(Session::new(
             sid,
             protocol,

@@ -4,4 +4,4 @@
 pub mod client_bundle;
 mod serve;
 
-pub use serve::{serve, ServeConfig, ServeError};
+pub use serve::{serve, serve_with_handoff, ServeConfig, ServeError};

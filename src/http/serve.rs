@@ -13,7 +13,11 @@ use std::{
 };
 
 use axum::{body::Body, extract::ConnectInfo, Router};
-use hyper::{body::Incoming, Request};
+use hyper::{
+    body::Incoming,
+    header::{HeaderValue, CONNECTION},
+    Request, StatusCode,
+};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
@@ -21,7 +25,7 @@ use hyper_util::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
 };
 use tower::ServiceExt;
 use tracing::{debug, warn};
@@ -66,6 +70,20 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    serve_with_handoff(listener, None, router, config, shutdown).await
+}
+
+/// [`serve`], also serving the connections that arrive on `handoff` (accepted
+/// elsewhere, e.g. by a cluster primary on a shared port). Their answers, but for
+/// a protocol switch, close the connection: its next request may belong to
+/// another process, which only the one that accepted it can tell.
+pub async fn serve_with_handoff(
+    listener: TcpListener,
+    mut handoff: Option<mpsc::Receiver<TcpStream>>,
+    router: Router,
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -77,10 +95,15 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, handed) = tokio::select! {
             _ = &mut shutdown => break,
+            stream = next_handed(&mut handoff) => match stream.peer_addr() {
+                Ok(peer) => (stream, peer, true),
+                // Closed by its client meanwhile.
+                Err(_) => continue,
+            },
             accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
+                Ok((stream, peer)) => (stream, peer, false),
                 Err(err) if is_transient(&err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn!(target: "http", "accept: {err}");
@@ -101,7 +124,12 @@ pub async fn serve(
             let router = router.clone();
             async move {
                 let res = router.oneshot(req.map(Body::new)).await;
-                Ok::<_, Infallible>(res.unwrap_or_else(|never| match never {}))
+                let mut res = res.unwrap_or_else(|never| match never {});
+                if handed && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    res.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(res)
             }
         });
         // The permit travels with the socket: an upgraded WebSocket outlives this
@@ -175,6 +203,18 @@ impl AsyncWrite for CountedStream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
+
+/// The next handed-off connection; never, without a handoff channel or once it
+/// closed.
+async fn next_handed(handoff: &mut Option<mpsc::Receiver<TcpStream>>) -> TcpStream {
+    if let Some(rx) = handoff {
+        if let Some(stream) = rx.recv().await {
+            return stream;
+        }
+        *handoff = None;
+    }
+    std::future::pending().await
 }
 
 async fn refuse_busy(mut stream: TcpStream) {

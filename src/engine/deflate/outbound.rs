@@ -127,12 +127,16 @@ mod tests {
     #[test]
     fn large_messages_are_compressed_once_and_small_ones_left() {
         let cfg = DeflateConfig::default();
-        let big = Bytes::from("42[\"x\",\"".to_owned() + &"abc".repeat(5000) + "\"]");
+        let big = Bytes::from(format!("4{}", "fragmented ".repeat(3000)));
         let Message::Frame(f1) = compress(Message::Binary(big.clone()), &cfg) else {
             panic!("not compressed");
         };
         assert!(f1.header().rsv1);
-        assert_eq!(inflate(f1.payload()), big);
+        assert!(
+            inflate(f1.payload()) == big,
+            "{}",
+            inflate(f1.payload()).len()
+        );
         let Message::Frame(f2) = compress(Message::Binary(big.clone()), &cfg) else {
             panic!("not compressed");
         };

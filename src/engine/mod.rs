@@ -4,7 +4,8 @@
 //! [`EngineHandler`] and sends the [`Frame`]s it is given.
 
 pub mod config;
-mod deflate;
+#[doc(hidden)]
+pub mod deflate;
 pub mod error;
 mod headers;
 mod heartbeat;

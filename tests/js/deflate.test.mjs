@@ -41,6 +41,14 @@ describe("permessage-deflate", () => {
     assert.ok(Buffer.from(binBack).equals(bin));
   });
 
+  it("an upgrade from polling negotiates it too", T, async () => {
+    const s = await connect(ctx.url);
+    if (s.io.engine.transport.name !== "websocket") await once(s.io.engine, "upgrade");
+    assert.match(wire(s).extensions, /permessage-deflate/);
+    const big = "upgraded ".repeat(10_000);
+    assert.ok((await call(s, "echo", big)) === big, "the echo is the message");
+  });
+
   it("many small messages in a row stay in order", T, async () => {
     const s = await connect(ctx.url, WS_ONLY);
     const got = [];

@@ -11,8 +11,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use axum::{routing::get, Router};
 use clap::Parser;
 use rsio::engine::{
-    AllowedOrigins, CloseReason, CookieOptions, CorsOptions, CorsOrigin, Engine, EngineConfig,
-    EngineHandler, Frame, Message, Session, Transports,
+    AllowedOrigins, CloseReason, CookieOptions, CorsOptions, CorsOrigin, DeflateConfig, Engine,
+    EngineConfig, EngineHandler, Frame, Message, Session, Transports,
 };
 use rsio::{
     parser::Args as SioArgs,
@@ -72,6 +72,11 @@ struct Args {
     /// the eio4 suite's invalid-`EIO` test then fails, as with Node.
     #[arg(long)]
     allow_eio3: bool,
+    /// permessage-deflate for WebSocket clients that offer it (Node's
+    /// `perMessageDeflate`), compressing messages of at least this many bytes
+    /// (1024 when given without a value).
+    #[arg(long, num_args = 0..=1, default_missing_value = "1024")]
+    per_message_deflate: Option<usize>,
 }
 
 /// Sends every message back unchanged.
@@ -153,6 +158,10 @@ fn engine_config(args: &Args) -> EngineConfig {
             .unwrap_or(EngineConfig::default().max_send_queue_bytes),
         trust_proxy: args.trust_proxy,
         allow_eio3: args.allow_eio3,
+        per_message_deflate: args.per_message_deflate.map(|threshold| DeflateConfig {
+            threshold,
+            ..DeflateConfig::default()
+        }),
         ..EngineConfig::default()
     }
 }

@@ -20,6 +20,7 @@ use clap::Parser;
 use rsio::{
     adapter::{RedisStreams, RedisStreamsConfig},
     cluster::{ClusterArgs, WorkerContext},
+    engine::DeflateConfig,
     server::Server,
 };
 
@@ -35,6 +36,11 @@ struct Cli {
     /// Accept Socket.IO v2 clients (Engine.IO v3), as Node's `allowEIO3`.
     #[arg(long)]
     allow_eio3: bool,
+    /// permessage-deflate for WebSocket clients that offer it (Node's
+    /// `perMessageDeflate`), compressing messages of at least this many bytes
+    /// (1024 when given without a value).
+    #[arg(long, num_args = 0..=1, default_missing_value = "1024")]
+    per_message_deflate: Option<usize>,
     /// One process, member of a Redis Streams cluster with Node servers
     /// (`@socket.io/redis-streams-adapter`): `redis://127.0.0.1:6379`.
     #[arg(long, value_name = "URL")]
@@ -51,9 +57,11 @@ fn main() -> ExitCode {
     if cli.cluster {
         let recovery = cli.recovery;
         let allow_eio3 = cli.allow_eio3;
+        let deflate = deflate_config(cli.per_message_deflate);
         return rsio::cluster::run(&cli.options, move |worker: WorkerContext| async move {
             let mut config = app::server_config();
             config.engine.allow_eio3 = allow_eio3;
+            config.engine.per_message_deflate = deflate;
             if !recovery {
                 config.connection_state_recovery = None;
             }
@@ -75,6 +83,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--per-message-deflate [threshold]` as the engine option.
+fn deflate_config(threshold: Option<usize>) -> Option<DeflateConfig> {
+    threshold.map(|threshold| DeflateConfig {
+        threshold,
+        ..DeflateConfig::default()
+    })
+}
+
 fn single(cli: Cli) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -91,6 +107,7 @@ fn single(cli: Cli) -> anyhow::Result<()> {
                 let redis = RedisStreams::new(url, RedisStreamsConfig::default())?;
                 let mut config = app::server_config();
                 config.engine.allow_eio3 = cli.allow_eio3;
+                config.engine.per_message_deflate = deflate_config(cli.per_message_deflate);
                 let io = Server::with_adapter(config, redis.factory());
                 redis.attach(&io);
                 app::install(&io, Some(0));
@@ -103,6 +120,7 @@ fn single(cli: Cli) -> anyhow::Result<()> {
             None => {
                 let mut config = app::server_config();
                 config.engine.allow_eio3 = cli.allow_eio3;
+                config.engine.per_message_deflate = deflate_config(cli.per_message_deflate);
                 let io = Server::new(config);
                 app::install(&io, None);
                 io

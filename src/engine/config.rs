@@ -142,6 +142,26 @@ pub type AllowRequestFuture = Pin<Box<dyn Future<Output = Result<(), String>> + 
 /// Node's `allowRequest(req, callback)`: runs for every request without a sid.
 pub type AllowRequest = Arc<dyn Fn(&Parts) -> AllowRequestFuture + Send + Sync>;
 
+/// permessage-deflate (RFC 7692) on the WebSocket transport, Node's
+/// `perMessageDeflate`. The server never keeps its compression context between
+/// messages, so a broadcast is compressed once for every recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateConfig {
+    /// Messages smaller than this many bytes are sent uncompressed.
+    pub threshold: usize,
+    /// zlib compression level, 0 (none) to 9 (smallest); Node's default is 6.
+    pub level: u32,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        DeflateConfig {
+            threshold: 1024,
+            level: 6,
+        }
+    }
+}
+
 /// Engine.IO options. Field names follow Node's option names in snake case.
 #[derive(Clone)]
 pub struct EngineConfig {
@@ -179,6 +199,9 @@ pub struct EngineConfig {
     /// Accept Engine.IO v3 clients (Socket.IO v2 clients), as Node's `allowEIO3`:
     /// any `EIO` other than `4` is then served as v3.
     pub allow_eio3: bool,
+    /// permessage-deflate for WebSocket clients that offer it; `None` (the
+    /// default, as in Node) never compresses.
+    pub per_message_deflate: Option<DeflateConfig>,
 }
 
 impl Default for EngineConfig {
@@ -201,6 +224,7 @@ impl Default for EngineConfig {
             max_send_queue_bytes: 16 << 20,
             trust_proxy: false,
             allow_eio3: false,
+            per_message_deflate: None,
         }
     }
 }
@@ -228,6 +252,7 @@ impl std::fmt::Debug for EngineConfig {
             .field("max_send_queue_bytes", &self.max_send_queue_bytes)
             .field("trust_proxy", &self.trust_proxy)
             .field("allow_eio3", &self.allow_eio3)
+            .field("per_message_deflate", &self.per_message_deflate)
             .finish()
     }
 }

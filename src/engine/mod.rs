@@ -4,6 +4,8 @@
 //! [`EngineHandler`] and sends the [`Frame`]s it is given.
 
 pub mod config;
+#[doc(hidden)]
+pub mod deflate;
 pub mod error;
 mod headers;
 mod heartbeat;
@@ -21,8 +23,8 @@ pub mod sid;
 mod websocket;
 
 pub use config::{
-    AllowRequest, AllowedOrigins, CookieOptions, CorsOptions, CorsOrigin, EngineConfig,
-    EngineConfigError, Transports,
+    AllowRequest, AllowedOrigins, CookieOptions, CorsOptions, CorsOrigin, DeflateConfig,
+    EngineConfig, EngineConfigError, Transports,
 };
 pub use error::RequestError;
 pub use headers::RequestHeaders;

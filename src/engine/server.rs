@@ -263,7 +263,10 @@ impl<H: EngineHandler> Engine<H> {
         // A WebSocket handshake is answered with 101 before the session exists,
         // so check it can be upgraded first.
         let on_upgrade = match transport {
-            TransportKind::WebSocket => Some(super::websocket::prepare(&mut req)?),
+            TransportKind::WebSocket => Some(super::websocket::prepare(
+                &mut req,
+                self.config.per_message_deflate.is_some(),
+            )?),
             TransportKind::Polling => None,
         };
         let opened = tokio::time::Instant::now();
@@ -285,12 +288,21 @@ impl<H: EngineHandler> Engine<H> {
             frames.push(Frame::message(initial));
         }
         match on_upgrade {
-            Some((accept_key, on_upgrade)) => {
+            Some(prepared) => {
                 session.send_all(frames);
                 self.handler.on_open(&session);
                 let beat = super::heartbeat::Heartbeat::new(&self.config, opened, session.is_v3());
-                super::websocket::spawn_transport(self.clone(), session, on_upgrade, Some(beat));
-                Ok(super::websocket::switching_protocols(&accept_key))
+                super::websocket::spawn_transport(
+                    self.clone(),
+                    session,
+                    prepared.on_upgrade,
+                    Some(beat),
+                    prepared.deflate.is_some(),
+                );
+                Ok(super::websocket::switching_protocols(
+                    &prepared.accept,
+                    prepared.deflate,
+                ))
             }
             None => {
                 tokio::spawn(super::heartbeat::run(self.clone(), session.clone(), opened));

@@ -18,6 +18,7 @@ use futures_util::{
 use http::{header, HeaderValue, Method, Request, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::{
     tungstenite::{
         error::{CapacityError, Error as WsError},
@@ -30,6 +31,7 @@ use tokio_tungstenite::{
 use tracing::debug;
 
 use super::{
+    deflate::{DeflateError, DeflateIo},
     error::RequestError,
     heartbeat::Heartbeat,
     packet::{Frame, Packet},
@@ -39,7 +41,24 @@ use super::{
     session::{CloseReason, Protocol, Session, TransportKind, Upgrade},
 };
 
-type Ws = WebSocketStream<ScratchReader<TokioIo<hyper::upgrade::Upgraded>>>;
+/// The upgraded connection, read through the thread's scratch buffer.
+type Io = ScratchReader<TokioIo<hyper::upgrade::Upgraded>>;
+type Ws<S = Io> = WebSocketStream<S>;
+
+/// The I/O under tungstenite: plain, or inflating compressed messages. A type
+/// rather than a flag, so a connection without deflate has none of its state.
+pub(crate) trait WsIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether permessage-deflate was negotiated.
+    const DEFLATE: bool;
+}
+
+impl WsIo for Io {
+    const DEFLATE: bool = false;
+}
+
+impl WsIo for DeflateIo<Io> {
+    const DEFLATE: bool = true;
+}
 
 pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
     req.method() == Method::GET
@@ -50,8 +69,17 @@ pub(crate) fn is_upgrade_request<B>(req: &Request<B>) -> bool {
             .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Checks the WebSocket handshake headers and takes the connection's upgrade handle.
-pub(crate) fn prepare(req: &mut Request<Body>) -> Result<(String, OnUpgrade), RequestError> {
+/// A checked WebSocket handshake: the accept key, the connection's upgrade
+/// handle, and the permessage-deflate answer if it was negotiated.
+pub(crate) struct Prepared {
+    pub accept: String,
+    pub on_upgrade: OnUpgrade,
+    pub deflate: Option<HeaderValue>,
+}
+
+/// Checks the WebSocket handshake headers, negotiates permessage-deflate when
+/// `deflate` is on, and takes the connection's upgrade handle.
+pub(crate) fn prepare(req: &mut Request<Body>, deflate: bool) -> Result<Prepared, RequestError> {
     let version_ok = req
         .headers()
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -62,10 +90,17 @@ pub(crate) fn prepare(req: &mut Request<Body>) -> Result<(String, OnUpgrade), Re
         .filter(|_| version_ok)
         .ok_or(RequestError::BadRequest)?;
     let accept = derive_accept_key(key.as_bytes());
-    Ok((accept, hyper::upgrade::on(req)))
+    let deflate = deflate
+        .then(|| super::deflate::negotiate(req.headers()))
+        .flatten();
+    Ok(Prepared {
+        accept,
+        on_upgrade: hyper::upgrade::on(req),
+        deflate,
+    })
 }
 
-pub(crate) fn switching_protocols(accept_key: &str) -> Response {
+pub(crate) fn switching_protocols(accept_key: &str, deflate: Option<HeaderValue>) -> Response {
     let mut res = Response::new(Body::empty());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = res.headers_mut();
@@ -73,6 +108,9 @@ pub(crate) fn switching_protocols(accept_key: &str) -> Response {
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     if let Ok(v) = HeaderValue::from_str(accept_key) {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if let Some(v) = deflate {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, v);
     }
     res
 }
@@ -86,7 +124,12 @@ pub(crate) fn upgrade_session<H: EngineHandler>(
     if !engine.config.allow_upgrades {
         return Err(RequestError::BadRequest);
     }
-    let (accept, on_upgrade) = prepare(&mut req)?;
+    let deflate_on = engine.config.per_message_deflate.is_some();
+    let Prepared {
+        accept,
+        on_upgrade,
+        deflate,
+    } = prepare(&mut req, deflate_on)?;
     {
         let mut st = session.lock();
         if st.transport != TransportKind::Polling || st.upgrade != Upgrade::None {
@@ -106,12 +149,13 @@ pub(crate) fn upgrade_session<H: EngineHandler>(
                     let _ = tokio::time::timeout(timeout, ws.close(None)).await;
                 }
             });
-            return Ok(switching_protocols(&accept));
+            // Closed at once: no extension to run on it.
+            return Ok(switching_protocols(&accept, None));
         }
         st.upgrade = Upgrade::Claimed;
     }
-    spawn_transport(engine.clone(), session, on_upgrade, None);
-    Ok(switching_protocols(&accept))
+    spawn_transport(engine.clone(), session, on_upgrade, None, deflate.is_some());
+    Ok(switching_protocols(&accept, deflate))
 }
 
 /// tungstenite's read buffer, allocated per connection and kept while it is
@@ -132,13 +176,36 @@ fn ws_config(max_message: usize) -> WebSocketConfig {
 /// Runs the WebSocket of `session`: a new session's own (`beat` is its
 /// heartbeat, served by this task), or an upgrade of a polling session
 /// (`beat` is `None`: its heartbeat task keeps running).
+/// With `deflate`, compressed messages are inflated on the way in and large
+/// ones compressed on the way out.
 pub(crate) fn spawn_transport<H: EngineHandler>(
     engine: Arc<Engine<H>>,
     session: Arc<Session<H::Data>>,
     on_upgrade: OnUpgrade,
-    mut beat: Option<Heartbeat>,
+    beat: Option<Heartbeat>,
+    deflate: bool,
 ) {
-    tokio::spawn(async move {
+    // Two task types: a connection without deflate keeps the smaller one.
+    if deflate {
+        tokio::spawn(transport(engine, session, on_upgrade, beat, |io, max| {
+            DeflateIo::new(io, max)
+        }));
+    } else {
+        tokio::spawn(transport(engine, session, on_upgrade, beat, |io, _| io));
+    }
+}
+
+/// The task of [`spawn_transport`]; `wrap` makes the I/O under tungstenite.
+/// An `async move` block, as `run`, so its arguments are kept once.
+#[allow(clippy::manual_async_fn)]
+fn transport<H: EngineHandler, S: WsIo>(
+    engine: Arc<Engine<H>>,
+    session: Arc<Session<H::Data>>,
+    on_upgrade: OnUpgrade,
+    mut beat: Option<Heartbeat>,
+    wrap: impl FnOnce(Io, usize) -> S + Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
         // Owns the session for this task: see `SessionTask` (its fields are used
         // in place, not through locals, which would cost every connection's task).
         let task = SessionTask::new(engine, session, beat.is_some());
@@ -158,8 +225,12 @@ pub(crate) fn spawn_transport<H: EngineHandler>(
         let config = ws_config(task.engine.config.max_http_buffer_size);
         // Boxed: its nested futures hold the stream and the config four times
         // over, and in this task's state that space would last the connection.
-        let mut ws = Box::pin(WebSocketStream::from_raw_socket(
+        let io = wrap(
             ScratchReader::new(TokioIo::new(upgraded)),
+            task.engine.config.max_http_buffer_size,
+        );
+        let mut ws = Box::pin(WebSocketStream::from_raw_socket(
+            io,
             Role::Server,
             Some(config),
         ))
@@ -172,14 +243,14 @@ pub(crate) fn spawn_transport<H: EngineHandler>(
         // By reference: an async fn keeps its by-value arguments twice (as
         // arguments and as locals), and this task lives as long as the client.
         run(&task.engine, &task.session, &mut ws, &mut beat).await;
-    });
+    }
 }
 
 /// `2probe` → `3probe`, then `5`: returns whether the upgrade completed.
-async fn run_probe<H: EngineHandler>(
+async fn run_probe<H: EngineHandler, S: WsIo>(
     engine: &Engine<H>,
     session: &Session<H::Data>,
-    ws: &mut Ws,
+    ws: &mut Ws<S>,
 ) -> bool {
     let deadline = tokio::time::sleep(engine.config.upgrade_timeout);
     tokio::pin!(deadline);
@@ -274,9 +345,9 @@ impl Reader {
 
     /// The next message if one can be read now; `Pending` leaves the read
     /// side registered to wake this reader (and, if given, the task).
-    fn poll_next(
+    fn poll_next<S: WsIo>(
         &self,
-        ws: &mut Ws,
+        ws: &mut Ws<S>,
         task: Option<&Waker>,
     ) -> Poll<Option<Result<WsMessage, WsError>>> {
         if let Some(task) = task {
@@ -332,6 +403,15 @@ fn on_control<D>(
             *close_code = Some(CloseCode::Size);
             session.terminate(CloseReason::TransportError);
         }
+        Some(Err(WsError::Io(err))) if deflate_error(&err).is_some() => {
+            debug!(target: "engine:ws", sid = %session.sid(), "websocket error: {err}");
+            *close_code = deflate_error(&err).map(|err| match err {
+                DeflateError::TooLarge => CloseCode::Size,
+                DeflateError::Invalid => CloseCode::Invalid,
+                DeflateError::Protocol => CloseCode::Protocol,
+            });
+            session.terminate(CloseReason::TransportError);
+        }
         Some(Err(err)) => {
             debug!(target: "engine:ws", sid = %session.sid(), "websocket error: {err}");
             match err {
@@ -345,9 +425,15 @@ fn on_control<D>(
     }
 }
 
+/// The refusal of a compressed message, if that is what `err` is.
+fn deflate_error(err: &std::io::Error) -> Option<DeflateError> {
+    err.get_ref()?.downcast_ref::<DeflateError>().copied()
+}
+
 /// Sends `frames` (taking them from the front as they go), then flushes.
-fn write_frames(
-    ws: &mut Ws,
+fn write_frames<H: EngineHandler, S: WsIo>(
+    engine: &Engine<H>,
+    ws: &mut Ws<S>,
     frames: &mut VecDeque<Frame>,
     protocol: Protocol,
     cx: &mut Context<'_>,
@@ -358,7 +444,12 @@ fn write_frames(
         }
         ready!(ws.poll_ready_unpin(cx))?;
         if let Some(frame) = frames.pop_front() {
-            ws.start_send_unpin(to_ws(frame, protocol))?;
+            let msg = to_ws(frame, protocol);
+            let msg = match &engine.config.per_message_deflate {
+                Some(cfg) if S::DEFLATE => super::deflate::compress(msg, cfg),
+                _ => msg,
+            };
+            ws.start_send_unpin(msg)?;
         }
     }
 }
@@ -370,10 +461,10 @@ fn write_frames(
 /// would be kept twice in its state (as arguments and as locals), for the
 /// life of the connection.
 #[allow(clippy::manual_async_fn)]
-fn run<'a, H: EngineHandler>(
+fn run<'a, H: EngineHandler, S: WsIo>(
     engine: &'a Engine<H>,
     session: &'a Arc<Session<H::Data>>,
-    ws: &'a mut Ws,
+    ws: &'a mut Ws<S>,
     beat: &'a mut Option<Heartbeat>,
 ) -> impl std::future::Future<Output = ()> + Send + 'a {
     async move {
@@ -401,7 +492,7 @@ fn run<'a, H: EngineHandler>(
                 // task's state, which every idle connection keeps (184 bytes as a block).
                 let protocol = session.protocol();
                 let mut write =
-                    std::future::poll_fn(|cx| write_frames(ws, &mut frames, protocol, cx));
+                    std::future::poll_fn(|cx| write_frames(engine, ws, &mut frames, protocol, cx));
                 // A client that stops reading blocks the write; the session may end
                 // meanwhile (ping timeout, queue bound, server close): stop waiting then.
                 let written = loop {

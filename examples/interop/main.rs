@@ -35,6 +35,9 @@ struct Cli {
     /// Accept Socket.IO v2 clients (Engine.IO v3), as Node's `allowEIO3`.
     #[arg(long)]
     allow_eio3: bool,
+    /// Packet format: `msgpack` for clients with socket.io-msgpack-parser.
+    #[arg(long, default_value = "default", value_parser = ["default", "msgpack"])]
+    parser: String,
     /// One process, member of a Redis Streams cluster with Node servers
     /// (`@socket.io/redis-streams-adapter`): `redis://127.0.0.1:6379`.
     #[arg(long, value_name = "URL")]
@@ -51,9 +54,11 @@ fn main() -> ExitCode {
     if cli.cluster {
         let recovery = cli.recovery;
         let allow_eio3 = cli.allow_eio3;
+        let parser = app::parser(&cli.parser);
         return rsio::cluster::run(&cli.options, move |worker: WorkerContext| async move {
             let mut config = app::server_config();
             config.engine.allow_eio3 = allow_eio3;
+            config.parser = parser;
             if !recovery {
                 config.connection_state_recovery = None;
             }
@@ -91,6 +96,7 @@ fn single(cli: Cli) -> anyhow::Result<()> {
                 let redis = RedisStreams::new(url, RedisStreamsConfig::default())?;
                 let mut config = app::server_config();
                 config.engine.allow_eio3 = cli.allow_eio3;
+                config.parser = app::parser(&cli.parser);
                 let io = Server::with_adapter(config, redis.factory());
                 redis.attach(&io);
                 app::install(&io, Some(0));
@@ -103,6 +109,7 @@ fn single(cli: Cli) -> anyhow::Result<()> {
             None => {
                 let mut config = app::server_config();
                 config.engine.allow_eio3 = cli.allow_eio3;
+                config.parser = app::parser(&cli.parser);
                 let io = Server::new(config);
                 app::install(&io, None);
                 io

@@ -87,6 +87,7 @@ enum Value<'a> {
     Uint(u64),
     Str(&'a str),
     Array(usize),
+    Map(usize),
     Other,
 }
 
@@ -109,6 +110,7 @@ impl<'a> Reader<'a> {
         let m = *self.take(1)?.first()?;
         let str_len = match m {
             0x00..=0x7f => return Some(Value::Uint(u64::from(m))),
+            0x80..=0x8f => return Some(Value::Map(usize::from(m & 0x0f))),
             0x90..=0x9f => return Some(Value::Array(usize::from(m & 0x0f))),
             0xdc => return Some(Value::Array(self.be(2)? as usize)),
             0xcc..=0xcf => return Some(Value::Uint(self.be(1 << (m - 0xcc))?)),
@@ -120,6 +122,18 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.take(str_len)?)
             .ok()
             .map(Value::Str)
+    }
+
+    /// Skips the contents of a container (`n` values).
+    fn skip(&mut self, n: usize) -> Option<()> {
+        for _ in 0..n {
+            match self.next()? {
+                Value::Array(k) => self.skip(k)?,
+                Value::Map(k) => self.skip(k * 2)?,
+                _ => {}
+            }
+        }
+        Some(())
     }
 }
 
@@ -147,7 +161,9 @@ pub fn to_text(bin: &[u8]) -> Option<String> {
                     }
                 }
             }
-            ("data", _) => {} // a CONNECT / CONNECT_ERROR object: not needed
+            // A CONNECT / CONNECT_ERROR object (`{sid}`, `{message}`): not needed.
+            ("data", Value::Map(n)) => r.skip(n * 2)?,
+            ("data", _) => {}
             _ => return None,
         }
     }
@@ -204,5 +220,11 @@ mod tests {
             b'k', 0xa3, b'n', b's', b'p', 0xa1, b'/', 0xa2, b'i', b'd', 5,
         ];
         assert_eq!(to_text(&ack).unwrap(), r#"435["ok"]"#);
+        // The CONNECT answer {type:0,data:{sid:"a"},nsp:"/"}.
+        let connect = [
+            0x83, 0xa4, b't', b'y', b'p', b'e', 0, 0xa4, b'd', b'a', b't', b'a', 0x81, 0xa3, b's',
+            b'i', b'd', 0xa1, b'a', 0xa3, b'n', b's', b'p', 0xa1, b'/',
+        ];
+        assert_eq!(to_text(&connect).unwrap(), "40{}");
     }
 }

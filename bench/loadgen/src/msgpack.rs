@@ -117,6 +117,11 @@ impl<'a> Reader<'a> {
             0xa0..=0xbf => usize::from(m & 0x1f),
             0xd9..=0xdb => self.be(1 << (m - 0xd9))? as usize,
             0xc0 | 0xc2 | 0xc3 => return Some(Value::Other),
+            // `undefined` (Node's CONNECT answer has `pid: undefined`).
+            0xd4 => {
+                self.take(2)?;
+                return Some(Value::Other);
+            }
             _ => return None, // nothing else in this benchmark's packets
         };
         std::str::from_utf8(self.take(str_len)?)
@@ -226,5 +231,12 @@ mod tests {
             b'i', b'd', 0xa1, b'a', 0xa3, b'n', b's', b'p', 0xa1, b'/',
         ];
         assert_eq!(to_text(&connect).unwrap(), "40{}");
+        // Node's: {type:0,data:{sid:"a",pid:undefined},nsp:"/"}.
+        let node = [
+            0x83, 0xa4, b't', b'y', b'p', b'e', 0, 0xa4, b'd', b'a', b't', b'a', 0x82, 0xa3, b's',
+            b'i', b'd', 0xa1, b'a', 0xa3, b'p', b'i', b'd', 0xd4, 0, 0, 0xa3, b'n', b's', b'p',
+            0xa1, b'/',
+        ];
+        assert_eq!(to_text(&node).unwrap(), "40{}");
     }
 }

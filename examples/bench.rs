@@ -28,13 +28,20 @@ struct Cli {
     /// instead of a cluster of --workers on --port, --port + 1, …
     #[arg(long)]
     single: bool,
+    /// Packet format: `msgpack` for clients with socket.io-msgpack-parser.
+    #[arg(long, default_value = "default", value_parser = ["default", "msgpack"])]
+    parser: String,
     #[command(flatten)]
     options: ClusterArgs,
 }
 
-fn config() -> ServerConfig {
+fn config(parser: &str) -> ServerConfig {
     ServerConfig {
         connection_state_recovery: None,
+        parser: match parser {
+            "msgpack" => rsio::parser::Parser::Msgpack,
+            _ => rsio::parser::Parser::Default,
+        },
         ..ServerConfig::default()
     }
 }
@@ -93,10 +100,14 @@ fn install(io: &Server) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !cli.single {
-        return rsio::cluster::run(&cli.options, |worker: WorkerContext| async move {
-            let io = worker.server(config())?;
-            install(&io);
-            Ok(io.router())
+        let parser = cli.parser.clone();
+        return rsio::cluster::run(&cli.options, move |worker: WorkerContext| {
+            let parser = parser.clone();
+            async move {
+                let io = worker.server(config(&parser))?;
+                install(&io);
+                Ok(io.router())
+            }
         });
     }
     match single(cli) {
@@ -120,7 +131,7 @@ fn single(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let io = Server::new(config());
+        let io = Server::new(config(&cli.parser));
         install(&io);
         let host = cli.options.host.unwrap_or([127, 0, 0, 1].into());
         let addr = SocketAddr::new(host, cli.options.port.unwrap_or(3000));

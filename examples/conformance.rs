@@ -37,6 +37,9 @@ struct Args {
     /// Comma-separated list of `polling`, `websocket`.
     #[arg(long, default_value = "polling,websocket")]
     transports: String,
+    /// Packet format: `msgpack` for clients with socket.io-msgpack-parser.
+    #[arg(long, default_value = "default", value_parser = ["default", "msgpack"])]
+    parser: String,
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     allow_upgrades: bool,
     /// Set the `io` cookie on handshakes.
@@ -192,6 +195,10 @@ fn socket_io_server(args: &Args) -> anyhow::Result<Server> {
             ..engine_config(args)
         },
         connect_timeout: Duration::from_millis(1000),
+        parser: match args.parser.as_str() {
+            "msgpack" => rsio::parser::Parser::Msgpack,
+            _ => rsio::parser::Parser::Default,
+        },
         ..ServerConfig::default()
     })?;
     io.ns("/", |socket: Socket| async move {

@@ -8,11 +8,13 @@
 // its own port, and relays broadcasts between them with
 // @socket.io/cluster-adapter (setupPrimary() + createAdapter()).
 // Connection state recovery is off (socket.io's default).
+// PARSER=msgpack: socket.io-msgpack-parser instead of the default parser.
 import cluster from "node:cluster";
 import { createServer } from "node:http";
 import { availableParallelism } from "node:os";
 import { Server } from "socket.io";
 import { createAdapter, setupPrimary } from "@socket.io/cluster-adapter";
+import { createRequire } from "node:module";
 
 const clustered = process.argv[2] === "cluster";
 
@@ -41,6 +43,9 @@ if (clustered && cluster.isPrimary) {
   const io = new Server(httpServer, {
     path: "/socket.io/",
     transports: ["polling", "websocket"],
+    ...(process.env.PARSER === "msgpack"
+      ? { parser: createRequire(import.meta.url)("socket.io-msgpack-parser") }
+      : {}),
     ...(clustered ? { adapter: createAdapter() } : {}),
   });
 

@@ -434,6 +434,14 @@ fn register_echo(socket: &Socket) {
     });
 }
 
+/// The packet format named on the command line (`--parser`).
+pub fn parser(name: &str) -> rsio::parser::Parser {
+    match name {
+        "msgpack" => rsio::parser::Parser::Msgpack,
+        _ => rsio::parser::Parser::Default,
+    }
+}
+
 /// The interop server's options (recovery is dropped by the cluster runtime).
 pub fn server_config() -> ServerConfig {
     ServerConfig {

@@ -41,6 +41,9 @@ struct Cli {
     /// (1024 when given without a value).
     #[arg(long, num_args = 0..=1, default_missing_value = "1024")]
     per_message_deflate: Option<usize>,
+    /// Packet format: `msgpack` for clients with socket.io-msgpack-parser.
+    #[arg(long, default_value = "default", value_parser = ["default", "msgpack"])]
+    parser: String,
     /// One process, member of a Redis Streams cluster with Node servers
     /// (`@socket.io/redis-streams-adapter`): `redis://127.0.0.1:6379`.
     #[arg(long, value_name = "URL")]
@@ -58,10 +61,12 @@ fn main() -> ExitCode {
         let recovery = cli.recovery;
         let allow_eio3 = cli.allow_eio3;
         let deflate = deflate_config(cli.per_message_deflate);
+        let parser = app::parser(&cli.parser);
         return rsio::cluster::run(&cli.options, move |worker: WorkerContext| async move {
             let mut config = app::server_config();
             config.engine.allow_eio3 = allow_eio3;
             config.engine.per_message_deflate = deflate;
+            config.parser = parser;
             if !recovery {
                 config.connection_state_recovery = None;
             }
@@ -108,6 +113,7 @@ fn single(cli: Cli) -> anyhow::Result<()> {
                 let mut config = app::server_config();
                 config.engine.allow_eio3 = cli.allow_eio3;
                 config.engine.per_message_deflate = deflate_config(cli.per_message_deflate);
+                config.parser = app::parser(&cli.parser);
                 let io = Server::with_adapter(config, redis.factory());
                 redis.attach(&io);
                 app::install(&io, Some(0));
@@ -121,6 +127,7 @@ fn single(cli: Cli) -> anyhow::Result<()> {
                 let mut config = app::server_config();
                 config.engine.allow_eio3 = cli.allow_eio3;
                 config.engine.per_message_deflate = deflate_config(cli.per_message_deflate);
+                config.parser = app::parser(&cli.parser);
                 let io = Server::new(config);
                 app::install(&io, None);
                 io

@@ -112,22 +112,29 @@ impl SessionStore {
     /// Gives a broadcast the next offset, appended as its last argument, and logs it.
     /// `false` when the packet cannot carry one (then it is relayed as it is).
     pub(crate) fn sequence(&mut self, b: &mut Broadcast) -> bool {
-        let Some(Frame::Text(text)) = b.frames.first() else {
-            return false;
-        };
-        if text.last() != Some(&b']') {
-            return false;
-        }
-        self.next += 1;
-        let offset = self.next;
+        let offset = self.next + 1;
         let mut digits = itoa::Buffer::new();
-        let digits = digits.format(offset).as_bytes();
-        let mut spliced = BytesMut::with_capacity(text.len() + digits.len() + 3);
-        spliced.put_slice(&text[..text.len() - 1]);
-        spliced.put_slice(b",\"");
-        spliced.put_slice(digits);
-        spliced.put_slice(b"\"]");
-        b.frames[0] = Frame::Text(Bytes::from(spliced));
+        let digits = digits.format(offset);
+        let spliced = match b.frames.first() {
+            Some(Frame::Text(text)) if text.last() == Some(&b']') => {
+                let mut spliced = BytesMut::with_capacity(text.len() + digits.len() + 3);
+                spliced.put_slice(&text[..text.len() - 1]);
+                spliced.put_slice(b",\"");
+                spliced.put_slice(digits.as_bytes());
+                spliced.put_slice(b"\"]");
+                Frame::Text(Bytes::from(spliced))
+            }
+            // A server with the msgpack parser: the offset joins the `data` array.
+            Some(Frame::Binary(packet)) => {
+                match crate::parser::msgpack::append_string_arg(packet, digits) {
+                    Some(p) => Frame::Binary(p),
+                    None => return false,
+                }
+            }
+            _ => return false,
+        };
+        self.next = offset;
+        b.frames[0] = spliced;
         b.offset = Some(offset);
         let now = Instant::now();
         self.expire(now);

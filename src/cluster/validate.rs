@@ -29,7 +29,8 @@ pub(crate) enum Violation {
         workers: usize,
         sender: usize,
     },
-    /// A broadcast whose first frame is not the packet's text frame.
+    /// A broadcast whose first frame is not the packet's text frame (nor
+    /// a lone binary frame: a packet of the msgpack parser).
     #[error("broadcast without its text frame")]
     NoTextFrame,
     /// A second `hello` after the first.
@@ -96,7 +97,13 @@ pub(crate) fn check(
             Ok(())
         }
         Message::Broadcast(b) => {
-            if !matches!(b.frames.first(), Some(Frame::Text(_))) {
+            let packet = match b.frames.as_slice() {
+                [Frame::Text(_), ..] => true,
+                // The msgpack parser: one binary message, attachments inline.
+                [Frame::Binary(_)] => true,
+                _ => false,
+            };
+            if !packet {
                 return Err(Violation::NoTextFrame);
             }
             match b.ack {
@@ -282,7 +289,13 @@ mod tests {
             // a broadcast without its packet
             (broadcast(Vec::new(), None), true),
             (
-                broadcast(vec![Frame::Binary(Bytes::from_static(b"x"))], None),
+                broadcast(
+                    vec![
+                        Frame::Binary(Bytes::from_static(b"x")),
+                        Frame::Binary(Bytes::from_static(b"y")),
+                    ],
+                    None,
+                ),
                 true,
             ),
         ];

@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::binary::placeholder_index;
 use super::scan::depth_exceeds;
 use super::{
-    reserved_event, Args, Packet, PacketData, ParseError, DEFAULT_MAX_ATTACHMENTS, MAX_DEPTH,
+    reserved_event, Args, Packet, PacketData, ParseError, Parser, DEFAULT_MAX_ATTACHMENTS,
+    MAX_DEPTH,
 };
 
 /// A BINARY_EVENT / BINARY_ACK waiting for its attachments.
@@ -32,6 +33,8 @@ struct Pending {
 #[derive(Debug)]
 pub struct Decoder {
     max_attachments: usize,
+    /// Packets come as msgpack binary messages (no attachments then).
+    msgpack: bool,
     /// Boxed: one decoder lives per connection, and most never see a binary packet.
     pending: Option<Box<Pending>>,
 }
@@ -48,7 +51,18 @@ impl Decoder {
     pub fn new(max_attachments: usize) -> Decoder {
         Decoder {
             max_attachments,
+            msgpack: false,
             pending: None,
+        }
+    }
+
+    /// A decoder for `parser`'s packet format; `max_attachments` only
+    /// applies to [`Parser::Default`] (msgpack binaries are inline, bounded
+    /// by the message size).
+    pub fn with_parser(parser: Parser, max_attachments: usize) -> Decoder {
+        Decoder {
+            msgpack: parser == Parser::Msgpack,
+            ..Decoder::new(max_attachments)
         }
     }
 
@@ -72,6 +86,9 @@ impl Decoder {
     /// waits for binary attachments. The arguments of the packet are a
     /// zero-copy slice of `text`.
     pub fn decode_text(&mut self, text: Bytes) -> Result<Option<Packet>, ParseError> {
+        if self.msgpack {
+            return Err(ParseError::TextWithMsgpack);
+        }
         if self.pending.take().is_some() {
             return Err(ParseError::UnexpectedText);
         }
@@ -89,6 +106,9 @@ impl Decoder {
 
     /// Feed one Engine.IO binary message (an attachment).
     pub fn decode_binary(&mut self, data: Bytes) -> Result<Option<Packet>, ParseError> {
+        if self.msgpack {
+            return super::msgpack::decode_packet(&data).map(Some);
+        }
         let Some(pending) = self.pending.as_mut() else {
             return Err(ParseError::UnexpectedBinary);
         };

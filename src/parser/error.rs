@@ -40,6 +40,15 @@ pub enum ParseError {
     /// A `{"_placeholder":true,"num":N}` object refers to no attachment.
     #[error("illegal attachments: invalid placeholder")]
     IllegalPlaceholder,
+    /// A msgpack packet is not well-formed msgpack (truncated, trailing
+    /// bytes, invalid UTF-8, an unknown extension type…).
+    #[error("invalid msgpack")]
+    InvalidMsgpack,
+    /// A text message reached a msgpack decoder (or a binary one the text
+    /// decoder while no packet waited for attachments: see
+    /// [`UnexpectedBinary`](Self::UnexpectedBinary)).
+    #[error("got a text message with the msgpack parser")]
+    TextWithMsgpack,
     /// serde_json failed while serializing or deserializing arguments.
     #[error("json error: {0}")]
     Json(#[from] serde_json::Error),

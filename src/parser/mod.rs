@@ -11,11 +11,14 @@
 //! * [`Args`]: arguments of an EVENT / ACK, kept as the exact JSON text the
 //!   peer sent, plus binary attachments; [`Binary`] is a binary value inside
 //!   arguments.
+//! * [`msgpack`]: the format of Node's `socket.io-msgpack-parser`, chosen
+//!   per server with [`Parser`].
 
 mod args;
 mod binary;
 mod decoder;
 mod error;
+pub mod msgpack;
 mod packet;
 mod scan;
 
@@ -27,6 +30,18 @@ pub use binary::Binary;
 pub use decoder::Decoder;
 pub use error::ParseError;
 pub use packet::{nsp_name, NspName, Packet, PacketData};
+
+/// The packet format of a server (Node's `parser` option): every client of
+/// the server must use the same one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Parser {
+    /// socket.io-parser: text packets, binaries as separate attachments.
+    #[default]
+    Default,
+    /// socket.io-msgpack-parser 3.x: one binary message per packet, a
+    /// msgpack map with binaries inline (see [`msgpack`]).
+    Msgpack,
+}
 
 /// Event names a peer may not emit (socket.io-parser `RESERVED_EVENTS`).
 pub const RESERVED_EVENTS: [&str; 6] = [

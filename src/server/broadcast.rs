@@ -100,7 +100,7 @@ impl BroadcastOperator {
             // Recoverable in a cluster: the primary numbers it and delivers it
             // everywhere, this server included, in offset order.
             let packet = Packet::event(self.ns.name(), event, args, None);
-            adapter.broadcast_sequenced(&encode(&packet), &self.opts);
+            adapter.broadcast_sequenced(&encode(&packet, self.ns.parser()), &self.opts);
             return Ok(());
         }
         let offset = if self.opts.flags.volatile {
@@ -112,7 +112,7 @@ impl BroadcastOperator {
             args.push(offset)?;
         }
         let packet = Packet::event(self.ns.name(), event, args, None);
-        let encoded = encode(&packet);
+        let encoded = encode(&packet, self.ns.parser());
         if let Some(offset) = &offset {
             adapter.store_packet(offset, &self.opts, &encoded);
         }
@@ -136,7 +136,7 @@ impl BroadcastOperator {
         let args = args.into_args().map_err(EmitError::from)?;
         let id = self.ns.next_ack_id();
         let packet = Packet::event(self.ns.name(), event, args, Some(id));
-        let encoded = encode(&packet);
+        let encoded = encode(&packet, self.ns.parser());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut remote = if self.opts.flags.local {
             None

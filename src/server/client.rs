@@ -94,7 +94,10 @@ impl EngineHandler for ClientHandler {
     type Data = ClientState;
 
     fn on_open(&self, session: &Arc<Session<ClientState>>) {
-        session.data.lock().decoder = Decoder::new(self.server.config.max_attachments);
+        session.data.lock().decoder = Decoder::with_parser(
+            self.server.config.parser,
+            self.server.config.max_attachments,
+        );
         let timeout = self.server.config.connect_timeout;
         let deadline = tokio::spawn(connect_deadline(session.clone(), timeout));
         session.data.lock().connect_deadline = Some(deadline.abort_handle());
@@ -194,7 +197,7 @@ fn connect(
     let Some(ns) = server.namespace_for(&nsp, &auth) else {
         debug!(target: "socket.io:client", nsp, "invalid namespace");
         let packet = Packet::connect_error(nsp, "Invalid namespace", None);
-        session.send_all(encode(&packet).0.iter().cloned());
+        session.send_all(encode(&packet, server.config.parser).0.iter().cloned());
         return;
     };
     session.data.lock().connecting.push(nsp.clone());
@@ -323,7 +326,12 @@ pub(super) fn refuse(socket: &Socket, err: ConnectError) {
             .and_then(|d| RawValue::from_string(d.to_string()).ok());
         Packet::connect_error(socket.ns(), &err.message, data.as_deref())
     };
-    session.send_all(encode(&packet).0.iter().cloned());
+    session.send_all(
+        encode(&packet, socket.namespace().parser())
+            .0
+            .iter()
+            .cloned(),
+    );
 }
 
 fn finish_connect(socket: Socket, joined: Joined) {

@@ -56,6 +56,7 @@ pub use socket::Socket;
 use crate::{
     adapter::{Adapter, AdapterError, LocalAdapter, RecoveryConfig},
     engine::{Engine, EngineConfig},
+    parser::Parser,
 };
 
 /// Socket.IO options (Engine.IO's are in `engine`), with Node's defaults.
@@ -68,6 +69,9 @@ pub struct ServerConfig {
     pub max_attachments: usize,
     /// Node's `connectionStateRecovery`; off by default.
     pub connection_state_recovery: Option<RecoveryConfig>,
+    /// Node's `parser`: the packet format every client of this server uses
+    /// ([`Parser::Msgpack`] for clients with `socket.io-msgpack-parser`).
+    pub parser: Parser,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +84,7 @@ impl Default for ServerConfig {
             connect_timeout: Duration::from_millis(45_000),
             max_attachments: crate::parser::DEFAULT_MAX_ATTACHMENTS,
             connection_state_recovery: None,
+            parser: Parser::Default,
         }
     }
 }
@@ -128,6 +133,7 @@ impl ServerInner {
             (self.adapter_factory)(name),
             handlers(),
             false,
+            self.config.parser,
         );
         let existing = {
             let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
@@ -319,6 +325,7 @@ impl Server {
             Arc::new(LocalAdapter::default()),
             Default::default(),
             true,
+            self.inner.config.parser,
         );
         self.inner
             .parents

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     adapter::{Adapter, AdapterError, BroadcastOptions, EncodedPacket, SocketId},
-    parser::Args,
+    parser::{Args, Parser},
 };
 
 #[derive(Default, Clone)]
@@ -43,6 +43,8 @@ pub(crate) struct NsInner {
     ready_notify: tokio::sync::Notify,
     /// Ack waiters of this namespace's sockets, kept by the sockets' ack maps.
     pending_acks: AtomicUsize,
+    /// The server's packet format, for the packets encoded for this namespace.
+    parser: Parser,
 }
 
 /// A namespace (`io.of("/name")`). Cheap to clone.
@@ -63,6 +65,7 @@ impl Namespace {
         adapter: Arc<dyn Adapter>,
         handlers: NsHandlers,
         ready: bool,
+        parser: Parser,
     ) -> Namespace {
         let first_ack_id = adapter.ack_id_base();
         Namespace(Arc::new(NsInner {
@@ -74,7 +77,13 @@ impl Namespace {
             ready: AtomicBool::new(ready),
             ready_notify: tokio::sync::Notify::new(),
             pending_acks: AtomicUsize::new(0),
+            parser,
         }))
+    }
+
+    /// The server's packet format.
+    pub(crate) fn parser(&self) -> Parser {
+        self.0.parser
     }
 
     /// Whether clients may join (its new-namespace listeners are done).

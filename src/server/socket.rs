@@ -11,7 +11,7 @@ use std::{
 
 use futures_util::future::BoxFuture;
 use serde::{de::DeserializeOwned, Serialize};
-use tracing::debug;
+use tracing::{debug, error};
 
 use super::{
     ack::{AckSender, AckWaiter, EmitError, IntoArgs},
@@ -30,7 +30,7 @@ use super::{
 use crate::{
     adapter::{BroadcastOptions, EncodedPacket, PersistedSession, SocketId},
     engine::{Frame, Session, Sid},
-    parser::{is_reserved_event, Args, Packet},
+    parser::{is_reserved_event, msgpack, Args, Packet, Parser},
 };
 
 #[derive(Default)]
@@ -109,19 +109,35 @@ impl std::fmt::Debug for Socket {
     }
 }
 
-/// Encodes a packet once: its Engine.IO text frame, then its attachments.
-pub(crate) fn encode(packet: &Packet) -> EncodedPacket {
-    EncodedPacket(encode_frames(packet).collect())
+/// Encodes a packet once in the server's format: its Engine.IO text frame,
+/// then its attachments (or, with msgpack, one binary frame).
+pub(crate) fn encode(packet: &Packet, parser: Parser) -> EncodedPacket {
+    EncodedPacket(encode_frames(packet, parser).collect())
 }
 
-/// The Engine.IO frames of `packet`: its text, then its attachments.
-fn encode_frames(packet: &Packet) -> impl Iterator<Item = Frame> + '_ {
-    // Exact, so the frame's `Bytes` takes the `String` without a second allocation.
-    let mut text = String::with_capacity(1 + packet.encoded_len());
-    text.push('4');
-    packet.encode_into(&mut text);
-    std::iter::once(Frame::text(text))
-        .chain(packet.attachments().iter().cloned().map(Frame::Binary))
+/// The Engine.IO frames of `packet`: its text, then its attachments; with
+/// msgpack, its one binary message.
+fn encode_frames(packet: &Packet, parser: Parser) -> impl Iterator<Item = Frame> + '_ {
+    let (first, attachments) = match parser {
+        Parser::Default => {
+            // Exact, so the frame's `Bytes` takes the `String` without a second allocation.
+            let mut text = String::with_capacity(1 + packet.encoded_len());
+            text.push('4');
+            packet.encode_into(&mut text);
+            (Some(Frame::text(text)), packet.attachments())
+        }
+        Parser::Msgpack => match msgpack::encode_packet(packet) {
+            Ok(bytes) => (Some(Frame::Binary(bytes.into())), &[][..]),
+            Err(err) => {
+                // Args hold valid JSON by construction: this is a bug, not a peer's doing.
+                error!(target: "socket.io:socket", "msgpack encoding failed: {err}");
+                (None, &[][..])
+            }
+        },
+    };
+    first
+        .into_iter()
+        .chain(attachments.iter().cloned().map(Frame::Binary))
 }
 
 impl Socket {
@@ -341,7 +357,7 @@ impl Socket {
                 rooms: vec![self.0.id.to_string()],
                 ..Default::default()
             };
-            adapter.broadcast_sequenced(&encode(&packet), &opts);
+            adapter.broadcast_sequenced(&encode(&packet, self.0.ns.parser()), &opts);
             return Ok(());
         }
         // With recovery on, events get an offset so a reconnecting client can
@@ -352,7 +368,7 @@ impl Socket {
         }
         self.notify_outgoing(event, &args);
         let packet = Packet::event(self.ns(), event, args, None);
-        let encoded = encode(&packet);
+        let encoded = encode(&packet, self.0.ns.parser());
         if let Some(offset) = &offset {
             let opts = BroadcastOptions {
                 rooms: vec![self.0.id.to_string()],
@@ -413,7 +429,9 @@ impl Socket {
     /// Sends a packet to this socket alone: its frames go straight to the queue,
     /// with no shared [`EncodedPacket`] (that is for broadcasts).
     pub(crate) fn send_packet(&self, packet: &Packet) -> bool {
-        self.0.session.send_all(encode_frames(packet))
+        self.0
+            .session
+            .send_all(encode_frames(packet, self.0.ns.parser()))
     }
 
     pub(crate) fn send_encoded(&self, packet: &EncodedPacket) -> bool {

@@ -14,7 +14,6 @@ use tokio::{
     sync::watch,
     time::{sleep, sleep_until},
 };
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     client::{wait_signal, Ws},
@@ -46,7 +45,7 @@ async fn broadcast_loop(
             biased;
             _ = &mut stopped => return Ok(()),
             _ = ticks.tick(), if sent < count => {
-                ws.send(Message::text(frame::broadcast(&shared.cli.room, now_us(), size))).await?;
+                ws.send(crate::msgpack::message(frame::broadcast(&shared.cli.room, now_us(), size))).await?;
                 sent += 1;
                 shared.sent.set(shared.sent.get() + 1);
             }

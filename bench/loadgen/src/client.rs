@@ -10,7 +10,10 @@ use tokio_tungstenite::{
     WebSocketStream,
 };
 
-use crate::frame::{self, Frame};
+use crate::{
+    frame::{self, Frame},
+    msgpack,
+};
 
 pub type Ws = WebSocketStream<TcpStream>;
 
@@ -24,6 +27,11 @@ pub async fn next_text(ws: &mut Ws) -> Result<String> {
             None => bail!("connection closed"),
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_owned()),
+            Some(Ok(Message::Binary(b))) => {
+                if let Some(t) = msgpack::to_text(&b) {
+                    return Ok(t);
+                }
+            }
             Some(Ok(Message::Close(_))) => bail!("closed by the server"),
             Some(Ok(_)) => {}
         }
@@ -49,7 +57,7 @@ pub async fn open(host: &str, port: u16) -> Result<Ws> {
     if frame::parse(&t) != Frame::Open {
         bail!("expected the Engine.IO open packet, got {t:?}");
     }
-    ws.send(Message::text("40")).await?;
+    ws.send(msgpack::message("40".into())).await?;
     loop {
         let t = next_text(&mut ws).await?;
         match frame::parse(&t) {
@@ -88,7 +96,7 @@ pub async fn wait_signal(rx: &mut watch::Receiver<bool>) {
 
 /// Sends `42<id>["join","room"]` and waits for its ack.
 pub async fn join(ws: &mut Ws, room: &str) -> Result<()> {
-    ws.send(Message::text(frame::join(0, room))).await?;
+    ws.send(msgpack::message(frame::join(0, room))).await?;
     loop {
         let t = next_text(ws).await?;
         match frame::parse(&t) {

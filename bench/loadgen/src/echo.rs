@@ -9,7 +9,6 @@ use anyhow::{anyhow, bail, Result};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::time::sleep_until;
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     client::Ws,
@@ -36,8 +35,12 @@ async fn echo_loop(shared: &Shared, ws: &mut Ws) -> Result<()> {
     let size = shared.cli.payload;
     let mut next_id = 0u64;
     for _ in 0..shared.cli.in_flight.max(1) {
-        ws.feed(Message::text(frame::echo(next_id, now_us(), size)))
-            .await?;
+        ws.feed(crate::msgpack::message(frame::echo(
+            next_id,
+            now_us(),
+            size,
+        )))
+        .await?;
         next_id += 1;
     }
     ws.flush().await?;
@@ -63,7 +66,9 @@ async fn echo_loop(shared: &Shared, ws: &mut Ws) -> Result<()> {
                 }
                 let id = next_id;
                 next_id += 1;
-                Ok(Handled::Reply(Message::text(frame::echo(id, now, size))))
+                Ok(Handled::Reply(crate::msgpack::message(frame::echo(
+                    id, now, size,
+                ))))
             }
             _ => Ok(Handled::Unexpected),
         })

@@ -31,6 +31,7 @@ mod clock;
 mod connect;
 mod echo;
 mod frame;
+mod msgpack;
 mod procfs;
 mod report;
 mod rooms;
@@ -118,10 +119,16 @@ struct Cli {
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
+    /// Packet format of the server: `msgpack` for socket.io-msgpack-parser.
+    #[arg(long, default_value = "default", value_parser = ["default", "msgpack"])]
+    parser: String,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if cli.parser == "msgpack" {
+        msgpack::enable();
+    }
     clock::start();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -24,7 +24,6 @@ use clap::ValueEnum;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::time::{sleep, sleep_until};
-use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     client::{wait_signal, Ws},
@@ -165,7 +164,7 @@ async fn room_loop(
             _ = &mut stopped => return Ok(()),
             _ = ticks.tick(), if sent < count => {
                 let text = frame::room_broadcast(&rooms.names[room], room, now_us(), sent, shared.cli.payload);
-                ws.send(Message::text(text)).await?;
+                ws.send(crate::msgpack::message(text)).await?;
                 sent += 1;
                 shared.sent.set(shared.sent.get() + 1);
                 rooms.expected.set(rooms.expected.get() + members);

@@ -226,6 +226,9 @@ pub async fn handle_ready(
             None => bail!("connection closed"),
             Some(Err(e)) => return Err(e.into()),
             Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(b))) => crate::msgpack::to_text(&b)
+                .map(Into::into)
+                .unwrap_or_default(),
             Some(Ok(Message::Close(_))) => bail!("closed by the server"),
             Some(Ok(_)) => Default::default(),
         };

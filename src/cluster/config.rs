@@ -1,7 +1,10 @@
 //! The options every rsio application shares: flags, then `RSIO_*` environment
 //! variables, then a TOML config file, then defaults.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use serde::Deserialize;
 
@@ -55,9 +58,14 @@ pub struct ClusterArgs {
     /// a worker, a worker drains [default: 67108864].
     #[arg(long, env = "RSIO_MAX_IPC_BACKLOG_BYTES")]
     pub max_ipc_backlog_bytes: Option<usize>,
+    /// Serve `GET /metrics` (Prometheus, every worker's numbers with a `worker`
+    /// label) and `GET /health` from the primary on this address, e.g.
+    /// `127.0.0.1:9464` [default: off].
+    #[arg(long, env = "RSIO_METRICS")]
+    pub metrics: Option<SocketAddr>,
     /// A TOML file with the same keys (`workers`, `port`, `host`, `log_level`, `pin`,
     /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`, `trust_proxy`,
-    /// `max_ipc_backlog_bytes`).
+    /// `max_ipc_backlog_bytes`, `metrics`).
     #[arg(long, env = "RSIO_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -83,6 +91,7 @@ struct FileConfig {
     max_send_queue_bytes: Option<usize>,
     trust_proxy: Option<bool>,
     max_ipc_backlog_bytes: Option<usize>,
+    metrics: Option<SocketAddr>,
 }
 
 /// The resolved options.
@@ -103,6 +112,9 @@ pub struct ClusterConfig {
     pub trust_proxy: bool,
     /// Bound on one ipc connection's backlog (see `--max-ipc-backlog-bytes`).
     pub max_ipc_backlog_bytes: usize,
+    /// Where the primary serves `/metrics` and `/health`; workers send their
+    /// numbers to the primary only when it is set.
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +183,7 @@ impl ClusterArgs {
                 .max_ipc_backlog_bytes
                 .or(file.max_ipc_backlog_bytes)
                 .unwrap_or(rsio_ipc::DEFAULT_MAX_QUEUED_BYTES),
+            metrics: self.metrics.or(file.metrics),
         })
     }
 }

@@ -31,6 +31,7 @@
 pub mod bench;
 mod config;
 mod interest;
+mod metrics;
 mod notify;
 mod primary;
 mod sessions;

@@ -22,6 +22,7 @@ use tracing::{debug, error, info, warn};
 use super::{
     config::{ClusterConfig, PinMode},
     interest::{Reach, RoomInterest},
+    metrics::{self, ClusterMetrics},
     notify,
     sessions::SessionStore,
     spawn::{allowed_cpus, WorkerCommand},
@@ -73,6 +74,9 @@ pub(super) struct Primary {
     pub sessions: SessionStore,
     /// Which workers have members of which rooms.
     pub interest: RoomInterest,
+    /// Set with `--metrics`; with the ipc bytes received from and sent to each
+    /// worker since its last report.
+    metrics: Option<(ClusterMetrics, Vec<(u64, u64)>)>,
 }
 
 /// Runs the primary until it is told to stop; returns the process's exit status.
@@ -160,7 +164,17 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         shutting_down: false,
         sessions: SessionStore::new(),
         interest: RoomInterest::default(),
+        metrics: None,
     };
+    if let Some(addr) = primary.config.metrics {
+        let m = ClusterMetrics::new(primary.slots.len());
+        if let Err(err) = metrics::serve(addr, m.clone()) {
+            error!(target: "cluster", "cannot serve metrics on {addr}: {err}");
+            return ExitCode::from(EXIT_BIND);
+        }
+        primary.metrics = Some((m, vec![(0, 0); primary.slots.len()]));
+    }
+
     for i in 0..primary.slots.len() {
         if let Err(err) = primary.start(i) {
             error!(target: "cluster", worker = i, "cannot start worker: {err}");
@@ -218,6 +232,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
                 info!(target: "cluster", "SIGHUP: reload is not supported yet; ignored");
             }
             _ = status_tick.tick() => primary.report_status(),
+
             _ = watchdog_tick.tick(), if watchdog_every.is_some() => {
                 if primary.healthy() {
                     notify::watchdog();
@@ -266,6 +281,9 @@ impl Primary {
     /// Sends `frame` to worker `j`; a worker that lets its backlog pass the limit
     /// does not read (stopped, stuck): it is killed and restarted.
     fn send_to(&mut self, j: usize, frame: EncodedFrame) {
+        if let Some((_, ipc)) = &mut self.metrics {
+            ipc[j].1 += frame.len() as u64;
+        }
         let result = match &self.slots[j].sender {
             Some(s) => s.send_frame(frame),
             None => return,
@@ -287,6 +305,9 @@ impl Primary {
                 message,
                 frame,
             } if self.slots[worker].generation == generation => {
+                if let Some((_, ipc)) = &mut self.metrics {
+                    ipc[worker].0 += frame.len() as u64;
+                }
                 let said_hello = self.slots[worker].said_hello;
                 match validate::check(worker, self.slots.len(), said_hello, &message) {
                     Ok(()) => self.on_message(worker, message, frame),
@@ -312,7 +333,11 @@ impl Primary {
                 worker,
                 generation,
                 status,
-            } if self.slots[worker].generation == generation => self.on_exit(worker, &status),
+            } if self.slots[worker].generation == generation => {
+                let code = self.on_exit(worker, &status);
+                self.sync_metrics();
+                code
+            }
             Event::Restart { worker } => {
                 if !self.shutting_down && !self.slots[worker].alive {
                     if let Err(err) = self.start(worker) {
@@ -330,6 +355,9 @@ impl Primary {
     fn on_message(&mut self, worker: usize, message: Message, frame: EncodedFrame) {
         match &message {
             Message::Hello { version, pid, .. } => {
+                if let Some((m, _)) = &self.metrics {
+                    m.on_hello(worker);
+                }
                 let slot = &mut self.slots[worker];
                 slot.said_hello = true;
                 slot.last_heartbeat = Instant::now();
@@ -345,8 +373,9 @@ impl Primary {
                 }
             }
             Message::Ready => {
+                self.slots[worker].ready = true;
+                self.sync_metrics();
                 let slot = &mut self.slots[worker];
-                slot.ready = true;
                 slot.last_heartbeat = Instant::now();
                 let port = self.config.port as usize + worker;
                 info!(target: "cluster", "worker {worker} (pid {}) listening on http://{}:{port}", slot.pid, self.config.host);
@@ -360,6 +389,22 @@ impl Primary {
                 }
             }
             Message::Stats { connections } => self.slots[worker].connections = *connections,
+            Message::Metrics {
+                counters,
+                gauges,
+                namespaces,
+            } => {
+                if let Some((m, ipc)) = &mut self.metrics {
+                    let bytes = std::mem::take(&mut ipc[worker]);
+                    m.on_report(
+                        worker,
+                        counters.clone(),
+                        gauges.clone(),
+                        namespaces.clone(),
+                        bytes,
+                    );
+                }
+            }
             Message::RoomInterest { nsp, room, present } => {
                 self.interest.set(worker, nsp, room, *present)
             }
@@ -480,6 +525,7 @@ impl Primary {
             return;
         }
         self.shutting_down = true;
+        self.sync_metrics();
         notify::stopping();
         for slot in &self.slots {
             if let Some(s) = &slot.sender {
@@ -504,6 +550,13 @@ impl Primary {
             "{live}/{} workers, {connections} connections",
             self.slots.len()
         )
+    }
+
+    /// Tells `/health` which workers serve and whether the cluster drains.
+    fn sync_metrics(&self) {
+        if let Some((m, _)) = &self.metrics {
+            m.set_status(self.slots.iter().map(|s| s.ready), self.shutting_down);
+        }
     }
 
     pub(super) fn report_status(&self) {

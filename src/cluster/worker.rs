@@ -5,7 +5,10 @@ use std::{
     future::Future,
     os::fd::{FromRawFd, RawFd},
     process::ExitCode,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -306,6 +309,10 @@ where
     let listener = tokio::net::TcpListener::from_std(listener)?;
     sender.send(Message::Ready)?;
 
+    if config.metrics.is_some() {
+        tokio::spawn(crate::metrics::measure_lag());
+        tokio::spawn(crate::metrics::report(servers.clone(), sender.clone()));
+    }
     let stats_servers = servers.clone();
     let stats_sender = sender.clone();
     tokio::spawn(async move {
@@ -328,6 +335,8 @@ where
         signal(SignalKind::terminate())?,
         signal(SignalKind::interrupt())?,
     );
+    let draining = Arc::new(AtomicBool::new(false));
+    let draining_flag = draining.clone();
     let shutdown = async move {
         tokio::select! {
             _ = drain.notified() => {}
@@ -335,6 +344,7 @@ where
             _ = int.recv() => {}
         }
         info!(target: "cluster", "draining");
+        draining_flag.store(true, Ordering::Relaxed);
         let servers = servers.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for server in &servers {
             server.close();
@@ -355,6 +365,7 @@ where
     };
     let serve_config = ServeConfig {
         max_connections: config.max_connections,
+        health: Some(draining),
         ..ServeConfig::default()
     };
     serve(listener, router, serve_config, shutdown).await?;

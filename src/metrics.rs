@@ -42,8 +42,26 @@ pub mod counter {
     pub const LAG_BUCKET: usize = REFUSALS + super::REFUSAL_CODES.len();
     /// Event-loop lag histogram: sum of the samples in microseconds.
     pub const LAG_SUM_MICROS: usize = LAG_BUCKET + super::LAG_BUCKETS.len() + 1;
+    /// Engine.IO frames queued for clients.
+    pub const PACKETS_SENT: usize = LAG_SUM_MICROS + 1;
+    /// Bytes of those frames.
+    pub const BYTES_SENT: usize = PACKETS_SENT + 1;
+    /// Volatile packets dropped because the client's transport was not writable.
+    pub const VOLATILE_DROPS: usize = BYTES_SENT + 1;
+    /// Broadcasts emitted by this worker's server.
+    pub const BROADCASTS_SENT: usize = VOLATILE_DROPS + 1;
+    /// Connections that asked to recover a session.
+    pub const RECOVERY_ATTEMPTS: usize = BROADCASTS_SENT + 1;
+    /// Of those, the ones that got their session back.
+    pub const RECOVERY_SUCCESSES: usize = RECOVERY_ATTEMPTS + 1;
+    /// Requests refused for a foreign origin (also counted under code `forbidden`).
+    pub const ORIGIN_REFUSALS: usize = RECOVERY_SUCCESSES + 1;
+    /// Connections refused because the worker serves `--max-connections` already.
+    pub const CAP_REFUSALS: usize = ORIGIN_REFUSALS + 1;
+    /// Acks that timed out.
+    pub const ACK_TIMEOUTS: usize = CAP_REFUSALS + 1;
     /// How many counters a snapshot has.
-    pub const COUNT: usize = LAG_SUM_MICROS + 1;
+    pub const COUNT: usize = ACK_TIMEOUTS + 1;
 }
 
 /// Indices of the gauges in a snapshot.

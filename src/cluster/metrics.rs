@@ -33,6 +33,7 @@ use crate::metrics::{counter, gauge, DISCONNECT_REASONS, LAG_BUCKETS, REFUSAL_CO
 /// How long one scrape connection may stay open.
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What the primary knows of one worker slot.
 #[derive(Debug, Default)]
@@ -305,17 +306,67 @@ impl Collector for ClusterMetrics {
         )?;
         let mut rows = Vec::new();
         for (n, w) in workers() {
+            let origin = w.counter(counter::ORIGIN_REFUSALS);
             for (i, code) in REFUSAL_CODES.iter().enumerate() {
-                rows.push((n.clone(), *code, w.counter(counter::REFUSALS + i)));
+                let mut v = w.counter(counter::REFUSALS + i);
+                if *code == "forbidden" {
+                    // Foreign origins have their own reason: count each refusal once.
+                    v = v.saturating_sub(origin);
+                }
+                rows.push((n.clone(), *code, v));
             }
+            rows.push((n.clone(), "origin", origin));
+            rows.push((n, "connection_cap", w.counter(counter::CAP_REFUSALS)));
         }
         let mut m = enc.encode_descriptor(
             "rsio_refusals",
-            "Requests refused, by Engine.IO error code.",
+            "Requests refused: foreign origin, connection cap, or the Engine.IO error code.",
             None,
             MetricType::Counter,
         )?;
-        labelled_family(&mut m, "code", &rows, true)?;
+        labelled_family(&mut m, "reason", &rows, true)?;
+        counter_family(
+            &mut enc,
+            "rsio_packets_sent",
+            "Engine.IO frames queued for clients.",
+            count(counter::PACKETS_SENT),
+        )?;
+        counter_family(
+            &mut enc,
+            "rsio_sent_bytes",
+            "Bytes of the frames queued for clients.",
+            count(counter::BYTES_SENT),
+        )?;
+        counter_family(
+            &mut enc,
+            "rsio_broadcasts_sent",
+            "Broadcasts emitted by the worker's server.",
+            count(counter::BROADCASTS_SENT),
+        )?;
+        counter_family(
+            &mut enc,
+            "rsio_volatile_drops",
+            "Volatile packets dropped: the client's transport was not writable.",
+            count(counter::VOLATILE_DROPS),
+        )?;
+        counter_family(
+            &mut enc,
+            "rsio_ack_timeouts",
+            "Acks of socket.timeout(..).emit_with_ack that timed out.",
+            count(counter::ACK_TIMEOUTS),
+        )?;
+        counter_family(
+            &mut enc,
+            "rsio_recovery_attempts",
+            "Connections that asked to recover their session.",
+            count(counter::RECOVERY_ATTEMPTS),
+        )?;
+        counter_family(
+            &mut enc,
+            "rsio_recovery_successes",
+            "Connections that got their session back.",
+            count(counter::RECOVERY_SUCCESSES),
+        )?;
         gauge_family(
             &mut enc,
             "rsio_acks_pending",
@@ -414,9 +465,54 @@ pub(super) fn serve(addr: SocketAddr, metrics: ClusterMetrics) -> std::io::Resul
     Ok(())
 }
 
+/// The Prometheus text format (0.0.4) of an OpenMetrics text, for scrapers and tools
+/// that do not ask for OpenMetrics (`promtool check metrics`, `curl`): counter
+/// families are named with their `_total` suffix, and there is no `# EOF`.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(&name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
 fn respond(metrics: &ClusterMetrics, req: &Request<Incoming>) -> Response<Body> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (StatusCode::OK, OPENMETRICS, metrics.render()),
+        (&Method::GET, "/metrics") => {
+            let openmetrics = req.headers().get_all(header::ACCEPT).iter().any(|v| {
+                v.to_str()
+                    .is_ok_and(|v| v.contains("application/openmetrics-text"))
+            });
+            let text = metrics.render();
+            if openmetrics {
+                (StatusCode::OK, OPENMETRICS, text)
+            } else {
+                (StatusCode::OK, PROMETHEUS_TEXT, to_prometheus_text(&text))
+            }
+        }
         (&Method::GET, "/health") => {
             let (status, body) = metrics.health();
             (status, "text/plain; charset=utf-8", body)
@@ -481,6 +577,10 @@ mod tests {
             "rsio_connections{worker=\"1\",transport=\"websocket\"} 4"
         );
         assert!(text.ends_with("# EOF\n"));
+        let plain = to_prometheus_text(&text);
+        assert!(plain.contains("# TYPE rsio_packets_received_total counter\n"));
+        assert!(plain.contains("# TYPE rsio_connections gauge\n"));
+        assert!(!plain.contains("# EOF"));
     }
 
     #[test]

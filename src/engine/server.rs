@@ -179,6 +179,7 @@ impl<H: EngineHandler> Engine<H> {
                 host = ?headers.get(header::HOST),
                 "request from a foreign origin refused"
             );
+            crate::metrics::add(crate::metrics::counter::ORIGIN_REFUSALS, 1);
             return Err(RequestError::Forbidden("Forbidden".into()));
         }
         let query = Query::parse(req.uri().query());

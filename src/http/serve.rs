@@ -114,6 +114,7 @@ pub async fn serve(
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            crate::metrics::add(crate::metrics::counter::CAP_REFUSALS, 1);
             tokio::spawn(refuse_busy(stream));
             continue;
         };

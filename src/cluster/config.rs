@@ -223,6 +223,26 @@ mod tests {
     }
 
     #[test]
+    fn metrics_is_off_unless_a_flag_or_the_file_sets_an_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rsio.toml");
+        assert_eq!(ClusterArgs::default().resolve().unwrap().metrics, None);
+        std::fs::write(&path, "metrics = \"127.0.0.1:9464\"\n").unwrap();
+        let file = ClusterArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let addr: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        assert_eq!(file.resolve().unwrap().metrics, Some(addr));
+        let flag: SocketAddr = "127.0.0.1:9465".parse().unwrap();
+        let both = ClusterArgs {
+            metrics: Some(flag),
+            ..file
+        };
+        assert_eq!(both.resolve().unwrap().metrics, Some(flag));
+    }
+
+    #[test]
     fn trust_proxy_is_off_unless_a_flag_or_the_file_says_so() {
         use clap::Parser;
         #[derive(clap::Parser)]

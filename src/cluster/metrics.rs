@@ -7,33 +7,19 @@
 //! previous incarnations of that worker had counted, so every exposed counter stays
 //! monotonic across restarts (`resets()` is 0, `rate()` sees no dip). The lag
 //! histogram's buckets are counters too, so they get the same treatment.
+//!
+//! The HTTP side is [`super::metrics_http`].
 
-use std::{
-    convert::Infallible,
-    net::SocketAddr,
-    sync::{Arc, Mutex, MutexGuard},
-    time::Duration,
-};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::body::Body;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use crate::metrics::{counter, gauge, DISCONNECT_REASONS, LAG_BUCKETS, REFUSAL_CODES};
+use http::StatusCode;
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet},
     metrics::MetricType,
     registry::Registry,
 };
-use tokio::net::TcpListener;
-use tracing::{debug, info, warn};
-
-use crate::metrics::{counter, gauge, DISCONNECT_REASONS, LAG_BUCKETS, REFUSAL_CODES};
-
-/// How long one scrape connection may stay open.
-const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
-const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// What the primary knows of one worker slot.
 #[derive(Debug, Default)]
@@ -232,15 +218,22 @@ fn labelled_family(
 impl Collector for ClusterMetrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let st = self.lock();
+        st.encode_clients(&mut enc)?;
+        st.encode_traffic(&mut enc)?;
+        st.encode_workers(&mut enc)
+    }
+}
+
+impl State {
+    /// Connections, sockets, connects and disconnects.
+    fn encode_clients(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let workers = || {
-            st.workers
+            self.workers
                 .iter()
                 .enumerate()
                 .map(|(i, w)| (i.to_string(), w))
         };
         let count = |i: usize| workers().map(move |(n, w)| (n, w.counter(i)));
-        let gauge = |i: usize| workers().map(move |(n, w)| (n, w.gauge(i)));
-
         let mut rows = Vec::new();
         for (n, w) in workers() {
             rows.push((n.clone(), "polling", w.gauge(gauge::POLLING)));
@@ -268,7 +261,7 @@ impl Collector for ClusterMetrics {
         }
 
         counter_family(
-            &mut enc,
+            enc,
             "rsio_connects",
             "Engine.IO sessions opened.",
             count(counter::CONNECTS),
@@ -286,20 +279,32 @@ impl Collector for ClusterMetrics {
             MetricType::Counter,
         )?;
         labelled_family(&mut m, "reason", &rows, true)?;
+        Ok(())
+    }
+
+    /// Packets, bytes, broadcasts, drops, acks, recovery and refusals.
+    fn encode_traffic(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let workers = || {
+            self.workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (i.to_string(), w))
+        };
+        let count = |i: usize| workers().map(move |(n, w)| (n, w.counter(i)));
         counter_family(
-            &mut enc,
+            enc,
             "rsio_packets_received",
             "Engine.IO message packets received from clients.",
             count(counter::PACKETS_RECEIVED),
         )?;
         counter_family(
-            &mut enc,
+            enc,
             "rsio_received_bytes",
             "Bytes of the message packets received from clients.",
             count(counter::BYTES_RECEIVED),
         )?;
         counter_family(
-            &mut enc,
+            enc,
             "rsio_broadcasts_received",
             "Broadcasts received from other workers.",
             count(counter::BROADCASTS_RECEIVED),
@@ -326,79 +331,91 @@ impl Collector for ClusterMetrics {
         )?;
         labelled_family(&mut m, "reason", &rows, true)?;
         counter_family(
-            &mut enc,
+            enc,
             "rsio_packets_sent",
             "Engine.IO frames queued for clients.",
             count(counter::PACKETS_SENT),
         )?;
         counter_family(
-            &mut enc,
+            enc,
             "rsio_sent_bytes",
             "Bytes of the frames queued for clients.",
             count(counter::BYTES_SENT),
         )?;
         counter_family(
-            &mut enc,
+            enc,
             "rsio_broadcasts_sent",
             "Broadcasts emitted by the worker's server.",
             count(counter::BROADCASTS_SENT),
         )?;
         counter_family(
-            &mut enc,
+            enc,
             "rsio_volatile_drops",
             "Volatile packets dropped: the client's transport was not writable.",
             count(counter::VOLATILE_DROPS),
         )?;
         counter_family(
-            &mut enc,
+            enc,
             "rsio_ack_timeouts",
             "Acks of socket.timeout(..).emit_with_ack that timed out.",
             count(counter::ACK_TIMEOUTS),
         )?;
         counter_family(
-            &mut enc,
+            enc,
             "rsio_recovery_attempts",
             "Connections that asked to recover their session.",
             count(counter::RECOVERY_ATTEMPTS),
         )?;
         counter_family(
-            &mut enc,
+            enc,
             "rsio_recovery_successes",
             "Connections that got their session back.",
             count(counter::RECOVERY_SUCCESSES),
         )?;
+        Ok(())
+    }
+
+    /// The workers themselves: acks pending, ipc, restarts, readiness and event-loop lag.
+    fn encode_workers(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let workers = || {
+            self.workers
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (i.to_string(), w))
+        };
+        let gauge = |i: usize| workers().map(move |(n, w)| (n, w.gauge(i)));
         gauge_family(
-            &mut enc,
+            enc,
             "rsio_acks_pending",
             "Acknowledgements the server waits for.",
             gauge(gauge::ACKS_PENDING),
         )?;
         gauge_family(
-            &mut enc,
+            enc,
             "rsio_ipc_backlog_bytes",
             "Bytes queued on the worker's ipc socket to the primary.",
             gauge(gauge::IPC_BACKLOG_BYTES),
         )?;
         counter_family(
-            &mut enc,
+            enc,
             "rsio_ipc_received_bytes",
             "Bytes the primary received from the worker over ipc.",
             workers().map(|(n, w)| (n, w.ipc_received_bytes)),
         )?;
         counter_family(
-            &mut enc,
+            enc,
             "rsio_ipc_sent_bytes",
             "Bytes the primary sent to the worker over ipc.",
             workers().map(|(n, w)| (n, w.ipc_sent_bytes)),
         )?;
         counter_family(
-            &mut enc,
+            enc,
             "rsio_worker_restarts",
             "Times the worker was started again after the first start.",
             workers().map(|(n, w)| (n, w.starts.saturating_sub(1))),
         )?;
         gauge_family(
-            &mut enc,
+            enc,
             "rsio_worker_ready",
             "Whether the worker serves (1) or not (0).",
             workers().map(|(n, w)| (n, u64::from(w.ready))),
@@ -428,106 +445,6 @@ impl Collector for ClusterMetrics {
         }
         Ok(())
     }
-}
-
-/// Binds `addr` and serves `/metrics` and `/health` from the current (primary's) runtime.
-pub(super) fn serve(addr: SocketAddr, metrics: ClusterMetrics) -> std::io::Result<()> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
-    std_listener.set_nonblocking(true)?;
-    let listener = TcpListener::from_std(std_listener)?;
-    info!(target: "cluster", "metrics on http://{}/metrics", listener.local_addr()?);
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    warn!(target: "cluster", "metrics accept: {err}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let res = respond(&metrics, &req);
-                    async move { Ok::<_, Infallible>(res) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
-                match tokio::time::timeout(CONNECTION_DEADLINE, conn).await {
-                    Ok(Err(err)) => debug!(target: "cluster", "metrics connection: {err}"),
-                    Err(_) => debug!(target: "cluster", "metrics connection: deadline"),
-                    Ok(Ok(())) => {}
-                }
-            });
-        }
-    });
-    Ok(())
-}
-
-/// The Prometheus text format (0.0.4) of an OpenMetrics text, for scrapers and tools
-/// that do not ask for OpenMetrics (`promtool check metrics`, `curl`): counter
-/// families are named with their `_total` suffix, and there is no `# EOF`.
-fn to_prometheus_text(openmetrics: &str) -> String {
-    let counters: Vec<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| Some((p, line.strip_prefix(p)?)));
-        match meta {
-            Some((prefix, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                out.push_str(prefix);
-                out.push_str(name);
-                if counters.contains(&name) {
-                    out.push_str("_total");
-                }
-                out.push(' ');
-                out.push_str(tail);
-            }
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
-}
-
-fn respond(metrics: &ClusterMetrics, req: &Request<Incoming>) -> Response<Body> {
-    let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => {
-            let openmetrics = req.headers().get_all(header::ACCEPT).iter().any(|v| {
-                v.to_str()
-                    .is_ok_and(|v| v.contains("application/openmetrics-text"))
-            });
-            let text = metrics.render();
-            if openmetrics {
-                (StatusCode::OK, OPENMETRICS, text)
-            } else {
-                (StatusCode::OK, PROMETHEUS_TEXT, to_prometheus_text(&text))
-            }
-        }
-        (&Method::GET, "/health") => {
-            let (status, body) = metrics.health();
-            (status, "text/plain; charset=utf-8", body)
-        }
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "not found\n".into(),
-        ),
-    };
-    let mut res = Response::new(Body::from(body));
-    *res.status_mut() = status;
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    res
 }
 
 #[cfg(test)]
@@ -577,10 +494,6 @@ mod tests {
             "rsio_connections{worker=\"1\",transport=\"websocket\"} 4"
         );
         assert!(text.ends_with("# EOF\n"));
-        let plain = to_prometheus_text(&text);
-        assert!(plain.contains("# TYPE rsio_packets_received_total counter\n"));
-        assert!(plain.contains("# TYPE rsio_connections gauge\n"));
-        assert!(!plain.contains("# EOF"));
     }
 
     #[test]

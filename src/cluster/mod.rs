@@ -32,6 +32,7 @@ pub mod bench;
 mod config;
 mod interest;
 mod metrics;
+mod metrics_http;
 mod notify;
 mod primary;
 mod sessions;

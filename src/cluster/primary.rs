@@ -22,8 +22,8 @@ use tracing::{debug, error, info, warn};
 use super::{
     config::{ClusterConfig, PinMode},
     interest::{Reach, RoomInterest},
-    metrics::{self, ClusterMetrics},
-    notify,
+    metrics::ClusterMetrics,
+    metrics_http, notify,
     sessions::SessionStore,
     spawn::{allowed_cpus, WorkerCommand},
     supervise::{Slot, LIVENESS_EVERY},
@@ -168,7 +168,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
     };
     if let Some(addr) = primary.config.metrics {
         let m = ClusterMetrics::new(primary.slots.len());
-        if let Err(err) = metrics::serve(addr, m.clone()) {
+        if let Err(err) = metrics_http::serve(addr, m.clone()) {
             error!(target: "cluster", "cannot serve metrics on {addr}: {err}");
             return ExitCode::from(EXIT_BIND);
         }

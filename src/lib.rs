@@ -7,5 +7,6 @@ pub mod adapter;
 pub mod cluster;
 pub mod engine;
 pub mod http;
+pub mod metrics;
 pub mod parser;
 pub mod server;

@@ -78,6 +78,7 @@ mod tag {
     pub const RESTORE_SESSION: u8 = 10;
     pub const RESTORE_SESSION_RESPONSE: u8 = 36;
     pub const ROOM_INTEREST: u8 = 11;
+    pub const METRICS: u8 = 12;
     pub const BROADCAST: u8 = 16;
     pub const SOCKETS_JOIN: u8 = 17;
     pub const SOCKETS_LEAVE: u8 = 18;
@@ -107,6 +108,11 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) {
             put(dst, tag::ROOM_INTEREST, &(nsp, room, present))
         }
         Message::Heartbeat => dst.put_u8(tag::HEARTBEAT),
+        Message::Metrics {
+            counters,
+            gauges,
+            namespaces,
+        } => put(dst, tag::METRICS, &(counters, gauges, namespaces)),
         Message::RecoveryOn {
             nsp,
             max_disconnection_ms,
@@ -276,6 +282,14 @@ pub fn decode(frame: Bytes) -> Result<Message, CodecError> {
             connections: exact(body)?,
         },
         tag::HEARTBEAT => unit(body, Message::Heartbeat)?,
+        tag::METRICS => {
+            let (counters, gauges, namespaces) = exact(body)?;
+            Message::Metrics {
+                counters,
+                gauges,
+                namespaces,
+            }
+        }
         tag::ROOM_INTEREST => {
             let (nsp, room, present) = exact(body)?;
             Message::RoomInterest { nsp, room, present }

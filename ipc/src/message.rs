@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Version of the wire protocol, sent in [`Message::Hello`]. Bump it on any wire change.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Identifies one request of one worker; `(worker, id)` is unique cluster-wide.
 pub type RequestId = u64;
@@ -141,6 +141,17 @@ pub enum Message {
     },
     /// Either way: liveness signal on an otherwise idle connection.
     Heartbeat,
+    /// Worker → primary, about once a second when metrics are on: the worker's raw
+    /// numbers. The layout of `counters` and `gauges` belongs to the application
+    /// (rsio's `metrics` module); counters restart at 0 with the worker.
+    Metrics {
+        /// Monotonic counters since the worker started.
+        counters: Vec<u64>,
+        /// Current values.
+        gauges: Vec<u64>,
+        /// Sockets per namespace name.
+        namespaces: Vec<(String, u64)>,
+    },
     /// Worker → primary: connection state recovery is on for `nsp`; the primary
     /// keeps sessions and packets for `max_disconnection_ms`.
     RecoveryOn {
@@ -336,6 +347,7 @@ impl Message {
             Message::WorkerJoined { .. } => "worker-joined",
             Message::Stats { .. } => "stats",
             Message::Heartbeat => "heartbeat",
+            Message::Metrics { .. } => "metrics",
             Message::RecoveryOn { .. } => "recovery-on",
             Message::SessionUpdate(_) => "session-update",
             Message::SessionClosed { .. } => "session-closed",

@@ -1,7 +1,10 @@
 //! The options every rsio application shares: flags, then `RSIO_*` environment
 //! variables, then a TOML config file, then defaults.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+};
 
 use serde::Deserialize;
 
@@ -68,9 +71,14 @@ pub struct ClusterArgs {
         default_missing_value = "true"
     )]
     pub shared_port: Option<bool>,
+    /// Serve `GET /metrics` (Prometheus, every worker's numbers with a `worker`
+    /// label) and `GET /health` from the primary on this address, e.g.
+    /// `127.0.0.1:9464` [default: off].
+    #[arg(long, env = "RSIO_METRICS")]
+    pub metrics: Option<SocketAddr>,
     /// A TOML file with the same keys (`workers`, `port`, `host`, `log_level`, `pin`,
     /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`, `trust_proxy`,
-    /// `max_ipc_backlog_bytes`, `shared_port`).
+    /// `max_ipc_backlog_bytes`, `shared_port`, `metrics`).
     #[arg(long, env = "RSIO_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -97,6 +105,7 @@ struct FileConfig {
     trust_proxy: Option<bool>,
     max_ipc_backlog_bytes: Option<usize>,
     shared_port: Option<bool>,
+    metrics: Option<SocketAddr>,
 }
 
 /// The resolved options.
@@ -120,6 +129,9 @@ pub struct ClusterConfig {
     /// The primary accepts on `port` and hands connections to the workers, which
     /// serve `port + 1 + i` themselves (see `--shared-port`).
     pub shared_port: bool,
+    /// Where the primary serves `/metrics` and `/health`; workers send their
+    /// numbers to the primary only when it is set.
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -198,6 +210,7 @@ impl ClusterArgs {
                 .or(file.max_ipc_backlog_bytes)
                 .unwrap_or(rsio_ipc::DEFAULT_MAX_QUEUED_BYTES),
             shared_port,
+            metrics: self.metrics.or(file.metrics),
         })
     }
 }
@@ -234,6 +247,26 @@ mod tests {
         std::fs::write(&path, "workerz = 3\n").unwrap();
         assert!(matches!(args.resolve(), Err(ConfigError::Parse(..))));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn metrics_is_off_unless_a_flag_or_the_file_sets_an_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rsio.toml");
+        assert_eq!(ClusterArgs::default().resolve().unwrap().metrics, None);
+        std::fs::write(&path, "metrics = \"127.0.0.1:9464\"\n").unwrap();
+        let file = ClusterArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let addr: SocketAddr = "127.0.0.1:9464".parse().unwrap();
+        assert_eq!(file.resolve().unwrap().metrics, Some(addr));
+        let flag: SocketAddr = "127.0.0.1:9465".parse().unwrap();
+        let both = ClusterArgs {
+            metrics: Some(flag),
+            ..file
+        };
+        assert_eq!(both.resolve().unwrap().metrics, Some(flag));
     }
 
     #[test]

@@ -33,6 +33,8 @@ mod config;
 mod inbox;
 mod interest;
 mod listen_fds;
+mod metrics;
+mod metrics_http;
 mod notify;
 mod primary;
 mod reload;

@@ -23,7 +23,9 @@ use super::{
     config::{ClusterConfig, PinMode},
     inbox::{Inbox, Reading},
     interest::{Reach, RoomInterest},
-    listen_fds, notify,
+    listen_fds,
+    metrics::ClusterMetrics,
+    metrics_http, notify,
     reload::Reload,
     sessions::SessionStore,
     shared_port::{self, Route},
@@ -85,6 +87,9 @@ pub(super) struct Primary {
     pub interest: RoomInterest,
     /// The `SIGHUP` reload in progress, if any.
     pub reload: Reload,
+    /// Set with `--metrics`; with the ipc bytes received from and sent to each
+    /// worker since its last report.
+    metrics: Option<(ClusterMetrics, Vec<(u64, u64)>)>,
 }
 
 /// Runs the primary until it is told to stop; returns the process's exit status.
@@ -206,7 +211,17 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         sessions: SessionStore::new(),
         interest: RoomInterest::default(),
         reload: Reload::default(),
+        metrics: None,
     };
+    if let Some(addr) = primary.config.metrics {
+        let m = ClusterMetrics::new(primary.slots.len());
+        if let Err(err) = metrics_http::serve(addr, m.clone()) {
+            error!(target: "cluster", "cannot serve metrics on {addr}: {err}");
+            return ExitCode::from(EXIT_BIND);
+        }
+        primary.metrics = Some((m, vec![(0, 0); primary.slots.len()]));
+    }
+
     for i in 0..primary.slots.len() {
         if let Err(err) = primary.start(i) {
             error!(target: "cluster", worker = i, "cannot start worker: {err}");
@@ -270,6 +285,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
             }
             _ = hup.recv() => primary.request_reload(),
             _ = status_tick.tick() => primary.report_status(),
+
             _ = watchdog_tick.tick(), if watchdog_every.is_some() => {
                 if primary.healthy() {
                     notify::watchdog();
@@ -318,6 +334,9 @@ impl Primary {
     /// Sends `frame` to worker `j`; a worker that lets its backlog pass the limit
     /// does not read (stopped, stuck): it is killed and restarted.
     fn send_to(&mut self, j: usize, frame: EncodedFrame) {
+        if let Some((_, ipc)) = &mut self.metrics {
+            ipc[j].1 += frame.len() as u64;
+        }
         let result = match &self.slots[j].sender {
             Some(s) => s.send_frame(frame),
             None => return,
@@ -339,6 +358,9 @@ impl Primary {
                 message,
                 frame,
             } if self.slots[worker].generation == generation => {
+                if let Some((_, ipc)) = &mut self.metrics {
+                    ipc[worker].0 += frame.len() as u64;
+                }
                 let said_hello = self.slots[worker].said_hello;
                 match validate::check(worker, self.slots.len(), said_hello, &message) {
                     Ok(()) => self.on_message(worker, message, frame, false),
@@ -364,7 +386,11 @@ impl Primary {
                 worker,
                 generation,
                 status,
-            } if self.slots[worker].generation == generation => self.on_exit(worker, &status),
+            } if self.slots[worker].generation == generation => {
+                let code = self.on_exit(worker, &status);
+                self.sync_metrics();
+                code
+            }
             Event::Route { stream, route } => {
                 self.route(stream, route);
                 None
@@ -393,6 +419,9 @@ impl Primary {
     ) {
         match &message {
             Message::Hello { version, pid, .. } => {
+                if let Some((m, _)) = &self.metrics {
+                    m.on_hello(worker);
+                }
                 let slot = &mut self.slots[worker];
                 slot.said_hello = true;
                 slot.last_heartbeat = Instant::now();
@@ -408,8 +437,9 @@ impl Primary {
                 }
             }
             Message::Ready => {
+                self.slots[worker].ready = true;
+                self.sync_metrics();
                 let slot = &mut self.slots[worker];
-                slot.ready = true;
                 slot.last_heartbeat = Instant::now();
                 let port = self.config.worker_port(worker);
                 info!(target: "cluster", "worker {worker} (pid {}) listening on http://{}:{port}", slot.pid, self.config.host);
@@ -433,6 +463,22 @@ impl Primary {
                 let slot = &mut self.slots[worker];
                 slot.connections = *connections;
                 slot.routed_new = 0;
+            }
+            Message::Metrics {
+                counters,
+                gauges,
+                namespaces,
+            } => {
+                if let Some((m, ipc)) = &mut self.metrics {
+                    let bytes = std::mem::take(&mut ipc[worker]);
+                    m.on_report(
+                        worker,
+                        counters.clone(),
+                        gauges.clone(),
+                        namespaces.clone(),
+                        bytes,
+                    );
+                }
             }
             Message::RoomInterest { nsp, room, present } => {
                 self.interest.set(worker, nsp, room, *present)
@@ -594,6 +640,7 @@ impl Primary {
             return;
         }
         self.shutting_down = true;
+        self.sync_metrics();
         notify::stopping();
         self.stop_reload();
         for slot in &self.slots {
@@ -619,6 +666,13 @@ impl Primary {
             "{live}/{} workers, {connections} connections",
             self.slots.len()
         )
+    }
+
+    /// Tells `/health` which workers serve and whether the cluster drains.
+    fn sync_metrics(&self) {
+        if let Some((m, _)) = &self.metrics {
+            m.set_status(self.slots.iter().map(|s| s.ready), self.shutting_down);
+        }
     }
 
     pub(super) fn report_status(&self) {

@@ -113,6 +113,7 @@ pub(crate) fn check(
         }
         Message::Ready
         | Message::Stats { .. }
+        | Message::Metrics { .. }
         | Message::Heartbeat
         | Message::RecoveryOn { .. }
         | Message::SessionUpdate(_)
@@ -173,6 +174,11 @@ mod tests {
             Message::Ready,
             Message::Heartbeat,
             Message::Stats { connections: 3 },
+            Message::Metrics {
+                counters: vec![1],
+                gauges: Vec::new(),
+                namespaces: vec![("/".into(), 1)],
+            },
             Message::SessionUpdate(Session::default()),
             broadcast(text(), None),
             broadcast(text(), Some((1, 7, 9))),

@@ -5,7 +5,10 @@ use std::{
     future::Future,
     os::fd::{FromRawFd, RawFd},
     process::ExitCode,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -339,6 +342,10 @@ where
     let listener = tokio::net::TcpListener::from_std(listener)?;
     sender.send(Message::Ready)?;
 
+    if config.metrics.is_some() {
+        tokio::spawn(crate::metrics::measure_lag());
+        tokio::spawn(crate::metrics::report(servers.clone(), sender.clone()));
+    }
     let stats_servers = servers.clone();
     let stats_sender = sender.clone();
     tokio::spawn(async move {
@@ -364,7 +371,9 @@ where
     // The drain stops the accept loop first: from then on, new connections wait in
     // the listen backlog (the primary holds the listener) for another process of
     // this slot (a reload's new worker, a restart), instead of reaching sessions
-    // about to close.
+    // about to close. `GET /health` answers 503 from then on.
+    let health_draining = Arc::new(AtomicBool::new(false));
+    let draining_flag = health_draining.clone();
     let (draining, drained) = tokio::sync::oneshot::channel::<()>();
     let stop_accepting = async move {
         tokio::select! {
@@ -373,6 +382,7 @@ where
             _ = int.recv() => {}
         }
         info!(target: "cluster", "draining");
+        draining_flag.store(true, Ordering::Relaxed);
         let _ = draining.send(());
     };
     let close_sessions = async move {
@@ -399,6 +409,7 @@ where
     };
     let serve_config = ServeConfig {
         max_connections: config.max_connections,
+        health: Some(health_draining),
         ..ServeConfig::default()
     };
     // Handed-off connections queue in the socketpair while this is full.

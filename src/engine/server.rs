@@ -179,6 +179,7 @@ impl<H: EngineHandler> Engine<H> {
                 host = ?headers.get(header::HOST),
                 "request from a foreign origin refused"
             );
+            crate::metrics::add(crate::metrics::counter::ORIGIN_REFUSALS, 1);
             return Err(RequestError::Forbidden("Forbidden".into()));
         }
         let query = Query::parse(req.uri().query());
@@ -280,6 +281,7 @@ impl<H: EngineHandler> Engine<H> {
             H::Data::default(),
         ));
         self.table().insert(sid, session.clone());
+        crate::metrics::add(crate::metrics::counter::CONNECTS, 1);
         debug!(target: "engine", %sid, transport = transport.as_str(), "session opened");
 
         let open = Frame::text(self.open_packet(sid, transport));
@@ -358,8 +360,14 @@ impl<H: EngineHandler> Engine<H> {
     /// Handles one packet from a client, whatever its transport.
     pub(crate) fn on_packet(&self, session: &Arc<Session<H::Data>>, packet: Packet) {
         match packet {
-            Packet::Message(text) => self.handler.on_message(session, Message::Text(text)),
-            Packet::Binary(data) => self.handler.on_message(session, Message::Binary(data)),
+            Packet::Message(text) => {
+                crate::metrics::packet_received(text.len());
+                self.handler.on_message(session, Message::Text(text))
+            }
+            Packet::Binary(data) => {
+                crate::metrics::packet_received(data.len());
+                self.handler.on_message(session, Message::Binary(data))
+            }
             Packet::Pong(_) if !session.is_v3() => session.on_pong(),
             Packet::Ping(_) if session.is_v3() => session.on_client_ping(),
             Packet::Close => session.terminate(CloseReason::TransportClose),
@@ -379,6 +387,7 @@ impl<H: EngineHandler> Engine<H> {
         if removed {
             let reason = session.close_reason().unwrap_or(CloseReason::ForcedClose);
             debug!(target: "engine", sid = %session.sid(), reason = reason.as_str(), "session closed");
+            crate::metrics::disconnected(reason);
             self.handler.on_close(session, reason);
         }
     }

@@ -119,6 +119,8 @@ pub(crate) struct State {
 impl State {
     pub(crate) fn push(&mut self, frames: impl IntoIterator<Item = Frame>) {
         for frame in frames {
+            crate::metrics::add(crate::metrics::counter::PACKETS_SENT, 1);
+            crate::metrics::add(crate::metrics::counter::BYTES_SENT, frame.len() as u64);
             self.queued_bytes += frame.len();
             self.queue.push_back(frame);
         }
@@ -260,6 +262,7 @@ impl<D> Session<D> {
             let writable =
                 st.queue.is_empty() && (st.transport == TransportKind::WebSocket || st.get_pending);
             if st.closing || self.is_closed() || !writable {
+                crate::metrics::add(crate::metrics::counter::VOLATILE_DROPS, 1);
                 return false;
             }
             st.push(frames);

@@ -7,7 +7,10 @@ use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -40,6 +43,9 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// How long open connections may take to finish once shutdown starts.
     pub drain_timeout: Duration,
+    /// When set, `GET /health` is answered here, before the router: 200 `serving`,
+    /// or 503 `draining` once the flag is true.
+    pub health: Option<Arc<AtomicBool>>,
 }
 
 impl Default for ServeConfig {
@@ -49,6 +55,7 @@ impl Default for ServeConfig {
             max_header_bytes: 64 * 1024,
             max_connections: 100_000,
             drain_timeout: Duration::from_secs(10),
+            health: None,
         }
     }
 }
@@ -57,6 +64,22 @@ impl Default for ServeConfig {
 pub enum ServeError {
     #[error("accept failed: {0}")]
     Accept(#[from] std::io::Error),
+}
+
+/// The answer to `GET /health`: whether this process still serves.
+pub fn health_response(draining: bool) -> axum::response::Response {
+    let (status, body) = if draining {
+        (http::StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (http::StatusCode::OK, "serving\n")
+    };
+    let mut res = axum::response::Response::new(Body::from(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    res
 }
 
 const BUSY_RESPONSE: &[u8] =
@@ -114,15 +137,24 @@ pub async fn serve_with_handoff(
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
+            crate::metrics::add(crate::metrics::counter::CAP_REFUSALS, 1);
             tokio::spawn(refuse_busy(stream));
             continue;
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let health = config.health.clone();
         let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             let router = router.clone();
+            let draining = health
+                .as_ref()
+                .filter(|_| req.uri().path() == "/health")
+                .map(|h| h.load(Ordering::Relaxed));
             async move {
+                if let Some(draining) = draining {
+                    return Ok(health_response(draining));
+                }
                 let res = router.oneshot(req.map(Body::new)).await;
                 let mut res = res.unwrap_or_else(|never| match never {});
                 if handed && res.status() != StatusCode::SWITCHING_PROTOCOLS {

@@ -84,7 +84,10 @@ impl<'a> SocketTimeout<'a> {
         let pending = self.socket.emit_ack_packet(event, args)?;
         match tokio::time::timeout(self.timeout, pending.wait()).await {
             Ok(res) => res.map_err(EmitWithAckError::Ack),
-            Err(_) => Err(EmitWithAckError::Ack(AckError::Timeout)),
+            Err(_) => {
+                crate::metrics::add(crate::metrics::counter::ACK_TIMEOUTS, 1);
+                Err(EmitWithAckError::Ack(AckError::Timeout))
+            }
         }
     }
 }

@@ -94,6 +94,7 @@ impl BroadcastOperator {
     /// Sends an event to every selected socket; the packet is encoded once.
     pub fn emit(self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
         check_event(event)?;
+        crate::metrics::add(crate::metrics::counter::BROADCASTS_SENT, 1);
         let mut args = args.into_args()?;
         let adapter = self.ns.adapter();
         if adapter.sequenced() && !self.opts.flags.volatile && !self.opts.flags.local {

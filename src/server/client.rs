@@ -229,6 +229,7 @@ fn join_namespace(
     match credentials {
         // Restoring may ask another process (the cluster's primary): continue when it answers.
         Some((pid, offset)) => {
+            crate::metrics::add(crate::metrics::counter::RECOVERY_ATTEMPTS, 1);
             let restore = ns.adapter().restore_session(&pid, &offset);
             run_inline(Box::pin(async move {
                 let restored = restore.await;
@@ -249,6 +250,9 @@ fn accept(
 ) {
     let handshake = Handshake::new(session.request().clone(), auth);
     let recovered = restored.is_some();
+    if recovered {
+        crate::metrics::add(crate::metrics::counter::RECOVERY_SUCCESSES, 1);
+    }
     let (id, pid, data, rooms, missed, horizon) = match restored {
         Some(r) => (
             r.session.id,

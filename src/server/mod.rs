@@ -408,6 +408,23 @@ impl Server {
             .sum()
     }
 
+    /// How many sockets each namespace of this server has, for metrics (namespaces
+    /// are cloned out first: no two locks are held at once).
+    pub fn socket_counts(&self) -> Vec<(String, u64)> {
+        let namespaces: Vec<Namespace> = self
+            .inner
+            .namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        namespaces
+            .iter()
+            .map(|ns| (ns.name().to_string(), ns.socket_count() as u64))
+            .collect()
+    }
+
     /// Disconnects every socket with "server shutting down" (recoverable) and
     /// closes every connection.
     pub fn close(&self) {

@@ -119,6 +119,11 @@ impl Namespace {
         &self.0.adapter
     }
 
+    /// How many sockets are connected to this namespace on this server.
+    pub fn socket_count(&self) -> usize {
+        self.sockets_map().len()
+    }
+
     fn sockets_map(
         &self,
     ) -> MutexGuard<'_, HashMap<SocketId, Socket, foldhash::fast::RandomState>> {

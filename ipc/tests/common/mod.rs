@@ -8,7 +8,7 @@ use proptest::strategy::{BoxedStrategy, Union};
 use rsio_ipc::{Broadcast, EventPayload, Frame, Message, Session, SocketInfo, Target};
 
 /// Number of `Message` variants; `samples()` must cover each of them.
-pub const VARIANTS: usize = 23;
+pub const VARIANTS: usize = 24;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -45,6 +45,11 @@ pub fn samples() -> Vec<Message> {
             connections: u64::MAX,
         },
         Message::Heartbeat,
+        Message::Metrics {
+            counters: vec![0, 1, u64::MAX],
+            gauges: vec![7],
+            namespaces: vec![(s("/"), 2), (s("/chat"), 0)],
+        },
         Message::RecoveryOn {
             nsp: s("/"),
             max_disconnection_ms: 120_000,
@@ -267,6 +272,17 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
             .prop_map(|connections| Message::Stats { connections })
             .boxed(),
         Just(Message::Heartbeat).boxed(),
+        (
+            proptest::collection::vec(any::<u64>(), 0..8),
+            proptest::collection::vec(any::<u64>(), 0..8),
+            proptest::collection::vec((any::<String>(), any::<u64>()), 0..3),
+        )
+            .prop_map(|(counters, gauges, namespaces)| Message::Metrics {
+                counters,
+                gauges,
+                namespaces,
+            })
+            .boxed(),
         (any::<String>(), any::<u64>())
             .prop_map(|(nsp, max_disconnection_ms)| Message::RecoveryOn {
                 nsp,

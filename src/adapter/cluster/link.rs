@@ -202,7 +202,10 @@ impl ClusterLink {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         match message {
-            Message::Broadcast(b) => self.on_broadcast(b),
+            Message::Broadcast(b) => {
+                crate::metrics::add(crate::metrics::counter::BROADCASTS_RECEIVED, 1);
+                self.on_broadcast(b)
+            }
             Message::SocketsJoin { nsp, target, rooms } => {
                 if let Some(ns) = self.namespace(&nsp) {
                     ns.local_sockets_join(&options(&target), &rooms);

@@ -79,6 +79,7 @@ mod tag {
     pub const RESTORE_SESSION_RESPONSE: u8 = 36;
     pub const ROOM_INTEREST: u8 = 11;
     pub const METRICS: u8 = 12;
+    pub const RETIRE: u8 = 13;
     pub const BROADCAST: u8 = 16;
     pub const SOCKETS_JOIN: u8 = 17;
     pub const SOCKETS_LEAVE: u8 = 18;
@@ -101,6 +102,7 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) {
         } => put(dst, tag::HELLO, &(version, worker, pid)),
         Message::Ready => dst.put_u8(tag::READY),
         Message::Drain => dst.put_u8(tag::DRAIN),
+        Message::Retire => dst.put_u8(tag::RETIRE),
         Message::WorkerExited { worker } => put(dst, tag::WORKER_EXITED, worker),
         Message::WorkerJoined { worker } => put(dst, tag::WORKER_JOINED, worker),
         Message::Stats { connections } => put(dst, tag::STATS, connections),
@@ -272,6 +274,7 @@ pub fn decode(frame: Bytes) -> Result<Message, CodecError> {
         }
         tag::READY => unit(body, Message::Ready)?,
         tag::DRAIN => unit(body, Message::Drain)?,
+        tag::RETIRE => unit(body, Message::Retire)?,
         tag::WORKER_EXITED => Message::WorkerExited {
             worker: exact(body)?,
         },

@@ -124,6 +124,9 @@ pub enum Message {
     Ready,
     /// Primary → worker: stop accepting, close sessions ("server shutting down"), exit.
     Drain,
+    /// Primary → worker: a new process replaces this one (a reload): stop accepting
+    /// at once (new connections wait for the new process), then drain like [`Message::Drain`].
+    Retire,
     /// Primary → workers: a worker died or is restarting; pending requests stop waiting for it.
     WorkerExited {
         /// The worker that is gone.
@@ -343,6 +346,7 @@ impl Message {
             Message::Hello { .. } => "hello",
             Message::Ready => "ready",
             Message::Drain => "drain",
+            Message::Retire => "retire",
             Message::WorkerExited { .. } => "worker-exited",
             Message::WorkerJoined { .. } => "worker-joined",
             Message::Stats { .. } => "stats",

@@ -183,7 +183,7 @@ impl Primary {
                 info!(target: "cluster", worker = i, "reload: worker {i} replaced: pid {new_pid} serves, pid {} drains", old.pid);
                 self.sessions.move_worker(i, count + i);
                 if let Some(s) = &old.sender {
-                    let _ = s.send(Message::Drain);
+                    let _ = s.send(Message::Retire);
                 }
                 old.since = Instant::now();
                 self.slots[i].retiring = Some(old);

@@ -74,6 +74,7 @@ pub(crate) fn check(
             own("worker", *worker)
         }
         Message::Drain
+        | Message::Retire
         | Message::WorkerExited { .. }
         | Message::WorkerJoined { .. }
         | Message::RestoreSessionResponse { .. } => Err(Violation::PrimaryOnly(kind)),

@@ -318,11 +318,17 @@ where
 
     // Messages from the primary: adapter traffic, and the order to drain.
     let drain_on_message = drain.clone();
+    let retiring = Arc::new(AtomicBool::new(false));
+    let retire_on_message = retiring.clone();
     let dispatch_link = link.clone();
     tokio::spawn(async move {
         loop {
             match reader.next().await {
                 Some(Ok(Message::Drain)) => {
+                    drain_on_message.notify_one();
+                }
+                Some(Ok(Message::Retire)) => {
+                    retire_on_message.store(true, Ordering::Relaxed);
                     drain_on_message.notify_one();
                 }
                 Some(Ok(message)) => dispatch_link.dispatch(message),
@@ -368,13 +374,16 @@ where
         signal(SignalKind::terminate())?,
         signal(SignalKind::interrupt())?,
     );
-    // The drain stops the accept loop first: from then on, new connections wait in
-    // the listen backlog (the primary holds the listener) for another process of
-    // this slot (a reload's new worker, a restart), instead of reaching sessions
-    // about to close. `GET /health` answers 503 from then on.
+    // A worker retired by a reload stops accepting first: from then on, new
+    // connections wait in the listen backlog (the primary holds the listener) for
+    // the process that replaces it, instead of reaching sessions about to close. A
+    // worker that drains for a shutdown keeps serving until its sessions are gone,
+    // so a client between two polls still fetches its `close` packet on a new
+    // connection, and `GET /health` answers 503 meanwhile.
     let health_draining = Arc::new(AtomicBool::new(false));
     let draining_flag = health_draining.clone();
     let (draining, drained) = tokio::sync::oneshot::channel::<()>();
+    let (sessions_gone_tx, sessions_gone_rx) = tokio::sync::oneshot::channel::<()>();
     let stop_accepting = async move {
         tokio::select! {
             _ = drain.notified() => {}
@@ -384,6 +393,9 @@ where
         info!(target: "cluster", "draining");
         draining_flag.store(true, Ordering::Relaxed);
         let _ = draining.send(());
+        if !retiring.load(Ordering::Relaxed) {
+            let _ = sessions_gone_rx.await;
+        }
     };
     let close_sessions = async move {
         if drained.await.is_err() {
@@ -406,6 +418,7 @@ where
         {
             warn!(target: "cluster", "sessions still open after {DRAIN_SESSIONS:?}; stopping anyway");
         }
+        let _ = sessions_gone_tx.send(());
     };
     let serve_config = ServeConfig {
         max_connections: config.max_connections,

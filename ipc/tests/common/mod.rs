@@ -8,7 +8,7 @@ use proptest::strategy::{BoxedStrategy, Union};
 use rsio_ipc::{Broadcast, EventPayload, Frame, Message, Session, SocketInfo, Target};
 
 /// Number of `Message` variants; `samples()` must cover each of them.
-pub const VARIANTS: usize = 24;
+pub const VARIANTS: usize = 25;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -39,6 +39,7 @@ pub fn samples() -> Vec<Message> {
         },
         Message::Ready,
         Message::Drain,
+        Message::Retire,
         Message::WorkerExited { worker: 0 },
         Message::WorkerJoined { worker: u16::MAX },
         Message::Stats {
@@ -262,6 +263,7 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
             .boxed(),
         Just(Message::Ready).boxed(),
         Just(Message::Drain).boxed(),
+        Just(Message::Retire).boxed(),
         any::<u16>()
             .prop_map(|worker| Message::WorkerExited { worker })
             .boxed(),

@@ -107,10 +107,14 @@ pub fn markdown(cli: &Cli, sum: &BTreeMap<Key, Point>) -> String {
                 .find(|(k, _)| k.server == server && k.clients == c)
                 .map(|(_, p)| *p)
         };
-        let peers: Vec<&str> = ["node", "socketioxide", "bare"]
-            .into_iter()
-            .filter(|s| rows.iter().any(|(k, _)| k.server == *s))
-            .collect();
+        // Every other server of the table, in rank order (rows are sorted),
+        // variants of rsio (`rsio-NAME`) included.
+        let mut peers: Vec<&str> = Vec::new();
+        for (k, _) in &rows {
+            if k.server != "rsio" && !peers.contains(&k.server.as_str()) {
+                peers.push(k.server.as_str());
+            }
+        }
         if rows.iter().any(|(k, _)| k.server == "rsio") && !peers.is_empty() {
             let _ = writeln!(
                 md,
@@ -208,6 +212,33 @@ pub fn targets(sum: &BTreeMap<Key, Point>) -> String {
                 v.map(|v| v <= 4.0 && p.lost == 0.0),
             );
         }
+    }
+    // A variant (rsio with extra flags, e.g. the metrics on) must cost within
+    // 3% of plain rsio, scenario by scenario, in the same run.
+    for (key, v) in sum.iter().filter(|(k, _)| k.server.starts_with("rsio-")) {
+        let base = sum.iter().find(|(k, _)| {
+            k.server == "rsio"
+                && k.scenario == key.scenario
+                && k.mode == key.mode
+                && k.clients == key.clients
+                && k.placement == key.placement
+                && k.workers == key.workers
+        });
+        let Some((_, b)) = base else { continue };
+        let (vc, bc) = (v.get("server_cpu_us_per_op"), b.get("server_cpu_us_per_op"));
+        row(
+            &format!(
+                "{} CPU per operation ≤ 1.03× rsio ({} C={})",
+                key.server, key.scenario, key.clients
+            ),
+            format!(
+                "{} µs vs {} µs = {}",
+                fmt_num(vc),
+                fmt_num(bc),
+                fmt_ratio(vc, bc)
+            ),
+            vc.zip(bc).map(|(a, b)| a / b <= 1.03),
+        );
     }
     for (name, value, met) in rooms::targets(sum) {
         row(&name, value, met);

@@ -8,8 +8,13 @@ use serde_json::{json, Map, Value};
 /// Order in tables and plots; servers not listed come after.
 pub const SERVER_ORDER: [&str; 4] = ["rsio", "node", "socketioxide", "bare"];
 
+/// Rank in [`SERVER_ORDER`] (doubled), a variant `rsio-NAME` (rsio run with
+/// extra flags, `scripts/bench --variant`) right after rsio.
 pub fn server_rank(s: &str) -> usize {
-    SERVER_ORDER
+    if s.starts_with("rsio-") {
+        return 1;
+    }
+    2 * SERVER_ORDER
         .iter()
         .position(|x| *x == s)
         .unwrap_or(SERVER_ORDER.len())

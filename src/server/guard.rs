@@ -52,8 +52,8 @@ impl Guest<'_> {
         match self {
             Guest::Socket(socket, what) => {
                 error!(target: "socket.io:socket", id = %socket.id(), nsp = socket.ns(), event = what, panic = message, "user code panicked: disconnecting the socket");
-                // On a task of its own: the panic may come from code called with
-                // one of rsio's locks held, or in the middle of a delivery loop.
+                // On a task of its own: the panic may come from code called in
+                // the middle of a delivery loop over this socket's namespace.
                 let socket = socket.clone();
                 spawn_or_run(move || socket.disconnect_with(DisconnectReason::HandlerPanic));
             }

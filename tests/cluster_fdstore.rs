@@ -35,17 +35,9 @@ const STARTUP: Duration = Duration::from_secs(15);
 const STEP: Duration = Duration::from_secs(5);
 const WORKERS: usize = 2;
 
-fn interop_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("RSIO_INTEROP_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps");
-    profile_dir.join("examples").join("interop")
-}
+#[path = "support/interop_bin.rs"]
+mod interop_bin;
+use interop_bin::interop_bin;
 
 /// What the fake systemd received: datagram texts, and the stored descriptors by name.
 #[derive(Default)]

@@ -15,7 +15,6 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
     os::{fd::AsRawFd, unix::process::CommandExt},
-    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     thread,
@@ -32,25 +31,9 @@ const WORKERS: usize = 2;
 /// A worker's exit status when descriptors 3 and 4 are not the primary's (EX_USAGE).
 const EXIT_NOT_STARTED_BY_PRIMARY: i32 = 64;
 
-fn interop_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("RSIO_INTEROP_BIN") {
-        return PathBuf::from(p);
-    }
-    // tests run from target/<profile>/deps/<test>-<hash>
-    let exe = std::env::current_exe().expect("current_exe");
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps")
-        .join("examples")
-        .join("interop");
-    assert!(
-        bin.exists(),
-        "{} not found: build it with `cargo build --example interop`",
-        bin.display()
-    );
-    bin
-}
+#[path = "support/interop_bin.rs"]
+mod interop_bin;
+use interop_bin::interop_bin;
 
 /// A running cluster; its process group is SIGKILLed on drop.
 struct Cluster {

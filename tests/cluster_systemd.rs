@@ -35,18 +35,9 @@ const WORKERS: usize = 2;
 /// The primary's exit status when it cannot bind a port (EX_UNAVAILABLE).
 const EXIT_BIND: i32 = 69;
 
-fn interop_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("RSIO_INTEROP_BIN") {
-        return PathBuf::from(p);
-    }
-    // tests run from target/<profile>/deps/<test>-<hash>
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary lives in target/<profile>/deps");
-    profile_dir.join("examples").join("interop")
-}
+#[path = "support/interop_bin.rs"]
+mod interop_bin;
+use interop_bin::interop_bin;
 
 /// The socket systemd would listen on; removed on drop.
 struct NotifySocket {

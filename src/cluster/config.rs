@@ -360,6 +360,58 @@ mod tests {
     }
 
     #[test]
+    fn redis_comes_from_the_flags_or_the_file_and_defaults_to_streams() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            cluster: ClusterArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("rsio").chain(args.iter().copied()))
+                .unwrap()
+                .cluster
+                .resolve()
+                .unwrap()
+                .redis
+        };
+        assert_eq!(parse(&[]), None, "one host unless asked");
+        let streams = parse(&["--redis", "redis://127.0.0.1:6379"]).unwrap();
+        assert_eq!(streams.url, "redis://127.0.0.1:6379");
+        assert_eq!(streams.adapter, RedisAdapterKind::Streams);
+        let classic = parse(&["--redis", "redis://h:1", "--redis-adapter", "classic"]);
+        assert_eq!(classic.unwrap().adapter, RedisAdapterKind::Classic);
+        assert!(Cli::try_parse_from(["rsio", "--redis-adapter", "kafka"]).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rsio.toml");
+        std::fs::write(
+            &path,
+            "redis = \"redis://10.0.0.1:6379/2\"\nredis_adapter = \"classic\"\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let from_file = parse(&["--config", file]).unwrap();
+        assert_eq!(
+            (from_file.url.as_str(), from_file.adapter),
+            ("redis://10.0.0.1:6379/2", RedisAdapterKind::Classic)
+        );
+        let flags = parse(&["--config", file, "--redis-adapter", "streams"]).unwrap();
+        assert_eq!(
+            flags.adapter,
+            RedisAdapterKind::Streams,
+            "flags beat the file"
+        );
+
+        let secret = RedisOptions {
+            url: "redis://user:pw@db.internal:6379/0".into(),
+            adapter: RedisAdapterKind::Streams,
+        };
+        assert_eq!(secret.redacted_url(), "redis://***@db.internal:6379/0");
+        assert_eq!(from_file.redacted_url(), "redis://10.0.0.1:6379/2");
+    }
+
+    #[test]
     fn refuses_bad_values() {
         let zero = ClusterArgs {
             workers: Some(0),

@@ -4,6 +4,7 @@
 // broadcasts, requests, server counts and recovery span hosts and Node.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import {
   client,
   connect,
@@ -15,6 +16,7 @@ import {
   waitFor,
   sleep,
   startCluster,
+  clusterBinary,
   clusterSkipReason,
   TEST_TIMEOUT,
 } from "./harness.mjs";
@@ -208,5 +210,20 @@ describe("cluster on Redis: Redis down at start", { skip, timeout: 90000 }, () =
     const args = await got;
     assert.equal(args[0], "hi");
     assert.equal(host.proc.exitCode, null, "the cluster is still running");
+  });
+});
+
+describe("cluster on Redis: options", { skip }, () => {
+  it("--redis-adapter classic is refused at startup, before any worker, with a clear error", { timeout: 15000 }, () => {
+    const env = { ...process.env };
+    delete env.NOTIFY_SOCKET;
+    const res = spawnSync(
+      clusterBinary(),
+      ["--cluster", "--workers", "2", "--port", String(randomPort()), "--redis", "redis://127.0.0.1:1", "--redis-adapter", "classic"],
+      { encoding: "utf8", timeout: 10000, env },
+    );
+    assert.equal(res.status, 78, `exit status (EX_CONFIG); stderr: ${res.stderr}`);
+    assert.match(res.stderr, /--redis-adapter classic is not built yet/);
+    assert.doesNotMatch(res.stderr, /worker 0/, "no worker was started");
   });
 });

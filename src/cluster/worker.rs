@@ -138,7 +138,9 @@ pub struct WorkerContext {
 }
 
 impl WorkerContext {
-    /// The worker's Socket.IO server, using the cluster adapter. It is closed
+    /// The worker's Socket.IO server, using the cluster adapter (with `--redis`,
+    /// the Redis adapter: the worker is then a member of the Redis cluster, as a
+    /// Node server is, and its sessions and offsets live in Redis). It is closed
     /// ("server shutting down") when the worker drains.
     ///
     /// The cluster's `--allowed-origins`, `--max-send-queue-bytes` and

@@ -7,6 +7,9 @@
 // In cluster mode the primary forks one worker per core (or WORKERS), each on
 // its own port, and relays broadcasts between them with
 // @socket.io/cluster-adapter (setupPrimary() + createAdapter()).
+// REDIS_URL=redis://127.0.0.1:6379: every process (the one server, or each
+// worker) is a member of the Redis cluster with @socket.io/redis-streams-adapter
+// instead (as rsio --redis), for the cross-host scenario.
 // Connection state recovery is off (socket.io's default).
 // PARSER=msgpack: socket.io-msgpack-parser instead of the default parser.
 import cluster from "node:cluster";
@@ -14,9 +17,12 @@ import { createServer } from "node:http";
 import { availableParallelism } from "node:os";
 import { Server } from "socket.io";
 import { createAdapter, setupPrimary } from "@socket.io/cluster-adapter";
+import { createAdapter as createStreamsAdapter } from "@socket.io/redis-streams-adapter";
+import { createClient } from "redis";
 import { createRequire } from "node:module";
 
 const clustered = process.argv[2] === "cluster";
+const redisUrl = process.env.REDIS_URL;
 
 if (clustered && cluster.isPrimary) {
   const workers = Number(process.env.WORKERS || availableParallelism());
@@ -24,7 +30,7 @@ if (clustered && cluster.isPrimary) {
   // Each worker accepts on its own listening socket (no round-robin through
   // the primary, which would add the primary's CPU to every connection).
   cluster.schedulingPolicy = cluster.SCHED_NONE;
-  setupPrimary();
+  if (!redisUrl) setupPrimary();
   for (let i = 0; i < workers; i++) {
     cluster.fork({ WORKER_INDEX: String(i), PORT: String(base + i) });
   }
@@ -39,6 +45,15 @@ if (clustered && cluster.isPrimary) {
   process.on("SIGINT", stop);
 } else {
   const port = Number(process.env.PORT || 3000);
+  let adapter;
+  if (redisUrl) {
+    const redis = createClient({ url: redisUrl });
+    redis.on("error", (err) => console.error("redis:", err.message));
+    await redis.connect();
+    adapter = createStreamsAdapter(redis);
+  } else if (clustered) {
+    adapter = createAdapter();
+  }
   const httpServer = createServer();
   const io = new Server(httpServer, {
     path: "/socket.io/",
@@ -46,7 +61,7 @@ if (clustered && cluster.isPrimary) {
     ...(process.env.PARSER === "msgpack"
       ? { parser: createRequire(import.meta.url)("socket.io-msgpack-parser") }
       : {}),
-    ...(clustered ? { adapter: createAdapter() } : {}),
+    ...(adapter ? { adapter } : {}),
   });
 
   io.on("connection", (socket) => {

@@ -5,6 +5,9 @@
 //! ```text
 //! cargo run --release --example chat                        # one worker per core, ports 3000, 3001, …
 //! cargo run --release --example chat -- --workers 2 --port 4000 --db /tmp/chat.db
+//! # two "hosts" as one chat: the same Redis and the same SQLite file
+//! cargo run --release --example chat -- --port 4000 --db /tmp/chat.db --redis redis://127.0.0.1:6379
+//! cargo run --release --example chat -- --port 5000 --db /tmp/chat.db --redis redis://127.0.0.1:6379
 //! ```
 //!
 //! Every worker serves the page at `/`, the Socket.IO endpoint at `/socket.io/`

@@ -76,9 +76,19 @@ pub struct ClusterArgs {
     /// `127.0.0.1:9464` [default: off].
     #[arg(long, env = "RSIO_METRICS")]
     pub metrics: Option<SocketAddr>,
+    /// Join the other hosts (rsio or Node servers) on this Redis,
+    /// `redis://HOST:PORT[/DB]`: every worker becomes a member of the Redis
+    /// cluster, as each Node server is [default: off, this host alone].
+    #[arg(long, env = "RSIO_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+    /// The protocol spoken on `--redis`: `streams` (`@socket.io/redis-streams-adapter`,
+    /// with connection state recovery across hosts) or `classic`
+    /// (`@socket.io/redis-adapter`) [default: streams].
+    #[arg(long, env = "RSIO_REDIS_ADAPTER")]
+    pub redis_adapter: Option<RedisAdapterKind>,
     /// A TOML file with the same keys (`workers`, `port`, `host`, `log_level`, `pin`,
     /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`, `trust_proxy`,
-    /// `max_ipc_backlog_bytes`, `shared_port`, `metrics`).
+    /// `max_ipc_backlog_bytes`, `shared_port`, `metrics`, `redis`, `redis_adapter`).
     #[arg(long, env = "RSIO_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -89,6 +99,40 @@ pub enum PinMode {
     #[default]
     Auto,
     None,
+}
+
+/// Which of Node's Redis adapters `--redis` speaks.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisAdapterKind {
+    /// `@socket.io/redis-streams-adapter` 0.3.x: durable messages in a stream,
+    /// connection state recovery across hosts.
+    #[default]
+    Streams,
+    /// `@socket.io/redis-adapter` 8.x: pub/sub only, no recovery.
+    Classic,
+}
+
+/// Where and how this host meets the other hosts (see `--redis`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// `redis://HOST:PORT[/DB]`, as given (it may hold a password: log
+    /// [`RedisOptions::redacted_url`] instead).
+    pub url: String,
+    pub adapter: RedisAdapterKind,
+}
+
+impl RedisOptions {
+    /// The URL without its user and password, for logs.
+    pub fn redacted_url(&self) -> String {
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => self.url.clone(),
+            },
+            None => self.url.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +150,8 @@ struct FileConfig {
     max_ipc_backlog_bytes: Option<usize>,
     shared_port: Option<bool>,
     metrics: Option<SocketAddr>,
+    redis: Option<String>,
+    redis_adapter: Option<RedisAdapterKind>,
 }
 
 /// The resolved options.
@@ -132,6 +178,9 @@ pub struct ClusterConfig {
     /// Where the primary serves `/metrics` and `/health`; workers send their
     /// numbers to the primary only when it is set.
     pub metrics: Option<SocketAddr>,
+    /// The Redis this host shares with other hosts, if any: then each worker's
+    /// adapter is a member of the Redis cluster (see `--redis`).
+    pub redis: Option<RedisOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +260,18 @@ impl ClusterArgs {
                 .unwrap_or(rsio_ipc::DEFAULT_MAX_QUEUED_BYTES),
             shared_port,
             metrics: self.metrics.or(file.metrics),
+            redis: self
+                .redis
+                .clone()
+                .or(file.redis)
+                .filter(|url| !url.trim().is_empty())
+                .map(|url| RedisOptions {
+                    url: url.trim().to_string(),
+                    adapter: self
+                        .redis_adapter
+                        .or(file.redis_adapter)
+                        .unwrap_or_default(),
+                }),
         })
     }
 }
@@ -296,6 +357,58 @@ mod tests {
         let off = parse(&["--config", file, "--trust-proxy=false"]);
         assert!(!off.resolve().unwrap().trust_proxy, "flags beat the file");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn redis_comes_from_the_flags_or_the_file_and_defaults_to_streams() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            cluster: ClusterArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("rsio").chain(args.iter().copied()))
+                .unwrap()
+                .cluster
+                .resolve()
+                .unwrap()
+                .redis
+        };
+        assert_eq!(parse(&[]), None, "one host unless asked");
+        let streams = parse(&["--redis", "redis://127.0.0.1:6379"]).unwrap();
+        assert_eq!(streams.url, "redis://127.0.0.1:6379");
+        assert_eq!(streams.adapter, RedisAdapterKind::Streams);
+        let classic = parse(&["--redis", "redis://h:1", "--redis-adapter", "classic"]);
+        assert_eq!(classic.unwrap().adapter, RedisAdapterKind::Classic);
+        assert!(Cli::try_parse_from(["rsio", "--redis-adapter", "kafka"]).is_err());
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rsio.toml");
+        std::fs::write(
+            &path,
+            "redis = \"redis://10.0.0.1:6379/2\"\nredis_adapter = \"classic\"\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let from_file = parse(&["--config", file]).unwrap();
+        assert_eq!(
+            (from_file.url.as_str(), from_file.adapter),
+            ("redis://10.0.0.1:6379/2", RedisAdapterKind::Classic)
+        );
+        let flags = parse(&["--config", file, "--redis-adapter", "streams"]).unwrap();
+        assert_eq!(
+            flags.adapter,
+            RedisAdapterKind::Streams,
+            "flags beat the file"
+        );
+
+        let secret = RedisOptions {
+            url: "redis://user:pw@db.internal:6379/0".into(),
+            adapter: RedisAdapterKind::Streams,
+        };
+        assert_eq!(secret.redacted_url(), "redis://***@db.internal:6379/0");
+        assert_eq!(from_file.redacted_url(), "redis://10.0.0.1:6379/2");
     }
 
     #[test]

@@ -37,6 +37,7 @@ mod metrics;
 mod metrics_http;
 mod notify;
 mod primary;
+mod redis;
 mod reload;
 mod sessions;
 mod shared_port;
@@ -47,7 +48,10 @@ mod worker;
 
 use std::{future::Future, process::ExitCode};
 
-pub use config::{usable_cpus, ClusterArgs, ClusterConfig, ConfigError, PinMode};
+pub use config::{
+    usable_cpus, ClusterArgs, ClusterConfig, ConfigError, PinMode, RedisAdapterKind, RedisOptions,
+};
+pub use redis::RedisJoinError;
 pub use worker::{WorkerContext, WorkerError};
 
 /// Errors an application's setup may return.
@@ -88,6 +92,19 @@ where
         None => {
             let span = tracing::info_span!("primary");
             let _guard = span.enter();
+            if let Some(options) = &config.redis {
+                // Refused here, once, rather than by every worker it would start.
+                if let Err(err) = redis::member(options) {
+                    eprintln!("rsio: {err}");
+                    return ExitCode::from(78);
+                }
+                tracing::info!(
+                    target: "cluster",
+                    "joining the hosts on {} ({:?} adapter): every worker is a member",
+                    options.redacted_url(),
+                    options.adapter
+                );
+            }
             primary::run(config)
         }
     }

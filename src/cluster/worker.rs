@@ -119,6 +119,9 @@ pub enum WorkerError {
          first server instead"
     )]
     SecondServer,
+    /// `--redis` is set, but this worker cannot be a member of the Redis cluster.
+    #[error(transparent)]
+    Redis(#[from] super::redis::RedisJoinError),
 }
 
 /// What an application's worker gets: its place in the cluster, and the way to
@@ -135,7 +138,9 @@ pub struct WorkerContext {
 }
 
 impl WorkerContext {
-    /// The worker's Socket.IO server, using the cluster adapter. It is closed
+    /// The worker's Socket.IO server, using the cluster adapter (with `--redis`,
+    /// the Redis adapter: the worker is then a member of the Redis cluster, as a
+    /// Node server is, and its sessions and offsets live in Redis). It is closed
     /// ("server shutting down") when the worker drains.
     ///
     /// The cluster's `--allowed-origins`, `--max-send-queue-bytes` and
@@ -158,15 +163,27 @@ impl WorkerContext {
             config.engine.max_send_queue_bytes = self.config.max_send_queue_bytes;
         }
         config.engine.trust_proxy |= self.config.trust_proxy;
-        if let Some(recovery) = config.connection_state_recovery {
-            // Offsets and sessions live in the primary, so they survive any one worker.
-            self.link.enable_recovery(recovery);
-        }
-        let link = self.link.clone();
-        let server = Server::with_adapter(
-            config,
-            Arc::new(move |nsp: &str| link.adapter(nsp) as Arc<dyn Adapter>),
-        );
+        let server = match &self.config.redis {
+            // A member of the Redis cluster: sessions and offsets live in Redis,
+            // other workers of this host are members like any other.
+            Some(options) => {
+                let member = super::redis::member(options)?;
+                let server = Server::with_adapter(config, member.factory());
+                member.attach(&server, options);
+                server
+            }
+            None => {
+                if let Some(recovery) = config.connection_state_recovery {
+                    // Offsets and sessions live in the primary, so they survive any one worker.
+                    self.link.enable_recovery(recovery);
+                }
+                let link = self.link.clone();
+                Server::with_adapter(
+                    config,
+                    Arc::new(move |nsp: &str| link.adapter(nsp) as Arc<dyn Adapter>),
+                )
+            }
+        };
         self.link
             .attach(&server)
             .map_err(|_| WorkerError::SecondServer)?;

@@ -11,8 +11,11 @@ import { REPO_ROOT } from "./harness.mjs";
 /** The chat binary the tests start. */
 export const CHAT_BIN = process.env.RSIO_CHAT_BIN || path.join(REPO_ROOT, "target", "debug", "examples", "chat");
 
-/** Starts the chat on 2 workers (random free base port) and resolves once the primary logged `ready:`. */
-export async function startChat(dbPath, workers = 2) {
+/**
+ * Starts the chat on 2 workers (random free base port), with `args` added to its
+ * command line, and resolves once the primary logged `ready:`.
+ */
+export async function startChat(dbPath, workers = 2, args = []) {
   if (!existsSync(CHAT_BIN)) {
     throw new Error(`chat binary not found: ${CHAT_BIN} (build it with \`cargo build --example chat\`)`);
   }
@@ -20,7 +23,7 @@ export async function startChat(dbPath, workers = 2) {
   for (let attempt = 0; attempt < 6; attempt++) {
     const base = 20000 + Math.floor(Math.random() * 40000);
     try {
-      return await spawnChat(base, workers, dbPath);
+      return await spawnChat(base, workers, dbPath, args);
     } catch (e) {
       last = e;
       if (!e.bindFailure) throw e;
@@ -29,10 +32,10 @@ export async function startChat(dbPath, workers = 2) {
   throw last;
 }
 
-function spawnChat(base, workers, dbPath) {
+function spawnChat(base, workers, dbPath, args) {
   const env = { ...process.env };
   delete env.NOTIFY_SOCKET;
-  const proc = spawn(CHAT_BIN, ["--workers", String(workers), "--port", String(base), "--db", dbPath], {
+  const proc = spawn(CHAT_BIN, ["--workers", String(workers), "--port", String(base), "--db", dbPath, ...args], {
     cwd: REPO_ROOT,
     env,
     stdio: ["ignore", "pipe", "pipe"],

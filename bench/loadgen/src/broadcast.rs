@@ -1,4 +1,4 @@
-//! `broadcast` and `cross-worker`: every client in one room, S senders;
+//! `broadcast`, `cross-worker` and `cross-host`: every client in one room, S senders;
 //! deliveries per second, fan-out latency, lost deliveries.
 
 use std::{
@@ -20,9 +20,10 @@ use crate::{
     clock::{at_us, now_us, start},
     frame::{self, Frame},
     procfs::sample,
+    redis_stats,
     report::{latency, per_op_us, sys_fraction},
     run::{handle_ready, progress, setup, spread, Handled, Run, Setup, Shared},
-    Cli, Scenario,
+    Cli, Hop, Scenario,
 };
 
 /// `broadcast`/`cross-worker`: every client counts `bcast` deliveries; a
@@ -73,12 +74,21 @@ pub async fn run_broadcast(cli: &Cli) -> Result<Value> {
     if cross && cli.ports.len() < 2 {
         bail!("cross-worker needs at least two ports");
     }
+    let hosts = cli.scenario == Scenario::CrossHost;
+    if hosts && cli.hop == Hop::CrossHost && cli.far_ports.is_empty() {
+        bail!("cross-host --hop cross-host needs --far-ports");
+    }
     let senders = cli.senders.max(1);
     // Who connects where, and who sends.
     let mut plan: Vec<(u16, bool)> = Vec::new();
-    if cross {
+    if cross || hosts {
+        let receivers = match (hosts, cli.hop) {
+            (false, _) => &cli.ports[1..],
+            (true, Hop::SameHost) => &cli.ports[..],
+            (true, Hop::CrossHost) => &cli.far_ports[..],
+        };
         plan.extend((0..senders).map(|_| (cli.ports[0], true)));
-        plan.extend((0..cli.clients).map(|i| (spread(&cli.ports[1..], i), false)));
+        plan.extend((0..cli.clients).map(|i| (spread(receivers, i), false)));
     } else {
         plan.extend((0..cli.clients).map(|i| (spread(&cli.ports, i), i < senders)));
     }
@@ -128,6 +138,12 @@ pub async fn run_broadcast(cli: &Cli) -> Result<Value> {
     let _ = run.go_tx.send(true);
     let prog = progress(run.shared.clone(), "deliveries");
     sleep_until(t0.into()).await;
+    let redis_before = match &cli.redis {
+        Some(addr) => Some(redis_stats::commandstats(addr).await?),
+        None => None,
+    };
+    let redis_pid: Vec<u32> = cli.redis_pid.into_iter().collect();
+    let ra = sample(&redis_pid);
     let a = sample(&cli.pids);
     let shared = run.shared.clone();
     let expected_sends = plan.iter().filter(|(_, s)| *s).count() as u64 * count;
@@ -142,6 +158,11 @@ pub async fn run_broadcast(cli: &Cli) -> Result<Value> {
         sleep(Duration::from_millis(5)).await;
     }
     let b = sample(&cli.pids);
+    let rb = sample(&redis_pid);
+    let redis_after = match &cli.redis {
+        Some(addr) => Some(redis_stats::commandstats(addr).await?),
+        None => None,
+    };
     prog.abort();
     let end = if shared.last_delivery_us.get() > at_us(t0) {
         start() + Duration::from_micros(shared.last_delivery_us.get())
@@ -153,7 +174,7 @@ pub async fn run_broadcast(cli: &Cli) -> Result<Value> {
     let delivered = shared.ops.get();
     let sent = shared.sent.get();
     let hist = shared.hist.borrow();
-    Ok(json!({
+    let mut out = json!({
         "connections": ok,
         "senders": senders,
         "rate": cli.rate,
@@ -174,7 +195,28 @@ pub async fn run_broadcast(cli: &Cli) -> Result<Value> {
         "server_processes": b.processes,
         "unexpected": shared.unexpected.get(),
         "errors": shared.errors.get(),
-    }))
+    });
+    if hosts {
+        let fields = out.as_object_mut().expect("an object");
+        let hop = match cli.hop {
+            Hop::SameHost => "same-host",
+            Hop::CrossHost => "cross-host",
+        };
+        // `placement` keys the point in rsio-benchplot, with `workers` per host.
+        fields.insert("placement".into(), json!(hop));
+        fields.insert("workers".into(), json!(cli.ports.len()));
+        if let (Some(before), Some(after)) = (&redis_before, &redis_after) {
+            if let Value::Object(m) = redis_stats::delta(before, after, sent) {
+                fields.extend(m);
+            }
+        }
+        if cli.redis_pid.is_some() {
+            // From schedstat: Redis uses a few % of a core, below the 10 ms ticks.
+            let redis_s = rb.cpu_ns.saturating_sub(ra.cpu_ns) as f64 / 1e9;
+            fields.insert("redis_cpu_us_per_op".into(), per_op_us(redis_s, delivered));
+        }
+    }
+    Ok(out)
 }
 
 async fn broadcast_client_lazy(

@@ -19,6 +19,11 @@
 //!   workers (`spread`), one sender per room, R broadcasts per second in all
 //!   (deliveries/s, server CPU per delivery from schedstat, the primary's
 //!   share of it with `--primary-pid`, exactly-once delivery per member).
+//! - `cross-host`: two hosts on one Redis; S senders on the first of `--ports`
+//!   (host A), the C receivers on `--ports` (`--hop same-host`) or on
+//!   `--far-ports` (host B, `--hop cross-host`); `--pids` names both hosts.
+//!   With `--redis`, the Redis commands per broadcast (`INFO commandstats`)
+//!   and, with `--redis-pid`, Redis's CPU per delivery.
 //!
 //! With `--pids`, the CPU time (utime + stime) and RSS of those processes and
 //! all their descendants are read from /proc around the measured window, so
@@ -33,6 +38,7 @@ mod echo;
 mod frame;
 mod msgpack;
 mod procfs;
+mod redis_stats;
 mod report;
 mod rooms;
 mod run;
@@ -50,6 +56,14 @@ enum Scenario {
     Broadcast,
     CrossWorker,
     Rooms,
+    CrossHost,
+}
+
+/// `cross-host`: where the receivers are, seen from the senders' host.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Hop {
+    SameHost,
+    CrossHost,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -63,7 +77,19 @@ struct Cli {
     ports: Vec<u16>,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    /// Clients (C); in `cross-worker`, the receivers.
+    /// `cross-host`: the ports of the other host (its workers).
+    #[arg(long, value_delimiter = ',')]
+    far_ports: Vec<u16>,
+    /// `cross-host`: receivers on the senders' host or on the other one.
+    #[arg(long, value_enum, default_value = "cross-host")]
+    hop: Hop,
+    /// `cross-host`: the shared Redis (`host:port`), for its command counts.
+    #[arg(long)]
+    redis: Option<String>,
+    /// `cross-host`: the shared Redis's process, for its CPU per delivery.
+    #[arg(long)]
+    redis_pid: Option<u32>,
+    /// Clients (C); in `cross-worker` and `cross-host`, the receivers.
     #[arg(long, default_value_t = 100)]
     clients: usize,
     /// Connection attempts in progress at once.
@@ -141,7 +167,9 @@ fn main() -> std::process::ExitCode {
             match cli.scenario {
                 Scenario::Connect => connect::run_connect(&cli).await,
                 Scenario::Echo => echo::run_echo(&cli).await,
-                Scenario::Broadcast | Scenario::CrossWorker => broadcast::run_broadcast(&cli).await,
+                Scenario::Broadcast | Scenario::CrossWorker | Scenario::CrossHost => {
+                    broadcast::run_broadcast(&cli).await
+                }
                 Scenario::Rooms => rooms::run_rooms(&cli).await,
             }
         };
@@ -153,7 +181,11 @@ fn main() -> std::process::ExitCode {
     let scenario = format!("{:?}", cli.scenario).to_lowercase();
     let mut out = json!({
         "server": cli.label,
-        "scenario": if cli.scenario == Scenario::CrossWorker { "cross-worker".to_string() } else { scenario },
+        "scenario": match cli.scenario {
+            Scenario::CrossWorker => "cross-worker".to_string(),
+            Scenario::CrossHost => "cross-host".to_string(),
+            _ => scenario,
+        },
         "clients": cli.clients,
         "ports": cli.ports,
         "rep": cli.rep,

@@ -9,6 +9,7 @@
 //! rsio-benchplot --raw runs.jsonl --out bench/results/DATE --font /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
 //! ```
 
+mod crosshost;
 mod markdown;
 mod model;
 mod plots;

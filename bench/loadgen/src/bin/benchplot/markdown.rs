@@ -51,8 +51,8 @@ pub fn markdown(cli: &Cli, sum: &BTreeMap<Key, Point>) -> String {
     let mut scenarios: Vec<_> = scenarios.into_iter().collect();
     scenarios.sort_by_key(|(s, _)| order.iter().position(|o| o == s).unwrap_or(9));
     for (scenario, mode) in &scenarios {
-        // `rooms` has its own section (rooms.rs).
-        if scenario.is_empty() || scenario == "rooms" {
+        // `rooms` and `cross-host` have their own sections.
+        if scenario.is_empty() || scenario == "rooms" || scenario == "cross-host" {
             continue;
         }
         let rows: Vec<(&Key, &Point)> = sum
@@ -139,6 +139,7 @@ pub fn markdown(cli: &Cli, sum: &BTreeMap<Key, Point>) -> String {
         let _ = writeln!(md);
     }
     md.push_str(&rooms::markdown(sum));
+    md.push_str(&crate::crosshost::markdown(sum));
     md.push_str(&targets(sum));
     md
 }

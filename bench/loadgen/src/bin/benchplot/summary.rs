@@ -24,9 +24,11 @@ pub fn server_rank(s: &str) -> usize {
 pub struct Key {
     pub scenario: String,
     pub mode: String,
-    /// `rooms`: `local` or `spread` (empty for the other scenarios).
+    /// `rooms`: `local` or `spread`; `cross-host`: `same-host` or
+    /// `cross-host` (empty for the other scenarios).
     pub placement: String,
-    /// `rooms`: workers of the cluster (0 for the other scenarios).
+    /// `rooms`: workers of the cluster; `cross-host`: workers per host (0 for
+    /// the other scenarios).
     pub workers: u64,
     pub clients: u64,
     pub rank: usize,
@@ -67,7 +69,7 @@ pub struct Point {
     pub fields: BTreeMap<&'static str, f64>,
 }
 
-pub const FIELDS: [&str; 18] = [
+pub const FIELDS: [&str; 20] = [
     "ops_per_s",
     "server_cpu_us_per_op",
     "server_sys_fraction",
@@ -86,6 +88,8 @@ pub const FIELDS: [&str; 18] = [
     "primary_share",
     "room_size",
     "workers_reached",
+    "redis_cpu_us_per_op",
+    "redis_commands_per_broadcast",
 ];
 
 impl Point {

@@ -174,6 +174,7 @@ pub async fn run_broadcast(cli: &Cli) -> Result<Value> {
         "server_processes": b.processes,
         "unexpected": shared.unexpected.get(),
         "errors": shared.errors.get(),
+        "compressed_in": crate::deflate::inflated(),
     }))
 }
 

@@ -107,23 +107,30 @@ pub fn markdown(cli: &Cli, sum: &BTreeMap<Key, Point>) -> String {
                 .find(|(k, _)| k.server == server && k.clients == c)
                 .map(|(_, p)| *p)
         };
-        let peers: Vec<&str> = ["node", "socketioxide", "bare"]
-            .into_iter()
-            .filter(|s| rows.iter().any(|(k, _)| k.server == *s))
-            .collect();
-        if rows.iter().any(|(k, _)| k.server == "rsio") && !peers.is_empty() {
+        // Each variant (`scripts/bench --deflate` adds `-deflate`) against the
+        // same variant of the peers.
+        for variant in ["", "-deflate"] {
+            let rsio = format!("rsio{variant}");
+            let peers: Vec<String> = ["node", "socketioxide", "bare"]
+                .into_iter()
+                .map(|s| format!("{s}{variant}"))
+                .filter(|s| rows.iter().any(|(k, _)| k.server == *s))
+                .collect();
+            if !rows.iter().any(|(k, _)| k.server == rsio) || peers.is_empty() {
+                continue;
+            }
             let _ = writeln!(
                 md,
-                "\n| rsio / peer | clients | per core (higher: rsio better) | measured/s | p99 latency (lower: rsio better) | RSS/conn |"
+                "\n| {rsio} / peer | clients | per core (higher: rsio better) | measured/s | p99 latency (lower: rsio better) | RSS/conn |"
             );
             let _ = writeln!(md, "|---|--:|--:|--:|--:|--:|");
             for c in &clients {
-                let Some(r) = find("rsio", *c) else { continue };
+                let Some(r) = find(&rsio, *c) else { continue };
                 for peer in &peers {
                     let Some(o) = find(peer, *c) else { continue };
                     let _ = writeln!(
                         md,
-                        "| rsio / {peer} | {c} | {} | {} | {} | {} |",
+                        "| {rsio} / {peer} | {c} | {} | {} | {} | {} |",
                         fmt_ratio(r.per_core(), o.per_core()),
                         fmt_ratio(r.get("ops_per_s"), o.get("ops_per_s")),
                         fmt_ratio(r.get("latency_us.p99"), o.get("latency_us.p99")),

@@ -6,7 +6,14 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 /// Order in tables and plots; servers not listed come after.
-pub const SERVER_ORDER: [&str; 4] = ["rsio", "node", "socketioxide", "bare"];
+pub const SERVER_ORDER: [&str; 6] = [
+    "rsio",
+    "rsio-deflate",
+    "node",
+    "node-deflate",
+    "socketioxide",
+    "bare",
+];
 
 pub fn server_rank(s: &str) -> usize {
     SERVER_ORDER

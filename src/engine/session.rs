@@ -172,7 +172,9 @@ impl BroadcastCompress {
 /// A frame in a session's queue and whether it may be compressed.
 #[derive(Debug, Clone)]
 pub struct Queued {
+    /// The frame, shared with the other recipients of a broadcast.
     pub frame: Frame,
+    /// Whether the transport may compress it.
     pub compress: Compress,
 }
 

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --example bench -- --single --port 3000      # one process, one thread
 //! cargo run --release --example bench -- --workers 2 --port 4000   # primary + 2 workers
+//! cargo run --release --example bench -- --single --per-message-deflate   # deflate on (threshold 1024)
 //! ```
 //!
 //! Path `/socket.io/`, namespace `/`, connection state recovery off. Events:
@@ -17,6 +18,7 @@ use std::{net::SocketAddr, process::ExitCode};
 use clap::Parser;
 use rsio::{
     cluster::{ClusterArgs, WorkerContext},
+    engine::DeflateConfig,
     parser::Args,
     server::{AckSender, Server, ServerConfig, Socket},
 };
@@ -31,19 +33,29 @@ struct Cli {
     /// Packet format: `msgpack` for clients with socket.io-msgpack-parser.
     #[arg(long, default_value = "default", value_parser = ["default", "msgpack"])]
     parser: String,
+    /// permessage-deflate for clients that offer it, compressing messages of
+    /// at least this many bytes (1024 when given without a value), as Node's
+    /// `perMessageDeflate: {threshold: 1024}` [default: off].
+    #[arg(long, num_args = 0..=1, default_missing_value = "1024")]
+    per_message_deflate: Option<usize>,
     #[command(flatten)]
     options: ClusterArgs,
 }
 
-fn config(parser: &str) -> ServerConfig {
-    ServerConfig {
+fn config(parser: &str, deflate: Option<usize>) -> ServerConfig {
+    let mut config = ServerConfig {
         connection_state_recovery: None,
         parser: match parser {
             "msgpack" => rsio::parser::Parser::Msgpack,
             _ => rsio::parser::Parser::Default,
         },
         ..ServerConfig::default()
-    }
+    };
+    config.engine.per_message_deflate = deflate.map(|threshold| DeflateConfig {
+        threshold,
+        ..DeflateConfig::default()
+    });
+    config
 }
 
 /// The `payload` argument (index `i`) as it came, bytes and attachments
@@ -101,10 +113,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     if !cli.single {
         let parser = cli.parser.clone();
+        let deflate = cli.per_message_deflate;
         return rsio::cluster::run(&cli.options, move |worker: WorkerContext| {
             let parser = parser.clone();
             async move {
-                let io = worker.server(config(&parser))?;
+                let io = worker.server(config(&parser, deflate))?;
                 install(&io);
                 Ok(io.router())
             }
@@ -131,7 +144,7 @@ fn single(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let io = Server::new(config(&cli.parser));
+        let io = Server::new(config(&cli.parser, cli.per_message_deflate));
         install(&io);
         let host = cli.options.host.unwrap_or([127, 0, 0, 1].into());
         let addr = SocketAddr::new(host, cli.options.port.unwrap_or(3000));

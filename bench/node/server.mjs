@@ -12,6 +12,8 @@
 // instead (as rsio --redis), for the cross-host scenario.
 // Connection state recovery is off (socket.io's default).
 // PARSER=msgpack: socket.io-msgpack-parser instead of the default parser.
+// DEFLATE=1: perMessageDeflate on with its default threshold (1024 bytes), as
+// rsio's --per-message-deflate.
 import cluster from "node:cluster";
 import { createServer } from "node:http";
 import { availableParallelism } from "node:os";
@@ -61,6 +63,7 @@ if (clustered && cluster.isPrimary) {
     ...(process.env.PARSER === "msgpack"
       ? { parser: createRequire(import.meta.url)("socket.io-msgpack-parser") }
       : {}),
+    ...(process.env.DEFLATE === "1" ? { perMessageDeflate: { threshold: 1024 } } : {}),
     ...(adapter ? { adapter } : {}),
   });
 

@@ -32,6 +32,7 @@ use clap::Parser;
 use rsio::{
     adapter::RecoveryConfig,
     cluster::{ClusterArgs, WorkerContext},
+    engine::DeflateConfig,
     http::client_bundle::ClientBundle,
     server::ServerConfig,
 };
@@ -52,6 +53,11 @@ struct Cli {
     /// The `dist/` folder of the npm package socket.io-client [default: <repo>/tests/js/node_modules/socket.io-client/dist].
     #[arg(long, env = "CHAT_CLIENT_DIST")]
     client_dist: Option<PathBuf>,
+    /// permessage-deflate for WebSocket clients that offer it (browsers do),
+    /// compressing messages of at least this many bytes (1024 when given
+    /// without a value) [default: off, as in Node].
+    #[arg(long, num_args = 0..=1, default_missing_value = "1024")]
+    per_message_deflate: Option<usize>,
 }
 
 /// The first `<ancestor>/tests/js/node_modules/socket.io-client/dist` that has
@@ -84,6 +90,7 @@ fn main() -> ExitCode {
     // Workers inherit the working directory, but absolute paths read better in logs.
     let db_path = absolute(cli.db.clone());
     let dist = absolute(cli.client_dist.clone().unwrap_or_else(default_client_dist));
+    let deflate = cli.per_message_deflate;
     rsio::cluster::run(&cli.cluster, move |worker: WorkerContext| async move {
         let path = db_path.clone();
         let db = tokio::task::spawn_blocking(move || db::Db::open(&path))
@@ -94,10 +101,15 @@ fn main() -> ExitCode {
             "run `scripts/setup` (it installs the pinned socket.io-client in tests/js), \
              or start the chat with --client-dist <socket.io-client/dist>",
         )?;
-        let io = worker.server(ServerConfig {
+        let mut config = ServerConfig {
             connection_state_recovery: Some(RecoveryConfig::default()),
             ..ServerConfig::default()
-        })?;
+        };
+        config.engine.per_message_deflate = deflate.map(|threshold| DeflateConfig {
+            threshold,
+            ..DeflateConfig::default()
+        });
+        let io = worker.server(config)?;
         app::install(&io, db, worker.index);
         if worker.index == 0 {
             let host = match worker.config.host {

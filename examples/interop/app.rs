@@ -60,6 +60,8 @@ pub(crate) struct BroadcastOpts {
     in_rooms: Vec<String>,
     rooms: Vec<String>,
     close: bool,
+    /// `compress(false)` when `false`.
+    compress: Option<bool>,
 }
 
 /// A JSON value whose binary placeholders were resolved to the packet's
@@ -200,10 +202,23 @@ fn main_namespace(io: &Server, reasons: Reasons) {
                     if o.volatile {
                         op = op.volatile();
                     }
+                    if let Some(compress) = o.compress {
+                        op = op.compress(compress);
+                    }
                     let _ = op.emit(&o.event, event_args(&o, &args));
                     ack_json(ack, json!("ok"));
                 }
             });
+            socket.on(
+                "self-emit",
+                |s: Socket, args: Args, ack: AckSender| async move {
+                    let o = decode_opts(&args);
+                    let _ = s
+                        .compress(o.compress.unwrap_or(true))
+                        .emit(&o.event, event_args(&o, &args));
+                    ack_json(ack, json!("ok"));
+                },
+            );
             let io_c = io.clone();
             socket.on(
                 "broadcast-with-ack",

@@ -14,7 +14,8 @@ use serde_json::json;
 /// Engine.IO sessions; `sockets`: sockets of namespace `/`; `rooms`: rooms of
 /// `/` in this worker's adapter (each socket's own room included); `rssKiB`:
 /// `VmRSS` from `/proc/self/status` (0 where there is none); `relayed`: operations
-/// of other workers relayed to this one (cluster only, else 0).
+/// of other workers relayed to this one (cluster only, else 0);
+/// `deflateCompressions`: messages permessage-deflate compressed in this process.
 pub fn stats_router(
     io: &Server,
     worker: usize,
@@ -40,6 +41,7 @@ pub fn stats_router(
                     "rooms": root.adapter().rooms().len(),
                     "rssKiB": rss_kib(),
                     "relayed": relayed,
+                    "deflateCompressions": rsio::engine::deflate::compressions(),
                 });
                 (
                     [(http::header::CONTENT_TYPE, "application/json")],

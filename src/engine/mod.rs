@@ -30,5 +30,8 @@ pub use error::RequestError;
 pub use headers::RequestHeaders;
 pub use packet::{Frame, Packet};
 pub use server::{Engine, EngineHandler, Message};
-pub use session::{CloseReason, HandshakeRequest, Protocol, Session, TransportKind};
+pub use session::{
+    BroadcastCompress, CloseReason, Compress, HandshakeRequest, Protocol, Queued, Session,
+    TransportKind,
+};
 pub use sid::Sid;

@@ -137,7 +137,8 @@ async fn get<H: EngineHandler>(
     };
     let mut probe_deadline: Option<Instant> = None;
     let mut first = true;
-    let frames = loop {
+    let mut compress = true;
+    let frames: Vec<Frame> = loop {
         let wake = session.wake.notified();
         {
             let mut st = session.lock();
@@ -163,7 +164,10 @@ async fn get<H: EngineHandler>(
             if !st.queue.is_empty() {
                 // When closing, the `close` packet goes in the next response: the client
                 // handles a response's packets before it sees the transport close.
-                break st.take().into();
+                // As Node: compressed unless every packet was sent with `compress(false)`.
+                let queued = st.take();
+                compress = queued.iter().any(|q| q.compress.allowed());
+                break queued.into_iter().map(|q| q.frame).collect();
             }
             if st.closing {
                 drop(st);
@@ -209,7 +213,13 @@ async fn get<H: EngineHandler>(
             (out.body, if out.binary { OCTET_STREAM } else { TEXT_PLAIN })
         }
     };
-    Ok(payload_response(engine, req.headers(), body, content_type))
+    Ok(payload_response(
+        engine,
+        req.headers(),
+        body,
+        content_type,
+        compress,
+    ))
 }
 
 async fn post<H: EngineHandler>(
@@ -300,16 +310,18 @@ fn body_response(status: StatusCode, body: Bytes, content_type: &'static str) ->
     res
 }
 
-/// A GET response, compressed when it is large enough and the client accepts it.
+/// A GET response, compressed when it is large enough, `compress` allows it and
+/// the client accepts it.
 fn payload_response<H: EngineHandler>(
     engine: &Engine<H>,
     headers: &HeaderMap,
     body: Bytes,
     content_type: &'static str,
+    compress: bool,
 ) -> Response {
     let threshold = engine.config.http_compression_threshold;
     let encoding = match threshold {
-        Some(t) if body.len() >= t => preferred_encoding(headers),
+        Some(t) if compress && body.len() >= t => preferred_encoding(headers),
         _ => None,
     };
     let Some(encoding) = encoding else {

@@ -106,6 +106,9 @@ impl<H: EngineHandler> Engine<H> {
     /// An engine serving `config`, or why `config` cannot work.
     pub fn try_new(config: EngineConfig, handler: H) -> Result<Arc<Self>, EngineConfigError> {
         config.validate()?;
+        if let Some(deflate) = &config.per_message_deflate {
+            super::deflate::enable(deflate.threshold);
+        }
         Ok(Arc::new(Engine {
             config,
             handler,

@@ -17,7 +17,7 @@ use std::{
 use tokio::sync::Notify;
 use tracing::warn;
 
-use super::{headers::RequestHeaders, packet::Frame, sid::Sid};
+use super::{deflate::SharedDeflate, headers::RequestHeaders, packet::Frame, sid::Sid};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {
@@ -102,11 +102,96 @@ pub struct HandshakeRequest {
     pub issued: SystemTime,
 }
 
+/// Whether the transport may compress a queued frame: a packet's `compress`
+/// flag (Node's `socket.compress(false)`).
+#[derive(Debug, Clone, Default)]
+pub enum Compress {
+    /// Compressed when the transport compresses (permessage-deflate, polling's
+    /// `httpCompression`) and the frame is large enough.
+    #[default]
+    Yes,
+    /// Never compressed.
+    No,
+    /// As `Yes`, with the compressed form shared by every recipient of a broadcast.
+    Shared(Arc<SharedDeflate>),
+}
+
+impl Compress {
+    /// `Yes` or `No`.
+    pub fn from_flag(compress: bool) -> Compress {
+        if compress {
+            Compress::Yes
+        } else {
+            Compress::No
+        }
+    }
+
+    /// Whether the frame may be compressed at all.
+    pub fn allowed(&self) -> bool {
+        !matches!(self, Compress::No)
+    }
+}
+
+/// The [`Compress`] flag of each frame of one broadcast, the same for all its
+/// recipients. Allocates only for frames large enough that some engine of this
+/// process may compress them (never when permessage-deflate is off).
+#[derive(Debug)]
+pub struct BroadcastCompress {
+    shared: Option<Box<[Compress]>>,
+    compress: bool,
+}
+
+impl BroadcastCompress {
+    /// The flags for `frames`; `compress` is the broadcast's `compress` flag.
+    pub fn new(frames: &[Frame], compress: bool) -> BroadcastCompress {
+        let may = |f: &Frame| super::deflate::may_compress(f.len());
+        let shared = (compress && frames.iter().any(may)).then(|| {
+            frames
+                .iter()
+                .map(|f| {
+                    if may(f) {
+                        Compress::Shared(Arc::default())
+                    } else {
+                        Compress::Yes
+                    }
+                })
+                .collect()
+        });
+        BroadcastCompress { shared, compress }
+    }
+
+    /// The flag of frame `index`.
+    pub fn get(&self, index: usize) -> Compress {
+        match self.shared.as_deref().and_then(|s| s.get(index)) {
+            Some(c) => c.clone(),
+            None => Compress::from_flag(self.compress),
+        }
+    }
+}
+
+/// A frame in a session's queue and whether it may be compressed.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    /// The frame, shared with the other recipients of a broadcast.
+    pub frame: Frame,
+    /// Whether the transport may compress it.
+    pub compress: Compress,
+}
+
+impl From<Frame> for Queued {
+    fn from(frame: Frame) -> Queued {
+        Queued {
+            frame,
+            compress: Compress::Yes,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct State {
     pub transport: TransportKind,
     pub upgrade: Upgrade,
-    pub queue: VecDeque<Frame>,
+    pub queue: VecDeque<Queued>,
     /// Bytes in `queue`.
     pub queued_bytes: usize,
     pub get_pending: bool,
@@ -117,17 +202,19 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn push(&mut self, frames: impl IntoIterator<Item = Frame>) {
+    pub(crate) fn push<F: Into<Queued>>(&mut self, frames: impl IntoIterator<Item = F>) {
         for frame in frames {
+            let queued = frame.into();
+            let len = queued.frame.len();
             crate::metrics::add(crate::metrics::counter::PACKETS_SENT, 1);
-            crate::metrics::add(crate::metrics::counter::BYTES_SENT, frame.len() as u64);
-            self.queued_bytes += frame.len();
-            self.queue.push_back(frame);
+            crate::metrics::add(crate::metrics::counter::BYTES_SENT, len as u64);
+            self.queued_bytes += len;
+            self.queue.push_back(queued);
         }
     }
 
     /// Takes everything queued, for the transport to write.
-    pub(crate) fn take(&mut self) -> VecDeque<Frame> {
+    pub(crate) fn take(&mut self) -> VecDeque<Queued> {
         self.queued_bytes = 0;
         std::mem::take(&mut self.queue)
     }
@@ -234,6 +321,11 @@ impl<D> Session<D> {
 
     /// Queues several frames at once (a packet and its binary attachments).
     pub fn send_all(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
+        self.send_queued(frames)
+    }
+
+    /// As [`Session::send_all`], each frame with its [`Compress`] flag.
+    pub fn send_queued<F: Into<Queued>>(&self, frames: impl IntoIterator<Item = F>) -> bool {
         {
             let mut st = self.lock();
             if st.closing || self.is_closed() {
@@ -256,7 +348,7 @@ impl<D> Session<D> {
     /// Queues frames only if the transport can write them right away (nothing
     /// queued, and a WebSocket or a waiting GET); otherwise drops them. For
     /// `volatile` packets.
-    pub fn send_volatile(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
+    pub fn send_volatile<F: Into<Queued>>(&self, frames: impl IntoIterator<Item = F>) -> bool {
         {
             let mut st = self.lock();
             let writable =
@@ -393,7 +485,7 @@ mod tests {
         s.close();
         assert!(!s.is_closed(), "a websocket session flushes before closing");
         assert!(!s.send(Frame::message("d")));
-        let q: Vec<Frame> = s.lock().take().into();
+        let q: Vec<Frame> = s.lock().take().into_iter().map(|q| q.frame).collect();
         assert_eq!(
             q,
             vec![
@@ -448,7 +540,10 @@ mod tests {
         assert!(!s.lock().awaiting_pong);
         s.send_ping();
         assert!(s.lock().awaiting_pong);
-        assert_eq!(s.lock().queue.back(), Some(&Frame::ping()));
+        assert_eq!(
+            s.lock().queue.back().map(|q| &q.frame),
+            Some(&Frame::ping())
+        );
         s.on_pong();
         assert!(!s.lock().awaiting_pong);
     }

@@ -38,7 +38,7 @@ use super::{
     payload_v3::{decode_binary_message_v3, decode_packet_v3, encode_ws_binary_v3},
     scratch_reader::ScratchReader,
     server::{Engine, EngineHandler, SessionTask},
-    session::{CloseReason, Protocol, Session, TransportKind, Upgrade},
+    session::{CloseReason, Compress, Protocol, Queued, Session, TransportKind, Upgrade},
 };
 
 /// The upgraded connection, read through the thread's scratch buffer.
@@ -434,7 +434,7 @@ fn deflate_error(err: &std::io::Error) -> Option<DeflateError> {
 fn write_frames<H: EngineHandler, S: WsIo>(
     engine: &Engine<H>,
     ws: &mut Ws<S>,
-    frames: &mut VecDeque<Frame>,
+    frames: &mut VecDeque<Queued>,
     protocol: Protocol,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), WsError>> {
@@ -443,10 +443,18 @@ fn write_frames<H: EngineHandler, S: WsIo>(
             return ws.poll_flush_unpin(cx);
         }
         ready!(ws.poll_ready_unpin(cx))?;
-        if let Some(frame) = frames.pop_front() {
+        if let Some(Queued { frame, compress }) = frames.pop_front() {
+            // A v3 binary frame is re-encoded per client: not the shared payload.
+            let same_payload =
+                matches!((&frame, protocol), (Frame::Text(_), _) | (_, Protocol::V4));
             let msg = to_ws(frame, protocol);
-            let msg = match &engine.config.per_message_deflate {
-                Some(cfg) if S::DEFLATE => super::deflate::compress(msg, cfg),
+            let msg = match (&engine.config.per_message_deflate, compress) {
+                (Some(cfg), Compress::Shared(shared)) if S::DEFLATE && same_payload => {
+                    super::deflate::compress_shared(msg, cfg, &shared)
+                }
+                (Some(cfg), Compress::Yes | Compress::Shared(_)) if S::DEFLATE => {
+                    super::deflate::compress(msg, cfg)
+                }
                 _ => msg,
             };
             ws.start_send_unpin(msg)?;

@@ -33,6 +33,8 @@ pub struct BroadcastOperator {
     ns: Namespace,
     opts: BroadcastOptions,
     timeout: Option<Duration>,
+    /// Node's `compress` flag; on this server only (not relayed to others).
+    compress: bool,
 }
 
 impl BroadcastOperator {
@@ -41,6 +43,7 @@ impl BroadcastOperator {
             ns,
             opts: BroadcastOptions::default(),
             timeout: None,
+            compress: true,
         }
     }
 
@@ -78,6 +81,14 @@ impl BroadcastOperator {
     /// Dropped for clients that cannot take the packet right now.
     pub fn volatile(mut self) -> Self {
         self.opts.flags.volatile = true;
+        self
+    }
+
+    /// With `false`, the packet is never compressed: no permessage-deflate for
+    /// its frames, and no `httpCompression` for a polling response that holds
+    /// only such packets (Node's `compress`). Applies to this server's clients.
+    pub fn compress(mut self, compress: bool) -> Self {
+        self.compress = compress;
         self
     }
 
@@ -120,8 +131,12 @@ impl BroadcastOperator {
         if !self.opts.flags.local {
             adapter.broadcast_remote(&encoded, &self.opts);
         }
-        self.ns
-            .deliver(&encoded, &self.opts, packet.args().map(|a| (event, a)));
+        self.ns.deliver_compressed(
+            &encoded,
+            &self.opts,
+            packet.args().map(|a| (event, a)),
+            self.compress,
+        );
         Ok(())
     }
 
@@ -158,9 +173,14 @@ impl BroadcastOperator {
                 socket.notify_outgoing(event, args);
             }
         }
-        let mut expected =
-            self.ns
-                .deliver_with_ack(&encoded, &targets, self.opts.flags.volatile, id, tx);
+        let mut expected = self.ns.deliver_with_ack_compressed(
+            &encoded,
+            &targets,
+            self.opts.flags.volatile,
+            id,
+            tx,
+            self.compress,
+        );
         let mut servers_pending = remote.as_ref().map_or(0, |r| r.servers);
         let timeout = self.timeout.unwrap_or(FETCH_TIMEOUT);
         let mut responses = Vec::with_capacity(expected);

@@ -51,7 +51,7 @@ pub use handshake::Handshake;
 pub use namespace::{Namespace, ServerSideEmitError};
 pub use reason::DisconnectReason;
 pub use rooms::IntoRooms;
-pub use socket::Socket;
+pub use socket::{Socket, SocketCompress};
 
 use crate::{
     adapter::{Adapter, AdapterError, LocalAdapter, RecoveryConfig},
@@ -374,6 +374,11 @@ impl Server {
 
     pub fn volatile(&self) -> BroadcastOperator {
         self.sockets().volatile()
+    }
+
+    /// With `false`, the next emit is never compressed (Node's `compress`).
+    pub fn compress(&self, compress: bool) -> BroadcastOperator {
+        self.sockets().compress(compress)
     }
 
     pub fn timeout(&self, timeout: Duration) -> BroadcastOperator {

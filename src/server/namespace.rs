@@ -19,6 +19,7 @@ use super::{
 };
 use crate::{
     adapter::{Adapter, AdapterError, BroadcastOptions, EncodedPacket, SocketId},
+    engine::BroadcastCompress,
     parser::{Args, Parser},
 };
 
@@ -246,13 +247,21 @@ impl Namespace {
         opts: &BroadcastOptions,
         event: Option<(&str, &Args)>,
     ) -> usize {
-        let send = |socket: &Socket| {
-            usize::from(if opts.flags.volatile {
-                socket.send_volatile(packet)
-            } else {
-                socket.send_encoded(packet)
-            })
-        };
+        self.deliver_compressed(packet, opts, event, true)
+    }
+
+    /// As [`Namespace::deliver`], with the broadcast's `compress` flag. A frame
+    /// that is compressed is compressed once, for every recipient.
+    pub(crate) fn deliver_compressed(
+        &self,
+        packet: &EncodedPacket,
+        opts: &BroadcastOptions,
+        event: Option<(&str, &Args)>,
+        compress: bool,
+    ) -> usize {
+        let flags = BroadcastCompress::new(&packet.0, compress);
+        let send =
+            |socket: &Socket| usize::from(socket.send_shared(packet, &flags, opts.flags.volatile));
         let mut count = 0;
         // Sockets with outgoing listeners are served once the room index and the
         // socket map are unlocked, as those listeners are user code that may call
@@ -291,16 +300,26 @@ impl Namespace {
         ack_id: u64,
         tx: tokio::sync::mpsc::UnboundedSender<Args>,
     ) -> usize {
+        self.deliver_with_ack_compressed(packet, targets, volatile, ack_id, tx, true)
+    }
+
+    /// As [`Namespace::deliver_with_ack`], with the broadcast's `compress` flag.
+    pub(crate) fn deliver_with_ack_compressed(
+        &self,
+        packet: &EncodedPacket,
+        targets: &[Socket],
+        volatile: bool,
+        ack_id: u64,
+        tx: tokio::sync::mpsc::UnboundedSender<Args>,
+        compress: bool,
+    ) -> usize {
+        let flags = BroadcastCompress::new(&packet.0, compress);
         let mut count = 0;
         for socket in targets {
             if !socket.expect_ack(ack_id, super::ack::AckWaiter::Many(tx.clone())) {
                 continue; // it has left: nothing would answer
             }
-            let sent = if volatile {
-                socket.send_volatile(packet)
-            } else {
-                socket.send_encoded(packet)
-            };
+            let sent = socket.send_shared(packet, &flags, volatile);
             if sent {
                 count += 1;
             } else {
@@ -370,6 +389,11 @@ impl Namespace {
 
     pub fn volatile(&self) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).volatile()
+    }
+
+    /// With `false`, the next emit is never compressed (Node's `compress`).
+    pub fn compress(&self, compress: bool) -> BroadcastOperator {
+        BroadcastOperator::new(self.clone()).compress(compress)
     }
 
     pub fn timeout(&self, timeout: Duration) -> BroadcastOperator {

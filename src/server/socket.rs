@@ -29,7 +29,7 @@ use super::{
 };
 use crate::{
     adapter::{BroadcastOptions, EncodedPacket, PersistedSession, SocketId},
-    engine::{Frame, Session, Sid},
+    engine::{BroadcastCompress, Compress, Frame, Queued, Session, Sid},
     parser::{is_reserved_event, msgpack, Args, Packet, Parser},
 };
 
@@ -346,6 +346,25 @@ impl Socket {
 
     /// Sends an event to this client.
     pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
+        self.emit_compressed(event, args, true)
+    }
+
+    /// With `false`, the next emit is never compressed: no permessage-deflate
+    /// for its frames, and no `httpCompression` for a polling response that
+    /// holds only such packets (Node's `socket.compress(false)`).
+    pub fn compress(&self, compress: bool) -> SocketCompress<'_> {
+        SocketCompress {
+            socket: self,
+            compress,
+        }
+    }
+
+    fn emit_compressed(
+        &self,
+        event: &str,
+        args: impl IntoArgs,
+        compress: bool,
+    ) -> Result<(), EmitError> {
         check_event(event)?;
         let mut args = args.into_args()?;
         let adapter = self.0.ns.adapter();
@@ -376,7 +395,14 @@ impl Socket {
             };
             adapter.store_packet(offset, &opts, &encoded);
         }
-        if self.send_encoded(&encoded) {
+        let sent = self
+            .0
+            .session
+            .send_queued(encoded.0.iter().map(|frame| Queued {
+                frame: frame.clone(),
+                compress: Compress::from_flag(compress),
+            }));
+        if sent {
             Ok(())
         } else {
             Err(EmitError::Disconnected)
@@ -438,8 +464,23 @@ impl Socket {
         self.0.session.send_all(packet.0.iter().cloned())
     }
 
-    pub(crate) fn send_volatile(&self, packet: &EncodedPacket) -> bool {
-        self.0.session.send_volatile(packet.0.iter().cloned())
+    /// Sends one broadcast's packet, its frames flagged by `flags` (shared by
+    /// every recipient, so each frame is compressed at most once).
+    pub(crate) fn send_shared(
+        &self,
+        packet: &EncodedPacket,
+        flags: &BroadcastCompress,
+        volatile: bool,
+    ) -> bool {
+        let frames = packet.0.iter().enumerate().map(|(i, frame)| Queued {
+            frame: frame.clone(),
+            compress: flags.get(i),
+        });
+        if volatile {
+            self.0.session.send_volatile(frames)
+        } else {
+            self.0.session.send_queued(frames)
+        }
     }
 
     pub(crate) fn notify_outgoing(&self, event: &str, args: &Args) {
@@ -548,5 +589,29 @@ pub(crate) fn check_event(event: &str) -> Result<(), EmitError> {
         Err(EmitError::ReservedEvent(event.to_string()))
     } else {
         Ok(())
+    }
+}
+
+/// [`Socket::compress`]: the next emit with a `compress` flag.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketCompress<'a> {
+    socket: &'a Socket,
+    compress: bool,
+}
+
+impl SocketCompress<'_> {
+    /// Sends an event to this client.
+    pub fn emit(self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
+        self.socket.emit_compressed(event, args, self.compress)
+    }
+
+    /// Every socket of the namespace but this one.
+    pub fn broadcast(self) -> BroadcastOperator {
+        self.socket.broadcast().compress(self.compress)
+    }
+
+    /// Broadcast to these rooms, without this socket.
+    pub fn to(self, rooms: impl IntoRooms) -> BroadcastOperator {
+        self.socket.to(rooms).compress(self.compress)
     }
 }

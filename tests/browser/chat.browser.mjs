@@ -1,6 +1,8 @@
 // The chat page (examples/chat) in headless Chromium, one page per worker of a
 // 2-worker cluster: messages, the Disconnect/Connect toggle (missed messages
-// once), reload (history), typing, the online list, private messages.
+// once), reload (history), typing, the online list, private messages; then
+// once more with --per-message-deflate (Chromium always offers it): messages
+// flow, and one over the 1024-byte threshold arrives intact.
 // Screenshots go to target/screenshots/.
 //
 //   cargo build --example chat && (cd tests/browser && npm ci) && node --test tests/browser/chat.browser.mjs
@@ -49,22 +51,23 @@ function skipReason() {
 }
 
 /** The chat on `workers` workers at a random base port; resolves once the primary logged `ready:`. */
-async function startChat(dbPath, workers = 2) {
+async function startChat(dbPath, workers = 2, extra = []) {
   if (!existsSync(CHAT_BIN)) throw new Error(`chat binary not found: ${CHAT_BIN} (cargo build --example chat)`);
   for (let attempt = 0; ; attempt++) {
     const base = 20000 + Math.floor(Math.random() * 40000);
     try {
-      return await spawnChat(base, workers, dbPath);
+      return await spawnChat(base, workers, dbPath, extra);
     } catch (e) {
       if (!e.bindFailure || attempt >= 5) throw e;
     }
   }
 }
 
-function spawnChat(base, workers, dbPath) {
+function spawnChat(base, workers, dbPath, extra) {
   const env = { ...process.env };
   delete env.NOTIFY_SOCKET;
-  const proc = spawn(CHAT_BIN, ["--workers", String(workers), "--port", String(base), "--db", dbPath], {
+  const args = ["--workers", String(workers), "--port", String(base), "--db", dbPath, ...extra];
+  const proc = spawn(CHAT_BIN, args, {
     cwd: REPO_ROOT,
     env,
     stdio: ["ignore", "pipe", "pipe"],
@@ -287,6 +290,81 @@ describe("chat page in Chromium (2 workers)", { skip: skipReason(), timeout: 90_
     await alice.screenshot({ path: path.join(SHOTS, "chat-worker0.png") });
     await bob.screenshot({ path: path.join(SHOTS, "chat-worker1.png") });
     await carol.screenshot({ path: path.join(SHOTS, "chat-carol-worker1.png") });
+    assert.deepEqual(errors, [], "no page errors");
+  });
+});
+
+describe("chat page in Chromium with --per-message-deflate (2 workers)", { skip: skipReason(), timeout: 60_000 }, () => {
+  let chat;
+  let tmp;
+  let browser;
+  const errors = [];
+
+  before(async () => {
+    tmp = mkdtempSync(path.join(os.tmpdir(), "rsio-chat-deflate-"));
+    mkdirSync(SHOTS, { recursive: true });
+    chat = await startChat(path.join(tmp, "chat.db"), 2, ["--per-message-deflate"]);
+    browser = await playwright.chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+      timeout: 30_000,
+    });
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    if (chat) {
+      const res = await chat.stop();
+      assert.equal(res.code, 0, `chat exit status; stderr:\n${chat.stderr().slice(-2000)}`);
+    }
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  });
+
+  /** A page on worker `index` named `nick`, and the extensions its WebSocket handshakes were answered. */
+  async function open(index, nick) {
+    const context = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+    const page = await context.newPage();
+    page.on("pageerror", (e) => errors.push(`${nick}: ${e.message}`));
+    const extensions = [];
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("Network.enable");
+    cdp.on("Network.webSocketHandshakeResponseReceived", ({ response }) => {
+      const headers = Object.fromEntries(Object.entries(response.headers).map(([k, v]) => [k.toLowerCase(), v]));
+      extensions.push(headers["sec-websocket-extensions"] ?? "");
+    });
+    await page.goto(chat.urls[index], { timeout: WAIT });
+    await waitForText(page, "#status", `worker ${index}`);
+    await page.fill("#nick", nick);
+    await page.press("#nick", "Enter");
+    await waitForText(page, "#status", `connected as ${nick} · worker ${index}`);
+    return { page, extensions };
+  }
+
+  it("deflate negotiated by Chromium; messages flow; a large one arrives intact", async () => {
+    const alice = await open(0, "alice");
+    const bob = await open(1, "bob");
+    await waitForUsers(alice.page, ["alice", "bob"]);
+    for (const { extensions } of [alice, bob]) {
+      assert.ok(extensions.length > 0, "a WebSocket was opened");
+      assert.ok(
+        extensions.every((e) => /permessage-deflate/.test(e) && /server_no_context_takeover/.test(e)),
+        JSON.stringify(extensions),
+      );
+    }
+    await alice.page.fill("#input", "small hello");
+    await alice.page.press("#input", "Enter");
+    await waitForLine(bob.page, "small hello");
+    // Over the threshold both ways: Chromium compresses what it sends, the
+    // server compresses the broadcast.
+    const large = Array.from({ length: 300 }, (_, i) => `line ${i} of a long message`).join(" ");
+    assert.ok(large.length > 4096);
+    await bob.page.fill("#input", large);
+    await bob.page.press("#input", "Enter");
+    await waitForLine(alice.page, "line 299 of a long message");
+    const shown = await alice.page.$$eval("#messages > li.message", (lis) => lis.map((li) => li.textContent));
+    assert.ok(shown.includes(`bob${large}`), "the large message is shown whole");
+    await alice.page.screenshot({ path: path.join(SHOTS, "chat-deflate-worker0.png") });
     assert.deepEqual(errors, [], "no page errors");
   });
 });

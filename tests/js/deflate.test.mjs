@@ -2,9 +2,13 @@
 // perMessageDeflate): the official client (which compresses its own sends of
 // 1024 bytes and more) and Node's `ws` client, with deflate negotiated: text,
 // binary, large, many small, and a broadcast to 100 clients that arrives
-// compressed.
+// compressed and is compressed once; `compress(false)` seen on the wire (RSV1
+// of raw frames, `Content-Encoding` of polling responses).
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import net from "node:net";
+import zlib from "node:zlib";
 import WebSocket from "ws";
 import { useServer, serverCommand, connect, call, once, stripOffset, TEST_TIMEOUT } from "./harness.mjs";
 
@@ -24,6 +28,108 @@ function wire(socket) {
 }
 
 const WS_ONLY = { transports: ["websocket"] };
+
+/** The interop server's `/stats`. */
+async function stats() {
+  const res = await fetch(`${ctx.url}/stats`, { signal: AbortSignal.timeout(2000) });
+  return res.json();
+}
+
+/**
+ * A raw WebSocket on `/socket.io/` offering deflate as browsers do, reading
+ * frames itself so that RSV1 can be seen. `next()`: the next data frame as
+ * `{ rsv1, text }`, inflated when RSV1 is set; pings are answered and skipped.
+ */
+async function rawWs() {
+  const { port } = new URL(ctx.url);
+  const sock = net.connect(Number(port), "127.0.0.1");
+  const key = crypto.randomBytes(16).toString("base64");
+  sock.write(
+    "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
+      `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\n` +
+      "Sec-WebSocket-Version: 13\r\n" +
+      "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+  );
+  let buf = Buffer.alloc(0);
+  let headers = null;
+  const frames = [];
+  const send = (text) => {
+    const payload = Buffer.from(text);
+    const len = payload.length;
+    if (len > 0xffff) throw new Error("too long for this client");
+    const head = len < 126 ? Buffer.from([0x81, 0x80 | len]) : Buffer.from([0x81, 0xfe, len >> 8, len & 0xff]);
+    const mask = crypto.randomBytes(4);
+    sock.write(Buffer.concat([head, mask, payload.map((b, i) => b ^ mask[i & 3])]));
+  };
+  sock.on("data", (d) => {
+    buf = Buffer.concat([buf, d]);
+    if (headers === null) {
+      const end = buf.indexOf("\r\n\r\n");
+      if (end < 0) return;
+      headers = buf.subarray(0, end).toString();
+      buf = buf.subarray(end + 4);
+    }
+    while (buf.length >= 2) {
+      let len = buf[1] & 0x7f;
+      let at = 2;
+      if (len === 126) [len, at] = [buf.length >= 4 ? buf.readUInt16BE(2) : Infinity, 4];
+      else if (len === 127) [len, at] = [buf.length >= 10 ? Number(buf.readBigUInt64BE(2)) : Infinity, 10];
+      if (buf.length < at + len) return;
+      frames.push({ first: buf[0], payload: Buffer.from(buf.subarray(at, at + len)) });
+      buf = buf.subarray(at + len);
+    }
+  });
+  const next = async () => {
+    const deadline = Date.now() + 3000;
+    for (;;) {
+      const f = frames.shift();
+      if (!f) {
+        if (Date.now() > deadline) throw new Error("no frame from the server");
+        await new Promise((r) => setTimeout(r, 5));
+        continue;
+      }
+      assert.equal(f.first & 0x80, 0x80, "a final frame");
+      const rsv1 = (f.first & 0x40) !== 0;
+      const data = rsv1 ? zlib.inflateRawSync(f.payload, { finishFlush: zlib.constants.Z_SYNC_FLUSH }) : f.payload;
+      const text = data.toString();
+      if (text === "2") {
+        send("3");
+        continue;
+      }
+      return { rsv1, text };
+    }
+  };
+  await new Promise((resolve, reject) => {
+    sock.once("connect", resolve);
+    sock.once("error", reject);
+  });
+  const open = await next();
+  assert.match(open.text, /^0\{/);
+  assert.match(headers, /sec-websocket-extensions: permessage-deflate/i);
+  send("40");
+  const connected = await next();
+  const sid = JSON.parse(connected.text.slice(2)).sid;
+  return { send, next, sid, close: () => sock.destroy() };
+}
+
+/** A polling session of the namespace `/`: `post(packet)`, and `get(headers)`. */
+async function pollingSession() {
+  const base = `${ctx.url}/socket.io/?EIO=4&transport=polling`;
+  const open = await (await fetch(base, { signal: AbortSignal.timeout(2000) })).text();
+  const { sid } = JSON.parse(open.slice(1));
+  const url = `${base}&sid=${sid}`;
+  const post = async (body) => {
+    const res = await fetch(url, { method: "POST", body, signal: AbortSignal.timeout(2000) });
+    assert.equal(await res.text(), "ok");
+  };
+  const get = async (headers = {}) => {
+    const res = await fetch(url, { headers, signal: AbortSignal.timeout(3000) });
+    return { encoding: res.headers.get("content-encoding"), body: await res.text() };
+  };
+  await post("40");
+  assert.match((await get()).body, /^40\{/);
+  return { post, get };
+}
 
 describe("permessage-deflate", () => {
   it("is negotiated by the official client, and large messages cross compressed both ways", T, async () => {
@@ -59,11 +165,12 @@ describe("permessage-deflate", () => {
     assert.deepEqual(got, Array.from({ length: 300 }, (_, i) => `m${i}`));
   });
 
-  it("a broadcast to 100 clients arrives compressed at each", T, async () => {
+  it("a broadcast to 100 clients arrives compressed at each, compressed once", T, async () => {
     const clients = [];
     for (let i = 0; i < 100; i++) clients.push(await connect(ctx.url, WS_ONLY));
     const payload = "broadcast ".repeat(10_000); // 100 KB
     const before = clients.map((c) => wire(c).bytesRead());
+    const compressedBefore = (await stats()).deflateCompressions;
     const arrived = clients.map((c) => once(c, "big", 8000));
     assert.equal(await call(clients[0], "broadcast", { event: "big", args: [payload] }), "ok");
     const got = await Promise.all(arrived);
@@ -72,6 +179,52 @@ describe("permessage-deflate", () => {
       const read = wire(c).bytesRead() - before[i];
       assert.ok(read < payload.length / 10, `client ${i} read ${read} bytes`);
     });
+    // Everything else sent meanwhile (the ack, pings) is under the threshold.
+    assert.equal((await stats()).deflateCompressions - compressedBefore, 1, "compressions for 100 recipients");
+  });
+
+  it("compress(false): a large message goes out without RSV1, the same without it with RSV1", T, async () => {
+    const ws = await rawWs();
+    const big = "not compressed ".repeat(500); // 7.5 KB
+    const request = (event, opts) => ws.send(`42${JSON.stringify(["self-emit", { event, args: [big], ...opts }])}`);
+    const broadcast = (event, opts) =>
+      ws.send(`42${JSON.stringify(["broadcast", { event, args: [big], to: [ws.sid], ...opts }])}`);
+    const expect = async (event, rsv1) => {
+      const f = await ws.next();
+      assert.ok(f.text.startsWith(`42${JSON.stringify([event, big]).slice(0, -1)}`), `${event}: ${f.text.slice(0, 40)}`);
+      assert.equal(f.rsv1, rsv1, `${event}: RSV1`);
+    };
+    request("plain", { compress: false });
+    await expect("plain", false);
+    request("deflated", {});
+    await expect("deflated", true);
+    broadcast("bplain", { compress: false });
+    await expect("bplain", false);
+    broadcast("bdeflated", { compress: true });
+    await expect("bdeflated", true);
+    ws.close();
+  });
+
+  it("compress(false) on polling: no Content-Encoding for a response of such packets only", T, async () => {
+    const s = await pollingSession();
+    const big = "not compressed ".repeat(500);
+    // A heartbeat ping queued alongside (compress on, as in Node) would compress
+    // the response: try again then.
+    const response = async (opts) => {
+      for (let attempt = 0; ; attempt++) {
+        await s.post(`42${JSON.stringify(["self-emit", { event: "big", args: [big], ...opts }])}`);
+        const res = await s.get({ "accept-encoding": "gzip" });
+        const packets = res.body.split("\x1e");
+        if (packets.some((p) => p === "2") && attempt < 3) {
+          await s.post("3");
+          continue;
+        }
+        assert.ok(packets.some((p) => p.startsWith('42["big"')), res.body.slice(0, 40));
+        return res;
+      }
+    };
+    assert.equal((await response({ compress: false })).encoding, null);
+    assert.equal((await response({})).encoding, "gzip");
   });
 
   it("Node's ws client: deflate answered without context takeover, compressed echo", T, async () => {

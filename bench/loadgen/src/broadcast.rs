@@ -195,6 +195,7 @@ pub async fn run_broadcast(cli: &Cli) -> Result<Value> {
         "server_processes": b.processes,
         "unexpected": shared.unexpected.get(),
         "errors": shared.errors.get(),
+        "compressed_in": crate::deflate::inflated(),
     });
     if hosts {
         let fields = out.as_object_mut().expect("an object");

@@ -6,16 +6,17 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::{net::TcpStream, sync::watch};
 use tokio_tungstenite::{
     client_async_with_config,
-    tungstenite::{protocol::WebSocketConfig, Message},
+    tungstenite::{client::IntoClientRequest, protocol::WebSocketConfig, Message},
     WebSocketStream,
 };
 
 use crate::{
+    deflate::{self, Conn},
     frame::{self, Frame},
     msgpack,
 };
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<Conn>;
 
 fn url(host: &str, port: u16) -> String {
     format!("ws://{host}:{port}/socket.io/?EIO=4&transport=websocket")
@@ -50,7 +51,14 @@ pub async fn open(host: &str, port: u16) -> Result<Ws> {
     // reads that find nothing): its 128 KiB default made that memset the load
     // generator's main cost. 4 KiB, like rsio and socketioxide.
     let config = WebSocketConfig::default().read_buffer_size(4096);
-    let (mut ws, _) = client_async_with_config(url(host, port), tcp, Some(config))
+    let mut request = url(host, port).into_client_request()?;
+    if deflate::enabled() {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Extensions",
+            http::HeaderValue::from_static(deflate::OFFER),
+        );
+    }
+    let (mut ws, _) = client_async_with_config(request, Conn::new(tcp), Some(config))
         .await
         .context("websocket handshake")?;
     let t = next_text(&mut ws).await?;

@@ -122,5 +122,6 @@ pub async fn run_echo(cli: &Cli) -> Result<Value> {
         "server_processes": b.processes,
         "unexpected": shared.unexpected.get(),
         "errors": shared.errors.get(),
+        "compressed_in": crate::deflate::inflated(),
     }))
 }

@@ -34,6 +34,7 @@ mod broadcast;
 mod client;
 mod clock;
 mod connect;
+mod deflate;
 mod echo;
 mod frame;
 mod msgpack;
@@ -148,12 +149,19 @@ struct Cli {
     /// Packet format of the server: `msgpack` for socket.io-msgpack-parser.
     #[arg(long, default_value = "default", value_parser = ["default", "msgpack"])]
     parser: String,
+    /// Offer permessage-deflate as socket.io-client in Node does, and compress
+    /// sends of 1024 bytes and more.
+    #[arg(long)]
+    deflate: bool,
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     if cli.parser == "msgpack" {
         msgpack::enable();
+    }
+    if cli.deflate {
+        deflate::enable();
     }
     clock::start();
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -20,14 +20,17 @@ pub fn enable() {
 }
 
 /// A Socket.IO text packet (`4…`) to send, in the format in use.
+/// Compressed when `--deflate` says so and it is large enough.
 pub fn message(text: String) -> Message {
-    if !ON.load(Ordering::Relaxed) {
-        return Message::text(text);
-    }
-    match encode(&text) {
-        Some(bin) => Message::binary(bin),
-        None => Message::text(text),
-    }
+    let msg = if !ON.load(Ordering::Relaxed) {
+        Message::text(text)
+    } else {
+        match encode(&text) {
+            Some(bin) => Message::binary(bin),
+            None => Message::text(text),
+        }
+    };
+    crate::deflate::outgoing(msg)
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {

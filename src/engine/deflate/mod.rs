@@ -10,7 +10,8 @@ mod outbound;
 
 pub(crate) use inbound::{DeflateError, DeflateIo};
 pub(crate) use negotiate::negotiate;
-pub(crate) use outbound::compress;
+pub(crate) use outbound::{compress, compress_shared, enable, may_compress};
+pub use outbound::{compressions, SharedDeflate};
 
 /// Runs `input` (client frames, as read from the socket) through the inflating
 /// reader with messages capped at `max` bytes: the frames it hands on, or why

@@ -1,12 +1,17 @@
 //! Compressing what the server sends.
 //!
 //! No context is kept between messages (`server_no_context_takeover` is always
-//! answered), so a message compresses the same for every recipient. A broadcast
-//! queues the same `Bytes` for each of them: each thread remembers the last
-//! message it compressed, and the recipients it serves get that result without
-//! compressing again.
+//! answered), so a message compresses the same for every recipient: a broadcast
+//! frame carries a [`SharedDeflate`] that the first recipient with deflate fills
+//! and every other one reuses.
 
-use std::cell::RefCell;
+use std::{
+    cell::RefCell,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        OnceLock,
+    },
+};
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress};
@@ -20,49 +25,79 @@ use tokio_tungstenite::tungstenite::{
 
 use crate::engine::config::DeflateConfig;
 
-/// The last message compressed on this thread. Holding `source` keeps its
-/// memory alive, so a message at the same address and length is the same one.
-struct Last {
-    source: Bytes,
-    level: u32,
-    compressed: Bytes,
-}
-
 thread_local! {
-    static LAST: RefCell<Option<Last>> = const { RefCell::new(None) };
     /// One compressor per thread, reset for each message (creating one
     /// allocates a few hundred KiB).
     static COMPRESSOR: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
 }
 
+/// Messages compressed since the process started.
+static COMPRESSIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The smallest threshold of any engine with deflate on in this process
+/// (`usize::MAX` when none): frames below it need no [`SharedDeflate`].
+static SMALLEST_THRESHOLD: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// How many messages permessage-deflate compressed in this process: once per
+/// broadcast frame however many clients get it, once per direct message.
+/// Cheap to read; for monitoring and tests.
+pub fn compressions() -> u64 {
+    COMPRESSIONS.load(Ordering::Relaxed)
+}
+
+/// Records that an engine compresses messages of at least `threshold` bytes.
+pub(crate) fn enable(threshold: usize) {
+    SMALLEST_THRESHOLD.fetch_min(threshold, Ordering::Relaxed);
+}
+
+/// Whether a frame of `len` bytes may be compressed by some engine here, so a
+/// broadcast should give its recipients a [`SharedDeflate`] for it.
+pub(crate) fn may_compress(len: usize) -> bool {
+    len >= SMALLEST_THRESHOLD.load(Ordering::Relaxed)
+}
+
+/// A broadcast frame's compressed payload (RSV1 set), made once by the first
+/// recipient that negotiated deflate and reused by the others. `None` inside:
+/// compression failed, send it plain.
+#[derive(Debug, Default)]
+pub struct SharedDeflate(OnceLock<(u32, Option<Bytes>)>);
+
 /// `msg` as a compressed frame (RSV1 set) when it is a data message of at least
 /// `threshold` bytes; otherwise unchanged.
 pub(crate) fn compress(msg: Message, cfg: &DeflateConfig) -> Message {
+    compress_with(msg, cfg, None)
+}
+
+/// As [`compress`], reusing (or filling) `shared`: the payload of `msg` must be
+/// the same for every recipient that shares it.
+pub(crate) fn compress_shared(
+    msg: Message,
+    cfg: &DeflateConfig,
+    shared: &SharedDeflate,
+) -> Message {
+    compress_with(msg, cfg, Some(shared))
+}
+
+fn compress_with(msg: Message, cfg: &DeflateConfig, shared: Option<&SharedDeflate>) -> Message {
     let (data, opcode) = match &msg {
-        Message::Text(t) if t.len() >= cfg.threshold => {
-            (AsRef::<Bytes>::as_ref(t).clone(), Data::Text)
-        }
-        Message::Binary(b) if b.len() >= cfg.threshold => (b.clone(), Data::Binary),
+        Message::Text(t) if t.len() >= cfg.threshold => (AsRef::<[u8]>::as_ref(t), Data::Text),
+        Message::Binary(b) if b.len() >= cfg.threshold => (&b[..], Data::Binary),
         _ => return msg,
     };
-    let compressed = LAST.with(|last| {
-        let mut last = last.try_borrow_mut().ok()?;
-        if let Some(l) = last.as_ref() {
-            if l.level == cfg.level
-                && l.source.as_ptr() == data.as_ptr()
-                && l.source.len() == data.len()
-            {
-                return Some(l.compressed.clone());
+    let compressed = match shared {
+        Some(shared) => {
+            let (level, compressed) = shared
+                .0
+                .get_or_init(|| (cfg.level, deflate(data, cfg.level).map(Bytes::from)));
+            if *level == cfg.level {
+                compressed.clone()
+            } else {
+                // Another engine of this process, another level: not shareable.
+                deflate(data, cfg.level).map(Bytes::from)
             }
         }
-        let compressed = Bytes::from(deflate(&data, cfg.level)?);
-        *last = Some(Last {
-            source: data,
-            level: cfg.level,
-            compressed: compressed.clone(),
-        });
-        Some(compressed)
-    });
+        None => deflate(data, cfg.level).map(Bytes::from),
+    };
     let Some(compressed) = compressed else {
         return msg;
     };
@@ -74,6 +109,7 @@ pub(crate) fn compress(msg: Message, cfg: &DeflateConfig) -> Message {
 /// Raw deflate of `data` ended by a sync flush, without the flush's trailing
 /// `00 00 ff ff` (RFC 7692 7.2.1).
 fn deflate(data: &[u8], level: u32) -> Option<Vec<u8>> {
+    COMPRESSIONS.fetch_add(1, Ordering::Relaxed);
     COMPRESSOR.with(|c| {
         let mut c = c.try_borrow_mut().ok()?;
         let compressor = match c.as_mut() {
@@ -125,24 +161,41 @@ mod tests {
     }
 
     #[test]
-    fn large_messages_are_compressed_once_and_small_ones_left() {
+    fn large_messages_are_compressed_small_ones_left() {
         let cfg = DeflateConfig::default();
         let big = Bytes::from(format!("4{}", "fragmented ".repeat(3000)));
         let Message::Frame(f1) = compress(Message::Binary(big.clone()), &cfg) else {
             panic!("not compressed");
         };
         assert!(f1.header().rsv1);
-        assert!(
-            inflate(f1.payload()) == big,
-            "{}",
-            inflate(f1.payload()).len()
-        );
-        let Message::Frame(f2) = compress(Message::Binary(big.clone()), &cfg) else {
+        assert!(inflate(f1.payload()) == big);
+        let small = Message::Text("4hi".into());
+        assert_eq!(compress(small.clone(), &cfg), small);
+    }
+
+    #[test]
+    fn a_shared_frame_is_compressed_once() {
+        let cfg = DeflateConfig::default();
+        let big = Bytes::from(format!("4{}", "shared ".repeat(3000)));
+        let shared = SharedDeflate::default();
+        let Message::Frame(f1) = compress_shared(Message::Binary(big.clone()), &cfg, &shared)
+        else {
+            panic!("not compressed");
+        };
+        let Message::Frame(f2) = compress_shared(Message::Binary(big.clone()), &cfg, &shared)
+        else {
             panic!("not compressed");
         };
         // The same bytes, not compressed again.
         assert_eq!(f1.payload().as_ptr(), f2.payload().as_ptr());
-        let small = Message::Text("4hi".into());
-        assert_eq!(compress(small.clone(), &cfg), small);
+        assert!(inflate(f2.payload()) == big);
+        // Another level is not served the first one's result.
+        let other = DeflateConfig { level: 1, ..cfg };
+        let Message::Frame(f3) = compress_shared(Message::Binary(big.clone()), &other, &shared)
+        else {
+            panic!("not compressed");
+        };
+        assert_ne!(f1.payload().as_ptr(), f3.payload().as_ptr());
+        assert!(inflate(f3.payload()) == big);
     }
 }

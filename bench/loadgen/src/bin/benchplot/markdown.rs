@@ -107,27 +107,38 @@ pub fn markdown(cli: &Cli, sum: &BTreeMap<Key, Point>) -> String {
                 .find(|(k, _)| k.server == server && k.clients == c)
                 .map(|(_, p)| *p)
         };
-        // Every other server of the table, in rank order (rows are sorted),
-        // variants of rsio (`rsio-NAME`) included.
-        let mut peers: Vec<&str> = Vec::new();
-        for (k, _) in &rows {
-            if k.server != "rsio" && !peers.contains(&k.server.as_str()) {
-                peers.push(k.server.as_str());
+        // Each variant (`scripts/bench --deflate` adds `-deflate`) against the
+        // same variant of the peers; rsio's own variants (`--variant NAME`:
+        // `rsio-NAME`) against plain rsio.
+        for variant in ["", "-deflate"] {
+            let rsio = format!("rsio{variant}");
+            let mut peers: Vec<String> = Vec::new();
+            for (k, _) in &rows {
+                let s = k.server.as_str();
+                let same_variant = if variant.is_empty() {
+                    !s.ends_with("-deflate")
+                } else {
+                    s.ends_with(variant)
+                };
+                if s != rsio && same_variant && !peers.iter().any(|p| p == s) {
+                    peers.push(s.to_string());
+                }
             }
-        }
-        if rows.iter().any(|(k, _)| k.server == "rsio") && !peers.is_empty() {
+            if !rows.iter().any(|(k, _)| k.server == rsio) || peers.is_empty() {
+                continue;
+            }
             let _ = writeln!(
                 md,
-                "\n| rsio / peer | clients | per core (higher: rsio better) | measured/s | p99 latency (lower: rsio better) | RSS/conn |"
+                "\n| {rsio} / peer | clients | per core (higher: rsio better) | measured/s | p99 latency (lower: rsio better) | RSS/conn |"
             );
             let _ = writeln!(md, "|---|--:|--:|--:|--:|--:|");
             for c in &clients {
-                let Some(r) = find("rsio", *c) else { continue };
+                let Some(r) = find(&rsio, *c) else { continue };
                 for peer in &peers {
                     let Some(o) = find(peer, *c) else { continue };
                     let _ = writeln!(
                         md,
-                        "| rsio / {peer} | {c} | {} | {} | {} | {} |",
+                        "| {rsio} / {peer} | {c} | {} | {} | {} | {} |",
                         fmt_ratio(r.per_core(), o.per_core()),
                         fmt_ratio(r.get("ops_per_s"), o.get("ops_per_s")),
                         fmt_ratio(r.get("latency_us.p99"), o.get("latency_us.p99")),
@@ -216,7 +227,10 @@ pub fn targets(sum: &BTreeMap<Key, Point>) -> String {
     }
     // A variant (rsio with extra flags, e.g. the metrics on) must cost within
     // 3% of plain rsio, scenario by scenario, in the same run.
-    for (key, v) in sum.iter().filter(|(k, _)| k.server.starts_with("rsio-")) {
+    for (key, v) in sum
+        .iter()
+        .filter(|(k, _)| k.server.starts_with("rsio-") && !k.server.ends_with("-deflate"))
+    {
         let base = sum.iter().find(|(k, _)| {
             k.server == "rsio"
                 && k.scenario == key.scenario

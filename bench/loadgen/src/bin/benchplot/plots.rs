@@ -13,6 +13,9 @@ pub fn color(server: &str) -> RGBColor {
         "node" => RGBColor(0x2b, 0x7a, 0x2b),
         "socketioxide" => RGBColor(0x1f, 0x5f, 0xbf),
         "bare" => RGBColor(0x70, 0x70, 0x70),
+        // `scripts/bench --deflate`: the same hue, lighter.
+        "rsio-deflate" => RGBColor(0xf0, 0x98, 0x70),
+        "node-deflate" => RGBColor(0x80, 0xc0, 0x80),
         _ => RGBColor(0x90, 0x30, 0x90),
     }
 }

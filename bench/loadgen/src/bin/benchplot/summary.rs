@@ -6,7 +6,14 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 /// Order in tables and plots; servers not listed come after.
-pub const SERVER_ORDER: [&str; 4] = ["rsio", "node", "socketioxide", "bare"];
+pub const SERVER_ORDER: [&str; 6] = [
+    "rsio",
+    "rsio-deflate",
+    "node",
+    "node-deflate",
+    "socketioxide",
+    "bare",
+];
 
 /// Rank in [`SERVER_ORDER`] (doubled), a variant `rsio-NAME` (rsio run with
 /// extra flags, `scripts/bench --variant`) right after rsio.

@@ -1,0 +1,329 @@
+//! The wire format of `@socket.io/redis-adapter` 8.3 (`lib/index.ts`):
+//! broadcasts as msgpack (notepack.io) `[uid, packet, opts]`, requests and
+//! responses as JSON, except a broadcast with acks and its acks (msgpack maps).
+//! JSON is written in Node's key order, so the bytes match Node's.
+
+use bytes::Bytes;
+use rmpv::Value as Mp;
+use serde_json::Value;
+
+use super::super::codec::{from_msgpack, to_msgpack, CodecError, Data, EventParts};
+use crate::adapter::{BroadcastFlags, BroadcastOptions};
+
+/// `RequestType` of the adapter.
+pub(crate) mod request {
+    pub const SOCKETS: u64 = 0;
+    pub const ALL_ROOMS: u64 = 1;
+    pub const REMOTE_JOIN: u64 = 2;
+    pub const REMOTE_LEAVE: u64 = 3;
+    pub const REMOTE_DISCONNECT: u64 = 4;
+    pub const REMOTE_FETCH: u64 = 5;
+    pub const SERVER_SIDE_EMIT: u64 = 6;
+    pub const BROADCAST: u64 = 7;
+    pub const BROADCAST_CLIENT_COUNT: u64 = 8;
+    pub const BROADCAST_ACK: u64 = 9;
+}
+
+fn msgpack_bytes(v: &Mp) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    // Writing to a Vec cannot fail.
+    let _ = rmpv::encode::write_value(&mut out, v);
+    out
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn json_list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+/// `{rooms, except, flags}` as msgpack: `flags` holds what Node's broadcast
+/// operator sets (`volatile`); `local` broadcasts are never published.
+fn options_mp(opts: &BroadcastOptions) -> Mp {
+    let list = |v: &[String]| Mp::Array(v.iter().map(|s| Mp::from(s.as_str())).collect());
+    let mut flags = Vec::new();
+    if opts.flags.volatile {
+        flags.push((Mp::from("volatile"), Mp::Boolean(true)));
+    }
+    Mp::Map(vec![
+        (Mp::from("rooms"), list(&opts.rooms)),
+        (Mp::from("except"), list(&opts.except)),
+        (Mp::from("flags"), Mp::Map(flags)),
+    ])
+}
+
+/// Node's packet object `{type: 2, data: [event, …args], nsp}`, binary inline.
+fn packet_mp(nsp: &str, parts: &EventParts<'_>) -> Result<Mp, CodecError> {
+    let data: Value = serde_json::from_str(parts.array)?;
+    Ok(Mp::Map(vec![
+        (Mp::from("type"), Mp::from(2u8)),
+        (Mp::from("data"), to_msgpack(&data, &parts.attachments)),
+        (Mp::from("nsp"), Mp::from(nsp)),
+    ]))
+}
+
+/// The channel of a broadcast: `<key>#<nsp>#`, plus `<room>#` when it targets
+/// exactly one room.
+pub fn broadcast_channel(base: &str, opts: &BroadcastOptions) -> String {
+    match opts.rooms.as_slice() {
+        [room] => format!("{base}{room}#"),
+        _ => base.to_string(),
+    }
+}
+
+/// A broadcast: msgpack `[uid, packet, opts]`.
+pub fn broadcast_message(
+    uid: &str,
+    nsp: &str,
+    parts: &EventParts<'_>,
+    opts: &BroadcastOptions,
+) -> Result<Vec<u8>, CodecError> {
+    Ok(msgpack_bytes(&Mp::Array(vec![
+        Mp::from(uid),
+        packet_mp(nsp, parts)?,
+        options_mp(opts),
+    ])))
+}
+
+/// A broadcast with acks: msgpack `{uid, requestId, type: 7, packet, opts}`.
+pub fn broadcast_request(
+    uid: &str,
+    request_id: &str,
+    nsp: &str,
+    parts: &EventParts<'_>,
+    opts: &BroadcastOptions,
+) -> Result<Vec<u8>, CodecError> {
+    Ok(msgpack_bytes(&Mp::Map(vec![
+        (Mp::from("uid"), Mp::from(uid)),
+        (Mp::from("requestId"), Mp::from(request_id)),
+        (Mp::from("type"), Mp::from(request::BROADCAST)),
+        (Mp::from("packet"), packet_mp(nsp, parts)?),
+        (Mp::from("opts"), options_mp(opts)),
+    ])))
+}
+
+/// A broadcast received: who sent it, its packet's namespace and `data` array
+/// (placeholders into `attachments`), and its options (for this server only).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Broadcast {
+    pub uid: String,
+    pub nsp: String,
+    pub data: Value,
+    pub attachments: Vec<Bytes>,
+    pub opts: BroadcastOptions,
+}
+
+/// Whether `payload` is a broadcast sent by `uid` (checked on its first bytes,
+/// so this server's own broadcasts are dropped without decoding them).
+pub fn is_from(payload: &[u8], uid: &str) -> bool {
+    let n = uid.len();
+    n < 32
+        && payload.len() > 2 + n
+        && payload[0] == 0x93
+        && payload[1] == 0xa0 | n as u8
+        && &payload[2..2 + n] == uid.as_bytes()
+}
+
+/// Reads a broadcast `[uid, packet, opts]`; a packet without `nsp` is for `/`.
+pub fn parse_broadcast(payload: &[u8]) -> Result<Broadcast, CodecError> {
+    let mp = rmpv::decode::read_value(&mut &payload[..])?;
+    let Mp::Array(mut items) = mp else {
+        return Err(CodecError::Invalid("broadcast"));
+    };
+    if items.len() < 2 {
+        return Err(CodecError::Invalid("broadcast"));
+    }
+    let opts = if items.len() > 2 {
+        items.swap_remove(2)
+    } else {
+        Mp::Nil
+    };
+    let packet = items.swap_remove(1);
+    let uid = match &items[0] {
+        Mp::String(s) => s.as_str().unwrap_or_default().to_string(),
+        _ => String::new(),
+    };
+    let mut attachments = Vec::new();
+    let packet = from_msgpack(packet, &mut attachments);
+    let opts = from_msgpack(opts, &mut Vec::new());
+    let nsp = match packet.get("nsp") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => "/".to_string(),
+        Some(_) => return Err(CodecError::Invalid("nsp")),
+    };
+    let data = match packet {
+        Value::Object(mut m) => m.remove("data"),
+        _ => None,
+    }
+    .filter(Value::is_array)
+    .ok_or(CodecError::Missing("data"))?;
+    Ok(Broadcast {
+        uid,
+        nsp,
+        data,
+        attachments,
+        opts: options_from(Some(&opts)),
+    })
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| match s {
+                    Value::String(s) => Some(s.clone()),
+                    // Node's rooms may be numbers; rsio's are strings.
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Options received (`{rooms, except, flags}`), applying to this server only.
+pub fn options_from(v: Option<&Value>) -> BroadcastOptions {
+    let volatile = v
+        .and_then(|o| o.get("flags"))
+        .and_then(|f| f.get("volatile"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    BroadcastOptions {
+        rooms: strings(v.and_then(|o| o.get("rooms"))),
+        except: strings(v.and_then(|o| o.get("except"))),
+        flags: BroadcastFlags {
+            local: true,
+            volatile,
+        },
+    }
+}
+
+/// A request or response: JSON when it starts with `{`, else msgpack.
+pub fn parse_json_or_msgpack(payload: &[u8]) -> Result<Data, CodecError> {
+    if payload.first() == Some(&b'{') {
+        return Ok(Data {
+            json: serde_json::from_slice(payload)?,
+            attachments: Vec::new(),
+        });
+    }
+    let mp = rmpv::decode::read_value(&mut &payload[..])?;
+    let mut attachments = Vec::new();
+    let json = from_msgpack(mp, &mut attachments);
+    if !json.is_object() {
+        return Err(CodecError::Invalid("request"));
+    }
+    Ok(Data { json, attachments })
+}
+
+/// `{"rooms":[…],"except":[…]}`, as Node's requests carry options.
+fn opts_json(opts: &BroadcastOptions) -> String {
+    format!(
+        "{{\"rooms\":{},\"except\":{}}}",
+        json_list(&opts.rooms),
+        json_list(&opts.except)
+    )
+}
+
+/// `REMOTE_JOIN` / `REMOTE_LEAVE`: `{"uid","type","opts","rooms"}`.
+pub fn rooms_request(uid: &str, kind: u64, opts: &BroadcastOptions, rooms: &[String]) -> String {
+    format!(
+        "{{\"uid\":{},\"type\":{kind},\"opts\":{},\"rooms\":{}}}",
+        json_str(uid),
+        opts_json(opts),
+        json_list(rooms)
+    )
+}
+
+/// `REMOTE_DISCONNECT`: `{"uid","type","opts","close"}`.
+pub fn disconnect_request(uid: &str, opts: &BroadcastOptions, close: bool) -> String {
+    format!(
+        "{{\"uid\":{},\"type\":{},\"opts\":{},\"close\":{close}}}",
+        json_str(uid),
+        request::REMOTE_DISCONNECT,
+        opts_json(opts)
+    )
+}
+
+/// `REMOTE_FETCH`: `{"uid","requestId","type","opts"}`.
+pub fn fetch_request(uid: &str, request_id: &str, opts: &BroadcastOptions) -> String {
+    format!(
+        "{{\"uid\":{},\"requestId\":{},\"type\":{},\"opts\":{}}}",
+        json_str(uid),
+        json_str(request_id),
+        request::REMOTE_FETCH,
+        opts_json(opts)
+    )
+}
+
+/// `SERVER_SIDE_EMIT`: `{"uid",["requestId",]"type","data"}`; `data` is the
+/// JSON text of `[event, …args]`.
+pub fn server_side_request(uid: &str, request_id: Option<&str>, data: &str) -> String {
+    let request = request_id
+        .map(|r| format!("\"requestId\":{},", json_str(r)))
+        .unwrap_or_default();
+    format!(
+        "{{\"uid\":{},{request}\"type\":{},\"data\":{data}}}",
+        json_str(uid),
+        request::SERVER_SIDE_EMIT
+    )
+}
+
+/// The answer to a `SERVER_SIDE_EMIT` with ack: `{"type","requestId","data"}`.
+pub fn server_side_response(request_id: &str, data: &Value) -> String {
+    format!(
+        "{{\"type\":{},\"requestId\":{},\"data\":{data}}}",
+        request::SERVER_SIDE_EMIT,
+        json_str(request_id)
+    )
+}
+
+/// `BROADCAST_CLIENT_COUNT`: `{"type","requestId","clientCount"}`.
+pub fn client_count_response(request_id: &str, count: usize) -> String {
+    format!(
+        "{{\"type\":{},\"requestId\":{},\"clientCount\":{count}}}",
+        request::BROADCAST_CLIENT_COUNT,
+        json_str(request_id)
+    )
+}
+
+/// `BROADCAST_ACK`: msgpack `{type, requestId, packet}`, binary inline.
+pub fn ack_response(request_id: &str, arg: &Data) -> Vec<u8> {
+    msgpack_bytes(&Mp::Map(vec![
+        (Mp::from("type"), Mp::from(request::BROADCAST_ACK)),
+        (Mp::from("requestId"), Mp::from(request_id)),
+        (Mp::from("packet"), to_msgpack(&arg.json, &arg.attachments)),
+    ]))
+}
+
+/// JSON with rsio's binary placeholders replaced as `JSON.stringify` writes a
+/// Node `Buffer` (`{"type":"Buffer","data":[…]}`): the classic adapter sends
+/// server-side emits and their answers as JSON.
+pub fn buffers_as_json(v: &Value, attachments: &[Bytes]) -> Value {
+    match v {
+        Value::Array(a) => {
+            Value::Array(a.iter().map(|v| buffers_as_json(v, attachments)).collect())
+        }
+        Value::Object(m) => {
+            let placeholder = m.len() == 2 && m.get("_placeholder") == Some(&Value::Bool(true));
+            let bytes = m
+                .get("num")
+                .and_then(Value::as_u64)
+                .and_then(|n| attachments.get(n as usize))
+                .filter(|_| placeholder);
+            if let Some(b) = bytes {
+                return serde_json::json!({"type": "Buffer", "data": b.as_ref()});
+            }
+            Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), buffers_as_json(v, attachments)))
+                    .collect(),
+            )
+        }
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -91,7 +91,14 @@ pub fn to_msgpack(v: &Value, attachments: &[Bytes]) -> Mp {
             } else if let Some(i) = n.as_i64() {
                 Mp::from(i)
             } else {
-                Mp::F64(n.as_f64().unwrap_or_default())
+                let f = n.as_f64().unwrap_or_default();
+                // A JS number with no fraction is written as an integer by
+                // Node's msgpack encoders (`1.0` is `1`).
+                if f.fract() == 0.0 && f.abs() < 9.2e18 {
+                    Mp::from(f as i64)
+                } else {
+                    Mp::F64(f)
+                }
             }
         }
         Value::String(s) => Mp::from(s.as_str()),

@@ -68,7 +68,7 @@ enum Target {
     /// A Redis Cluster: commands through redis-rs' cluster client; the
     /// subscriber on one node at a time (PUBLISH reaches every node).
     Cluster {
-        client: ClusterClient,
+        client: Box<ClusterClient>,
         nodes: Vec<redis::Client>,
     },
 }
@@ -212,7 +212,10 @@ impl Link {
             .response_timeout(RESPONSE_TIMEOUT)
             .build()
             .map_err(RedisAdapterError::Url)?;
-        Ok(Link::with_target(Target::Cluster { client, nodes }))
+        Ok(Link::with_target(Target::Cluster {
+            client: Box::new(client),
+            nodes,
+        }))
     }
 
     /// The client of a single Redis (`None` for a cluster).

@@ -87,8 +87,10 @@ impl Default for RedisStreamsConfig {
 /// Why the adapter could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisAdapterError {
+    /// A URL (or the cluster client's options) could not be used.
     #[error("invalid redis url: {0}")]
     Url(#[source] redis::RedisError),
+    /// [`RedisClassic::cluster`] was given no node.
     #[error("no redis cluster node given")]
     NoNodes,
 }

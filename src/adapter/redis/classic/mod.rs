@@ -55,14 +55,12 @@ use crate::{
 pub use adapter::RedisClassicAdapter;
 
 /// Options of the adapter, with the names and defaults of Node's `createAdapter`
-/// options.
+/// options (`requestsTimeout` has no counterpart: rsio's `fetch_sockets` and
+/// `server_side_emit` take their timeouts per call).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisClassicConfig {
     /// `key`: the prefix of the channels.
     pub key: String,
-    /// `requestsTimeout`: how long `fetch_sockets` waits for the other servers
-    /// when the caller gives no timeout of its own.
-    pub requests_timeout: Duration,
     /// `publishOnSpecificResponseChannel`: answers go to
     /// `<key>-response#<nsp>#<uid>#` of the requester instead of the shared
     /// response channel (every server must use the same setting).
@@ -73,7 +71,6 @@ impl Default for RedisClassicConfig {
     fn default() -> Self {
         RedisClassicConfig {
             key: "socket.io".into(),
-            requests_timeout: Duration::from_millis(5000),
             publish_on_specific_response_channel: false,
         }
     }

@@ -28,7 +28,7 @@ const REQUEST_ID_BYTES: usize = 6;
 
 /// The adapter of one namespace of a server that is a member of a classic
 /// Redis adapter cluster (see [`RedisClassic`]). Connection state recovery is
-/// not supported: see the [module documentation](super).
+/// not supported: see [`RedisClassic`].
 pub struct RedisClassicAdapter {
     pub(super) ns: Arc<ClassicNs>,
     pub(super) node: Weak<RedisClassic>,

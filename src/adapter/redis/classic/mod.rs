@@ -1,30 +1,5 @@
 //! The classic Redis adapter, wire-compatible with Node's
-//! `@socket.io/redis-adapter` 8.3 (and the `@socket.io/redis-emitter`, whose
-//! messages carry the uid `"emitter"`): rsio and Node servers on one Redis, or
-//! on one Redis Cluster, share rooms, broadcasts and requests.
-//!
-//! Broadcasts are msgpack `[uid, packet, opts]` published on `<key>#<nsp>#`
-//! (`<key>#<nsp>#<room>#` for exactly one room) and received through
-//! `PSUBSCRIBE <key>#<nsp>#*`; requests are JSON on `<key>-request#<nsp>#`
-//! (msgpack for a broadcast with acks), answers JSON (msgpack for acks) on
-//! `<key>-response#<nsp>#`. The server count is `PUBSUB NUMSUB` of the request
-//! channel, summed over the nodes of a cluster.
-//!
-//! **Connection state recovery is not supported** (as with Node's adapter, whose
-//! `RedisAdapter` extends the in-memory `Adapter`, not the session-aware one):
-//! with recovery configured, broadcasts carry no offset and no session is kept,
-//! so a reconnecting client starts a new session. Use
-//! [`RedisStreams`](super::RedisStreams) for recovery across servers.
-//!
-//! ```no_run
-//! # use rsio::{adapter::{RedisClassic, RedisClassicConfig}, server::{Server, ServerConfig}};
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let redis = RedisClassic::new("redis://127.0.0.1:6379", RedisClassicConfig::default())?;
-//! // or, on a Redis Cluster: RedisClassic::cluster(&["redis://127.0.0.1:7000", …], config)
-//! let io = Server::with_adapter(ServerConfig::default(), redis.factory());
-//! redis.attach(&io);
-//! # Ok(()) }
-//! ```
+//! `@socket.io/redis-adapter` 8.3: see [`RedisClassic`].
 
 mod adapter;
 mod codec;
@@ -98,9 +73,38 @@ enum Pending {
     Broadcast(mpsc::UnboundedSender<RemoteAck>),
 }
 
-/// One server's membership of a classic Redis adapter cluster, shared by the
-/// adapters of all its namespaces: one command connection (or cluster
-/// connection) and one subscriber connection.
+/// The classic Redis adapter, wire-compatible with Node's
+/// `@socket.io/redis-adapter` 8.3 (and the `@socket.io/redis-emitter`, whose
+/// messages carry the uid `"emitter"`): rsio and Node servers on one Redis, or
+/// on one Redis Cluster, share rooms, broadcasts and requests.
+///
+/// Broadcasts are msgpack `[uid, packet, opts]` published on `<key>#<nsp>#`
+/// (`<key>#<nsp>#<room>#` for exactly one room) and received through
+/// `PSUBSCRIBE <key>#<nsp>#*`; requests are JSON on `<key>-request#<nsp>#`
+/// (msgpack for a broadcast with acks), answers JSON (msgpack for acks) on
+/// `<key>-response#<nsp>#`. The server count is `PUBSUB NUMSUB` of the request
+/// channel, summed over the nodes of a cluster.
+///
+/// **Connection state recovery is not supported** (as with Node's adapter, whose
+/// `RedisAdapter` extends the in-memory `Adapter`, not the session-aware one):
+/// with recovery configured, broadcasts carry no offset and no session is kept,
+/// so a reconnecting client starts a new session. Use
+/// [`RedisStreams`](crate::adapter::RedisStreams) for recovery across servers.
+///
+/// ```no_run
+/// # use rsio::{adapter::{RedisClassic, RedisClassicConfig}, server::{Server, ServerConfig}};
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = RedisClassic::new("redis://127.0.0.1:6379", RedisClassicConfig::default())?;
+/// // or, on a Redis Cluster: RedisClassic::cluster(&["redis://127.0.0.1:7000", …], config)
+/// let io = Server::with_adapter(ServerConfig::default(), redis.factory());
+/// redis.attach(&io);
+/// # Ok(()) }
+/// ```
+///
+/// One `RedisClassic` is one server's membership, shared by the adapters of all
+/// its namespaces: one command connection (or cluster connection) and one
+/// subscriber connection. For a Redis Cluster use [`RedisClassic::cluster`],
+/// even with one seed node: the server count is summed over the nodes.
 pub struct RedisClassic {
     config: RedisClassicConfig,
     link: Link,

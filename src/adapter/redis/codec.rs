@@ -157,7 +157,7 @@ pub fn from_msgpack(v: Mp, attachments: &mut Vec<Bytes>) -> Value {
 }
 
 /// A msgpack timestamp (32, 64 or 96 bit) as `Date.prototype.toISOString` writes it.
-fn timestamp(b: &[u8]) -> Option<String> {
+pub(crate) fn timestamp(b: &[u8]) -> Option<String> {
     let (secs, nanos): (i64, u32) = match b.len() {
         4 => (i64::from(u32::from_be_bytes(b.try_into().ok()?)), 0),
         8 => {

@@ -4,7 +4,7 @@
 //! JSON is written in Node's key order, so the bytes match Node's.
 
 use bytes::Bytes;
-use rmpv::Value as Mp;
+use rmpv::{Value as Mp, ValueRef as MpRef};
 use serde_json::Value;
 
 use super::super::codec::{from_msgpack, to_msgpack, CodecError, Data, EventParts};
@@ -105,12 +105,13 @@ pub fn broadcast_request(
 }
 
 /// A broadcast received: who sent it, its packet's namespace and `data` array
-/// (placeholders into `attachments`), and its options (for this server only).
+/// (JSON text, placeholders into `attachments`), and its options (for this
+/// server only).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Broadcast {
     pub uid: String,
     pub nsp: String,
-    pub data: Value,
+    pub data: String,
     pub attachments: Vec<Bytes>,
     pub opts: BroadcastOptions,
 }
@@ -126,45 +127,115 @@ pub fn is_from(payload: &[u8], uid: &str) -> bool {
         && &payload[2..2 + n] == uid.as_bytes()
 }
 
-/// Reads a broadcast `[uid, packet, opts]`; a packet without `nsp` is for `/`.
-pub fn parse_broadcast(payload: &[u8]) -> Result<Broadcast, CodecError> {
-    let mp = rmpv::decode::read_value(&mut &payload[..])?;
-    let Mp::Array(mut items) = mp else {
-        return Err(CodecError::Invalid("broadcast"));
-    };
-    if items.len() < 2 {
-        return Err(CodecError::Invalid("broadcast"));
-    }
-    let opts = if items.len() > 2 {
-        items.swap_remove(2)
+fn write_number(out: &mut Vec<u8>, f: f64) {
+    // JSON.stringify: integral numbers without a fraction, NaN and infinities as null.
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        out.extend_from_slice(itoa::Buffer::new().format(f as i64).as_bytes());
     } else {
-        Mp::Nil
+        let _ = serde_json::to_writer(&mut *out, &f);
+    }
+}
+
+/// Writes a msgpack value as the JSON text rsio's frames carry: `bin` as a
+/// placeholder numbered into `attachments`, a timestamp as its ISO string.
+fn write_json(v: &MpRef<'_>, out: &mut Vec<u8>, attachments: &mut Vec<Bytes>) {
+    match v {
+        MpRef::Nil => out.extend_from_slice(b"null"),
+        MpRef::Boolean(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        MpRef::Integer(i) => match (i.as_u64(), i.as_i64()) {
+            (Some(u), _) => out.extend_from_slice(itoa::Buffer::new().format(u).as_bytes()),
+            (None, Some(s)) => out.extend_from_slice(itoa::Buffer::new().format(s).as_bytes()),
+            _ => out.extend_from_slice(b"null"),
+        },
+        MpRef::F32(f) => write_number(out, f64::from(*f)),
+        MpRef::F64(f) => write_number(out, *f),
+        MpRef::String(s) => {
+            let _ = serde_json::to_writer(&mut *out, s.as_str().unwrap_or_default());
+        }
+        MpRef::Binary(b) => {
+            out.extend_from_slice(b"{\"_placeholder\":true,\"num\":");
+            out.extend_from_slice(itoa::Buffer::new().format(attachments.len()).as_bytes());
+            out.push(b'}');
+            attachments.push(Bytes::copy_from_slice(b));
+        }
+        MpRef::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json(item, out, attachments);
+            }
+            out.push(b']');
+        }
+        MpRef::Map(entries) => {
+            out.push(b'{');
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let key = match k {
+                    MpRef::String(s) => s.as_str().unwrap_or_default().to_string(),
+                    other => other.to_owned().to_string(),
+                };
+                let _ = serde_json::to_writer(&mut *out, &key);
+                out.push(b':');
+                write_json(v, out, attachments);
+            }
+            out.push(b'}');
+        }
+        MpRef::Ext(-1, bytes) => match super::super::codec::timestamp(bytes) {
+            Some(t) => {
+                let _ = serde_json::to_writer(&mut *out, &t);
+            }
+            None => out.extend_from_slice(b"null"),
+        },
+        MpRef::Ext(..) => out.extend_from_slice(b"null"),
+    }
+}
+
+fn map_get<'v, 'a>(map: &'v [(MpRef<'a>, MpRef<'a>)], key: &str) -> Option<&'v MpRef<'a>> {
+    map.iter()
+        .find(|(k, _)| matches!(k, MpRef::String(s) if s.as_str() == Some(key)))
+        .map(|(_, v)| v)
+}
+
+/// Reads a broadcast `[uid, packet, opts]` without building trees of owned
+/// values: the packet's `data` goes straight to JSON text. A packet without
+/// `nsp` is for `/`.
+pub fn parse_broadcast(payload: &[u8]) -> Result<Broadcast, CodecError> {
+    let mp = rmpv::decode::read_value_ref(&mut &payload[..])?;
+    let MpRef::Array(items) = mp else {
+        return Err(CodecError::Invalid("broadcast"));
     };
-    let packet = items.swap_remove(1);
-    let uid = match &items[0] {
-        Mp::String(s) => s.as_str().unwrap_or_default().to_string(),
+    let (Some(uid), Some(MpRef::Map(packet))) = (items.first(), items.get(1)) else {
+        return Err(CodecError::Invalid("broadcast"));
+    };
+    let uid = match uid {
+        MpRef::String(s) => s.as_str().unwrap_or_default().to_string(),
         _ => String::new(),
     };
-    let mut attachments = Vec::new();
-    let packet = from_msgpack(packet, &mut attachments);
-    let opts = from_msgpack(opts, &mut Vec::new());
-    let nsp = match packet.get("nsp") {
-        Some(Value::String(s)) => s.clone(),
-        None | Some(Value::Null) => "/".to_string(),
+    let nsp = match map_get(packet, "nsp") {
+        Some(MpRef::String(s)) => s.as_str().ok_or(CodecError::Invalid("nsp"))?.to_string(),
+        None | Some(MpRef::Nil) => "/".to_string(),
         Some(_) => return Err(CodecError::Invalid("nsp")),
     };
-    let data = match packet {
-        Value::Object(mut m) => m.remove("data"),
-        _ => None,
-    }
-    .filter(Value::is_array)
-    .ok_or(CodecError::Missing("data"))?;
+    let Some(data @ MpRef::Array(_)) = map_get(packet, "data") else {
+        return Err(CodecError::Missing("data"));
+    };
+    let mut text = Vec::with_capacity(payload.len());
+    let mut attachments = Vec::new();
+    write_json(data, &mut text, &mut attachments);
+    let opts = items
+        .get(2)
+        .map(|o| from_msgpack(o.to_owned(), &mut Vec::new()));
     Ok(Broadcast {
         uid,
         nsp,
-        data,
+        // Only JSON was written, and JSON text of UTF-8 strings is UTF-8.
+        data: String::from_utf8(text).map_err(|_| CodecError::Invalid("data"))?,
         attachments,
-        opts: options_from(Some(&opts)),
+        opts: options_from(opts.as_ref()),
     })
 }
 

@@ -67,8 +67,7 @@ impl RedisClassic {
         let Some(namespace) = self.namespace(&ns.nsp) else {
             return;
         };
-        let Some(encoded) = encode_raw(&ns.nsp, &b.data.to_string(), &b.attachments, None, None)
-        else {
+        let Some(encoded) = encode_raw(&ns.nsp, &b.data, &b.attachments, None, None) else {
             warn!(target: "socket.io:redis", "invalid message skipped: empty packet data");
             return;
         };

@@ -81,7 +81,7 @@ fn binary_is_inline_and_volatile_is_a_flag() {
         vec![Bytes::from_static(&[1, 2, 3]), Bytes::from_static(&[4])]
     );
     assert_eq!(
-        b.data.to_string(),
+        b.data,
         r#"["bin",{"_placeholder":true,"num":0},{"n":{"_placeholder":true,"num":1}}]"#
     );
     assert!(b.opts.flags.volatile && b.opts.flags.local);
@@ -188,7 +188,7 @@ fn the_emitters_broadcast_is_read_and_a_missing_nsp_is_the_main_one() {
     let b = parse_broadcast(&bytes).unwrap();
     assert_eq!(b.uid, "emitter");
     assert_eq!(b.nsp, "/");
-    assert_eq!(b.data, serde_json::json!(["ev", "x"]));
+    assert_eq!(b.data, r#"["ev","x"]"#);
     assert_eq!(b.opts.rooms, vec!["room".to_string()]);
     assert!(b.opts.flags.local, "applies to this server only");
     assert!(!is_from(&bytes, "abc123"));
@@ -215,4 +215,35 @@ fn garbage_is_an_error_not_a_panic() {
     for bad in [&b"{not json"[..], &[0xc1], &[0x91, 0x01], &[]] {
         assert!(parse_json_or_msgpack(bad).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn a_received_broadcast_becomes_the_json_text_node_would_emit() {
+    // What notepack writes for data ["n",-7,4.5,300,-200,70000,1.0,true,null].
+    let bytes = unhex("93a17583a47479706502a46461746199a16ef9cb4012000000000000cd012cd1ff38ce0001117001c3c0a36e7370a12f83a5726f6f6d7390a665786365707490a5666c61677380");
+    let b = parse_broadcast(&bytes).unwrap();
+    assert_eq!(b.data, r#"["n",-7,4.5,300,-200,70000,1,true,null]"#);
+    // Escapes, a float with no fraction from another encoder, NaN, a map and
+    // a timestamp (ext -1, 32 bits: 2021-01-01T00:00:00Z).
+    let packet = Mp::Map(vec![
+        (Mp::from("type"), Mp::from(2)),
+        (
+            Mp::from("data"),
+            Mp::Array(vec![
+                Mp::from("q\"\n\u{1}é"),
+                Mp::F64(2.0),
+                Mp::F64(f64::NAN),
+                Mp::Map(vec![(Mp::from("k"), Mp::Binary(vec![5]))]),
+                Mp::Ext(-1, 1_609_459_200u32.to_be_bytes().to_vec()),
+            ]),
+        ),
+    ]);
+    let msg = msgpack_bytes(&Mp::Array(vec![Mp::from("x"), packet, Mp::Nil]));
+    let b = parse_broadcast(&msg).unwrap();
+    assert_eq!(
+        b.data,
+        r#"["q\"\n\u0001é",2,null,{"k":{"_placeholder":true,"num":0}},"2021-01-01T00:00:00.000Z"]"#
+    );
+    assert_eq!(b.attachments, vec![Bytes::from_static(&[5])]);
+    assert_eq!(b.opts, options_from(None));
 }

@@ -4,10 +4,10 @@
 //! JSON is written in Node's key order, so the bytes match Node's.
 
 use bytes::Bytes;
-use rmpv::{Value as Mp, ValueRef as MpRef};
+use rmpv::ValueRef as MpRef;
 use serde_json::Value;
 
-use super::super::codec::{from_msgpack, to_msgpack, CodecError, Data, EventParts};
+use super::super::codec::{from_msgpack, CodecError, Data, EventParts};
 use crate::adapter::{BroadcastFlags, BroadcastOptions};
 
 /// `RequestType` of the adapter.
@@ -24,13 +24,6 @@ pub(crate) mod request {
     pub const BROADCAST_ACK: u64 = 9;
 }
 
-fn msgpack_bytes(v: &Mp) -> Vec<u8> {
-    let mut out = Vec::with_capacity(64);
-    // Writing to a Vec cannot fail.
-    let _ = rmpv::encode::write_value(&mut out, v);
-    out
-}
-
 fn json_str(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
@@ -39,29 +32,102 @@ fn json_list(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
-/// `{rooms, except, flags}` as msgpack: `flags` holds what Node's broadcast
-/// operator sets (`volatile`); `local` broadcasts are never published.
-fn options_mp(opts: &BroadcastOptions) -> Mp {
-    let list = |v: &[String]| Mp::Array(v.iter().map(|s| Mp::from(s.as_str())).collect());
-    let mut flags = Vec::new();
-    if opts.flags.volatile {
-        flags.push((Mp::from("volatile"), Mp::Boolean(true)));
+// Writing to a Vec cannot fail: the results of the rmp writers are ignored.
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    let _ = rmp::encode::write_str(out, s);
+}
+
+fn put_strs(out: &mut Vec<u8>, list: &[String]) {
+    let _ = rmp::encode::write_array_len(out, list.len() as u32);
+    for s in list {
+        put_str(out, s);
     }
-    Mp::Map(vec![
-        (Mp::from("rooms"), list(&opts.rooms)),
-        (Mp::from("except"), list(&opts.except)),
-        (Mp::from("flags"), Mp::Map(flags)),
-    ])
+}
+
+/// A JSON value (placeholders into `attachments`) as notepack writes the same
+/// JS value: the smallest forms, integral numbers as integers, binary inline.
+fn put_json(out: &mut Vec<u8>, v: &Value, attachments: &[Bytes]) {
+    match v {
+        Value::Null => {
+            let _ = rmp::encode::write_nil(out);
+        }
+        Value::Bool(b) => {
+            let _ = rmp::encode::write_bool(out, *b);
+        }
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                let _ = rmp::encode::write_uint(out, u);
+            } else if let Some(i) = n.as_i64() {
+                let _ = rmp::encode::write_sint(out, i);
+            } else {
+                let f = n.as_f64().unwrap_or_default();
+                if f.fract() == 0.0 && f.abs() < 9.2e18 {
+                    let _ = rmp::encode::write_sint(out, f as i64);
+                } else {
+                    let _ = rmp::encode::write_f64(out, f);
+                }
+            }
+        }
+        Value::String(s) => put_str(out, s),
+        Value::Array(a) => {
+            let _ = rmp::encode::write_array_len(out, a.len() as u32);
+            for item in a {
+                put_json(out, item, attachments);
+            }
+        }
+        Value::Object(map) => {
+            let placeholder = map.len() == 2 && map.get("_placeholder") == Some(&Value::Bool(true));
+            let bytes = map
+                .get("num")
+                .and_then(Value::as_u64)
+                .and_then(|n| attachments.get(n as usize))
+                .filter(|_| placeholder);
+            if let Some(b) = bytes {
+                let _ = rmp::encode::write_bin(out, b);
+                return;
+            }
+            let _ = rmp::encode::write_map_len(out, map.len() as u32);
+            for (k, v) in map {
+                put_str(out, k);
+                put_json(out, v, attachments);
+            }
+        }
+    }
+}
+
+/// `{rooms, except, flags}`: `flags` holds what Node's broadcast operator sets
+/// (`volatile`); `local` broadcasts are never published.
+fn put_options(out: &mut Vec<u8>, opts: &BroadcastOptions) {
+    let _ = rmp::encode::write_map_len(out, 3);
+    put_str(out, "rooms");
+    put_strs(out, &opts.rooms);
+    put_str(out, "except");
+    put_strs(out, &opts.except);
+    put_str(out, "flags");
+    let _ = rmp::encode::write_map_len(out, u32::from(opts.flags.volatile));
+    if opts.flags.volatile {
+        put_str(out, "volatile");
+        let _ = rmp::encode::write_bool(out, true);
+    }
 }
 
 /// Node's packet object `{type: 2, data: [event, …args], nsp}`, binary inline.
-fn packet_mp(nsp: &str, parts: &EventParts<'_>) -> Result<Mp, CodecError> {
+fn put_packet(out: &mut Vec<u8>, nsp: &str, parts: &EventParts<'_>) -> Result<(), CodecError> {
     let data: Value = serde_json::from_str(parts.array)?;
-    Ok(Mp::Map(vec![
-        (Mp::from("type"), Mp::from(2u8)),
-        (Mp::from("data"), to_msgpack(&data, &parts.attachments)),
-        (Mp::from("nsp"), Mp::from(nsp)),
-    ]))
+    let _ = rmp::encode::write_map_len(out, 3);
+    put_str(out, "type");
+    let _ = rmp::encode::write_uint(out, 2);
+    put_str(out, "data");
+    put_json(out, &data, &parts.attachments);
+    put_str(out, "nsp");
+    put_str(out, nsp);
+    Ok(())
+}
+
+/// Room for a message around a packet's data.
+fn capacity(parts: &EventParts<'_>) -> usize {
+    64 + parts.array.len() + parts.attachments.iter().map(Bytes::len).sum::<usize>()
 }
 
 /// The channel of a broadcast: `<key>#<nsp>#`, plus `<room>#` when it targets
@@ -80,11 +146,12 @@ pub fn broadcast_message(
     parts: &EventParts<'_>,
     opts: &BroadcastOptions,
 ) -> Result<Vec<u8>, CodecError> {
-    Ok(msgpack_bytes(&Mp::Array(vec![
-        Mp::from(uid),
-        packet_mp(nsp, parts)?,
-        options_mp(opts),
-    ])))
+    let mut out = Vec::with_capacity(capacity(parts));
+    let _ = rmp::encode::write_array_len(&mut out, 3);
+    put_str(&mut out, uid);
+    put_packet(&mut out, nsp, parts)?;
+    put_options(&mut out, opts);
+    Ok(out)
 }
 
 /// A broadcast with acks: msgpack `{uid, requestId, type: 7, packet, opts}`.
@@ -95,13 +162,19 @@ pub fn broadcast_request(
     parts: &EventParts<'_>,
     opts: &BroadcastOptions,
 ) -> Result<Vec<u8>, CodecError> {
-    Ok(msgpack_bytes(&Mp::Map(vec![
-        (Mp::from("uid"), Mp::from(uid)),
-        (Mp::from("requestId"), Mp::from(request_id)),
-        (Mp::from("type"), Mp::from(request::BROADCAST)),
-        (Mp::from("packet"), packet_mp(nsp, parts)?),
-        (Mp::from("opts"), options_mp(opts)),
-    ])))
+    let mut out = Vec::with_capacity(capacity(parts));
+    let _ = rmp::encode::write_map_len(&mut out, 5);
+    put_str(&mut out, "uid");
+    put_str(&mut out, uid);
+    put_str(&mut out, "requestId");
+    put_str(&mut out, request_id);
+    put_str(&mut out, "type");
+    let _ = rmp::encode::write_uint(&mut out, request::BROADCAST);
+    put_str(&mut out, "packet");
+    put_packet(&mut out, nsp, parts)?;
+    put_str(&mut out, "opts");
+    put_options(&mut out, opts);
+    Ok(out)
 }
 
 /// A broadcast received: who sent it, its packet's namespace and `data` array
@@ -361,11 +434,15 @@ pub fn client_count_response(request_id: &str, count: usize) -> String {
 
 /// `BROADCAST_ACK`: msgpack `{type, requestId, packet}`, binary inline.
 pub fn ack_response(request_id: &str, arg: &Data) -> Vec<u8> {
-    msgpack_bytes(&Mp::Map(vec![
-        (Mp::from("type"), Mp::from(request::BROADCAST_ACK)),
-        (Mp::from("requestId"), Mp::from(request_id)),
-        (Mp::from("packet"), to_msgpack(&arg.json, &arg.attachments)),
-    ]))
+    let mut out = Vec::with_capacity(64);
+    let _ = rmp::encode::write_map_len(&mut out, 3);
+    put_str(&mut out, "type");
+    let _ = rmp::encode::write_uint(&mut out, request::BROADCAST_ACK);
+    put_str(&mut out, "requestId");
+    put_str(&mut out, request_id);
+    put_str(&mut out, "packet");
+    put_json(&mut out, &arg.json, &arg.attachments);
+    out
 }
 
 /// JSON with rsio's binary placeholders replaced as `JSON.stringify` writes a

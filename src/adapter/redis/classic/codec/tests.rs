@@ -2,8 +2,16 @@
 //! `@socket.io/redis-adapter` 8.3.0 (notepack.io 3.0.1, `JSON.stringify`) writes
 //! for the same message.
 
+use rmpv::Value as Mp;
+
 use super::*;
 use crate::{adapter::EncodedPacket, engine::Frame};
+
+fn msgpack_bytes(v: &Mp) -> Vec<u8> {
+    let mut out = Vec::new();
+    rmpv::encode::write_value(&mut out, v).unwrap();
+    out
+}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()

@@ -215,6 +215,34 @@ describe("redis classic: rsio and Node on one Redis", { skip: redisSkipReason(),
   }
 });
 
+describe("redis classic: Redis restarted", { skip: redisSkipReason(), timeout: 60000 }, () => {
+  afterEach(() => closeAll());
+
+  it("after a Redis restart both sides subscribe again (patterns too) and broadcast across", { timeout: 30000 }, async () => {
+    let redis = await startRedis();
+    const port = redis.port;
+    const [rsio, node] = await Promise.all([startRsio(redis.url, "classic"), startNode(redis.url, "classic")]);
+    try {
+      const [a, b] = await pairOf([rsio, node]);
+      await waitFor(async () => (await call(a, "server-count")) === 2, 4000);
+      await redis.stop();
+      redis = await startRedis({ port });
+      // Both reconnect with backoff; then each direction works again.
+      for (const [from, to] of [[a, b], [b, a]]) {
+        await waitFor(async () => {
+          const got = fires(to, "again", 300);
+          await call(from, "broadcast", { event: "again", args: [] });
+          return got;
+        }, 15000, 100);
+      }
+      assert.equal(rsio.proc.exitCode, null, "rsio is still running");
+    } finally {
+      await Promise.all([rsio.stop(), node.stop()]);
+      await redis.stop();
+    }
+  });
+});
+
 describe("redis classic on a three-node Redis Cluster: rsio and Node", { skip: redisClusterSkipReason(), timeout: 90000 }, () => {
   let cluster, rsio, node;
   before(async () => {

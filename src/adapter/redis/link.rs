@@ -337,6 +337,11 @@ impl Link {
         true
     }
 
+    #[cfg(test)]
+    pub(crate) fn subscriptions_for_test(&self) -> Vec<Sub> {
+        lock(&self.subscriptions).clone()
+    }
+
     /// A pub/sub connection: to the one Redis, or to the `attempt`-th node.
     async fn pubsub(&self, attempt: usize) -> redis::RedisResult<redis::aio::PubSub> {
         let client = match &self.target {

@@ -258,3 +258,36 @@ impl Member for RedisClassic {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_map_to_their_namespace() {
+        let node = RedisClassic::new("redis://127.0.0.1:1", RedisClassicConfig::default()).unwrap();
+        let main = node.adapter("/");
+        let chat = node.adapter("/chat");
+        let of = |ch: &str| node.namespace_of(ch).map(|(ns, b)| (ns.nsp.clone(), b));
+        assert_eq!(of("socket.io#/#"), Some(("/".into(), true)));
+        assert_eq!(of("socket.io#/#room#"), Some(("/".into(), true)));
+        assert_eq!(of("socket.io#/chat#"), Some(("/chat".into(), true)));
+        assert_eq!(of("socket.io#/chat#r#"), Some(("/chat".into(), true)));
+        assert_eq!(
+            of("socket.io-request#/chat#"),
+            Some(("/chat".into(), false))
+        );
+        assert_eq!(of("socket.io-response#/#"), Some(("/".into(), false)));
+        let specific = format!("socket.io-response#/chat#{}#", chat.uid());
+        assert_eq!(of(&specific), Some(("/chat".into(), false)));
+        assert_eq!(of("socket.io-request#/other#"), None);
+        assert_eq!(of("other#/#"), None);
+        assert_ne!(main.uid(), chat.uid());
+        assert_eq!(main.uid().len(), 16);
+        // What the subscriber asks for: one pattern and three channels each.
+        let subs = node.link.subscriptions_for_test();
+        assert!(subs.contains(&Sub::Pattern("socket.io#/chat#*".into())));
+        assert!(subs.contains(&Sub::Channel("socket.io-request#/#".into())));
+        assert_eq!(subs.len(), 8);
+    }
+}

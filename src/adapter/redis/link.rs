@@ -342,6 +342,28 @@ impl Link {
         lock(&self.subscriptions).clone()
     }
 
+    /// The commands queued so far, as their arguments (before the loops start).
+    #[cfg(test)]
+    pub(crate) fn queued_for_test(&self) -> Vec<Vec<Vec<u8>>> {
+        let mut receivers = lock(&self.receivers);
+        let Some(r) = receivers.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while let Ok(item) = r.out_rx.try_recv() {
+            out.push(
+                item.cmd
+                    .args_iter()
+                    .map(|a| match a {
+                        redis::Arg::Simple(b) => b.to_vec(),
+                        _ => Vec::new(),
+                    })
+                    .collect(),
+            );
+        }
+        out
+    }
+
     /// A pub/sub connection: to the one Redis, or to the `attempt`-th node.
     async fn pubsub(&self, attempt: usize) -> redis::RedisResult<redis::aio::PubSub> {
         let client = match &self.target {

@@ -75,7 +75,7 @@ impl RedisClassic {
     }
 
     /// Publishes an answer where the requester `uid` listens.
-    fn respond(&self, ns: &ClassicNs, uid: &str, payload: impl redis::ToRedisArgs) {
+    pub(super) fn respond(&self, ns: &ClassicNs, uid: &str, payload: impl redis::ToRedisArgs) {
         if self.config.publish_on_specific_response_channel {
             let channel = format!("{}{uid}#", ns.response_channel);
             self.link.publish(&channel, payload);

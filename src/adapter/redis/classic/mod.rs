@@ -290,4 +290,29 @@ mod tests {
         assert!(subs.contains(&Sub::Channel("socket.io-request#/#".into())));
         assert_eq!(subs.len(), 8);
     }
+
+    #[test]
+    fn answers_go_to_the_shared_or_the_requesters_channel() {
+        for (specific, channel) in [
+            (false, "socket.io-response#/#"),
+            (true, "socket.io-response#/#abc123#"),
+        ] {
+            let config = RedisClassicConfig {
+                publish_on_specific_response_channel: specific,
+                ..Default::default()
+            };
+            let node = RedisClassic::new("redis://127.0.0.1:1", config).unwrap();
+            let adapter = node.adapter("/");
+            node.respond(&adapter.ns, "abc123", "answer");
+            let queued = node.link.queued_for_test();
+            assert_eq!(
+                queued,
+                vec![vec![
+                    b"PUBLISH".to_vec(),
+                    channel.as_bytes().to_vec(),
+                    b"answer".to_vec()
+                ]]
+            );
+        }
+    }
 }

@@ -6,6 +6,8 @@
 //! cargo run --example interop -- --port 3000                      # one process
 //! cargo run --example interop -- --cluster --workers 3 --port 4000  # primary + 3 workers
 //! cargo run --example interop -- --redis-streams redis://127.0.0.1:6379 --port 3000
+//! cargo run --example interop -- --redis-classic redis://127.0.0.1:6379 --port 3000
+//! cargo run --example interop -- --redis-classic redis://127.0.0.1:7000,redis://127.0.0.1:7001 --port 3000
 //! curl http://127.0.0.1:4000/stats   # counts and RSS of one worker (see `stats::stats_router`)
 //! ```
 
@@ -18,7 +20,7 @@ use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
 use clap::Parser;
 use rsio::{
-    adapter::{RedisStreams, RedisStreamsConfig},
+    adapter::{RedisClassic, RedisClassicConfig, RedisStreams, RedisStreamsConfig},
     cluster::{ClusterArgs, WorkerContext},
     engine::DeflateConfig,
     server::Server,
@@ -48,6 +50,11 @@ struct Cli {
     /// (`@socket.io/redis-streams-adapter`): `redis://127.0.0.1:6379`.
     #[arg(long, value_name = "URL")]
     redis_streams: Option<String>,
+    /// One process, member of a classic Redis adapter cluster with Node servers
+    /// (`@socket.io/redis-adapter` 8.3): one URL for one Redis, or the
+    /// comma-separated URLs of Redis Cluster nodes.
+    #[arg(long, value_name = "URL[,URL...]", conflicts_with = "redis_streams")]
+    redis_classic: Option<String>,
     #[command(flatten)]
     options: ClusterArgs,
 }
@@ -107,31 +114,38 @@ fn single(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let io = match &cli.redis_streams {
-            Some(url) => {
-                let redis = RedisStreams::new(url, RedisStreamsConfig::default())?;
-                let mut config = app::server_config();
-                config.engine.allow_eio3 = cli.allow_eio3;
-                config.engine.per_message_deflate = deflate_config(cli.per_message_deflate);
-                config.parser = app::parser(&cli.parser);
-                let io = Server::with_adapter(config, redis.factory());
-                redis.attach(&io);
-                app::install(&io, Some(0));
-                // Serve anyway: the adapter keeps retrying in the background.
-                if !redis.ready(Duration::from_secs(5)).await {
-                    tracing::warn!("redis not reachable yet at {url}; serving local clients");
-                }
-                io
+        let mut config = app::server_config();
+        config.engine.allow_eio3 = cli.allow_eio3;
+        config.engine.per_message_deflate = deflate_config(cli.per_message_deflate);
+        config.parser = app::parser(&cli.parser);
+        let io = if let Some(url) = &cli.redis_streams {
+            let redis = RedisStreams::new(url, RedisStreamsConfig::default())?;
+            let io = Server::with_adapter(config, redis.factory());
+            redis.attach(&io);
+            app::install(&io, Some(0));
+            // Serve anyway: the adapter keeps retrying in the background.
+            if !redis.ready(Duration::from_secs(5)).await {
+                tracing::warn!("redis not reachable yet at {url}; serving local clients");
             }
-            None => {
-                let mut config = app::server_config();
-                config.engine.allow_eio3 = cli.allow_eio3;
-                config.engine.per_message_deflate = deflate_config(cli.per_message_deflate);
-                config.parser = app::parser(&cli.parser);
-                let io = Server::new(config);
-                app::install(&io, None);
-                io
+            io
+        } else if let Some(urls) = &cli.redis_classic {
+            let list: Vec<&str> = urls.split(',').map(str::trim).collect();
+            let redis = if list.len() > 1 {
+                RedisClassic::cluster(&list, RedisClassicConfig::default())?
+            } else {
+                RedisClassic::new(urls, RedisClassicConfig::default())?
+            };
+            let io = Server::with_adapter(config, redis.factory());
+            redis.attach(&io);
+            app::install(&io, Some(0));
+            if !redis.ready(Duration::from_secs(5)).await {
+                tracing::warn!("redis not reachable yet at {urls}; serving local clients");
             }
+            io
+        } else {
+            let io = Server::new(config);
+            app::install(&io, None);
+            io
         };
         let host = cli.options.host.unwrap_or([127, 0, 0, 1].into());
         let addr = SocketAddr::new(host, cli.options.port.unwrap_or(3000));

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use crate::{engine::Frame, engine::Sid, parser::Args};
 
 pub use self::redis::{
-    hash_code, stream_name, RedisAdapterError, RedisStreams, RedisStreamsAdapter,
-    RedisStreamsConfig,
+    hash_code, stream_name, RedisAdapterError, RedisClassic, RedisClassicAdapter,
+    RedisClassicConfig, RedisStreams, RedisStreamsAdapter, RedisStreamsConfig,
 };
 pub use cluster::{AlreadyAttached, ClusterAdapter, ClusterLink};
 pub use local::LocalAdapter;

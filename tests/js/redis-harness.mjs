@@ -105,18 +105,73 @@ export async function startRedis({ port: fixed, attempts = 5 } = {}) {
   }
 }
 
-/** The rsio interop example as a member of the Redis Streams cluster at `url`. */
-export async function startRsio(url) {
+/**
+ * The rsio interop example as a member of the cluster at `url` (comma-separated
+ * node URLs for a Redis Cluster), with adapter `kind` ("streams" or "classic").
+ */
+export async function startRsio(url, kind = "streams") {
   const bin = path.join(REPO_ROOT, "target", "debug", "examples", "interop");
-  const r = await spawnUntil(bin, ["--port", "0", "--redis-streams", url], /listening on (http:\/\/127\.0\.0\.1:\d+)/, {
+  const r = await spawnUntil(bin, ["--port", "0", `--redis-${kind}`, url], /listening on (http:\/\/127\.0\.0\.1:\d+)/, {
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "info" },
   });
   return { url: r.match[1], proc: r.proc, stop: r.stop, output: r.output };
 }
 
-/** The Node server (redis-node-server.mjs) on the same Redis. */
-export async function startNode(url) {
+/** The Node server (redis-node-server.mjs) on the same Redis, with adapter `kind`. */
+export async function startNode(url, kind = "streams") {
   const script = path.join(REPO_ROOT, "tests", "js", "redis-node-server.mjs");
-  const r = await spawnUntil(process.execPath, [script, "--port", "0", "--redis", url], /listening on (http:\/\/127\.0\.0\.1:\d+)/);
+  const r = await spawnUntil(process.execPath, [script, "--port", "0", "--redis", url, "--adapter", kind], /listening on (http:\/\/127\.0\.0\.1:\d+)/);
   return { url: r.match[1], proc: r.proc, stop: r.stop, output: r.output };
+}
+
+/**
+ * A Redis Cluster of three masters (no replicas): real redis-server processes
+ * on free loopback ports, each with its own temporary directory, joined with
+ * `redis-cli --cluster create`: { urls, ports, stop() } once `cluster_state:ok`.
+ */
+export async function startRedisCluster({ attempts = 5 } = {}) {
+  for (let i = 0; ; i++) {
+    const base = randomPort();
+    const ports = [base, base + 1, base + 2];
+    const dirs = ports.map(() => mkdtempSync(path.join(tmpdir(), "rsio-redis-cluster-")));
+    const nodes = [];
+    const stopAll = async () => {
+      await Promise.all(nodes.map((n) => n.stop()));
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    };
+    try {
+      for (const [j, port] of ports.entries()) {
+        const args = ["--port", String(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+          "--cluster-config-file", path.join(dirs[j], "nodes.conf"), "--save", "", "--appendonly", "no",
+          "--dir", dirs[j], "--protected-mode", "yes"];
+        nodes.push(await spawnUntil("redis-server", args, /Ready to accept connections/));
+      }
+      const create = spawnSync("redis-cli", ["--cluster", "create", ...ports.map((p) => `127.0.0.1:${p}`),
+        "--cluster-replicas", "0", "--cluster-yes"], { encoding: "utf8", timeout: START_TIMEOUT_MS });
+      if (create.status !== 0) throw new Error(`redis-cli --cluster create: ${create.stdout} ${create.stderr}`);
+      const deadline = Date.now() + START_TIMEOUT_MS;
+      for (;;) {
+        const ok = ports.every((p) => {
+          const info = spawnSync("redis-cli", ["-p", String(p), "cluster", "info"], { encoding: "utf8", timeout: 2000 });
+          return /cluster_state:ok/.test(info.stdout ?? "");
+        });
+        if (ok) break;
+        if (Date.now() > deadline) throw new Error("redis cluster not ok in time");
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      return { urls: ports.map((p) => `redis://127.0.0.1:${p}`), ports, stop: stopAll };
+    } catch (e) {
+      await stopAll();
+      if (i + 1 >= attempts) throw e;
+    }
+  }
+}
+
+/** Why the Redis Cluster tests cannot run here, or false. */
+export function redisClusterSkipReason() {
+  const base = redisSkipReason();
+  if (base) return base;
+  const probe = spawnSync("redis-cli", ["--version"], { stdio: "ignore" });
+  if (probe.error || probe.status !== 0) return "redis-cli is not installed (scripts/setup installs redis-tools)";
+  return false;
 }

@@ -1,21 +1,42 @@
-// A Node socket.io server on @socket.io/redis-streams-adapter 0.3.1, with the
+// A Node socket.io server on @socket.io/redis-streams-adapter 0.3.1 (default)
+// or @socket.io/redis-adapter 8.3 (`--adapter classic`, through ioredis, on one
+// Redis or, with comma-separated node URLs, on a Redis Cluster), with the
 // handlers of the rsio interop server (examples/interop) that the mixed Redis
 // tests use, so one rsio and one Node server can share a Redis.
-// Usage: node tests/js/redis-node-server.mjs --port 0 --redis redis://127.0.0.1:6379
+// Usage: node tests/js/redis-node-server.mjs --port 0 --redis redis://127.0.0.1:6379 [--adapter classic]
 // Prints "listening on http://127.0.0.1:<port>" on stdout once ready.
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 import { createClient } from "redis";
-import { createAdapter } from "@socket.io/redis-streams-adapter";
+import { Redis, Cluster } from "ioredis";
+import { createAdapter as createStreamsAdapter } from "@socket.io/redis-streams-adapter";
+import { createAdapter as createClassicAdapter } from "@socket.io/redis-adapter";
 
 function arg(name, dflt) {
   const i = process.argv.indexOf(name);
   return i !== -1 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : dflt;
 }
 
-const redisClient = createClient({ url: arg("--redis", "redis://127.0.0.1:6379") });
-redisClient.on("error", (err) => console.error("redis:", err.message));
-await redisClient.connect();
+const url = arg("--redis", "redis://127.0.0.1:6379");
+const kind = arg("--adapter", "streams");
+const clients = [];
+let adapter;
+if (kind === "classic") {
+  const urls = url.split(",");
+  const pub = urls.length > 1
+    ? new Cluster(urls.map((u) => { const { hostname: host, port } = new URL(u); return { host, port: Number(port) }; }))
+    : new Redis(url);
+  const sub = pub.duplicate();
+  for (const c of [pub, sub]) c.on("error", (err) => console.error("redis:", err.message));
+  clients.push(pub, sub);
+  adapter = createClassicAdapter(pub, sub);
+} else {
+  const redisClient = createClient({ url });
+  redisClient.on("error", (err) => console.error("redis:", err.message));
+  await redisClient.connect();
+  clients.push(redisClient);
+  adapter = createStreamsAdapter(redisClient);
+}
 
 const httpServer = createServer();
 const io = new Server(httpServer, {
@@ -24,7 +45,7 @@ const io = new Server(httpServer, {
   pingTimeout: 1000,
   connectTimeout: 2000,
   connectionStateRecovery: { maxDisconnectionDuration: 5000, skipMiddlewares: true },
-  adapter: createAdapter(redisClient),
+  adapter,
 });
 
 const rooms = (list) => (Array.isArray(list) ? list : list == null ? [] : [list]);
@@ -88,7 +109,7 @@ httpServer.listen(Number(arg("--port", "0")), "127.0.0.1", () => {
 
 async function shutdown() {
   io.close();
-  await redisClient.quit().catch(() => {});
+  await Promise.all(clients.map((c) => c.quit().catch(() => {})));
   process.exit(0);
 }
 process.on("SIGTERM", shutdown);

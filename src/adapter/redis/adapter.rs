@@ -13,12 +13,13 @@ use tracing::debug;
 
 use super::{
     codec::{self, kind, Data, Message},
-    conn, session, NsState, Pending, RedisStreams,
+    requests::RequestGuard,
+    session, NsState, Pending, RedisStreams,
 };
 use crate::{
     adapter::{
         Adapter, AdapterError, BroadcastOptions, EncodedPacket, LocalAdapter, PartialResponses,
-        PersistedSession, RemoteAcks, Restored, RoomListener, SocketId, SocketInfo,
+        PersistedSession, RemoteAcks, Restored, SocketInfo,
     },
     parser::Args,
 };
@@ -73,35 +74,19 @@ impl RedisStreamsAdapter {
     }
 
     /// Registers a pending request; it is forgotten when the guard drops.
-    fn register(&self, node: &Arc<RedisStreams>, pending: Pending) -> (String, RequestGuard) {
-        let id = super::random_id();
-        node.pending().insert(id.clone(), pending);
-        let guard = RequestGuard {
-            node: Arc::downgrade(node),
-            id: id.clone(),
-        };
-        (id, guard)
-    }
-}
-
-/// Forgets a request when its caller stops waiting.
-struct RequestGuard {
-    node: Weak<RedisStreams>,
-    id: String,
-}
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        if let Some(node) = self.node.upgrade() {
-            node.pending().remove(&self.id);
-        }
+    fn register(
+        &self,
+        node: &Arc<RedisStreams>,
+        pending: Pending,
+    ) -> (String, RequestGuard<Pending>) {
+        node.pending.register(pending, 8)
     }
 }
 
 /// Other servers now: `PUBSUB NUMSUB` of the public channel, minus this one.
 async fn others(node: &RedisStreams, ns: &NsState) -> usize {
-    match conn::numsub(node, &ns.public).await {
-        Ok(n) => n.saturating_sub(1),
+    match node.link.numsub(std::slice::from_ref(&ns.public)).await {
+        Ok(n) => n.get(&ns.public).copied().unwrap_or(0).saturating_sub(1),
         Err(err) => {
             debug!(target: "socket.io:redis", "server count: {err}");
             ns.servers.load(Ordering::Relaxed).saturating_sub(1)
@@ -110,33 +95,7 @@ async fn others(node: &RedisStreams, ns: &NsState) -> usize {
 }
 
 impl Adapter for RedisStreamsAdapter {
-    fn add_all(&self, id: SocketId, rooms: &[String]) {
-        self.local.add_all(id, rooms)
-    }
-
-    fn del(&self, id: SocketId, room: &str) {
-        self.local.del(id, room)
-    }
-
-    fn del_all(&self, id: SocketId) {
-        self.local.del_all(id)
-    }
-
-    fn socket_rooms(&self, id: SocketId) -> Vec<String> {
-        self.local.socket_rooms(id)
-    }
-
-    fn rooms(&self) -> Vec<String> {
-        self.local.rooms()
-    }
-
-    fn for_each_local(&self, opts: &BroadcastOptions, f: &mut dyn FnMut(SocketId)) {
-        self.local.for_each_local(opts, f)
-    }
-
-    fn on_room_event(&self, listener: RoomListener) {
-        self.local.on_room_event(listener)
-    }
+    super::delegate_local!(local);
 
     /// Subscribers of the namespace's public channel, refreshed every second.
     fn server_count(&self) -> usize {

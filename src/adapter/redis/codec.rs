@@ -91,7 +91,14 @@ pub fn to_msgpack(v: &Value, attachments: &[Bytes]) -> Mp {
             } else if let Some(i) = n.as_i64() {
                 Mp::from(i)
             } else {
-                Mp::F64(n.as_f64().unwrap_or_default())
+                let f = n.as_f64().unwrap_or_default();
+                // A JS number with no fraction is written as an integer by
+                // Node's msgpack encoders (`1.0` is `1`).
+                if f.fract() == 0.0 && f.abs() < 9.2e18 {
+                    Mp::from(f as i64)
+                } else {
+                    Mp::F64(f)
+                }
             }
         }
         Value::String(s) => Mp::from(s.as_str()),
@@ -150,7 +157,7 @@ pub fn from_msgpack(v: Mp, attachments: &mut Vec<Bytes>) -> Value {
 }
 
 /// A msgpack timestamp (32, 64 or 96 bit) as `Date.prototype.toISOString` writes it.
-fn timestamp(b: &[u8]) -> Option<String> {
+pub(crate) fn timestamp(b: &[u8]) -> Option<String> {
     let (secs, nanos): (i64, u32) = match b.len() {
         4 => (i64::from(u32::from_be_bytes(b.try_into().ok()?)), 0),
         8 => {

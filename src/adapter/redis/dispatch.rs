@@ -80,17 +80,7 @@ impl RedisStreams {
                 let Some(request) = request_id(&data.json) else {
                     return;
                 };
-                let sockets: Vec<Value> = ns
-                    .select(&opts)
-                    .into_iter()
-                    .map(|s| {
-                        let mut handshake = s.handshake().to_json();
-                        if let Value::Object(m) = &mut handshake {
-                            m.retain(|_, v| !v.is_null());
-                        }
-                        json!({"id": s.id().to_string(), "handshake": handshake, "rooms": s.rooms(), "data": s.data_value()})
-                    })
-                    .collect();
+                let sockets: Vec<Value> = ns.select(&opts).iter().map(socket_json).collect();
                 self.respond(
                     &state,
                     &msg.uid,
@@ -147,7 +137,7 @@ impl RedisStreams {
             else {
                 return;
             };
-            let (tx, mut rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::unbounded_channel();
             let targets = ns.select(&opts);
             let count = ns.deliver_with_ack(&encoded, &targets, opts.flags.volatile, ack_id, tx);
             self.respond(
@@ -164,27 +154,22 @@ impl RedisStreams {
             }
             let node = self.this.clone();
             let (from, request) = (from.to_string(), request.to_string());
-            let state = self.namespace_state(&state.nsp);
-            tokio::spawn(async move {
-                let forward = async {
-                    for _ in 0..count {
-                        let Some(args) = rx.recv().await else { break };
-                        let (Some(n), Some(state)) = (node.upgrade(), state.as_ref()) else {
-                            break;
-                        };
-                        let arg = first_arg(&args);
-                        n.respond(
-                            state,
-                            &from,
-                            kind::BROADCAST_ACK,
-                            Data {
-                                json: json!({"requestId": request, "packet": arg.json}),
-                                attachments: arg.attachments,
-                            },
-                        );
-                    }
+            let nsp = state.nsp.clone();
+            forward_acks(count, rx, move |args| {
+                let Some(n) = node.upgrade() else { return };
+                let Some(state) = n.namespace_state(&nsp) else {
+                    return;
                 };
-                let _ = tokio::time::timeout(REMOTE_ACK_WINDOW, forward).await;
+                let arg = first_arg(&args);
+                n.respond(
+                    &state,
+                    &from,
+                    kind::BROADCAST_ACK,
+                    Data {
+                        json: json!({"requestId": request, "packet": arg.json}),
+                        attachments: arg.attachments,
+                    },
+                );
             });
             return;
         }
@@ -302,7 +287,7 @@ impl RedisStreams {
         let Some(request) = request_id(&data.json) else {
             return;
         };
-        let pending = self.pending();
+        let pending = self.pending.lock();
         let Some(p) = pending.get(request) else {
             return;
         };
@@ -337,11 +322,39 @@ impl RedisStreams {
     }
 }
 
-fn request_id(data: &Value) -> Option<&str> {
+/// A local socket as `fetchSockets` answers describe it (`undefined` handshake
+/// fields left out, as `JSON.stringify` does).
+pub(super) fn socket_json(s: &crate::server::Socket) -> Value {
+    let mut handshake = s.handshake().to_json();
+    if let Value::Object(m) = &mut handshake {
+        m.retain(|_, v| !v.is_null());
+    }
+    json!({"id": s.id().to_string(), "handshake": handshake, "rooms": s.rooms(), "data": s.data_value()})
+}
+
+/// Passes the first `count` client acks of a broadcast from another server to
+/// `send`, for at most [`REMOTE_ACK_WINDOW`].
+pub(super) fn forward_acks(
+    count: usize,
+    mut rx: mpsc::UnboundedReceiver<Args>,
+    send: impl Fn(Args) + Send + Sync + 'static,
+) {
+    tokio::spawn(async move {
+        let forward = async {
+            for _ in 0..count {
+                let Some(args) = rx.recv().await else { break };
+                send(args);
+            }
+        };
+        let _ = tokio::time::timeout(REMOTE_ACK_WINDOW, forward).await;
+    });
+}
+
+pub(super) fn request_id(data: &Value) -> Option<&str> {
     data.get("requestId").and_then(Value::as_str)
 }
 
-fn rooms(data: &Value) -> Vec<String> {
+pub(super) fn rooms(data: &Value) -> Vec<String> {
     data.get("rooms")
         .and_then(Value::as_array)
         .map(|a| {
@@ -352,7 +365,7 @@ fn rooms(data: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn socket_info(v: &Value) -> Option<SocketInfo> {
+pub(super) fn socket_info(v: &Value) -> Option<SocketInfo> {
     Some(SocketInfo {
         id: Sid::parse(v.get("id")?.as_str()?)?,
         rooms: rooms(v),

@@ -19,21 +19,24 @@
 //! ```
 
 mod adapter;
+mod classic;
 mod codec;
 mod conn;
 mod dispatch;
+mod link;
+mod requests;
 mod session;
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        atomic::{AtomicBool, AtomicUsize},
+        atomic::{AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak,
     },
     time::{Duration, Instant},
 };
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::{EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck, SocketInfo};
 use crate::{
@@ -41,7 +44,11 @@ use crate::{
     server::{AdapterFactory, Server, ServerInnerRef},
 };
 
+use link::{Link, Member, Sub};
+use requests::Requests;
+
 pub use adapter::RedisStreamsAdapter;
+pub use classic::{RedisClassic, RedisClassicAdapter, RedisClassicConfig};
 pub use codec::{hash_code, stream_name};
 
 /// Options of the adapter, with the names and defaults of Node's `createAdapter` options.
@@ -80,8 +87,12 @@ impl Default for RedisStreamsConfig {
 /// Why the adapter could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisAdapterError {
+    /// A URL (or the cluster client's options) could not be used.
     #[error("invalid redis url: {0}")]
     Url(#[source] redis::RedisError),
+    /// [`RedisClassic::cluster`] was given no node.
+    #[error("no redis cluster node given")]
+    NoNodes,
 }
 
 /// A recoverable packet this server delivered, kept briefly for sockets whose
@@ -144,29 +155,16 @@ enum Pending {
     Broadcast(mpsc::UnboundedSender<RemoteAck>),
 }
 
-/// A command for the writer task, and what to do if it cannot reach Redis.
-pub(crate) struct Outgoing {
-    cmd: redis::Cmd,
-    on_fail: Option<Box<dyn FnOnce() + Send>>,
-}
-
 /// One server's membership of a Redis Streams cluster, shared by the adapters
 /// of all its namespaces: one command connection, one subscriber connection,
 /// one `XREAD` connection per stream.
 pub struct RedisStreams {
     config: RedisStreamsConfig,
-    client: redis::Client,
-    conn: conn::Shared,
-    outgoing: mpsc::UnboundedSender<Outgoing>,
-    subscribe: mpsc::UnboundedSender<String>,
-    receivers: Mutex<Option<conn::Receivers>>,
+    link: Link,
     namespaces: RwLock<HashMap<String, Arc<NsState>>>,
-    pending: Mutex<HashMap<String, Pending>>,
+    pending: Requests<Pending>,
     server: OnceLock<ServerInnerRef>,
     recovery: OnceLock<RecoveryConfig>,
-    /// How many of the subscriber and reader loops are connected once.
-    ready: watch::Sender<usize>,
-    started: AtomicBool,
     /// Itself, for the tasks it spawns.
     this: Weak<RedisStreams>,
 }
@@ -178,22 +176,14 @@ impl RedisStreams {
         url: &str,
         config: RedisStreamsConfig,
     ) -> Result<Arc<RedisStreams>, RedisAdapterError> {
-        let client = redis::Client::open(url).map_err(RedisAdapterError::Url)?;
-        let (outgoing, out_rx) = mpsc::unbounded_channel();
-        let (subscribe, sub_rx) = mpsc::unbounded_channel();
+        let link = Link::single(url)?;
         Ok(Arc::new_cyclic(|this| RedisStreams {
             config,
-            client,
-            conn: conn::Shared::default(),
-            outgoing,
-            subscribe,
-            receivers: Mutex::new(Some(conn::Receivers { out_rx, sub_rx })),
+            link,
             namespaces: RwLock::default(),
-            pending: Mutex::default(),
+            pending: Requests::default(),
             server: OnceLock::new(),
             recovery: OnceLock::new(),
-            ready: watch::channel(0).0,
-            started: AtomicBool::new(false),
             this: this.clone(),
         }))
     }
@@ -234,10 +224,9 @@ impl RedisStreams {
             recent: Mutex::default(),
             uid,
         });
-        let _ = self.subscribe.send(state.public.clone());
-        let _ = self
-            .subscribe
-            .send(state.private_channel(prefix, &state.uid));
+        self.link.subscribe(Sub::Channel(state.public.clone()));
+        self.link
+            .subscribe(Sub::Channel(state.private_channel(prefix, &state.uid)));
         map.insert(nsp.to_string(), state.clone());
         state
     }
@@ -253,27 +242,16 @@ impl RedisStreams {
         if let Some(r) = server.config().connection_state_recovery {
             let _ = self.recovery.set(r);
         }
-        if self.started.swap(true, std::sync::atomic::Ordering::AcqRel) {
-            return;
-        }
-        let receivers = self
-            .receivers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(r) = receivers {
-            conn::spawn_all(self, r);
+        let member: Weak<dyn Member> = self.this.clone();
+        if self.link.start(member) {
+            conn::spawn_readers(self);
         }
     }
 
     /// Waits until the subscriber and every stream reader have connected once
     /// (or `timeout`); whether they did.
     pub async fn ready(&self, timeout: Duration) -> bool {
-        let want = 1 + self.streams().len();
-        let mut rx = self.ready.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|n| *n >= want))
-            .await
-            .is_ok_and(|r| r.is_ok())
+        self.link.ready(1 + self.streams().len(), timeout).await
     }
 
     fn namespace_state(&self, nsp: &str) -> Option<Arc<NsState>> {
@@ -293,10 +271,6 @@ impl RedisStreams {
             .collect()
     }
 
-    fn pending(&self) -> MutexGuard<'_, HashMap<String, Pending>> {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Every stream a namespace may write to. Node reads `name-0` to
     /// `name-<count-1>` only, yet a negative hash writes to `name--<i>` (JS `%`):
     /// those are read too, or recoverable packets of such a namespace would
@@ -314,7 +288,7 @@ impl RedisStreams {
 
     /// Queues a command; `on_fail` runs if Redis cannot be reached for it.
     fn send(&self, cmd: redis::Cmd, on_fail: Option<Box<dyn FnOnce() + Send>>) {
-        let _ = self.outgoing.send(Outgoing { cmd, on_fail });
+        self.link.send(cmd, on_fail);
     }
 
     /// `XADD <stream> MAXLEN ~ <maxLen> * uid … nsp … type … [data …]`.
@@ -345,17 +319,80 @@ impl RedisStreams {
 
     /// `PUBLISH <channel> msgpack(message)`.
     fn publish(&self, channel: &str, message: &codec::Message) {
-        let mut cmd = redis::cmd("PUBLISH");
-        cmd.arg(channel).arg(codec::pubsub_payload(message));
-        self.send(cmd, None);
+        self.link.publish(channel, codec::pubsub_payload(message));
+    }
+}
+
+impl Member for RedisStreams {
+    fn link(&self) -> &Link {
+        &self.link
+    }
+
+    fn on_pubsub(&self, channel: &str, payload: &[u8]) {
+        match codec::parse_pubsub(payload) {
+            Ok(m) => self.on_message(m, None),
+            Err(err) => {
+                tracing::debug!(target: "socket.io:redis", channel, "invalid message: {err}")
+            }
+        }
+    }
+
+    fn counted_channels(&self) -> Vec<String> {
+        self.states().iter().map(|s| s.public.clone()).collect()
+    }
+
+    fn set_counts(&self, counts: &HashMap<String, usize>) {
+        for s in self.states() {
+            if let Some(n) = counts.get(&s.public) {
+                s.servers.store((*n).max(1), Ordering::Relaxed);
+            }
+        }
     }
 }
 
 /// 8 random bytes in hex (Node's `randomBytes(8).toString("hex")`).
 fn random_id() -> String {
-    let bytes: [u8; 8] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    requests::random_hex(8)
 }
+
+/// The [`crate::adapter::Adapter`] methods that are the [`LocalAdapter`]'s
+/// (rooms of this server), for an adapter whose field `local` holds it.
+macro_rules! delegate_local {
+    ($($field:ident).+) => {
+        fn add_all(&self, id: $crate::adapter::SocketId, rooms: &[String]) {
+            self.$($field).+.add_all(id, rooms)
+        }
+
+        fn del(&self, id: $crate::adapter::SocketId, room: &str) {
+            self.$($field).+.del(id, room)
+        }
+
+        fn del_all(&self, id: $crate::adapter::SocketId) {
+            self.$($field).+.del_all(id)
+        }
+
+        fn socket_rooms(&self, id: $crate::adapter::SocketId) -> Vec<String> {
+            self.$($field).+.socket_rooms(id)
+        }
+
+        fn rooms(&self) -> Vec<String> {
+            self.$($field).+.rooms()
+        }
+
+        fn for_each_local(
+            &self,
+            opts: &$crate::adapter::BroadcastOptions,
+            f: &mut dyn FnMut($crate::adapter::SocketId),
+        ) {
+            self.$($field).+.for_each_local(opts, f)
+        }
+
+        fn on_room_event(&self, listener: $crate::adapter::RoomListener) {
+            self.$($field).+.on_room_event(listener)
+        }
+    };
+}
+use delegate_local;
 
 #[cfg(test)]
 mod tests {

@@ -83,7 +83,7 @@ pub(super) async fn restore(
     offset: &str,
 ) -> Option<Restored> {
     let (mut ms, mut seq) = codec::parse_entry_id(offset)?;
-    let mut c = node.conn().await.ok()?;
+    let mut c = node.link.conn().await.ok()?;
     let key = format!("{}{pid}", node.config.session_key_prefix);
     // MULTI GET DEL EXEC (not GETDEL: Redis < 6.2), and the offset's existence.
     let taken: redis::RedisResult<(Option<Vec<u8>>, i64)> = redis::pipe()

@@ -2,8 +2,9 @@
 //! cluster, as each Node server is. Its adapter is the Redis adapter, so Node
 //! servers count each worker as one server and get one answer per worker to
 //! `serverSideEmit`; recovery offsets are the stream ids, one sequence across
-//! hosts. The relay over the primary keeps the control messages (heartbeats,
-//! drain, stats, metrics).
+//! hosts (with the streams adapter; the classic one, like Node's, has no
+//! recovery). The relay over the primary keeps the control messages
+//! (heartbeats, drain, stats, metrics).
 
 use std::{sync::Arc, time::Duration};
 
@@ -11,7 +12,9 @@ use tracing::{error, info};
 
 use super::config::{RedisAdapterKind, RedisOptions};
 use crate::{
-    adapter::{RedisAdapterError, RedisStreams, RedisStreamsConfig},
+    adapter::{
+        RedisAdapterError, RedisClassic, RedisClassicConfig, RedisStreams, RedisStreamsConfig,
+    },
     server::{AdapterFactory, Server},
 };
 
@@ -21,20 +24,16 @@ const FIRST_CONNECT: Duration = Duration::from_secs(5);
 /// Why a host cannot join the Redis cluster.
 #[derive(Debug, thiserror::Error)]
 pub enum RedisJoinError {
-    /// `--redis` is not a Redis URL.
+    /// `--redis` is not a Redis URL (or, for the classic adapter, a
+    /// comma-separated list of a Redis Cluster's node URLs).
     #[error("--redis: {0}")]
     Url(#[from] RedisAdapterError),
-    /// `--redis-adapter classic` asked for an adapter this build lacks.
-    #[error(
-        "--redis-adapter classic is not built yet: use --redis-adapter streams \
-         (@socket.io/redis-streams-adapter)"
-    )]
-    ClassicNotBuilt,
 }
 
 /// One worker's membership of the Redis cluster.
 pub(crate) enum Member {
     Streams(Arc<RedisStreams>),
+    Classic(Arc<RedisClassic>),
 }
 
 /// The member for `options`: the one place that maps `--redis-adapter` to an
@@ -46,7 +45,16 @@ pub(crate) fn member(options: &RedisOptions) -> Result<Member, RedisJoinError> {
             &options.url,
             RedisStreamsConfig::default(),
         )?)),
-        RedisAdapterKind::Classic => Err(RedisJoinError::ClassicNotBuilt),
+        RedisAdapterKind::Classic => {
+            // Several URLs: the nodes of a Redis Cluster (as an ioredis `Cluster`).
+            let urls: Vec<&str> = options.url.split(',').map(str::trim).collect();
+            let config = RedisClassicConfig::default();
+            Ok(Member::Classic(if urls.len() > 1 {
+                RedisClassic::cluster(&urls, config)?
+            } else {
+                RedisClassic::new(&options.url, config)?
+            }))
+        }
     }
 }
 
@@ -55,6 +63,23 @@ impl Member {
     pub(crate) fn factory(&self) -> AdapterFactory {
         match self {
             Member::Streams(node) => node.factory(),
+            Member::Classic(node) => node.factory(),
+        }
+    }
+
+    /// The adapter's name in logs.
+    fn kind(&self) -> &'static str {
+        match self {
+            Member::Streams(_) => "streams",
+            Member::Classic(_) => "classic",
+        }
+    }
+
+    /// Whether the member is connected, waiting at most `timeout`.
+    async fn ready(&self, timeout: Duration) -> bool {
+        match self {
+            Member::Streams(node) => node.ready(timeout).await,
+            Member::Classic(node) => node.ready(timeout).await,
         }
     }
 
@@ -62,28 +87,27 @@ impl Member {
     /// other members send to `server`. Until Redis answers, the worker serves
     /// its own clients; the first time it has waited [`FIRST_CONNECT`] for it,
     /// it says so. Call it on the worker's runtime.
-    pub(crate) fn attach(&self, server: &Server, options: &RedisOptions) {
+    pub(crate) fn attach(self: Arc<Self>, server: &Server, options: &RedisOptions) {
         let url = options.redacted_url();
-        match self {
-            Member::Streams(node) => {
-                node.attach(server);
-                let node = node.clone();
-                tokio::spawn(async move {
-                    if node.ready(FIRST_CONNECT).await {
-                        info!(target: "cluster", "member of the Redis cluster at {url} (streams)");
-                        return;
-                    }
-                    error!(
-                        target: "cluster",
-                        "redis at {url} is unreachable: this worker serves its own clients only \
-                         (their broadcasts reach no other worker or host) and keeps retrying \
-                         with backoff"
-                    );
-                    while !node.ready(Duration::from_secs(60)).await {}
-                    info!(target: "cluster", "member of the Redis cluster at {url} (streams), after a wait");
-                });
-            }
+        match &*self {
+            Member::Streams(node) => node.attach(server),
+            Member::Classic(node) => node.attach(server),
         }
+        tokio::spawn(async move {
+            let kind = self.kind();
+            if self.ready(FIRST_CONNECT).await {
+                info!(target: "cluster", "member of the Redis cluster at {url} ({kind})");
+                return;
+            }
+            error!(
+                target: "cluster",
+                "redis at {url} is unreachable: this worker serves its own clients only \
+                 (their broadcasts reach no other worker or host) and keeps retrying \
+                 with backoff"
+            );
+            while !self.ready(Duration::from_secs(60)).await {}
+            info!(target: "cluster", "member of the Redis cluster at {url} ({kind}), after a wait");
+        });
     }
 }
 
@@ -92,7 +116,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn streams_is_built_and_classic_says_it_is_not() {
+    fn each_adapter_kind_is_built_and_a_bad_url_refused() {
         let streams = RedisOptions {
             url: "redis://127.0.0.1:1".into(),
             adapter: RedisAdapterKind::Streams,
@@ -102,8 +126,12 @@ mod tests {
             adapter: RedisAdapterKind::Classic,
             ..streams.clone()
         };
-        let err = member(&classic).err().expect("classic is refused");
-        assert!(err.to_string().contains("not built yet"), "{err}");
+        assert!(matches!(member(&classic), Ok(Member::Classic(_))));
+        let cluster = RedisOptions {
+            url: "redis://127.0.0.1:1,redis://127.0.0.1:2".into(),
+            ..classic.clone()
+        };
+        assert!(matches!(member(&cluster), Ok(Member::Classic(_))));
         let bad = RedisOptions {
             url: "http://127.0.0.1:1".into(),
             ..streams

@@ -167,9 +167,9 @@ impl WorkerContext {
             // A member of the Redis cluster: sessions and offsets live in Redis,
             // other workers of this host are members like any other.
             Some(options) => {
-                let member = super::redis::member(options)?;
+                let member = Arc::new(super::redis::member(options)?);
                 let server = Server::with_adapter(config, member.factory());
-                member.attach(&server, options);
+                member.clone().attach(&server, options);
                 server
             }
             None => {

@@ -4,7 +4,6 @@
 // broadcasts, requests, server counts and recovery span hosts and Node.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import {
   client,
   connect,
@@ -16,11 +15,10 @@ import {
   waitFor,
   sleep,
   startCluster,
-  clusterBinary,
   clusterSkipReason,
   TEST_TIMEOUT,
 } from "./harness.mjs";
-import { redisSkipReason, randomPort, startRedis, startNode } from "./redis-harness.mjs";
+import { redisSkipReason, redisClusterSkipReason, randomPort, startRedis, startRedisCluster, startNode } from "./redis-harness.mjs";
 
 const skip = redisSkipReason() || clusterSkipReason();
 const OFFSET = /^\d+-\d+$/;
@@ -213,17 +211,53 @@ describe("cluster on Redis: Redis down at start", { skip, timeout: 90000 }, () =
   });
 });
 
-describe("cluster on Redis: options", { skip }, () => {
-  it("--redis-adapter classic is refused at startup, before any worker, with a clear error", { timeout: 15000 }, () => {
-    const env = { ...process.env };
-    delete env.NOTIFY_SOCKET;
-    const res = spawnSync(
-      clusterBinary(),
-      ["--cluster", "--workers", "2", "--port", String(randomPort()), "--redis", "redis://127.0.0.1:1", "--redis-adapter", "classic"],
-      { encoding: "utf8", timeout: 10000, env },
-    );
-    assert.equal(res.status, 78, `exit status (EX_CONFIG); stderr: ${res.stderr}`);
-    assert.match(res.stderr, /--redis-adapter classic is not built yet/);
-    assert.doesNotMatch(res.stderr, /worker 0/, "no worker was started");
+describe("cluster on Redis with the classic adapter, on a three-node Redis Cluster", { skip: redisClusterSkipReason() || clusterSkipReason(), timeout: 120000 }, () => {
+  let redis, hostA, hostB, node;
+  before(async () => {
+    redis = await startRedisCluster();
+    const urls = redis.urls.join(",");
+    const classic = (u) => startCluster({ workers: 2, args: ["--redis", u, "--redis-adapter", "classic"] });
+    [hostA, hostB, node] = await Promise.all([classic(urls), classic(urls), startNode(urls, "classic")]);
+    const probes = await everywhere();
+    await waitFor(async () => {
+      const counts = await Promise.all(probes.map((c) => call(c, "server-count")));
+      return counts.every((n) => n === 5);
+    }, 15000, 100);
+    closeAll();
+  });
+  afterEach(() => closeAll());
+  after(async () => {
+    closeAll();
+    await Promise.all([hostA?.stop(), hostB?.stop(), node?.stop()]);
+    await redis?.stop();
+  });
+
+  async function everywhere() {
+    return Promise.all([
+      connectWorker(hostA, 0),
+      connectWorker(hostA, 1),
+      connectWorker(hostB, 0),
+      connectWorker(hostB, 1),
+      connect(node.url),
+    ]);
+  }
+
+  for (const [from, label] of [[1, "host A worker 1"], [4, "Node"]]) {
+    it(`a broadcast from ${label} reaches every worker of both hosts and Node, without an offset`, T, async () => {
+      const clients = await everywhere();
+      const got = clients.map((c) => once(c, "hello", 5000));
+      assert.equal(await call(clients[from], "broadcast", { event: "hello", args: [1, { two: 2 }] }), "ok");
+      for (const args of await Promise.all(got)) assert.deepEqual(args, [1, { two: 2 }]);
+    });
+  }
+
+  it("a room broadcast from host B reaches the members on host A and Node only", T, async () => {
+    const [a0, a1, b0, , n] = await everywhere();
+    await Promise.all([call(a1, "join", "c1"), call(n, "join", "c1")]);
+    const members = [a1, n].map((c) => once(c, "to-room", 5000));
+    const outside = [fires(a0, "to-room", 500), fires(b0, "to-room", 500)];
+    await call(b0, "broadcast", { event: "to-room", to: ["c1"], args: ["x"] });
+    for (const args of await Promise.all(members)) assert.deepEqual(args, ["x"]);
+    assert.deepEqual(await Promise.all(outside), [false, false]);
   });
 });

@@ -19,6 +19,8 @@ use tokio::{
 };
 use tracing::{debug, error, info, warn};
 
+use crate::adapter::hints;
+
 use super::{
     config::{ClusterConfig, PinMode},
     inbox::{Inbox, Reading},
@@ -85,6 +87,9 @@ pub(super) struct Primary {
     pub sessions: SessionStore,
     /// Which workers have members of which rooms.
     pub interest: RoomInterest,
+    /// The interest hint table every worker maps (see [`crate::adapter::hints`]);
+    /// `None` when it could not be made (workers then relay every broadcast).
+    pub hints: Option<std::os::fd::OwnedFd>,
     /// The `SIGHUP` reload in progress, if any.
     pub reload: Reload,
     /// Set with `--metrics`; with the ipc bytes received from and sent to each
@@ -210,6 +215,14 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         shutting_down: false,
         sessions: SessionStore::new(),
         interest: RoomInterest::default(),
+        hints: match hints::HintTable::create() {
+            // The primary never reads it: the workers count and check.
+            Ok((_, fd)) => Some(fd),
+            Err(err) => {
+                warn!(target: "cluster", "no interest hints, every room broadcast goes through the primary: {err}");
+                None
+            }
+        },
         reload: Reload::default(),
         metrics: None,
     };

@@ -22,6 +22,7 @@ use super::{
     inbox::Reading,
     notify,
     primary::{Event, Primary},
+    spawn::WorkerFds,
 };
 
 /// Restarts of one worker within [`CRASH_WINDOW`] after which the primary gives up.
@@ -192,11 +193,17 @@ impl Primary {
             i,
             self.config.workers,
             self.cpus[i],
-            &self.listeners[i],
-            &theirs,
-            handoff
-                .as_ref()
-                .map(|(_, theirs)| theirs as &dyn std::os::fd::AsRawFd),
+            WorkerFds {
+                listener: &self.listeners[i],
+                ipc: &theirs,
+                handoff: handoff
+                    .as_ref()
+                    .map(|(_, theirs)| theirs as &dyn std::os::fd::AsRawFd),
+                hints: self
+                    .hints
+                    .as_ref()
+                    .map(|fd| fd as &dyn std::os::fd::AsRawFd),
+            },
         )?;
         drop(theirs);
         let handoff = handoff.map(|(ours, _)| ours);

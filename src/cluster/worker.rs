@@ -25,13 +25,13 @@ use tracing::{error, info, warn};
 use super::{
     config::ClusterConfig,
     spawn::{
-        allowed_cpus, pin_current_thread, unpin_current_thread, CPU_ENV, HANDOFF_FD, IPC_FD,
-        LISTEN_FD, WORKER_ENV,
+        allowed_cpus, pin_current_thread, unpin_current_thread, CPU_ENV, HANDOFF_FD, HINTS_ENV,
+        HINTS_FD, IPC_FD, LISTEN_FD, WORKER_ENV,
     },
     BoxError,
 };
 use crate::{
-    adapter::{Adapter, ClusterLink},
+    adapter::{hints, Adapter, ClusterLink},
     http::{serve_with_handoff, ServeConfig},
     server::{Server, ServerConfig},
 };
@@ -109,6 +109,22 @@ fn check_inherited_fds(shared_port: bool) -> Result<(), InheritedFdError> {
     Ok(())
 }
 
+/// The interest hint table on [`HINTS_FD`], when the primary passed one (a
+/// memfd: a regular file); anything else there is left alone.
+fn inherited_hints() -> Option<std::os::fd::OwnedFd> {
+    std::env::var_os(HINTS_ENV)?;
+    // SAFETY: fstat on any descriptor number, into a zeroed struct it fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(HINTS_FD, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG
+    {
+        warn!(target: "cluster", "{HINTS_ENV} is set but descriptor {HINTS_FD} is not the hint table: every room broadcast goes through the primary");
+        return None;
+    }
+    // SAFETY: the primary placed the table's memfd there (checked: a regular
+    // file), and nothing else in this process owns it.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(HINTS_FD) })
+}
+
 /// Why [`WorkerContext::server`] made no server.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -179,6 +195,12 @@ impl WorkerContext {
     /// those aimed at rooms only to workers with members of them.
     pub fn relayed_operations(&self) -> u64 {
         self.link.relayed()
+    }
+
+    /// Room broadcasts of this worker that never left it: by the interest
+    /// hints, no other worker had a member of their rooms.
+    pub fn kept_local_broadcasts(&self) -> u64 {
+        self.link.kept_local()
     }
 
     /// The port this worker serves itself: `config.port + index`, or
@@ -256,6 +278,7 @@ where
         listener,
         ipc,
         handoff,
+        hints: inherited_hints(),
     };
     match runtime.block_on(run_async(index, count, config, fds, app)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -271,6 +294,7 @@ struct Inherited {
     listener: std::net::TcpListener,
     ipc: std::os::unix::net::UnixStream,
     handoff: Option<std::os::unix::net::UnixStream>,
+    hints: Option<std::os::fd::OwnedFd>,
 }
 
 async fn run_async<F, Fut>(
@@ -288,6 +312,7 @@ where
         listener,
         ipc,
         handoff,
+        hints,
     } = fds;
     listener.set_nonblocking(true)?;
     ipc.set_nonblocking(true)?;
@@ -303,6 +328,15 @@ where
         pid: std::process::id(),
     })?;
     let link = ClusterLink::new(index as WorkerIndex, count, sender.clone());
+    if let Some(fd) = hints {
+        // The mapping stays; the descriptor is not needed any more.
+        match hints::HintTable::open(&fd).and_then(hints::Hints::new) {
+            Ok(h) => link.use_hints(h),
+            Err(err) => {
+                warn!(target: "cluster", "{err}: every room broadcast goes through the primary")
+            }
+        }
+    }
     let drain = Arc::new(Notify::new());
     // From this loop, so that it stops when the loop is stuck (a handler that blocks
     // the thread): the primary then kills and restarts this worker.

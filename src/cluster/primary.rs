@@ -327,6 +327,36 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
 }
 
 impl Primary {
+    /// A primary of `workers` slots with no process and no port (for tests of
+    /// its bookkeeping).
+    #[cfg(test)]
+    pub(super) fn for_tests(workers: usize) -> Primary {
+        let config = super::ClusterArgs {
+            workers: Some(workers),
+            ..super::ClusterArgs::default()
+        };
+        let now = Instant::now();
+        Primary {
+            config: config.resolve().expect("a valid config"),
+            command: WorkerCommand {
+                exe: std::path::PathBuf::from("/nonexistent"),
+                args: Vec::new(),
+            },
+            listeners: Vec::new(),
+            cpus: vec![None; workers],
+            slots: (0..workers).map(|_| Slot::new(now)).collect(),
+            events: mpsc::unbounded_channel().0,
+            readers: Inbox::new().1,
+            announced_ready: false,
+            shutting_down: false,
+            sessions: SessionStore::new(),
+            interest: RoomInterest::default(),
+            hints: None,
+            reload: Reload::default(),
+            metrics: None,
+        }
+    }
+
     /// Sends `message` to every worker but `from` (control messages: rare).
     pub(super) fn send_others(&mut self, from: usize, message: &Message) {
         match EncodedFrame::encode(message, DEFAULT_MAX_FRAME_LENGTH) {
@@ -363,7 +393,7 @@ impl Primary {
     }
 
     /// Handles one event; `Some(code)` when the primary must stop with that status.
-    fn on_event(&mut self, event: Event) -> Option<ExitCode> {
+    pub(super) fn on_event(&mut self, event: Event) -> Option<ExitCode> {
         match event {
             Event::Frame {
                 worker,

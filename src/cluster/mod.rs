@@ -37,6 +37,7 @@ mod metrics;
 mod metrics_http;
 mod notify;
 mod primary;
+mod relay;
 mod reload;
 mod sessions;
 mod shared_port;

@@ -40,6 +40,9 @@ use crate::{
 const DRAIN_SESSIONS: Duration = Duration::from_secs(3);
 /// How often a worker tells the primary that its event loop runs.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Heartbeats between two connection counts sent to the primary (for the shared
+/// port's routing and the status line).
+const STATS_EVERY_BEATS: u64 = 2;
 /// Exit status of a worker whose descriptors 3 and 4 are not what the primary passes
 /// (sysexits' EX_USAGE).
 const EXIT_NOT_STARTED_BY_PRIMARY: u8 = 64;
@@ -210,15 +213,27 @@ impl WorkerContext {
     }
 }
 
-/// Sends a heartbeat every [`HEARTBEAT_EVERY`]; drains the worker when the primary
-/// stopped reading (its backlog passed the limit: cluster messages are lost from now
-/// on, so the clients had better reconnect to a worker that is heard).
-async fn heartbeat(sender: IpcSender, drain: Arc<Notify>) {
+/// Sends a heartbeat every [`HEARTBEAT_EVERY`], and the connection count every
+/// [`STATS_EVERY_BEATS`] of them (one timer for both: an idle worker wakes once a
+/// second); drains the worker when the primary stopped reading (its backlog passed
+/// the limit: cluster messages are lost from now on, so the clients had better
+/// reconnect to a worker that is heard).
+async fn heartbeat(sender: IpcSender, drain: Arc<Notify>, servers: Arc<Mutex<Vec<Server>>>) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for beat in 1u64.. {
         tick.tick().await;
-        match sender.send(Message::Heartbeat) {
+        let mut result = sender.send(Message::Heartbeat);
+        if result.is_ok() && beat % STATS_EVERY_BEATS == 0 {
+            let connections = servers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|s| s.engine().clients_count() as u64)
+                .sum();
+            result = sender.send(Message::Stats { connections });
+        }
+        match result {
             Ok(()) => {}
             Err(SendError::Backlog { limit }) => {
                 error!(target: "cluster", "the primary does not read (backlog over {limit} bytes); draining");
@@ -340,7 +355,6 @@ where
     let drain = Arc::new(Notify::new());
     // From this loop, so that it stops when the loop is stuck (a handler that blocks
     // the thread): the primary then kills and restarts this worker.
-    tokio::spawn(heartbeat(sender.clone(), drain.clone()));
     let ctx = WorkerContext {
         index,
         count,
@@ -349,6 +363,7 @@ where
         servers: Arc::default(),
     };
     let servers = ctx.servers.clone();
+    tokio::spawn(heartbeat(sender.clone(), drain.clone(), servers.clone()));
 
     // Messages from the primary: adapter traffic, and the order to drain.
     let drain_on_message = drain.clone();
@@ -386,24 +401,6 @@ where
         tokio::spawn(crate::metrics::measure_lag());
         tokio::spawn(crate::metrics::report(servers.clone(), sender.clone()));
     }
-    let stats_servers = servers.clone();
-    let stats_sender = sender.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tick.tick().await;
-            let connections = stats_servers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .map(|s| s.engine().clients_count() as u64)
-                .sum();
-            if stats_sender.send(Message::Stats { connections }).is_err() {
-                break;
-            }
-        }
-    });
-
     let (mut term, mut int) = (
         signal(SignalKind::terminate())?,
         signal(SignalKind::interrupt())?,

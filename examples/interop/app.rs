@@ -50,7 +50,7 @@ impl ReasonLog {
 pub(crate) struct BroadcastOpts {
     pub(crate) event: String,
     args: Vec<Value>,
-    to: Vec<String>,
+    pub(crate) to: Vec<String>,
     except: Vec<String>,
     broadcast: bool,
     local: bool,

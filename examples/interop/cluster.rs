@@ -13,6 +13,7 @@ use crate::app::{ack_json, decode_opts, event_args};
 
 /// Extra handlers for the cluster tests.
 pub fn install_cluster(io: &Server, index: usize) {
+    second_namespace(io, index);
     let root = io.sockets();
     root.on_server_side(
         "which-worker",
@@ -87,6 +88,44 @@ pub fn install_cluster(io: &Server, index: usize) {
                 move |_s: Socket, _args: Args, ack: AckSender| {
                     let n = io_c.sockets().adapter().server_count();
                     async move { ack_json(ack, json!(n)) }
+                },
+            );
+        }
+    });
+}
+
+/// `/second`: rooms of the same names as `/`'s are other rooms (room interest
+/// is kept per namespace). `join` (a room), `broadcast` ({event, args, to})
+/// and `worker`, each acknowledged.
+fn second_namespace(io: &Server, index: usize) {
+    let io2 = io.clone();
+    io.ns("/second", move |socket: Socket| {
+        let io = io2.clone();
+        async move {
+            socket.on("join", |s: Socket, args: Args, ack: AckSender| async move {
+                if let Ok(room) = args.get::<String>(0) {
+                    s.join(room);
+                }
+                ack_json(ack, json!(s.rooms()));
+            });
+            socket.on(
+                "worker",
+                move |_s: Socket, _args: Args, ack: AckSender| async move {
+                    ack_json(ack, json!(index));
+                },
+            );
+            socket.on(
+                "broadcast",
+                move |_s: Socket, args: Args, ack: AckSender| {
+                    let io = io.clone();
+                    async move {
+                        let o = decode_opts(&args);
+                        let _ = io
+                            .of("/second")
+                            .to(o.to.clone())
+                            .emit(&o.event, event_args(&o, &args));
+                        ack_json(ack, json!("ok"));
+                    }
                 },
             );
         }

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             let io = worker.server(config)?;
             app::install(&io, Some(worker.index));
             let index = worker.index;
-            let relayed = move || worker.relayed_operations();
+            let relayed = move || (worker.relayed_operations(), worker.kept_local_broadcasts());
             Ok(io
                 .router()
                 .merge(stats::stats_router(&io, index, Some(Box::new(relayed)))))

@@ -7,30 +7,31 @@ use serde_json::json;
 /// `scripts/soak` (leak checks):
 ///
 /// ```text
-/// {"worker": 0, "pid": 1234, "engineClients": 3, "sockets": 3, "rooms": 4, "rssKiB": 9876, "relayed": 12}
+/// {"worker": 0, "pid": 1234, "engineClients": 3, "sockets": 3, "rooms": 4, "rssKiB": 9876, "relayed": 12, "keptLocal": 5}
 /// ```
 ///
 /// `worker`: the cluster index (0 in one process); `engineClients`: open
 /// Engine.IO sessions; `sockets`: sockets of namespace `/`; `rooms`: rooms of
 /// `/` in this worker's adapter (each socket's own room included); `rssKiB`:
 /// `VmRSS` from `/proc/self/status` (0 where there is none); `relayed`: operations
-/// of other workers relayed to this one (cluster only, else 0);
+/// of other workers relayed to this one; `keptLocal`: room broadcasts of this
+/// worker that never left it, no other worker having members (cluster only, else 0);
 /// `deflateCompressions`: messages permessage-deflate compressed in this process.
 pub fn stats_router(
     io: &Server,
     worker: usize,
-    relayed: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
+    relayed: Option<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
 ) -> axum::Router {
     let io = io.clone();
-    let relayed: std::sync::Arc<dyn Fn() -> u64 + Send + Sync> = match relayed {
+    let relayed: std::sync::Arc<dyn Fn() -> (u64, u64) + Send + Sync> = match relayed {
         Some(f) => std::sync::Arc::from(f),
-        None => std::sync::Arc::new(|| 0),
+        None => std::sync::Arc::new(|| (0, 0)),
     };
     axum::Router::new().route(
         "/stats",
         axum::routing::get(move || {
             let io = io.clone();
-            let relayed = relayed();
+            let (relayed, kept_local) = relayed();
             async move {
                 let root = io.of("/");
                 let body = json!({
@@ -42,6 +43,7 @@ pub fn stats_router(
                     "rssKiB": rss_kib(),
                     "relayed": relayed,
                     "deflateCompressions": rsio::engine::deflate::compressions(),
+                    "keptLocal": kept_local,
                 });
                 (
                     [(http::header::CONTENT_TYPE, "application/json")],

@@ -28,6 +28,12 @@
 //! The writer task ends, and shuts the socket's write side down (the peer then reads
 //! EOF), when every `IpcSender` of the connection has been dropped, or on a write error
 //! (later sends then fail with [`SendError::Closed`]).
+//!
+//! The socket is registered with the runtime for readability only, and for
+//! writability only while the writer task waits for room: every read by the peer
+//! of an `AF_UNIX` stream socket wakes whoever polls it for writing, so a
+//! registration for both (tokio's `UnixStream`) woke the process once per
+//! message it sent, when the peer read it, for nothing.
 
 use std::io;
 use std::pin::Pin;
@@ -37,7 +43,11 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream as StdUnixStream;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, Interest, ReadBuf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, FramedRead};
@@ -102,19 +112,36 @@ impl IpcConnection {
     /// `max_queued` bytes wait for the socket, and spawns the writer task.
     pub fn with_limits(stream: UnixStream, max_frame: usize, max_queued: usize) -> Self {
         let codec = IpcCodec::with_max_frame_length(max_frame);
-        let (read, write) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
+        // Taken off tokio's registration (readable and writable) and registered
+        // again for reading only (see the module doc). A socket that cannot be is
+        // a connection closed at once: the reader ends, sends fail.
+        let sides = stream.into_std().and_then(|s| {
+            let out = s.try_clone()?;
+            Ok((register(s, Interest::READABLE)?, out))
+        });
+        let (read, out, failed) = match sides {
+            Ok((read, out)) => (Some(read), Some(out), false),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register an ipc socket");
+                (None, None, true)
+            }
+        };
         let write = Arc::new(WriteSide {
-            out: write,
+            out,
             direct: std::sync::Mutex::new(()),
             overflowed: AtomicBool::new(false),
         });
-        tokio::spawn(write_loop(write.clone(), rx, queued.clone()));
+        if failed {
+            drop(rx);
+        } else {
+            tokio::spawn(write_loop(write.clone(), rx, queued.clone()));
+        }
         IpcConnection {
             reader: IpcReader {
-                frames: FramedRead::new(read, RawFrames(codec)),
-                failed: false,
+                frames: FramedRead::new(ReadSide(read), RawFrames(codec)),
+                failed,
             },
             sender: IpcSender {
                 tx,
@@ -145,7 +172,7 @@ impl IpcConnection {
 /// The reading half of an [`IpcConnection`]; also a `Stream` of messages.
 #[derive(Debug)]
 pub struct IpcReader {
-    frames: FramedRead<OwnedReadHalf, RawFrames>,
+    frames: FramedRead<ReadSide, RawFrames>,
     /// Set after the first error: the stream cannot be resynchronised, so it ends.
     failed: bool,
 }
@@ -193,6 +220,44 @@ impl Stream for IpcReader {
     }
 }
 
+/// Registers `socket` with the runtime for `interest`.
+fn register(socket: StdUnixStream, interest: Interest) -> io::Result<AsyncFd<StdUnixStream>> {
+    // Deprecated for types whose descriptor may change or close under the
+    // registration; a std `UnixStream` owns its descriptor until it is dropped
+    // with the `AsyncFd` (the safe call keeps this crate free of `unsafe`).
+    #[allow(deprecated)]
+    AsyncFd::with_interest(socket, interest)
+}
+
+/// The socket as read: registered for readability only.
+#[derive(Debug)]
+struct ReadSide(Option<AsyncFd<StdUnixStream>>);
+
+impl AsyncRead for ReadSide {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let Some(fd) = &self.0 else {
+            return Poll::Ready(Ok(())); // EOF
+        };
+        loop {
+            let mut guard = ready!(fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|inner| inner.get_ref().read(unfilled)) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                // Not readable after all: readiness cleared, poll again.
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
 /// Splits frames off the stream without decoding them.
 #[derive(Debug)]
 struct RawFrames(IpcCodec);
@@ -209,12 +274,23 @@ impl Decoder for RawFrames {
 /// The socket's write side, shared by the senders (direct writes) and the writer task.
 #[derive(Debug)]
 struct WriteSide {
-    out: OwnedWriteHalf,
+    /// A descriptor of its own for the socket, not registered with the runtime;
+    /// `None` when the connection failed at its start.
+    out: Option<StdUnixStream>,
     /// Held by a sender from its look at `queued` to its push on the channel, so
     /// that two senders' bytes never interleave.
     direct: std::sync::Mutex<()>,
     /// Set once the backlog passed the limit: the connection sends nothing more.
     overflowed: AtomicBool,
+}
+
+impl Drop for WriteSide {
+    fn drop(&mut self) {
+        // The peer reads EOF (the read side's descriptor may live on).
+        if let Some(out) = &self.out {
+            let _ = out.shutdown(std::net::Shutdown::Write);
+        }
+    }
 }
 
 /// A cheap cloneable handle that writes messages, or queues them for the
@@ -249,7 +325,8 @@ impl IpcSender {
         let overflowed = self.write.overflowed.load(Ordering::Relaxed);
         let mut partly_written = false;
         if self.queued.load(Ordering::Acquire) == 0 && !overflowed {
-            match self.write.out.try_write(&bytes) {
+            let out = self.write.out.as_ref().ok_or(SendError::Closed)?;
+            match (&*out).write(&bytes) {
                 Ok(n) if n == bytes.len() => return Ok(()),
                 // The rest goes first on the channel: nothing else is queued.
                 Ok(n) => {
@@ -302,24 +379,30 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<Bytes>,
     queued: Arc<AtomicUsize>,
 ) {
-    let out = &side.out;
+    let Some(socket) = &side.out else { return };
     let mut buf = BytesMut::with_capacity(BATCH_BYTES);
     while let Some(first) = rx.recv().await {
+        let mut out = Out {
+            socket,
+            waiter: None,
+        };
         let mut next = Some(first);
         let mut written = 0;
         let mut result = Ok(());
         while let Some(bytes) = next {
             written += bytes.len();
-            result = write_batched(out, &mut buf, bytes).await;
+            result = write_batched(&mut out, &mut buf, bytes).await;
             if result.is_err() {
                 break;
             }
             next = rx.try_recv().ok();
         }
         if result.is_ok() && !buf.is_empty() {
-            result = write_all(out, &buf).await;
+            result = write_all(&mut out, &buf).await;
             buf.clear();
         }
+        // The writability registration, if any, goes with `out`.
+        drop(out);
         // Only now, with all of it in the socket, may senders write directly again.
         queued.fetch_sub(written, Ordering::AcqRel);
         if let Err(e) = result {
@@ -332,8 +415,29 @@ async fn write_loop(
     // shuts it down (the peer reads EOF).
 }
 
+/// The writer task's way to the socket: registered for writability only while
+/// a write waits for room (see the module doc).
+struct Out<'a> {
+    socket: &'a StdUnixStream,
+    waiter: Option<AsyncFd<StdUnixStream>>,
+}
+
+impl Out<'_> {
+    /// Waits until the socket may take more.
+    async fn writable(&mut self) -> io::Result<()> {
+        if self.waiter.is_none() {
+            let fd = self.socket.try_clone()?;
+            self.waiter = Some(register(fd, Interest::WRITABLE)?);
+        }
+        let waiter = self.waiter.as_ref().expect("registered above");
+        // Cleared before the next write: an edge after it is not missed.
+        waiter.writable().await?.clear_ready();
+        Ok(())
+    }
+}
+
 /// Appends a small frame to `buf` (writing `buf` out when full), or writes a large one directly.
-async fn write_batched(out: &OwnedWriteHalf, buf: &mut BytesMut, bytes: Bytes) -> io::Result<()> {
+async fn write_batched(out: &mut Out<'_>, buf: &mut BytesMut, bytes: Bytes) -> io::Result<()> {
     if bytes.len() >= DIRECT_BYTES {
         if !buf.is_empty() {
             write_all(out, buf).await?;
@@ -349,14 +453,14 @@ async fn write_batched(out: &OwnedWriteHalf, buf: &mut BytesMut, bytes: Bytes) -
     Ok(())
 }
 
-/// `write_all` through a shared reference (the senders write through the same half).
-async fn write_all(out: &OwnedWriteHalf, mut bytes: &[u8]) -> io::Result<()> {
+/// `write_all` through a shared reference (the senders write through the same socket).
+async fn write_all(out: &mut Out<'_>, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
-        out.writable().await?;
-        match out.try_write(bytes) {
+        match out.socket.write(bytes) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => out.writable().await?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }

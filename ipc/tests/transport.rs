@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{os::unix::fs::MetadataExt, time::Duration};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -370,4 +370,84 @@ async fn backlog_is_bounded_when_the_peer_stops_reading() {
             other => panic!("message {i}: {other:?}"),
         }
     }
+}
+
+/// The event masks of every epoll registration in this process of the socket
+/// whose inode is `ino` (from /proc/self/fdinfo: `tfd: .. events: <hex> .. ino:<hex>`).
+fn epoll_masks(ino: u64) -> Vec<u32> {
+    let mut masks = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+            let field = |name: &str| {
+                let mut words = line.split_whitespace();
+                words.find(|w| w.starts_with(name)).map(|w| {
+                    let v = w.strip_prefix(name).unwrap();
+                    if v.is_empty() {
+                        words.next().unwrap().to_string()
+                    } else {
+                        v.to_string()
+                    }
+                })
+            };
+            let (Some(events), Some(target)) = (field("events:"), field("ino:")) else {
+                continue;
+            };
+            if u64::from_str_radix(&target, 16) == Ok(ino) {
+                masks.push(u32::from_str_radix(&events, 16).unwrap());
+            }
+        }
+    }
+    masks
+}
+
+/// A peer's read of an AF_UNIX stream socket wakes every registration of it for
+/// writing: the socket is polled for writing only while the writer waits.
+#[tokio::test(flavor = "current_thread")]
+async fn the_socket_is_polled_for_writing_only_while_a_write_waits() {
+    use std::os::fd::AsRawFd;
+    const EPOLLOUT: u32 = 0x4;
+    let (a, b) = pair().unwrap();
+    let ino = std::fs::metadata(format!("/proc/self/fd/{}", a.as_raw_fd()))
+        .unwrap()
+        .ino();
+    let (_reader, sender) = IpcConnection::new(a).into_split();
+    let mut peer = IpcConnection::new(b);
+    sender.send(numbered(0)).unwrap();
+    assert_eq!(next(&mut peer).await.unwrap().unwrap(), numbered(0));
+    let masks = epoll_masks(ino);
+    assert!(!masks.is_empty(), "the socket is registered");
+    assert!(
+        masks.iter().all(|m| m & EPOLLOUT == 0),
+        "not polled for writing: {masks:x?}"
+    );
+    // The peer stops reading: the writer task waits for room.
+    let payload = Message::Broadcast(Broadcast {
+        nsp: "/".into(),
+        target: Target::default(),
+        ack: None,
+        offset: None,
+        frames: vec![Frame::Binary(Bytes::from(vec![7u8; 64 * 1024]))],
+    });
+    for _ in 0..64 {
+        sender.send(payload.clone()).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(sender.queued_bytes() > 0, "the socket is full");
+    assert!(
+        epoll_masks(ino).iter().any(|m| m & EPOLLOUT != 0),
+        "polled for writing while a write waits"
+    );
+    for _ in 0..64 {
+        assert_eq!(next(&mut peer).await.unwrap().unwrap(), payload);
+    }
+    timeout(LIMIT, async {
+        while sender.queued_bytes() > 0 || epoll_masks(ino).iter().any(|m| m & EPOLLOUT != 0) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the writability registration goes once the backlog is written");
 }

@@ -56,10 +56,22 @@ fn is_own_room(room: &str, id: SocketId) -> bool {
     SocketId::parse(room) == Some(id)
 }
 
-/// Told, under the index lock, when a named room gets its first member
-/// (`true`) or loses its last one (`false`): the cluster adapter reports it to
-/// the primary, in the same order as the changes happened.
-pub(crate) type InterestSink = Box<dyn Fn(&str, bool) + Send + Sync>;
+/// What the interest sink is told about a named room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RoomPresence {
+    /// It got its first member here.
+    Appeared,
+    /// It lost its last member here.
+    Gone,
+    /// No change: whether it has members here now (a confirmation the
+    /// primary waits for after a restore or a relayed join).
+    Confirmed(bool),
+}
+
+/// Told, under the index lock, when a named room gets its first member or
+/// loses its last one: the cluster adapter reports it to the primary, in the
+/// same order as the changes happened.
+pub(crate) type InterestSink = Box<dyn Fn(&str, RoomPresence) + Send + Sync>;
 
 /// The default adapter: everything stays in this process.
 #[derive(Default)]
@@ -102,7 +114,10 @@ impl LocalAdapter {
         };
         let index = self.index();
         for room in rooms.iter().filter(|r| tracked(r)) {
-            sink(room, index.rooms.contains_key(room));
+            sink(
+                room,
+                RoomPresence::Confirmed(index.rooms.contains_key(room)),
+            );
         }
     }
 
@@ -110,7 +125,13 @@ impl LocalAdapter {
     /// index locked, so reports keep the order of the changes.
     fn interest(&self, room: &str, present: bool) {
         if let Some(sink) = self.interest.as_ref().filter(|_| tracked(room)) {
-            sink(room, present);
+            sink(
+                room,
+                match present {
+                    true => RoomPresence::Appeared,
+                    false => RoomPresence::Gone,
+                },
+            );
         }
     }
 
@@ -401,7 +422,8 @@ mod tests {
     fn with_recorded_interest() -> (LocalAdapter, Reports) {
         let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
-        let adapter = LocalAdapter::with_interest(Box::new(move |room: &str, present: bool| {
+        let adapter = LocalAdapter::with_interest(Box::new(move |room: &str, p: RoomPresence| {
+            let present = matches!(p, RoomPresence::Appeared | RoomPresence::Confirmed(true));
             sink.lock().unwrap().push((room.to_string(), present));
         }));
         (adapter, seen)

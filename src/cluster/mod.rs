@@ -38,6 +38,7 @@ mod metrics_http;
 mod notify;
 mod primary;
 mod redis;
+mod relay;
 mod reload;
 mod sessions;
 mod shared_port;

@@ -1,5 +1,7 @@
 //! The primary: binds every port, starts one worker per core, relays adapter
-//! messages between them (checking each: a worker speaks only for itself), restarts
+//! messages between them (checking each: a worker speaks only for itself; the
+//! relaying itself is [`super::relay`], the shared port's routing
+//! [`super::shared_port`]), restarts
 //! the ones that die or hang (see [`super::supervise`]), and drains on SIGTERM.
 
 use std::{
@@ -8,9 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rsio_ipc::{
-    Broadcast, EncodedFrame, Message, SendError, WorkerIndex, DEFAULT_MAX_FRAME_LENGTH,
-};
+use rsio_ipc::{EncodedFrame, Message, DEFAULT_MAX_FRAME_LENGTH};
 use tokio::{
     net::TcpSocket,
     signal::unix::{signal, SignalKind},
@@ -19,10 +19,12 @@ use tokio::{
 };
 use tracing::{debug, error, info, warn};
 
+use crate::adapter::hints;
+
 use super::{
     config::{ClusterConfig, PinMode},
     inbox::{Inbox, Reading},
-    interest::{Reach, RoomInterest},
+    interest::RoomInterest,
     listen_fds,
     metrics::ClusterMetrics,
     metrics_http, notify,
@@ -85,11 +87,14 @@ pub(super) struct Primary {
     pub sessions: SessionStore,
     /// Which workers have members of which rooms.
     pub interest: RoomInterest,
+    /// The interest hint table every worker maps (see [`crate::adapter::hints`]);
+    /// `None` when it could not be made (workers then relay every broadcast).
+    pub hints: Option<std::os::fd::OwnedFd>,
     /// The `SIGHUP` reload in progress, if any.
     pub reload: Reload,
     /// Set with `--metrics`; with the ipc bytes received from and sent to each
     /// worker since its last report.
-    metrics: Option<(ClusterMetrics, Vec<(u64, u64)>)>,
+    pub metrics: Option<(ClusterMetrics, Vec<(u64, u64)>)>,
 }
 
 /// Runs the primary until it is told to stop; returns the process's exit status.
@@ -210,6 +215,14 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         shutting_down: false,
         sessions: SessionStore::new(),
         interest: RoomInterest::default(),
+        hints: match hints::HintTable::create() {
+            // The primary never reads it: the workers count and check.
+            Ok((_, fd)) => Some(fd),
+            Err(err) => {
+                warn!(target: "cluster", "no interest hints, every room broadcast goes through the primary: {err}");
+                None
+            }
+        },
         reload: Reload::default(),
         metrics: None,
     };
@@ -314,43 +327,38 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
 }
 
 impl Primary {
-    /// Sends `message` to every worker but `from` (control messages: rare).
-    pub(super) fn send_others(&mut self, from: usize, message: &Message) {
-        match EncodedFrame::encode(message, DEFAULT_MAX_FRAME_LENGTH) {
-            Ok(frame) => self.send_all(Some(from), &frame),
-            Err(err) => error!(target: "cluster", "cannot encode {}: {err}", message.kind_name()),
-        }
-    }
-
-    /// Sends `frame` to every worker but `except`.
-    fn send_all(&mut self, except: Option<usize>, frame: &EncodedFrame) {
-        for j in 0..self.slots.len() {
-            if Some(j) != except {
-                self.send_to(j, frame.clone());
-            }
-        }
-    }
-
-    /// Sends `frame` to worker `j`; a worker that lets its backlog pass the limit
-    /// does not read (stopped, stuck): it is killed and restarted.
-    fn send_to(&mut self, j: usize, frame: EncodedFrame) {
-        if let Some((_, ipc)) = &mut self.metrics {
-            ipc[j].1 += frame.len() as u64;
-        }
-        let result = match &self.slots[j].sender {
-            Some(s) => s.send_frame(frame),
-            None => return,
+    /// A primary of `workers` slots with no process and no port (for tests of
+    /// its bookkeeping).
+    #[cfg(test)]
+    pub(super) fn for_tests(workers: usize) -> Primary {
+        let config = super::ClusterArgs {
+            workers: Some(workers),
+            ..super::ClusterArgs::default()
         };
-        if let Err(SendError::Backlog { limit }) = result {
-            self.kill(
-                j,
-                format_args!("it does not read its ipc socket (backlog over {limit} bytes)"),
-            );
+        let now = Instant::now();
+        Primary {
+            config: config.resolve().expect("a valid config"),
+            command: WorkerCommand {
+                exe: std::path::PathBuf::from("/nonexistent"),
+                args: Vec::new(),
+            },
+            listeners: Vec::new(),
+            cpus: vec![None; workers],
+            slots: (0..workers).map(|_| Slot::new(now)).collect(),
+            events: mpsc::unbounded_channel().0,
+            readers: Inbox::new().1,
+            announced_ready: false,
+            shutting_down: false,
+            sessions: SessionStore::new(),
+            interest: RoomInterest::default(),
+            hints: None,
+            reload: Reload::default(),
+            metrics: None,
         }
     }
 
     /// Handles one event; `Some(code)` when the primary must stop with that status.
-    fn on_event(&mut self, event: Event) -> Option<ExitCode> {
+    pub(super) fn on_event(&mut self, event: Event) -> Option<ExitCode> {
         match event {
             Event::Frame {
                 worker,
@@ -529,26 +537,7 @@ impl Primary {
                     }
                 }
             }
-            Message::Broadcast(b) if b.offset.is_some() => {
-                // A recoverable packet: numbered here, in one sequence for the whole
-                // cluster, then sent to every worker, the emitter included, so that
-                // every client sees packets in offset order.
-                let mut b = b.clone();
-                if !self.sessions.sequence(&mut b) {
-                    b.offset = None;
-                }
-                let reach = self.interest.reach(&b.nsp, &b.target.rooms);
-                match EncodedFrame::encode(&Message::Broadcast(b), DEFAULT_MAX_FRAME_LENGTH) {
-                    Ok(frame) => {
-                        for j in 0..self.slots.len() {
-                            if reach.contains(j) {
-                                self.send_to(j, frame.clone());
-                            }
-                        }
-                    }
-                    Err(err) => warn!(target: "cluster", worker, "cannot relay a broadcast: {err}"),
-                }
-            }
+            Message::Broadcast(b) if b.offset.is_some() => self.relay_sequenced(worker, b),
             _ => {
                 if let Some(to) = message.is_response() {
                     // Responses go to the requester only (an existing worker: checked).
@@ -558,81 +547,6 @@ impl Primary {
                 }
             }
         }
-    }
-
-    /// Forwards an adapter operation from `from` to the other workers it concerns:
-    /// those with members of its rooms, or all of them. The frame is forwarded as
-    /// received (no decode, no re-encode); the workers left out of a request are
-    /// answered for here, with nothing, so the requester never waits for them. From
-    /// a `retiring` process, the process now serving its slot is one of the others.
-    fn relay(&mut self, from: usize, retiring: bool, message: &Message, frame: EncodedFrame) {
-        let reach = match message {
-            Message::Broadcast(Broadcast { nsp, target, .. })
-            | Message::SocketsJoin { nsp, target, .. }
-            | Message::SocketsLeave { nsp, target, .. }
-            | Message::DisconnectSockets { nsp, target, .. }
-            | Message::FetchSockets { nsp, target, .. } => self.interest.reach(nsp, &target.rooms),
-            _ => Reach::All,
-        };
-        for j in 0..self.slots.len() {
-            if (j == from && !retiring) || self.slots[j].sender.is_none() {
-                continue;
-            }
-            if reach.contains(j) {
-                self.send_to(j, frame.clone());
-                if let Message::SocketsJoin { nsp, rooms, .. } = message {
-                    // What the joiner sends next must reach the sockets this join
-                    // adds there: count the worker in until it says otherwise.
-                    for room in rooms {
-                        self.interest.set(j, nsp, room, true);
-                    }
-                }
-            } else if let Some(empty) = empty_answer(message, j) {
-                match EncodedFrame::encode(&empty, DEFAULT_MAX_FRAME_LENGTH) {
-                    Ok(frame) => self.send_to(from, frame),
-                    Err(err) => warn!(target: "cluster", "cannot encode an empty answer: {err}"),
-                }
-            }
-        }
-    }
-
-    /// Hands a connection of the shared port to its worker: the one its sid names,
-    /// else the least-loaded ready worker (connections at its last report, plus the
-    /// new sessions sent to it since).
-    fn route(&mut self, stream: std::net::TcpStream, route: Route) {
-        use std::os::fd::AsRawFd;
-        let owner = match route {
-            Route::Worker(w) if w < self.slots.len() && self.slots[w].handoff.is_some() => Some(w),
-            _ => None,
-        };
-        // A worker still starting reads its handoff socket once ready: only when no
-        // worker is ready.
-        let target = owner.or_else(|| {
-            (0..self.slots.len())
-                .filter(|&j| self.slots[j].handoff.is_some())
-                .min_by_key(|&j| {
-                    let slot = &self.slots[j];
-                    (!slot.ready, slot.connections + slot.routed_new)
-                })
-        });
-        let (Some(j), false) = (target, self.shutting_down) else {
-            // Every worker is gone, or the cluster drains: the client retries.
-            let _ = std::io::Write::write_all(&mut &stream, shared_port::UNAVAILABLE);
-            return;
-        };
-        let slot = &mut self.slots[j];
-        let Some(handoff) = &slot.handoff else { return };
-        match shared_port::send_fd(handoff.as_raw_fd(), stream.as_raw_fd()) {
-            Ok(()) => {
-                if owner.is_none() {
-                    slot.routed_new += 1;
-                }
-            }
-            Err(err) => {
-                warn!(target: "cluster", worker = j, "cannot hand a connection over: {err}")
-            }
-        }
-        // Our copy closes here; the worker's stays open.
     }
 
     pub(super) fn begin_shutdown(&mut self) {
@@ -677,31 +591,5 @@ impl Primary {
 
     pub(super) fn report_status(&self) {
         notify::status(&self.status_line());
-    }
-}
-
-/// What worker `j`, which an operation did not reach, would have answered: for a
-/// request, an empty answer; `None` for an operation that expects none.
-fn empty_answer(message: &Message, j: usize) -> Option<Message> {
-    let from = j as WorkerIndex;
-    match message {
-        Message::Broadcast(Broadcast {
-            ack: Some((to, request, _)),
-            ..
-        }) => Some(Message::BroadcastClientCount {
-            from,
-            to: *to,
-            request: *request,
-            count: 0,
-        }),
-        Message::FetchSockets {
-            from: to, request, ..
-        } => Some(Message::FetchSocketsResponse {
-            from,
-            to: *to,
-            request: *request,
-            sockets: Vec::new(),
-        }),
-        _ => None,
     }
 }

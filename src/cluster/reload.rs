@@ -10,7 +10,9 @@
 //! While it drains, the old process still speaks for its slot: its session
 //! updates, broadcasts and responses are handled as the slot's. It gets nothing
 //! relayed (what its clients miss, they recover), so its room reports are ignored,
-//! and the slot's room interest restarts from the new process's reports. Its
+//! and the slot's room interest restarts from the new process's reports (those
+//! read before the swap included: a client may join a room between the new
+//! process's `Ready` and the swap). Its
 //! sessions move to their own key in the store, so that its exit disconnects those
 //! only. A request it made before the swap is answered to the new process (the old
 //! one's waits time out).
@@ -141,6 +143,9 @@ impl Primary {
                         .sessions
                         .enable(Duration::from_millis(*max_disconnection_ms)),
                     Message::Heartbeat | Message::Stats { .. } => {}
+                    Message::RoomInterest { nsp, room, present } => {
+                        process.rooms.push((nsp.clone(), room.clone(), *present));
+                    }
                     // It has no client yet: nothing else concerns the cluster.
                     other => {
                         debug!(target: "cluster", worker = i, "reload: {} before ready: ignored", other.kind_name())
@@ -171,6 +176,8 @@ impl Primary {
         let slot = &mut self.slots[i];
         let old = slot.take_serving();
         let new_pid = new.pid;
+        let mut new = new;
+        let rooms = std::mem::take(&mut new.rooms);
         slot.serve(new, true);
         let port = self.config.port as usize + i;
         info!(target: "cluster", "worker {i} (pid {new_pid}) listening on http://{}:{port}", self.config.host);
@@ -178,6 +185,9 @@ impl Primary {
         // Whatever the slot's rooms were, they were the old process's: it gets nothing
         // relayed any more, and the new one reports its own.
         self.interest.worker_gone(i);
+        for (nsp, room, present) in &rooms {
+            self.interest.set(i, nsp, room, *present);
+        }
         match old {
             Some(mut old) => {
                 info!(target: "cluster", worker = i, "reload: worker {i} replaced: pid {new_pid} serves, pid {} drains", old.pid);
@@ -271,5 +281,58 @@ impl Primary {
                 p.kill();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rsio_ipc::DEFAULT_MAX_FRAME_LENGTH;
+
+    use super::*;
+    use crate::cluster::supervise::Process;
+
+    fn frame(worker: usize, generation: u64, message: Message) -> Event {
+        let frame = EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap();
+        Event::Frame {
+            worker,
+            generation,
+            message,
+            frame,
+        }
+    }
+
+    fn report(room: &str, present: bool) -> Message {
+        Message::RoomInterest {
+            nsp: "/".into(),
+            room: room.into(),
+            present,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_room_of_the_new_process_read_before_its_swap_is_kept() {
+        let mut primary = Primary::for_tests(2);
+        for (i, generation) in [(0, 1), (1, 1)] {
+            primary.slots[i].serve(Process::fake(generation), true);
+        }
+        primary.on_event(frame(0, 1, report("old", true)));
+        // Slot 0 is reloaded: its new process (generation 2) said it was ready,
+        // and a client of it joined rooms at once. The inbox hands the room
+        // reports over first: they come before `Ready`.
+        primary.reload.current = Some(0);
+        primary.slots[0].incoming = Some(Process::fake(2));
+        primary.on_event(frame(0, 2, report("new", true)));
+        primary.on_event(frame(0, 2, report("brief", true)));
+        primary.on_event(frame(0, 2, report("brief", false)));
+        primary.on_event(frame(0, 2, Message::Ready));
+        assert_eq!(primary.slots[0].generation, 2, "the new process serves");
+        let reaches =
+            |p: &Primary, room: &str| p.interest.reach("/", &[room.to_string()]).contains(0);
+        assert!(reaches(&primary, "new"), "its room survived the swap");
+        assert!(!reaches(&primary, "brief"), "in the order reported");
+        assert!(
+            !reaches(&primary, "old"),
+            "the old process's rooms are gone"
+        );
     }
 }

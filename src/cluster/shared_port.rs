@@ -294,6 +294,46 @@ pub(super) async fn receive_loop(
     }
 }
 
+impl super::primary::Primary {
+    /// Hands a connection of the shared port to its worker: the one its sid names,
+    /// else the least-loaded ready worker (connections at its last report, plus the
+    /// new sessions sent to it since).
+    pub(super) fn route(&mut self, stream: std::net::TcpStream, route: Route) {
+        let owner = match route {
+            Route::Worker(w) if w < self.slots.len() && self.slots[w].handoff.is_some() => Some(w),
+            _ => None,
+        };
+        // A worker still starting reads its handoff socket once ready: only when no
+        // worker is ready.
+        let target = owner.or_else(|| {
+            (0..self.slots.len())
+                .filter(|&j| self.slots[j].handoff.is_some())
+                .min_by_key(|&j| {
+                    let slot = &self.slots[j];
+                    (!slot.ready, slot.connections + slot.routed_new)
+                })
+        });
+        let (Some(j), false) = (target, self.shutting_down) else {
+            // Every worker is gone, or the cluster drains: the client retries.
+            let _ = std::io::Write::write_all(&mut &stream, UNAVAILABLE);
+            return;
+        };
+        let slot = &mut self.slots[j];
+        let Some(handoff) = &slot.handoff else { return };
+        match send_fd(handoff.as_raw_fd(), stream.as_raw_fd()) {
+            Ok(()) => {
+                if owner.is_none() {
+                    slot.routed_new += 1;
+                }
+            }
+            Err(err) => {
+                warn!(target: "cluster", worker = j, "cannot hand a connection over: {err}")
+            }
+        }
+        // Our copy closes here; the worker's stays open.
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,11 @@ pub(crate) const LISTEN_FD: RawFd = 3;
 pub(crate) const IPC_FD: RawFd = 4;
 /// With `--shared-port`, the descriptor a worker receives handed-off connections on.
 pub(crate) const HANDOFF_FD: RawFd = 5;
+/// The descriptor a worker finds the interest hint table on (see
+/// [`crate::adapter::hints`]), when [`HINTS_ENV`] is set.
+pub(crate) const HINTS_FD: RawFd = 6;
+/// Set in a worker's environment when it has the hint table on [`HINTS_FD`].
+pub(crate) const HINTS_ENV: &str = "RSIO_WORKER_HINTS";
 /// Set in a worker's environment: its index. Its presence makes a process a worker.
 pub(crate) const WORKER_ENV: &str = "RSIO_WORKER_INDEX";
 pub(crate) const WORKERS_ENV: &str = "RSIO_WORKER_COUNT";
@@ -59,18 +64,23 @@ impl WorkerCommand {
         })
     }
 
-    /// Spawns worker `index` of `count` with `listener` on fd 3, `ipc` on fd 4 and
-    /// `handoff` (if any) on fd 5. It gets SIGTERM if the spawning thread (the
+    /// Spawns worker `index` of `count` with `fds` in place: the listener on fd 3,
+    /// the ipc socket on fd 4, the handoff socket (if any) on fd 5 and the hint
+    /// table (if any) on fd 6. It gets SIGTERM if the spawning thread (the
     /// primary's main thread) dies.
     pub(crate) fn spawn(
         &self,
         index: usize,
         count: usize,
         cpu: Option<usize>,
-        listener: &impl AsRawFd,
-        ipc: &impl AsRawFd,
-        handoff: Option<&dyn AsRawFd>,
+        fds: WorkerFds<'_>,
     ) -> std::io::Result<tokio::process::Child> {
+        let WorkerFds {
+            listener,
+            ipc,
+            handoff,
+            hints,
+        } = fds;
         let mut cmd = std::process::Command::new(&self.exe);
         cmd.args(&self.args)
             .env(WORKER_ENV, index.to_string())
@@ -87,6 +97,10 @@ impl WorkerCommand {
             Some(_) => cmd.env(HANDOFF_ENV, "1"),
             None => cmd.env_remove(HANDOFF_ENV),
         };
+        match hints {
+            Some(_) => cmd.env(HINTS_ENV, "1"),
+            None => cmd.env_remove(HINTS_ENV),
+        };
         // Everything the child needs is computed here, before the fork: after it, only
         // async-signal-safe calls, and no allocation (another thread of the primary
         // may have held the allocator's lock at the fork).
@@ -94,6 +108,7 @@ impl WorkerCommand {
             listen_fd: listener.as_raw_fd(),
             ipc_fd: ipc.as_raw_fd(),
             handoff_fd: handoff.map_or(-1, |h| h.as_raw_fd()),
+            hints_fd: hints.map_or(-1, |h| h.as_raw_fd()),
             parent: std::process::id() as libc::pid_t,
         };
         // SAFETY: `after_fork` makes only async-signal-safe calls and allocates nothing.
@@ -108,6 +123,14 @@ impl WorkerCommand {
     }
 }
 
+/// The descriptors a worker is started with.
+pub(crate) struct WorkerFds<'a> {
+    pub listener: &'a dyn AsRawFd,
+    pub ipc: &'a dyn AsRawFd,
+    pub handoff: Option<&'a dyn AsRawFd>,
+    pub hints: Option<&'a dyn AsRawFd>,
+}
+
 /// What the child does between `fork` and `exec`, computed before the fork.
 #[derive(Debug, Clone, Copy)]
 struct ForkPlan {
@@ -115,6 +138,8 @@ struct ForkPlan {
     ipc_fd: RawFd,
     /// -1: none.
     handoff_fd: RawFd,
+    /// -1: none.
+    hints_fd: RawFd,
     /// The primary's pid: the child's parent, unless the primary died meanwhile.
     parent: libc::pid_t,
 }
@@ -124,7 +149,7 @@ struct ForkPlan {
 /// prctl, getppid) and no allocation, errors as raw errno values.
 ///
 /// # Safety
-/// Must run in a freshly forked child: it overwrites descriptors 3, 4 and 5.
+/// Must run in a freshly forked child: it overwrites descriptors 3 to 6.
 unsafe fn after_fork(plan: &ForkPlan) -> std::io::Result<()> {
     // Move the later sources out of the way first if they sit on an earlier target.
     let ipc_src = out_of_the_way(plan.ipc_fd, LISTEN_FD..=LISTEN_FD)?;
@@ -133,10 +158,32 @@ unsafe fn after_fork(plan: &ForkPlan) -> std::io::Result<()> {
     } else {
         -1
     };
-    place_fd(plan.listen_fd, LISTEN_FD)?;
+    let hints_src = if plan.hints_fd >= 0 {
+        out_of_the_way(plan.hints_fd, LISTEN_FD..=HANDOFF_FD)?
+    } else {
+        -1
+    };
+    // An earlier source on the hint table's target goes too (placed before it).
+    let (listen_src, ipc_src, handoff_src) = if hints_src >= 0 {
+        let away = HINTS_FD..=HINTS_FD;
+        (
+            out_of_the_way(plan.listen_fd, away.clone())?,
+            out_of_the_way(ipc_src, away.clone())?,
+            match handoff_src {
+                -1 => -1,
+                fd => out_of_the_way(fd, away)?,
+            },
+        )
+    } else {
+        (plan.listen_fd, ipc_src, handoff_src)
+    };
+    place_fd(listen_src, LISTEN_FD)?;
     place_fd(ipc_src, IPC_FD)?;
     if handoff_src >= 0 {
         place_fd(handoff_src, HANDOFF_FD)?;
+    }
+    if hints_src >= 0 {
+        place_fd(hints_src, HINTS_FD)?;
     }
     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
         return Err(std::io::Error::last_os_error());
@@ -246,6 +293,7 @@ mod tests {
             listen_fd: a.as_raw_fd(),
             ipc_fd: b.as_raw_fd(),
             handoff_fd: b.as_raw_fd(),
+            hints_fd: a.as_raw_fd(),
             // No process is the parent of pid 0's child: the "primary exited" path.
             parent: 0,
         };

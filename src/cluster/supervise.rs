@@ -22,6 +22,7 @@ use super::{
     inbox::Reading,
     notify,
     primary::{Event, Primary},
+    spawn::WorkerFds,
 };
 
 /// Restarts of one worker within [`CRASH_WINDOW`] after which the primary gives up.
@@ -143,6 +144,7 @@ impl Slot {
             last_heartbeat: now,
             // A draining process gets no more connections.
             handoff: self.handoff.take(),
+            rooms: Vec::new(),
         })
     }
 
@@ -165,9 +167,32 @@ pub(super) struct Process {
     pub last_heartbeat: Instant,
     /// With `--shared-port`: the socket its connections are handed over on.
     pub handoff: Option<std::os::unix::net::UnixStream>,
+    /// An incoming process's room reports, read before its swap (the primary's
+    /// inbox hands room reports over ahead of what came with them, so a room
+    /// of a client that came right after `Ready` can come before it): applied
+    /// once it serves, after the slot's interest is reset.
+    pub rooms: Vec<(String, String, bool)>,
 }
 
 impl Process {
+    /// A process of `generation` that runs nothing (for the primary's tests).
+    #[cfg(test)]
+    pub(super) fn fake(generation: u64) -> Process {
+        let now = Instant::now();
+        Process {
+            generation,
+            sender: None,
+            pid: 0,
+            kill: Arc::new(Notify::new()),
+            killed: false,
+            said_hello: true,
+            since: now,
+            last_heartbeat: now,
+            handoff: None,
+            rooms: Vec::new(),
+        }
+    }
+
     /// SIGKILLs it (through the task that owns its `Child`).
     pub(super) fn kill(&mut self) {
         if !self.killed {
@@ -192,11 +217,17 @@ impl Primary {
             i,
             self.config.workers,
             self.cpus[i],
-            &self.listeners[i],
-            &theirs,
-            handoff
-                .as_ref()
-                .map(|(_, theirs)| theirs as &dyn std::os::fd::AsRawFd),
+            WorkerFds {
+                listener: &self.listeners[i],
+                ipc: &theirs,
+                handoff: handoff
+                    .as_ref()
+                    .map(|(_, theirs)| theirs as &dyn std::os::fd::AsRawFd),
+                hints: self
+                    .hints
+                    .as_ref()
+                    .map(|fd| fd as &dyn std::os::fd::AsRawFd),
+            },
         )?;
         drop(theirs);
         let handoff = handoff.map(|(ours, _)| ours);
@@ -222,6 +253,7 @@ impl Primary {
             since: now,
             last_heartbeat: now,
             handoff,
+            rooms: Vec::new(),
         };
         // Read by the primary's inbox, in sweeps with every other worker's socket.
         let _ = self.readers.send(Reading {

@@ -25,13 +25,13 @@ use tracing::{error, info, warn};
 use super::{
     config::ClusterConfig,
     spawn::{
-        allowed_cpus, pin_current_thread, unpin_current_thread, CPU_ENV, HANDOFF_FD, IPC_FD,
-        LISTEN_FD, WORKER_ENV,
+        allowed_cpus, pin_current_thread, unpin_current_thread, CPU_ENV, HANDOFF_FD, HINTS_ENV,
+        HINTS_FD, IPC_FD, LISTEN_FD, WORKER_ENV,
     },
     BoxError,
 };
 use crate::{
-    adapter::{Adapter, ClusterLink},
+    adapter::{hints, Adapter, ClusterLink},
     http::{serve_with_handoff, ServeConfig},
     server::{Server, ServerConfig},
 };
@@ -40,6 +40,9 @@ use crate::{
 const DRAIN_SESSIONS: Duration = Duration::from_secs(3);
 /// How often a worker tells the primary that its event loop runs.
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// Heartbeats between two connection counts sent to the primary (for the shared
+/// port's routing and the status line).
+const STATS_EVERY_BEATS: u64 = 2;
 /// Exit status of a worker whose descriptors 3 and 4 are not what the primary passes
 /// (sysexits' EX_USAGE).
 const EXIT_NOT_STARTED_BY_PRIMARY: u8 = 64;
@@ -107,6 +110,22 @@ fn check_inherited_fds(shared_port: bool) -> Result<(), InheritedFdError> {
         }
     }
     Ok(())
+}
+
+/// The interest hint table on [`HINTS_FD`], when the primary passed one (a
+/// memfd: a regular file); anything else there is left alone.
+fn inherited_hints() -> Option<std::os::fd::OwnedFd> {
+    std::env::var_os(HINTS_ENV)?;
+    // SAFETY: fstat on any descriptor number, into a zeroed struct it fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(HINTS_FD, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG
+    {
+        warn!(target: "cluster", "{HINTS_ENV} is set but descriptor {HINTS_FD} is not the hint table: every room broadcast goes through the primary");
+        return None;
+    }
+    // SAFETY: the primary placed the table's memfd there (checked: a regular
+    // file), and nothing else in this process owns it.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(HINTS_FD) })
 }
 
 /// Why [`WorkerContext::server`] made no server.
@@ -198,6 +217,12 @@ impl WorkerContext {
         self.link.relayed()
     }
 
+    /// Room broadcasts of this worker that never left it: by the interest
+    /// hints, no other worker had a member of their rooms.
+    pub fn kept_local_broadcasts(&self) -> u64 {
+        self.link.kept_local()
+    }
+
     /// The port this worker serves itself: `config.port + index`, or
     /// `config.port + 1 + index` behind a shared port.
     pub fn port(&self) -> u16 {
@@ -205,15 +230,27 @@ impl WorkerContext {
     }
 }
 
-/// Sends a heartbeat every [`HEARTBEAT_EVERY`]; drains the worker when the primary
-/// stopped reading (its backlog passed the limit: cluster messages are lost from now
-/// on, so the clients had better reconnect to a worker that is heard).
-async fn heartbeat(sender: IpcSender, drain: Arc<Notify>) {
+/// Sends a heartbeat every [`HEARTBEAT_EVERY`], and the connection count every
+/// [`STATS_EVERY_BEATS`] of them (one timer for both: an idle worker wakes once a
+/// second); drains the worker when the primary stopped reading (its backlog passed
+/// the limit: cluster messages are lost from now on, so the clients had better
+/// reconnect to a worker that is heard).
+async fn heartbeat(sender: IpcSender, drain: Arc<Notify>, servers: Arc<Mutex<Vec<Server>>>) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    for beat in 1u64.. {
         tick.tick().await;
-        match sender.send(Message::Heartbeat) {
+        let mut result = sender.send(Message::Heartbeat);
+        if result.is_ok() && beat % STATS_EVERY_BEATS == 0 {
+            let connections = servers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|s| s.engine().clients_count() as u64)
+                .sum();
+            result = sender.send(Message::Stats { connections });
+        }
+        match result {
             Ok(()) => {}
             Err(SendError::Backlog { limit }) => {
                 error!(target: "cluster", "the primary does not read (backlog over {limit} bytes); draining");
@@ -273,6 +310,7 @@ where
         listener,
         ipc,
         handoff,
+        hints: inherited_hints(),
     };
     match runtime.block_on(run_async(index, count, config, fds, app)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -288,6 +326,7 @@ struct Inherited {
     listener: std::net::TcpListener,
     ipc: std::os::unix::net::UnixStream,
     handoff: Option<std::os::unix::net::UnixStream>,
+    hints: Option<std::os::fd::OwnedFd>,
 }
 
 async fn run_async<F, Fut>(
@@ -305,6 +344,7 @@ where
         listener,
         ipc,
         handoff,
+        hints,
     } = fds;
     listener.set_nonblocking(true)?;
     ipc.set_nonblocking(true)?;
@@ -320,10 +360,18 @@ where
         pid: std::process::id(),
     })?;
     let link = ClusterLink::new(index as WorkerIndex, count, sender.clone());
+    if let Some(fd) = hints {
+        // The mapping stays; the descriptor is not needed any more.
+        match hints::HintTable::open(&fd).and_then(hints::Hints::new) {
+            Ok(h) => link.use_hints(h),
+            Err(err) => {
+                warn!(target: "cluster", "{err}: every room broadcast goes through the primary")
+            }
+        }
+    }
     let drain = Arc::new(Notify::new());
     // From this loop, so that it stops when the loop is stuck (a handler that blocks
     // the thread): the primary then kills and restarts this worker.
-    tokio::spawn(heartbeat(sender.clone(), drain.clone()));
     let ctx = WorkerContext {
         index,
         count,
@@ -332,6 +380,7 @@ where
         servers: Arc::default(),
     };
     let servers = ctx.servers.clone();
+    tokio::spawn(heartbeat(sender.clone(), drain.clone(), servers.clone()));
 
     // Messages from the primary: adapter traffic, and the order to drain.
     let drain_on_message = drain.clone();
@@ -369,24 +418,6 @@ where
         tokio::spawn(crate::metrics::measure_lag());
         tokio::spawn(crate::metrics::report(servers.clone(), sender.clone()));
     }
-    let stats_servers = servers.clone();
-    let stats_sender = sender.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        loop {
-            tick.tick().await;
-            let connections = stats_servers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .map(|s| s.engine().clients_count() as u64)
-                .sum();
-            if stats_sender.send(Message::Stats { connections }).is_err() {
-                break;
-            }
-        }
-    });
-
     let (mut term, mut int) = (
         signal(SignalKind::terminate())?,
         signal(SignalKind::interrupt())?,

@@ -145,6 +145,106 @@ describe("interest-based relay", { skip: clusterSkipReason() }, () => {
     }
   });
 
+  it("a broadcast to rooms that no other worker has never leaves its worker", T, async () => {
+    // keptLocal: room broadcasts of worker 0 that the interest hints kept there.
+    const kept = async () => (await stats(cluster, 0)).keptLocal;
+    const mine = fresh("mine");
+    await call(a, "join", mine);
+    const seen = [];
+    a.on("local", (x) => seen.push(x));
+    const before = await kept();
+    const extra = await relayedToC(async () => {
+      for (let i = 0; i < 10; i++) {
+        await call(a, "broadcast", { event: "local", args: [i], to: [mine] });
+      }
+      // Nobody anywhere: nothing to send either.
+      await call(a, "broadcast", { event: "local", args: ["x"], to: [fresh("nobody")] });
+      await waitFor(() => seen.length === 10);
+    });
+    assert.equal(extra, 0);
+    assert.equal((await kept()) - before, 11, "none of them went to the primary");
+    assert.deepEqual(seen, [...Array(10).keys()]);
+    a.off("local");
+    // A room another worker has too goes through the primary, and arrives.
+    await call(b, "join", mine);
+    const token = fresh("shared");
+    const got = waitToken(b, "local", token);
+    const k = await kept();
+    await call(a, "broadcast", { event: "local", args: [token], to: [mine] });
+    await got;
+    assert.equal(await kept(), k, "b's member sends it through the primary");
+    // ... until b's last member leaves.
+    await call(b, "leave", mine);
+    await call(a, "broadcast", { event: "local", args: ["alone-again"], to: [mine] });
+    assert.equal(await kept(), k + 1);
+    await call(a, "leave", mine);
+  });
+
+  it("a join that has returned is seen by an emitter that has members too", T, async () => {
+    // The emitter's own members of the room must not hide the other worker's.
+    for (let i = 0; i < 100; i++) {
+      const room = fresh("race-own");
+      const member = i % 2 ? b : c;
+      await call(a, "join", room);
+      await call(member, "join", room);
+      const got = waitToken(member, "race", room, 2000);
+      await call(a, "broadcast", { event: "race", args: [room], to: [room] });
+      await got;
+      await call(member, "leave", room);
+      await call(a, "leave", room);
+    }
+  });
+
+  it("after socketsJoin from a worker, its emits reach the sockets it joined elsewhere", T, async () => {
+    for (let i = 0; i < 20; i++) {
+      const from = fresh("sj-from");
+      const to = fresh("sj-to");
+      const member = i % 2 ? b : c;
+      await call(member, "join", from);
+      await call(a, "sockets-join", { in: [from], rooms: [to] });
+      const got = waitToken(member, "joined", to, 2000);
+      await call(a, "broadcast", { event: "joined", args: [to], to: [to] });
+      await got;
+      await call(member, "leave", from);
+      await call(member, "leave", to);
+    }
+  });
+
+  it("the same room name in two namespaces is two interests", T, async () => {
+    const second = (i) => connectWorker({ ...cluster, urls: cluster.urls.map((u) => `${u}/second`) }, i);
+    const room = fresh("same-name");
+    const a2 = await second(0);
+    const c2 = await second(2);
+    await call(b, "join", room);
+    await call(c2, "join", room);
+    // "/" room: worker 2 has none of it (its member is in /second).
+    const inRoot = await relayedToC(async () => {
+      const token = fresh("root");
+      const got = waitToken(b, "ns", token);
+      await call(a, "broadcast", { event: "ns", args: [token], to: [room] });
+      await got;
+    });
+    assert.equal(inRoot, 0, "worker 2 has the name only in /second");
+    // "/second" room: worker 2 has it, worker 1 not.
+    const beforeB = (await stats(cluster, 1)).relayed;
+    const inSecond = await relayedToC(async () => {
+      const token = fresh("second");
+      const got = waitToken(c2, "ns", token);
+      await call(a2, "broadcast", { event: "ns", args: [token], to: [room] });
+      await got;
+    });
+    assert.equal(inSecond, 1);
+    // Worker 1 was sent nothing of /second (a probe of its own closes the window).
+    const token = fresh("probe-b");
+    const got = waitToken(b, "ns", token);
+    await call(a, "broadcast", { event: "ns", args: [token], to: [room] });
+    await got;
+    assert.equal((await stats(cluster, 1)).relayed - beforeB, 1, "only the probe");
+    await call(b, "leave", room);
+    a2.disconnect();
+    c2.disconnect();
+  });
+
   it("except, several rooms and socket ids", T, async () => {
     const room = fresh("mixed");
     const other = fresh("other");

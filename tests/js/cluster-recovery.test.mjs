@@ -125,6 +125,113 @@ describe("cluster recovery", { skip: clusterSkipReason() }, () => {
     assert.deepEqual(await call(s, "get-data"), { who: "client-1" });
   });
 
+  /** GET /stats of worker `i`. */
+  async function stats(i) {
+    return (await fetch(`${cluster.urls[i]}/stats`)).json();
+  }
+
+  /**
+   * Operations relayed to worker 1 while `action` runs, closed by a probe: a
+   * broadcast from `sender` to a room of a socket of worker 1, after which
+   * anything relayed before it has been counted (each worker's order is kept).
+   */
+  async function relayedTo1(sender, action) {
+    const probe = await connectWorker(cluster, 1, fast);
+    const room = `probe-${Math.random()}`;
+    await call(probe, "join", room);
+    const before = (await stats(1)).relayed;
+    await action();
+    const got = once(probe, "probe");
+    await call(sender, "broadcast", { event: "probe", args: [1], to: [room] });
+    await got;
+    const n = (await stats(1)).relayed - before - 1;
+    probe.disconnect();
+    return n;
+  }
+
+  it("a recoverable broadcast to a room only its own worker has is still numbered", T, async () => {
+    const room = `own-${Math.random()}`;
+    const s = await connectWorker(cluster, 0, fast);
+    const got = [];
+    s.on("own", (...x) => got.push(x));
+    await call(s, "join", room);
+    const kept = (await stats(0)).keptLocal;
+    for (let i = 0; i < 3; i++) await call(s, "broadcast", { event: "own", args: [i], to: [room] });
+    await waitFor(() => got.length === 3);
+    const offsets = got.map((args) => BigInt(args[args.length - 1]));
+    assert.ok(offsets[0] < offsets[1] && offsets[1] < offsets[2], "numbered by the primary");
+    assert.equal(s._lastOffset, got[2][1]);
+    assert.equal((await stats(0)).keptLocal, kept, "recoverable packets need the primary");
+  });
+
+  it("a restored socket counts its new worker in for its rooms, until it leaves", T, async () => {
+    const room = `restored-${Math.random()}`;
+    const sender = await connectWorker(cluster, 0, fast);
+    const s = await connectWorker(cluster, 0, fast);
+    await call(s, "join", room);
+    // One packet first: a client without an offset does not recover.
+    const first = once(s, "first");
+    await call(sender, "broadcast", { event: "first", args: [0], to: [room] });
+    await first;
+    const gone = once(s, "disconnect");
+    s.io.opts.reconnection = false;
+    s.io.engine.close();
+    await gone;
+    const moved = client(cluster.urls[1], { ...fast, auth: s.auth });
+    moved._pid = s._pid;
+    moved._lastOffset = s._lastOffset;
+    moved.connect();
+    await once(moved, "connect");
+    assert.equal(moved.recovered, true);
+    const news = [];
+    moved.on("news", (x) => news.push(x));
+    const inNow = await relayedTo1(sender, async () => {
+      await call(sender, "broadcast", { event: "news", args: ["after"], to: [room] });
+      await waitFor(() => news.length === 1);
+    });
+    assert.equal(inNow, 1, "worker 1 has the room since the restore");
+    assert.deepEqual(news, ["after"]);
+    const sockets = (await stats(1)).sockets;
+    moved.disconnect();
+    await waitFor(async () => (await stats(1)).sockets === sockets - 1);
+    const outNow = await relayedTo1(sender, async () => {
+      await call(sender, "broadcast", { event: "news", args: ["nobody"], to: [room] });
+    });
+    assert.equal(outNow, 0, "its last socket left");
+  });
+
+  it("replays what its new worker never received live", T, async () => {
+    const room = `replay-${Math.random()}`;
+    const sender = await connectWorker(cluster, 0, fast);
+    const s = await connectWorker(cluster, 0, fast);
+    await call(s, "join", room);
+    // One packet first: a client without an offset does not recover.
+    const first = once(s, "first");
+    await call(sender, "broadcast", { event: "first", args: [0], to: [room] });
+    await first;
+    const gone = once(s, "disconnect");
+    s.io.opts.reconnection = false;
+    s.io.engine.close();
+    await gone;
+    // Nobody has the room now: worker 1 is not sent it, only the primary numbers it.
+    const live = await relayedTo1(sender, async () => {
+      await call(sender, "broadcast", { event: "news", args: ["away-1"], to: [room] });
+      await call(sender, "broadcast", { event: "news", args: ["away-2"], to: [room] });
+    });
+    assert.equal(live, 0);
+    const moved = client(cluster.urls[1], { ...fast, auth: s.auth });
+    moved._pid = s._pid;
+    moved._lastOffset = s._lastOffset;
+    const news = [];
+    moved.on("news", (x) => news.push(x));
+    moved.connect();
+    await once(moved, "connect");
+    assert.equal(moved.recovered, true);
+    await waitFor(() => news.length === 2);
+    await sleep(100);
+    assert.deepEqual(news, ["away-1", "away-2"]);
+  });
+
   it("a namespace disconnect is not recoverable", T, async () => {
     const { s } = await recoverable(0, "r4");
     const id = s.id;

@@ -17,8 +17,8 @@ use rsio_ipc::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use super::super::{EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck};
-use super::{encoded, options, ClusterAdapter};
+use super::super::{local::RoomPresence, EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck};
+use super::{encoded, hints::Hints, options, ClusterAdapter};
 use crate::{
     parser::Args,
     server::{AckSender, Server, ServerInnerRef, Socket},
@@ -81,6 +81,10 @@ pub struct ClusterLink {
     recent: Mutex<VecDeque<Recent>>,
     /// Operations of other workers relayed here (see [`ClusterLink::relayed`]).
     relayed: AtomicU64,
+    /// The cluster's interest hint table, when the primary passed one.
+    hints: OnceLock<Hints>,
+    /// Room broadcasts the hints kept on this worker (see [`ClusterLink::kept_local`]).
+    kept_local: AtomicU64,
 }
 
 impl ClusterLink {
@@ -112,7 +116,42 @@ impl ClusterLink {
             restores: Mutex::default(),
             recent: Mutex::default(),
             relayed: AtomicU64::new(0),
+            hints: OnceLock::new(),
+            kept_local: AtomicU64::new(0),
         })
+    }
+
+    /// Uses the cluster's interest hint table (before any adapter has rooms):
+    /// a room broadcast that no other process can have recipients of then stays
+    /// on this worker. A second table is ignored.
+    pub(crate) fn use_hints(&self, hints: Hints) {
+        let _ = self.hints.set(hints);
+    }
+
+    /// Whether a broadcast to `rooms` of `nsp` has no recipient on another
+    /// worker, by the hints (counted in [`ClusterLink::kept_local`]).
+    pub(super) fn kept_here(&self, nsp: &str, rooms: &[String]) -> bool {
+        let alone = self.hints.get().is_some_and(|h| h.alone(nsp, rooms));
+        if alone {
+            self.kept_local.fetch_add(1, Ordering::Relaxed);
+        }
+        alone
+    }
+
+    /// From now on, broadcasts of this process to `rooms` of `nsp` go through
+    /// the primary (see [`super::hints::FORCED`]).
+    pub(super) fn force_relay(&self, nsp: &str, rooms: &[String]) {
+        if let Some(hints) = self.hints.get() {
+            for room in rooms {
+                hints.force(nsp, room);
+            }
+        }
+    }
+
+    /// Room broadcasts of this worker that no other worker had recipients of,
+    /// by the interest hints: they never left this process.
+    pub fn kept_local(&self) -> u64 {
+        self.kept_local.load(Ordering::Relaxed)
     }
 
     /// Turns connection state recovery on: the primary numbers recoverable
@@ -141,14 +180,29 @@ impl ClusterLink {
         let link = Arc::downgrade(self);
         let name = nsp.to_string();
         // Rooms appearing and disappearing here are told to the primary, which
-        // then relays room operations only to the workers with members.
-        let sink = Box::new(move |room: &str, present: bool| {
-            if let Some(link) = link.upgrade() {
-                link.send(Message::RoomInterest {
-                    nsp: name.clone(),
-                    room: room.to_string(),
-                    present,
-                });
+        // then relays room operations only to the workers with members, and
+        // counted in the hints: in before the report, out after it, so that
+        // the hints never count fewer processes than the primary knows of.
+        let sink = Box::new(move |room: &str, change: RoomPresence| {
+            let Some(link) = link.upgrade() else { return };
+            let hints = link.hints.get();
+            let present = match change {
+                RoomPresence::Appeared => {
+                    if let Some(h) = hints {
+                        h.appeared(&name, room);
+                    }
+                    true
+                }
+                RoomPresence::Gone => false,
+                RoomPresence::Confirmed(present) => present,
+            };
+            link.send(Message::RoomInterest {
+                nsp: name.clone(),
+                room: room.to_string(),
+                present,
+            });
+            if let (RoomPresence::Gone, Some(h)) = (change, hints) {
+                h.gone(&name, room);
             }
         });
         Arc::new(ClusterAdapter {

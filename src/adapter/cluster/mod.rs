@@ -6,6 +6,7 @@
 //! carries the encoded frames and the room filters, so the receiving workers only
 //! look up rooms and write bytes.
 
+pub(crate) mod hints;
 mod link;
 #[cfg(test)]
 mod tests;
@@ -243,6 +244,9 @@ impl Adapter for ClusterAdapter {
         // Alone in the cluster (one worker, or the others restarting and so
         // without clients): nobody to relay to.
         if let Some(link) = self.link().filter(|l| !l.peers().is_empty()) {
+            if link.kept_here(&self.nsp, &opts.rooms) {
+                return;
+            }
             link.send(Message::Broadcast(Broadcast {
                 nsp: self.nsp.clone(),
                 target: target(opts),
@@ -261,7 +265,8 @@ impl Adapter for ClusterAdapter {
     ) -> Option<RemoteAcks> {
         let link = self.link()?;
         let servers = link.peers().len();
-        if servers == 0 {
+        // No other worker has a recipient: every count it would answer is 0.
+        if servers == 0 || link.kept_here(&self.nsp, &opts.rooms) {
             return None;
         }
         let request = link.next_broadcast.fetch_add(1, Ordering::Relaxed);
@@ -287,6 +292,10 @@ impl Adapter for ClusterAdapter {
 
     fn sockets_join_remote(&self, opts: &BroadcastOptions, rooms: &[String]) {
         if let Some(link) = self.link() {
+            // The sockets this adds on other workers are not there yet when this
+            // returns, and may be anywhere: what this worker sends to these rooms
+            // from now on goes through the primary, which counts them in.
+            link.force_relay(&self.nsp, rooms);
             link.send(Message::SocketsJoin {
                 nsp: self.nsp.clone(),
                 target: target(opts),

@@ -8,7 +8,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::engine::AllowedOrigins;
+use crate::{admin::AdminAuth, engine::AllowedOrigins};
 
 /// Command-line flags (each also read from its `RSIO_*` variable). Flatten it
 /// into an application's own `clap::Parser`.
@@ -76,9 +76,40 @@ pub struct ClusterArgs {
     /// `127.0.0.1:9464` [default: off].
     #[arg(long, env = "RSIO_METRICS")]
     pub metrics: Option<SocketAddr>,
+    /// Serve the official Socket.IO Admin UI: its `/admin` namespace on every
+    /// worker, and its page under `/admin/` on the worker ports. `USER:BCRYPT_HASH`
+    /// (quote it: the hash has `$`) logs in with that user and password, `none`
+    /// turns authentication off [default: off].
+    #[arg(long, env = "RSIO_ADMIN_UI")]
+    pub admin_ui: Option<AdminAuth>,
+    /// The admin UI only looks: no emit, join, leave or disconnect [default: false].
+    #[arg(
+        long,
+        env = "RSIO_ADMIN_UI_READONLY",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub admin_ui_readonly: Option<bool>,
+    /// The admin UI's page: the `ui/dist` directory of the npm package
+    /// `@socket.io/admin-ui` [default: node_modules/@socket.io/admin-ui/ui/dist,
+    /// else admin-ui/node_modules/@socket.io/admin-ui/ui/dist (scripts/setup)].
+    #[arg(long, env = "RSIO_ADMIN_UI_DIST")]
+    pub admin_ui_dist: Option<PathBuf>,
+    /// Let the hosted page at https://admin.socket.io connect: allow that origin,
+    /// with CORS credentials [default: false].
+    #[arg(
+        long,
+        env = "RSIO_ADMIN_UI_HOSTED",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub admin_ui_hosted: Option<bool>,
     /// A TOML file with the same keys (`workers`, `port`, `host`, `log_level`, `pin`,
     /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`, `trust_proxy`,
-    /// `max_ipc_backlog_bytes`, `shared_port`, `metrics`).
+    /// `max_ipc_backlog_bytes`, `shared_port`, `metrics`, `admin_ui`,
+    /// `admin_ui_readonly`, `admin_ui_dist`, `admin_ui_hosted`).
     #[arg(long, env = "RSIO_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -106,6 +137,10 @@ struct FileConfig {
     max_ipc_backlog_bytes: Option<usize>,
     shared_port: Option<bool>,
     metrics: Option<SocketAddr>,
+    admin_ui: Option<String>,
+    admin_ui_readonly: Option<bool>,
+    admin_ui_dist: Option<PathBuf>,
+    admin_ui_hosted: Option<bool>,
 }
 
 /// The resolved options.
@@ -132,6 +167,14 @@ pub struct ClusterConfig {
     /// Where the primary serves `/metrics` and `/health`; workers send their
     /// numbers to the primary only when it is set.
     pub metrics: Option<SocketAddr>,
+    /// Who may use the admin UI; `None`: it is off.
+    pub admin_ui: Option<AdminAuth>,
+    /// The admin UI cannot change anything.
+    pub admin_ui_readonly: bool,
+    /// The admin UI page's directory, if given.
+    pub admin_ui_dist: Option<PathBuf>,
+    /// The hosted admin UI (https://admin.socket.io) may connect.
+    pub admin_ui_hosted: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +187,8 @@ pub enum ConfigError {
     NoWorkers,
     #[error("ports {0}..{1} do not fit below 65536")]
     PortRange(u16, usize),
+    #[error(transparent)]
+    AdminUi(#[from] crate::admin::AdminError),
 }
 
 impl ClusterConfig {
@@ -211,6 +256,20 @@ impl ClusterArgs {
                 .unwrap_or(rsio_ipc::DEFAULT_MAX_QUEUED_BYTES),
             shared_port,
             metrics: self.metrics.or(file.metrics),
+            admin_ui: match (&self.admin_ui, file.admin_ui) {
+                (Some(auth), _) => Some(auth.clone()),
+                (None, Some(text)) => Some(text.parse()?),
+                (None, None) => None,
+            },
+            admin_ui_readonly: self
+                .admin_ui_readonly
+                .or(file.admin_ui_readonly)
+                .unwrap_or(false),
+            admin_ui_dist: self.admin_ui_dist.clone().or(file.admin_ui_dist),
+            admin_ui_hosted: self
+                .admin_ui_hosted
+                .or(file.admin_ui_hosted)
+                .unwrap_or(false),
         })
     }
 }

@@ -1,0 +1,138 @@
+//! What the page hears as it happens: `socket_connected`, `socket_disconnected`,
+//! `room_joined` and `room_left`, sent to the admin namespace through the adapter,
+//! so that a page connected to any worker hears those of every worker.
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use super::NAMESPACE;
+use crate::{
+    adapter::RoomEvent,
+    server::{IntoArgs, Namespace, ServerInnerRef, Socket},
+};
+
+/// The admin side's view of one server: the namespaces it watches. Holds the
+/// server weakly, so that the hooks do not keep it alive.
+pub struct Hub {
+    server: ServerInnerRef,
+    /// Names of the hooked namespaces, in creation order.
+    names: Mutex<Vec<String>>,
+}
+
+impl Hub {
+    /// A hub for `server`, watching nothing yet.
+    pub fn new(server: ServerInnerRef) -> Arc<Hub> {
+        Arc::new(Hub {
+            server,
+            names: Mutex::default(),
+        })
+    }
+
+    /// The admin namespace, while the server lives.
+    pub fn admin(&self) -> Option<Namespace> {
+        self.server.namespace(NAMESPACE)
+    }
+
+    /// An existing namespace of the server.
+    pub fn namespace(&self, name: &str) -> Option<Namespace> {
+        self.server.namespace(name)
+    }
+
+    /// The hooked namespaces (the list is copied out before they are looked up).
+    pub fn namespaces(&self) -> Vec<Namespace> {
+        let names = self.names.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        names.iter().filter_map(|n| self.namespace(n)).collect()
+    }
+
+    /// Sends `event` to every page, on every worker.
+    pub fn notify(&self, event: &str, args: impl IntoArgs) {
+        if let Some(admin) = self.admin() {
+            if let Err(err) = admin.emit(event, args) {
+                tracing::debug!(target: "rsio::admin", "cannot send {event}: {err}");
+            }
+        }
+    }
+
+    /// Watches `ns` (once, whatever the number of calls): its sockets' connects
+    /// and disconnects and its room changes.
+    pub fn hook(self: &Arc<Self>, ns: &Namespace) {
+        {
+            let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+            if names.iter().any(|n| n == ns.name()) {
+                return;
+            }
+            names.push(ns.name().to_string());
+        }
+        let hub = self.clone();
+        ns.on_connection(move |socket: Socket| {
+            hub.connected(&socket);
+            async {}
+        });
+        let hub = self.clone();
+        let nsp = ns.name().to_string();
+        ns.on_room_event(move |event| match event {
+            RoomEvent::Join(room, id) => {
+                hub.notify(
+                    "room_joined",
+                    &(&nsp, room, id.to_string(), super::iso_now()),
+                );
+            }
+            RoomEvent::Leave(room, id) => {
+                hub.notify("room_left", &(&nsp, room, id.to_string(), super::iso_now()));
+            }
+            RoomEvent::Create(_) | RoomEvent::Delete(_) => {}
+        });
+    }
+
+    fn connected(self: &Arc<Self>, socket: &Socket) {
+        self.notify("socket_connected", &(serialize(socket), super::iso_now()));
+        let hub = self.clone();
+        socket.on_disconnect(move |socket, reason| {
+            hub.notify(
+                "socket_disconnected",
+                &(
+                    socket.ns(),
+                    socket.id().to_string(),
+                    reason.as_str(),
+                    super::iso_now(),
+                ),
+            );
+        });
+    }
+
+    /// Every socket of this server, serialized for the page.
+    pub fn local_sockets(&self) -> Vec<Value> {
+        self.namespaces()
+            .iter()
+            .flat_map(|ns| ns.sockets())
+            .map(|s| serialize(&s))
+            .collect()
+    }
+}
+
+/// A socket as the page shows it (the package's `SerializedSocket`): no `auth`
+/// (it holds the admin's password on the admin namespace).
+pub fn serialize(socket: &Socket) -> Value {
+    let mut handshake = socket.handshake().to_json();
+    if let Some(h) = handshake.as_object_mut() {
+        h.remove("auth");
+    }
+    let mut data = socket.data_value();
+    if data.is_null() {
+        data = json!({});
+    }
+    if let Some(d) = data.as_object_mut() {
+        d.remove("_admin");
+    }
+    let sid = socket.engine_sid().to_string();
+    json!({
+        "id": socket.id().to_string(),
+        "clientId": sid.get(..12).unwrap_or(&sid),
+        "transport": socket.transport(),
+        "nsp": socket.ns(),
+        "data": data,
+        "handshake": handshake,
+        "rooms": socket.rooms(),
+    })
+}

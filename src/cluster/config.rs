@@ -358,6 +358,63 @@ mod tests {
     }
 
     #[test]
+    fn admin_ui_is_off_unless_a_flag_or_the_file_turns_it_on() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            cluster: ClusterArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("rsio").chain(args.iter().copied()))
+                .map(|c| c.cluster)
+        };
+        let off = parse(&[]).unwrap().resolve().unwrap();
+        assert_eq!(off.admin_ui, None);
+        assert!(!off.admin_ui_readonly && !off.admin_ui_hosted);
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let flag = format!("ops:{hash}");
+        let c = parse(&["--admin-ui", &flag, "--admin-ui-readonly"])
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            c.admin_ui,
+            Some(AdminAuth::Basic {
+                username: "ops".into(),
+                password_hash: hash.clone()
+            })
+        );
+        assert!(c.admin_ui_readonly);
+        let none = parse(&["--admin-ui", "none"]).unwrap().resolve().unwrap();
+        assert_eq!(none.admin_ui, Some(AdminAuth::None));
+        assert!(
+            parse(&["--admin-ui", "ops:plaintext"]).is_err(),
+            "a password that is not a bcrypt hash is refused"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rsio.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "admin_ui = \"ops:{hash}\"\nadmin_ui_hosted = true\nadmin_ui_dist = \"/srv/ui\"\n"
+            ),
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let c = parse(&["--config", file]).unwrap().resolve().unwrap();
+        assert!(matches!(c.admin_ui, Some(AdminAuth::Basic { .. })));
+        assert!(c.admin_ui_hosted);
+        assert_eq!(c.admin_ui_dist, Some(PathBuf::from("/srv/ui")));
+        let flag_wins = parse(&["--config", file, "--admin-ui", "none"]).unwrap();
+        assert_eq!(flag_wins.resolve().unwrap().admin_ui, Some(AdminAuth::None));
+        std::fs::write(&path, "admin_ui = \"ops:plaintext\"\n").unwrap();
+        let bad = parse(&["--config", file]).unwrap().resolve();
+        assert!(matches!(bad, Err(ConfigError::AdminUi(_))));
+    }
+
+    #[test]
     fn refuses_bad_values() {
         let zero = ClusterArgs {
             workers: Some(0),

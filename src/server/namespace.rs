@@ -278,6 +278,7 @@ impl Namespace {
                 count += send(socket);
             }
         }
+        crate::metrics::add(crate::metrics::counter::BROADCAST_DELIVERIES, count as u64);
         count
     }
 
@@ -307,6 +308,7 @@ impl Namespace {
                 socket.forget_ack(ack_id);
             }
         }
+        crate::metrics::add(crate::metrics::counter::BROADCAST_DELIVERIES, count as u64);
         count
     }
 

@@ -2,7 +2,10 @@
 //! `room_joined` and `room_left`, sent to the admin namespace through the adapter,
 //! so that a page connected to any worker hears those of every worker.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use serde_json::{json, Value};
 
@@ -87,6 +90,9 @@ impl Hub {
 
     fn connected(self: &Arc<Self>, socket: &Socket) {
         self.notify("socket_connected", &(serialize(socket), super::iso_now()));
+        if socket.transport() == "polling" {
+            tokio::spawn(watch_upgrade(self.clone(), socket.clone()));
+        }
         let hub = self.clone();
         socket.on_disconnect(move |socket, reason| {
             hub.notify(
@@ -108,6 +114,39 @@ impl Hub {
             .flat_map(|ns| ns.sockets())
             .map(|s| serialize(&s))
             .collect()
+    }
+}
+
+/// When (and if) a polling socket's connection moves to WebSocket.
+///
+/// The engine has no upgrade event to listen to; clients upgrade right after they
+/// connect, so a few checks over the first seconds find it, at the cost of one
+/// short-lived timer per polling connect (and only with the admin UI on).
+const UPGRADE_CHECKS: [Duration; 4] = [
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_millis(1500),
+    Duration::from_secs(5),
+];
+
+/// Tells the pages (`socket_updated`) when `socket`'s connection upgrades.
+async fn watch_upgrade(hub: Arc<Hub>, socket: Socket) {
+    for delay in UPGRADE_CHECKS {
+        tokio::time::sleep(delay).await;
+        if !socket.connected() {
+            return;
+        }
+        if socket.transport() != "polling" {
+            hub.notify(
+                "socket_updated",
+                &(json!({
+                    "id": socket.id().to_string(),
+                    "nsp": socket.ns(),
+                    "transport": socket.transport(),
+                }),),
+            );
+            return;
+        }
     }
 }
 

@@ -6,8 +6,10 @@
 // the operations carried across workers. Also the page under /admin/.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
 import path from "node:path";
+import { startChat } from "./chat-cluster.mjs";
 import {
   REPO_ROOT, startCluster, connectWorker, clusterSkipReason, closeAll, client, call, once, waitFor,
   TEST_TIMEOUT,
@@ -33,7 +35,7 @@ function admin(cluster, index, auth) {
   s.on("config", (c) => (seen.config = c));
   s.on("all_sockets", (list) => (seen.allSockets = list));
   s.on("server_stats", (st) => seen.stats.push(st));
-  for (const ev of ["socket_connected", "socket_disconnected", "room_joined", "room_left"]) {
+  for (const ev of ["socket_connected", "socket_updated", "socket_disconnected", "room_joined", "room_left"]) {
     s.on(ev, (...args) => seen.events.push([ev, ...args]));
   }
   s.seen = seen;
@@ -130,6 +132,33 @@ describe("admin UI protocol (2 workers, basic auth)", { skip: clusterSkipReason(
     assert.equal(gone[3], "client namespace disconnect");
   });
 
+  it("tells when a socket of the other worker upgrades to WebSocket", T, async () => {
+    const a = await login(cluster, 0);
+    const c = await connectWorker(cluster, 1, { transports: ["polling", "websocket"] });
+    const id = c.id;
+    const connected = a.seen.events.find(([ev, s]) => ev === "socket_connected" && s.id === id)
+      ?? (await waitFor(() => a.seen.events.find(([ev, s]) => ev === "socket_connected" && s.id === id)));
+    assert.equal(connected[1].transport, "polling");
+    await waitFor(() => a.seen.events.some(([ev, u]) => ev === "socket_updated" && u.id === id && u.transport === "websocket"), 6000);
+  });
+
+  it("accepts a session id after the worker that issued it restarted", T, async () => {
+    const a = await login(cluster, 1);
+    const token = a.seen.session;
+    a.close();
+    const pid = cluster.pids.get(1);
+    process.kill(pid, "SIGKILL");
+    await waitFor(() => cluster.pids.get(1) && cluster.pids.get(1) !== pid, 10000);
+    const b = await waitFor(async () => {
+      try {
+        return await login(cluster, 1, { sessionId: token });
+      } catch {
+        return null;
+      }
+    }, 10000, 200);
+    assert.deepEqual(b.seen.config.supportedFeatures, ALL_FEATURES);
+  });
+
   it("disconnects, joins and emits to a socket of the other worker", T, async () => {
     const c1 = await connectWorker(cluster, 1, WS);
     const a = await login(cluster, 0);
@@ -186,5 +215,47 @@ describe("admin UI protocol (read-only, no auth)", { skip: clusterSkipReason() }
     await waitFor(() => a.seen.stats.length >= before + 2, 6000);
     assert.equal(disconnected, false);
     assert.equal(c1.connected, true);
+  });
+});
+
+// The chat example (its own page and routes, no CORS of its own) with the admin UI
+// turned on by the environment, as systemd's Environment= would.
+describe("admin UI on the chat example (RSIO_ADMIN_UI, RSIO_ADMIN_UI_HOSTED)", { skip: clusterSkipReason() }, () => {
+  let chat;
+  let tmp;
+  before(async () => {
+    tmp = mkdtempSync(path.join(os.tmpdir(), "rsio-admin-chat-"));
+    Object.assign(process.env, { RSIO_ADMIN_UI: "none", RSIO_ADMIN_UI_HOSTED: "true" });
+    try {
+      chat = await startChat(path.join(tmp, "chat.db"));
+    } finally {
+      delete process.env.RSIO_ADMIN_UI;
+      delete process.env.RSIO_ADMIN_UI_HOSTED;
+    }
+  }, HOOK);
+  afterEach(() => closeAll());
+  after(async () => {
+    closeAll();
+    if (chat) await chat.stop();
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+  }, HOOK);
+
+  it("serves the chat and the admin page, and lets https://admin.socket.io in with credentials", T, async () => {
+    const page = await fetch(`${chat.urls[0]}/`, { signal: AbortSignal.timeout(3000) });
+    assert.equal(page.status, 200);
+    const admin = await fetch(`${chat.urls[0]}/admin/`, { signal: AbortSignal.timeout(3000) });
+    assert.match(await admin.text(), /Socket\.IO Admin UI/);
+    const url = `${chat.urls[1]}/socket.io/?EIO=4&transport=polling`;
+    const hosted = await fetch(url, { headers: { origin: "https://admin.socket.io" }, signal: AbortSignal.timeout(3000) });
+    assert.equal(hosted.status, 200);
+    assert.equal(hosted.headers.get("access-control-allow-origin"), "https://admin.socket.io");
+    assert.equal(hosted.headers.get("access-control-allow-credentials"), "true");
+    const foreign = await fetch(url, { headers: { origin: "https://evil.example" }, signal: AbortSignal.timeout(3000) });
+    assert.equal(foreign.status, 403);
+    // The hosted page's socket, as the browser would open it from that origin.
+    const s = client(`${chat.urls[1]}/admin`, { ...WS, extraHeaders: { origin: "https://admin.socket.io" } });
+    s.connect();
+    const [config] = await once(s, "config", 5000);
+    assert.deepEqual(config.supportedFeatures, ALL_FEATURES);
   });
 });

@@ -30,7 +30,9 @@ pub enum AdminAuth {
     None,
     /// One user; `password_hash` is a bcrypt hash (`$2b$…`).
     Basic {
+        /// The one user name the page must give.
         username: String,
+        /// bcrypt hash of the password (the password itself is never stored).
         password_hash: String,
     },
 }

@@ -6,12 +6,12 @@
 //!   bcrypt hash) or explicitly none. A login gets a session token that every
 //!   worker of the cluster accepts (an HMAC, not a per-process store).
 //! - `config {supportedFeatures}` on connect; read-only mode drops the operations.
-//! - `server_stats` every 2 s from every worker ([`stats`]), through the adapter,
+//! - `server_stats` every 2 s from every worker (`stats`), through the adapter,
 //!   so a page connected to one worker sees all of them.
 //! - `all_sockets` on connect, and `socket_connected`, `socket_disconnected`,
-//!   `room_joined`, `room_left` as they happen, from every worker ([`events`]).
+//!   `room_joined`, `room_left` as they happen, from every worker (`events`).
 //! - The operations `emit`, `join`, `leave` and `_disconnect`, applied to every
-//!   worker through the adapter ([`actions`]).
+//!   worker through the adapter (`actions`).
 //! - The page itself, served from the npm package's `ui/dist` ([`ui`]).
 //!
 //! With the admin UI off nothing here runs and nothing is hooked. With it on, the
@@ -21,10 +21,10 @@
 //! Per-event notifications (`event_received`, `event_sent`) are not sent: they
 //! would cost an admin broadcast per message.
 
-pub mod actions;
+mod actions;
 pub mod auth;
-pub mod events;
-pub mod stats;
+mod events;
+mod stats;
 pub mod ui;
 
 use std::{str::FromStr, sync::Arc, time::Duration};
@@ -190,7 +190,7 @@ impl FromStr for AdminAuth {
 
 /// Now as JavaScript's `Date.toJSON()` writes it (`2026-12-03T15:45:13.123Z`),
 /// the form the page's `new Date(..)` reads.
-pub fn iso_now() -> String {
+pub(crate) fn iso_now() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -198,7 +198,7 @@ pub fn iso_now() -> String {
 }
 
 /// `millis` since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn iso_time(millis: u64) -> String {
+pub(crate) fn iso_time(millis: u64) -> String {
     let secs = millis / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).

@@ -32,6 +32,7 @@ pub enum UiError {
     /// No `index.html` in any of the directories tried.
     #[error("no Admin UI files (index.html) in {0}: run scripts/setup, or `npm install @socket.io/admin-ui@0.5.1` and pass --admin-ui-dist <node_modules/@socket.io/admin-ui/ui/dist>")]
     NotFound(String),
+    /// A file or directory of the page could not be read.
     #[error("cannot read {0}: {1}")]
     Read(PathBuf, std::io::Error),
 }
@@ -58,7 +59,8 @@ pub fn find_dist(dir: Option<&Path>) -> Result<PathBuf, UiError> {
         })
 }
 
-type Files = Arc<HashMap<String, (Bytes, &'static str)>>;
+/// The page's files by path under `/admin/`, with their content types.
+pub type Files = Arc<HashMap<String, (Bytes, &'static str)>>;
 
 /// Reads every file under `dir` but source maps (they are not needed to run it).
 pub fn load(dir: &Path) -> Result<Files, UiError> {

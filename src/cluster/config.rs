@@ -92,11 +92,11 @@ pub struct ClusterArgs {
     )]
     pub admin_ui_readonly: Option<bool>,
     /// The admin UI's page: the `ui/dist` directory of the npm package
-    /// `@socket.io/admin-ui` [default: node_modules/@socket.io/admin-ui/ui/dist,
-    /// else admin-ui/node_modules/@socket.io/admin-ui/ui/dist (scripts/setup)].
+    /// `@socket.io/admin-ui`. Without it: `node_modules/@socket.io/admin-ui/ui/dist`
+    /// in the working directory, else `admin-ui/node_modules/…` (scripts/setup).
     #[arg(long, env = "RSIO_ADMIN_UI_DIST")]
     pub admin_ui_dist: Option<PathBuf>,
-    /// Let the hosted page at https://admin.socket.io connect: allow that origin,
+    /// Let the hosted page at <https://admin.socket.io> connect: allow that origin,
     /// with CORS credentials [default: false].
     #[arg(
         long,
@@ -173,7 +173,7 @@ pub struct ClusterConfig {
     pub admin_ui_readonly: bool,
     /// The admin UI page's directory, if given.
     pub admin_ui_dist: Option<PathBuf>,
-    /// The hosted admin UI (https://admin.socket.io) may connect.
+    /// The hosted admin UI (<https://admin.socket.io>) may connect.
     pub admin_ui_hosted: bool,
 }
 
@@ -187,6 +187,7 @@ pub enum ConfigError {
     NoWorkers,
     #[error("ports {0}..{1} do not fit below 65536")]
     PortRange(u16, usize),
+    /// `admin_ui` in the config file is neither `none` nor `USER:BCRYPT_HASH`.
     #[error(transparent)]
     AdminUi(#[from] crate::admin::AdminError),
 }

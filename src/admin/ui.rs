@@ -18,12 +18,16 @@ use bytes::Bytes;
 use http::{header, StatusCode};
 
 /// Where the page is looked for without `--admin-ui-dist`, in order: a
-/// `node_modules` next to the working directory (`npm install
-/// @socket.io/admin-ui@0.5.1` there), then the checkout's `admin-ui/` (what
-/// `scripts/setup` installs).
-pub const DEFAULT_DIRS: [&str; 2] = [
+/// `node_modules` in the working directory (`npm install @socket.io/admin-ui@0.5.1`
+/// there), the `admin-ui/` of a checkout run from its root (what `scripts/setup`
+/// installs), and that of the checkout this binary was built from.
+pub const DEFAULT_DIRS: [&str; 3] = [
     "node_modules/@socket.io/admin-ui/ui/dist",
     "admin-ui/node_modules/@socket.io/admin-ui/ui/dist",
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/admin-ui/node_modules/@socket.io/admin-ui/ui/dist"
+    ),
 ];
 
 /// Why the page's files could not be read.

@@ -80,7 +80,7 @@ pub struct ClusterArgs {
     /// worker, and its page under `/admin/` on the worker ports. `USER:BCRYPT_HASH`
     /// (quote it: the hash has `$`) logs in with that user and password, `none`
     /// turns authentication off [default: off].
-    #[arg(long, env = "RSIO_ADMIN_UI")]
+    #[arg(long, env = "RSIO_ADMIN_UI", hide_env_values = true)]
     pub admin_ui: Option<AdminAuth>,
     /// The admin UI only looks: no emit, join, leave or disconnect [default: false].
     #[arg(

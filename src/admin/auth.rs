@@ -145,14 +145,39 @@ pub fn install(ns: &Namespace, options: Arc<AdminOptions>) {
         tracing::warn!(target: "rsio::admin", "admin UI without authentication: anyone who reaches the port can see and disconnect every client");
         return;
     }
+    // Password checks of one worker run at most this many at a time: a flood of
+    // login attempts queues here instead of filling the blocking thread pool.
+    let slots = Arc::new(tokio::sync::Semaphore::new(VERIFY_SLOTS));
     ns.use_middleware(move |socket: Socket| {
-        let options = options.clone();
-        async move { check(&options, &socket).await }
+        let (options, slots) = (options.clone(), slots.clone());
+        async move { check(&options, &slots, &socket).await }
     });
 }
 
+/// Whether `password` matches the bcrypt `hash`, checked on the blocking pool
+/// (bcrypt takes tens of milliseconds by design) once a slot is free.
+async fn verify(slots: &tokio::sync::Semaphore, password: &str, hash: &str) -> bool {
+    let Ok(Ok(_slot)) = tokio::time::timeout(VERIFY_WAIT, slots.acquire()).await else {
+        return false;
+    };
+    let (password, hash) = (password.to_string(), hash.to_string());
+    tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+        .await
+        .map(|r| r.unwrap_or(false))
+        .unwrap_or(false)
+}
+
+/// Concurrent bcrypt checks per worker.
+const VERIFY_SLOTS: usize = 2;
+/// A login attempt that waits longer than this for a slot is refused.
+const VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A valid session token, or the user name and the password that matches the hash.
-async fn check(options: &AdminOptions, socket: &Socket) -> Result<(), ConnectError> {
+async fn check(
+    options: &AdminOptions,
+    slots: &tokio::sync::Semaphore,
+    socket: &Socket,
+) -> Result<(), ConnectError> {
     let auth = socket.handshake().auth();
     if let Some(token) = auth.get("sessionId").and_then(|v| v.as_str()) {
         if options.key.check(token) {
@@ -169,16 +194,8 @@ async fn check(options: &AdminOptions, socket: &Socket) -> Result<(), ConnectErr
     let given_user = auth.get("username").and_then(|v| v.as_str());
     let given_password = auth.get("password").and_then(|v| v.as_str());
     if let (Some(user), Some(password)) = (given_user, given_password) {
-        if user == username {
-            let (password, hash) = (password.to_string(), password_hash.clone());
-            // bcrypt takes tens of milliseconds by design: off the worker's event loop.
-            let verified = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
-                .await
-                .map(|r| r.unwrap_or(false))
-                .unwrap_or(false);
-            if verified {
-                return Ok(());
-            }
+        if user == username && verify(slots, password, password_hash).await {
+            return Ok(());
         }
     }
     tracing::info!(target: "rsio::admin", "admin UI login refused");
@@ -230,6 +247,17 @@ mod tests {
         let a = SessionKey::derive(None, &auth);
         let b = SessionKey::derive(None, &auth);
         assert!(!b.check(&a.issue(&auth).unwrap()));
+    }
+
+    #[tokio::test]
+    async fn verify_checks_the_password_in_a_free_slot() {
+        let hash = bcrypt::hash("right", 4).unwrap();
+        let slots = tokio::sync::Semaphore::new(1);
+        assert!(verify(&slots, "right", &hash).await);
+        assert!(!verify(&slots, "wrong", &hash).await);
+        assert_eq!(slots.available_permits(), 1, "the slot is given back");
+        slots.close();
+        assert!(!verify(&slots, "right", &hash).await, "no slot, no login");
     }
 
     #[test]

@@ -22,9 +22,28 @@ const SOCKETS_REQUEST: &str = "rsio:admin:sockets";
 /// How long a worker waits for the others' sockets.
 const SOCKETS_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Answers the other workers' requests for this worker's sockets.
+/// The server-side event by which a worker with a page open tells the others.
+const PAGE_OPEN: &str = "rsio:admin:page";
+
+/// Tells the other workers that a page is open here: they send their events and
+/// stats for a while (see [`Hub::watched`]).
+pub fn announce_page(hub: &Hub) {
+    if let Some(admin) = hub.admin() {
+        if let Err(err) = admin.server_side_emit(PAGE_OPEN, Args::empty()) {
+            tracing::debug!(target: "rsio::admin", "cannot announce the page: {err}");
+        }
+    }
+}
+
+/// Answers the other workers' requests for this worker's sockets, and notes
+/// their pages.
 pub fn answer_socket_requests(hub: &Arc<Hub>) {
     let Some(admin) = hub.admin() else { return };
+    let h = hub.clone();
+    admin.on_server_side(PAGE_OPEN, move |_args, _ack| {
+        h.watched_elsewhere();
+        async {}
+    });
     let hub = hub.clone();
     admin.on_server_side(SOCKETS_REQUEST, move |_args, ack| {
         let sockets = hub.local_sockets();
@@ -34,8 +53,11 @@ pub fn answer_socket_requests(hub: &Arc<Hub>) {
     });
 }
 
-/// Every socket of every worker that answers within [`SOCKETS_TIMEOUT`].
+/// Every socket of every worker that answers within [`SOCKETS_TIMEOUT`]. The
+/// others are told of the page first (same path, so before the request), so that
+/// they send what happens after their answer.
 pub async fn all_sockets(hub: &Arc<Hub>) -> Vec<Value> {
+    announce_page(hub);
     let mut out = hub.local_sockets();
     let Some(admin) = hub.admin() else { return out };
     let answers = match admin

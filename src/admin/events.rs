@@ -3,7 +3,10 @@
 //! so that a page connected to any worker hears those of every worker.
 
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 
@@ -15,12 +18,22 @@ use crate::{
     server::{IntoArgs, Namespace, ServerInnerRef, Socket},
 };
 
+/// How long a worker keeps sending after the last sign that a page is open on
+/// another worker (pages' workers send one every stats round, [`super::stats::EVERY`]).
+const WATCHED_FOR_MS: u64 = 5_000;
+
 /// The admin side's view of one server: the namespaces it watches. Holds the
 /// server weakly, so that the hooks do not keep it alive.
+///
+/// Nothing is sent while no page is open anywhere in the cluster: a worker sends
+/// while it has a page itself, or for [`WATCHED_FOR_MS`] after another worker said
+/// it has one. A page that opens gets the full socket list anyway.
 pub struct Hub {
     server: ServerInnerRef,
     /// Names of the hooked namespaces, in creation order.
     names: Mutex<Vec<String>>,
+    /// Until when (Unix ms) another worker has a page open.
+    watched_until: AtomicU64,
 }
 
 impl Hub {
@@ -29,7 +42,24 @@ impl Hub {
         Arc::new(Hub {
             server,
             names: Mutex::default(),
+            watched_until: AtomicU64::new(0),
         })
+    }
+
+    /// Whether a page is open on this worker.
+    pub fn has_page(&self) -> bool {
+        self.admin().is_some_and(|a| a.socket_count() > 0)
+    }
+
+    /// Whether a page is open anywhere (as far as this worker knows).
+    pub fn watched(&self) -> bool {
+        self.watched_until.load(Ordering::Relaxed) > unix_millis() || self.has_page()
+    }
+
+    /// Another worker has a page open.
+    pub fn watched_elsewhere(&self) {
+        self.watched_until
+            .store(unix_millis() + WATCHED_FOR_MS, Ordering::Relaxed);
     }
 
     /// The admin namespace, while the server lives.
@@ -48,8 +78,11 @@ impl Hub {
         names.iter().filter_map(|n| self.namespace(n)).collect()
     }
 
-    /// Sends `event` to every page, on every worker.
+    /// Sends `event` to every page, on every worker (nothing when none is open).
     pub fn notify(&self, event: &str, args: impl IntoArgs) {
+        if !self.watched() {
+            return;
+        }
         if let Some(admin) = self.admin() {
             if let Err(err) = admin.emit(event, args) {
                 tracing::debug!(target: "rsio::admin", "cannot send {event}: {err}");
@@ -75,6 +108,7 @@ impl Hub {
         let hub = self.clone();
         let nsp = ns.name().to_string();
         ns.on_room_event(move |event| match event {
+            _ if !hub.watched() => {}
             RoomEvent::Join(room, id) => {
                 hub.notify(
                     "room_joined",
@@ -89,10 +123,13 @@ impl Hub {
     }
 
     fn connected(self: &Arc<Self>, socket: &Socket) {
-        self.notify("socket_connected", &(serialize(socket), super::iso_now()));
-        if socket.transport() == "polling" {
-            tokio::spawn(watch_upgrade(self.clone(), socket.clone()));
+        if self.watched() {
+            self.notify("socket_connected", &(serialize(socket), super::iso_now()));
+            if socket.transport() == "polling" {
+                tokio::spawn(watch_upgrade(self.clone(), socket.clone()));
+            }
         }
+        // Whether or not a page watches now: one may by the time it leaves.
         let hub = self.clone();
         socket.on_disconnect(move |socket, reason| {
             hub.notify(
@@ -148,6 +185,14 @@ async fn watch_upgrade(hub: Arc<Hub>, socket: Socket) {
             return;
         }
     }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A socket as the page shows it (the package's `SerializedSocket`): no `auth`

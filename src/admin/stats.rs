@@ -43,10 +43,16 @@ async fn run(engine: Weak<Engine<ClientHandler>>, hub: Arc<Hub>, options: Arc<Ad
             return;
         };
         let now = crate::metrics::counters([0; REFUSAL_CODES.len()]);
-        let stats = stats(&engine, &hub, &options, &last, &now);
+        if hub.has_page() {
+            // The other workers report too while a page is open here.
+            super::actions::announce_page(&hub);
+        }
+        if hub.watched() {
+            let stats = stats(&engine, &hub, &options, &last, &now);
+            hub.notify("server_stats", &(stats,));
+        }
         drop(engine);
         last = now;
-        hub.notify("server_stats", &(stats,));
     }
 }
 
@@ -75,7 +81,7 @@ fn stats(
         "uptime": uptime,
         "clientsCount": engine.clients_count(),
         "pollingClientsCount": polling,
-        "aggregatedEvents": aggregated_events(last, now, unix_millis()),
+        "aggregatedEvents": aggregated_events(last, now, super::events::unix_millis()),
         "namespaces": namespaces,
     })
 }
@@ -114,13 +120,6 @@ pub fn aggregated_events(last: &[u64], now: &[u64], now_millis: u64) -> Vec<Valu
     push("bytesIn", None, delta(counter::BYTES_RECEIVED));
     push("bytesOut", None, delta(counter::BYTES_SENT));
     out
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

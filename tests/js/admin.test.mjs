@@ -12,7 +12,7 @@ import path from "node:path";
 import { startChat } from "./chat-cluster.mjs";
 import {
   REPO_ROOT, startCluster, connectWorker, clusterSkipReason, closeAll, client, call, once, waitFor,
-  TEST_TIMEOUT,
+  sleep, TEST_TIMEOUT,
 } from "./harness.mjs";
 
 const T = { timeout: TEST_TIMEOUT * 2 };
@@ -192,13 +192,38 @@ describe("admin UI protocol (2 workers, basic auth)", { skip: clusterSkipReason(
 describe("admin UI protocol (read-only, no auth)", { skip: clusterSkipReason() }, () => {
   let cluster;
   before(async () => {
-    cluster = await startCluster({ workers: 2, args: ["--admin-ui", "none", "--admin-ui-readonly"] });
+    cluster = await startCluster({
+      workers: 2,
+      args: ["--admin-ui", "none", "--admin-ui-readonly", "--metrics", "127.0.0.1:0"],
+    });
   }, HOOK);
   afterEach(() => closeAll());
   after(async () => {
     closeAll();
     if (cluster) await cluster.stop();
   }, HOOK);
+
+  it("sends nothing while no page is open, and starts when one opens", T, async () => {
+    const [, metricsUrl] = await cluster.waitForLog(/metrics on (http:\/\/127\.0\.0\.1:\d+)\/metrics/);
+    const broadcasts = async () => {
+      const text = await (await fetch(`${metricsUrl}/metrics`, { signal: AbortSignal.timeout(3000) })).text();
+      return text
+        .split("\n")
+        .filter((l) => l.startsWith("rsio_broadcasts_sent_total{"))
+        .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
+    };
+    for (let i = 0; i < 4; i++) {
+      const c = await connectWorker(cluster, i % 2, WS);
+      await call(c, "join", "room-nobody-watches");
+      c.disconnect();
+    }
+    await sleep(2600); // a stats round, and the workers' metrics reports
+    assert.equal(await broadcasts(), 0, "no admin event, no stats");
+    const a = await login(cluster, 1, {});
+    await waitFor(async () => (await broadcasts()) > 0, 5000, 200);
+    const c = await connectWorker(cluster, 0, WS);
+    await waitFor(() => a.seen.events.some(([ev, s]) => ev === "socket_connected" && s.id === c.id));
+  });
 
   it("offers no operation and ignores them", T, async () => {
     const c1 = await connectWorker(cluster, 1, WS);

@@ -14,12 +14,27 @@
 //!   worker through the adapter (`actions`).
 //! - The page itself, served from the npm package's `ui/dist` ([`ui`]).
 //!
-//! With the admin UI off nothing here runs and nothing is hooked. With it on, the
-//! cost is one admin broadcast per socket connect, disconnect, join and leave, and
-//! a stats message every 2 s per worker; nothing per message (the traffic figures
-//! are read from the [`metrics`](crate::metrics) counters, which exist anyway).
-//! Per-event notifications (`event_received`, `event_sent`) are not sent: they
-//! would cost an admin broadcast per message.
+//! With the admin UI off nothing here runs and nothing is hooked. With it on and
+//! no page open anywhere, a socket connect costs a check and a disconnect listener;
+//! nothing is sent. While a page is open, each socket connect, disconnect, join and
+//! leave is one admin broadcast, and each worker sends its stats every 2 s; nothing
+//! per message (the traffic figures are read from the
+//! [`metrics`](crate::metrics) counters, which exist anyway). Per-event
+//! notifications (`event_received`, `event_sent`: the page's Events view) are not
+//! sent: they would cost an admin broadcast per message.
+//!
+//! In a cluster `--admin-ui` sets it up in every worker. Without the cluster
+//! runtime:
+//!
+//! ```no_run
+//! use rsio::admin::{instrument, ui, AdminAuth, AdminOptions};
+//! # async fn run(io: rsio::server::Server) -> Result<(), Box<dyn std::error::Error>> {
+//! let auth: AdminAuth = "admin:$2b$10$...".parse()?;
+//! instrument(&io, AdminOptions::for_worker(auth, false, 0));
+//! let page = ui::load(&ui::find_dist(None)?)?;
+//! let app = io.router().merge(ui::router(page));
+//! # let _ = app; Ok(()) }
+//! ```
 
 mod actions;
 pub mod auth;

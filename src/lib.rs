@@ -4,6 +4,7 @@
 //! transports), [`parser`] (Socket.IO packets), [`adapter`] (rooms, and the seam to
 //! other servers), [`server`] (the API handlers are written against).
 pub mod adapter;
+pub mod admin;
 pub mod cluster;
 pub mod engine;
 pub mod http;

@@ -18,7 +18,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::{
     engine::{CloseReason, TransportKind},
-    server::Server,
+    server::{DisconnectReason, Server},
 };
 
 /// Upper bounds (seconds) of the event-loop lag histogram's buckets; `+Inf` follows.
@@ -60,8 +60,15 @@ pub mod counter {
     pub const CAP_REFUSALS: usize = ORIGIN_REFUSALS + 1;
     /// Acks that timed out.
     pub const ACK_TIMEOUTS: usize = CAP_REFUSALS + 1;
+    /// Packets of broadcasts written to this worker's sockets (one per socket reached).
+    pub const BROADCAST_DELIVERIES: usize = ACK_TIMEOUTS + 1;
+    /// Broadcasts with acknowledgements whose answers did not all come in time.
+    pub const BROADCAST_ACK_TIMEOUTS: usize = BROADCAST_DELIVERIES + 1;
+    /// Socket.IO sockets that left their namespace, one per reason (see
+    /// [`super::SOCKET_DISCONNECT_REASONS`]).
+    pub const SOCKET_DISCONNECTS: usize = BROADCAST_ACK_TIMEOUTS + 1;
     /// How many counters a snapshot has.
-    pub const COUNT: usize = ACK_TIMEOUTS + 1;
+    pub const COUNT: usize = SOCKET_DISCONNECTS + super::SOCKET_DISCONNECT_REASONS.len();
 }
 
 /// Indices of the gauges in a snapshot.
@@ -86,6 +93,22 @@ pub const DISCONNECT_REASONS: [&str; 6] = [
     "parse error",
     "forced close",
     "send queue full",
+];
+
+/// The `reason` label of each Socket.IO disconnect counter (Node's reason strings,
+/// and rsio's own two), in index order.
+pub const SOCKET_DISCONNECT_REASONS: [&str; 11] = [
+    "server namespace disconnect",
+    "client namespace disconnect",
+    "server shutting down",
+    "ping timeout",
+    "transport close",
+    "transport error",
+    "parse error",
+    "forced close",
+    "forced server close",
+    "send queue full",
+    "handler panic",
 ];
 
 /// The `code` label of each refusal counter (Node's Engine.IO error codes), in index order.
@@ -127,6 +150,25 @@ pub fn disconnected(reason: CloseReason) {
         CloseReason::SendQueueFull => 5,
     };
     add(counter::DISCONNECTS + i, 1);
+}
+
+/// Counts one socket that left its namespace.
+#[inline]
+pub fn socket_disconnected(reason: DisconnectReason) {
+    let i = match reason {
+        DisconnectReason::ServerNamespaceDisconnect => 0,
+        DisconnectReason::ClientNamespaceDisconnect => 1,
+        DisconnectReason::ServerShuttingDown => 2,
+        DisconnectReason::PingTimeout => 3,
+        DisconnectReason::TransportClose => 4,
+        DisconnectReason::TransportError => 5,
+        DisconnectReason::ParseError => 6,
+        DisconnectReason::ForcedClose => 7,
+        DisconnectReason::ForcedServerClose => 8,
+        DisconnectReason::SendQueueFull => 9,
+        DisconnectReason::HandlerPanic => 10,
+    };
+    add(counter::SOCKET_DISCONNECTS + i, 1);
 }
 
 /// Records one event-loop lag sample.
@@ -222,5 +264,37 @@ mod tests {
         assert_eq!(d(counter::LAG_BUCKET + 1), 1, "le 0.005");
         assert_eq!(d(counter::LAG_BUCKET + LAG_BUCKETS.len()), 1, "+Inf");
         assert!(d(counter::LAG_SUM_MICROS) >= 2999);
+    }
+
+    #[test]
+    fn socket_disconnect_labels_are_the_reason_strings() {
+        use DisconnectReason::*;
+        let all = [
+            ServerNamespaceDisconnect,
+            ClientNamespaceDisconnect,
+            ServerShuttingDown,
+            PingTimeout,
+            TransportClose,
+            TransportError,
+            ParseError,
+            ForcedClose,
+            ForcedServerClose,
+            SendQueueFull,
+            HandlerPanic,
+        ];
+        assert_eq!(all.len(), SOCKET_DISCONNECT_REASONS.len());
+        for reason in all {
+            let before = counters([0; 6]);
+            socket_disconnected(reason);
+            let after = counters([0; 6]);
+            let i = SOCKET_DISCONNECT_REASONS
+                .iter()
+                .position(|r| *r == reason.as_str())
+                .unwrap();
+            // Other tests of this process may count too: at least ours.
+            assert!(
+                after[counter::SOCKET_DISCONNECTS + i] > before[counter::SOCKET_DISCONNECTS + i]
+            );
+        }
     }
 }

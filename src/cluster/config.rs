@@ -8,7 +8,7 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::engine::AllowedOrigins;
+use crate::{admin::AdminAuth, engine::AllowedOrigins};
 
 /// Command-line flags (each also read from its `RSIO_*` variable). Flatten it
 /// into an application's own `clap::Parser`.
@@ -86,9 +86,40 @@ pub struct ClusterArgs {
     /// (`@socket.io/redis-adapter`) [default: streams].
     #[arg(long, env = "RSIO_REDIS_ADAPTER")]
     pub redis_adapter: Option<RedisAdapterKind>,
+    /// Serve the official Socket.IO Admin UI: its `/admin` namespace on every
+    /// worker, and its page under `/admin/` on the worker ports. `USER:BCRYPT_HASH`
+    /// (quote it: the hash has `$`) logs in with that user and password, `none`
+    /// turns authentication off [default: off].
+    #[arg(long, env = "RSIO_ADMIN_UI", hide_env_values = true)]
+    pub admin_ui: Option<AdminAuth>,
+    /// The admin UI only looks: no emit, join, leave or disconnect [default: false].
+    #[arg(
+        long,
+        env = "RSIO_ADMIN_UI_READONLY",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub admin_ui_readonly: Option<bool>,
+    /// The admin UI's page: the `ui/dist` directory of the npm package
+    /// `@socket.io/admin-ui`. Without it: `node_modules/@socket.io/admin-ui/ui/dist`
+    /// in the working directory, else `admin-ui/node_modules/…` (scripts/setup).
+    #[arg(long, env = "RSIO_ADMIN_UI_DIST")]
+    pub admin_ui_dist: Option<PathBuf>,
+    /// Let the hosted page at <https://admin.socket.io> connect: allow that origin,
+    /// with CORS credentials [default: false].
+    #[arg(
+        long,
+        env = "RSIO_ADMIN_UI_HOSTED",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub admin_ui_hosted: Option<bool>,
     /// A TOML file with the same keys (`workers`, `port`, `host`, `log_level`, `pin`,
     /// `max_connections`, `allowed_origins`, `max_send_queue_bytes`, `trust_proxy`,
-    /// `max_ipc_backlog_bytes`, `shared_port`, `metrics`, `redis`, `redis_adapter`).
+    /// `max_ipc_backlog_bytes`, `shared_port`, `metrics`, `redis`, `redis_adapter`,
+    /// `admin_ui`, `admin_ui_readonly`, `admin_ui_dist`, `admin_ui_hosted`).
     #[arg(long, env = "RSIO_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -152,6 +183,10 @@ struct FileConfig {
     metrics: Option<SocketAddr>,
     redis: Option<String>,
     redis_adapter: Option<RedisAdapterKind>,
+    admin_ui: Option<String>,
+    admin_ui_readonly: Option<bool>,
+    admin_ui_dist: Option<PathBuf>,
+    admin_ui_hosted: Option<bool>,
 }
 
 /// The resolved options.
@@ -181,6 +216,14 @@ pub struct ClusterConfig {
     /// The Redis this host shares with other hosts, if any: then each worker's
     /// adapter is a member of the Redis cluster (see `--redis`).
     pub redis: Option<RedisOptions>,
+    /// Who may use the admin UI; `None`: it is off.
+    pub admin_ui: Option<AdminAuth>,
+    /// The admin UI cannot change anything.
+    pub admin_ui_readonly: bool,
+    /// The admin UI page's directory, if given.
+    pub admin_ui_dist: Option<PathBuf>,
+    /// The hosted admin UI (<https://admin.socket.io>) may connect.
+    pub admin_ui_hosted: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +236,9 @@ pub enum ConfigError {
     NoWorkers,
     #[error("ports {0}..{1} do not fit below 65536")]
     PortRange(u16, usize),
+    /// `admin_ui` in the config file is neither `none` nor `USER:BCRYPT_HASH`.
+    #[error(transparent)]
+    AdminUi(#[from] crate::admin::AdminError),
 }
 
 impl ClusterConfig {
@@ -272,6 +318,20 @@ impl ClusterArgs {
                         .or(file.redis_adapter)
                         .unwrap_or_default(),
                 }),
+            admin_ui: match (&self.admin_ui, file.admin_ui) {
+                (Some(auth), _) => Some(auth.clone()),
+                (None, Some(text)) => Some(text.parse()?),
+                (None, None) => None,
+            },
+            admin_ui_readonly: self
+                .admin_ui_readonly
+                .or(file.admin_ui_readonly)
+                .unwrap_or(false),
+            admin_ui_dist: self.admin_ui_dist.clone().or(file.admin_ui_dist),
+            admin_ui_hosted: self
+                .admin_ui_hosted
+                .or(file.admin_ui_hosted)
+                .unwrap_or(false),
         })
     }
 }
@@ -357,6 +417,63 @@ mod tests {
         let off = parse(&["--config", file, "--trust-proxy=false"]);
         assert!(!off.resolve().unwrap().trust_proxy, "flags beat the file");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn admin_ui_is_off_unless_a_flag_or_the_file_turns_it_on() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            cluster: ClusterArgs,
+        }
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("rsio").chain(args.iter().copied()))
+                .map(|c| c.cluster)
+        };
+        let off = parse(&[]).unwrap().resolve().unwrap();
+        assert_eq!(off.admin_ui, None);
+        assert!(!off.admin_ui_readonly && !off.admin_ui_hosted);
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let flag = format!("ops:{hash}");
+        let c = parse(&["--admin-ui", &flag, "--admin-ui-readonly"])
+            .unwrap()
+            .resolve()
+            .unwrap();
+        assert_eq!(
+            c.admin_ui,
+            Some(AdminAuth::Basic {
+                username: "ops".into(),
+                password_hash: hash.clone()
+            })
+        );
+        assert!(c.admin_ui_readonly);
+        let none = parse(&["--admin-ui", "none"]).unwrap().resolve().unwrap();
+        assert_eq!(none.admin_ui, Some(AdminAuth::None));
+        assert!(
+            parse(&["--admin-ui", "ops:plaintext"]).is_err(),
+            "a password that is not a bcrypt hash is refused"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rsio.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "admin_ui = \"ops:{hash}\"\nadmin_ui_hosted = true\nadmin_ui_dist = \"/srv/ui\"\n"
+            ),
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let c = parse(&["--config", file]).unwrap().resolve().unwrap();
+        assert!(matches!(c.admin_ui, Some(AdminAuth::Basic { .. })));
+        assert!(c.admin_ui_hosted);
+        assert_eq!(c.admin_ui_dist, Some(PathBuf::from("/srv/ui")));
+        let flag_wins = parse(&["--config", file, "--admin-ui", "none"]).unwrap();
+        assert_eq!(flag_wins.resolve().unwrap().admin_ui, Some(AdminAuth::None));
+        std::fs::write(&path, "admin_ui = \"ops:plaintext\"\n").unwrap();
+        let bad = parse(&["--config", file]).unwrap().resolve();
+        assert!(matches!(bad, Err(ConfigError::AdminUi(_))));
     }
 
     #[test]

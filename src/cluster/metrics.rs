@@ -12,7 +12,9 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::metrics::{counter, gauge, DISCONNECT_REASONS, LAG_BUCKETS, REFUSAL_CODES};
+use crate::metrics::{
+    counter, gauge, DISCONNECT_REASONS, LAG_BUCKETS, REFUSAL_CODES, SOCKET_DISCONNECT_REASONS,
+};
 use http::StatusCode;
 use prometheus_client::{
     collector::Collector,
@@ -279,6 +281,24 @@ impl State {
             MetricType::Counter,
         )?;
         labelled_family(&mut m, "reason", &rows, true)?;
+
+        let mut rows = Vec::new();
+        for (n, w) in workers() {
+            for (i, reason) in SOCKET_DISCONNECT_REASONS.iter().enumerate() {
+                rows.push((
+                    n.clone(),
+                    *reason,
+                    w.counter(counter::SOCKET_DISCONNECTS + i),
+                ));
+            }
+        }
+        let mut m = enc.encode_descriptor(
+            "rsio_socket_disconnects",
+            "Socket.IO sockets that left their namespace, by reason (Node's reason strings).",
+            None,
+            MetricType::Counter,
+        )?;
+        labelled_family(&mut m, "reason", &rows, true)?;
         Ok(())
     }
 
@@ -347,6 +367,18 @@ impl State {
             "rsio_broadcasts_sent",
             "Broadcasts emitted by the worker's server.",
             count(counter::BROADCASTS_SENT),
+        )?;
+        counter_family(
+            enc,
+            "rsio_broadcast_deliveries",
+            "Packets of broadcasts written to the worker's sockets, one per socket reached.",
+            count(counter::BROADCAST_DELIVERIES),
+        )?;
+        counter_family(
+            enc,
+            "rsio_broadcast_ack_timeouts",
+            "Broadcasts with acknowledgements whose answers did not all come in time.",
+            count(counter::BROADCAST_ACK_TIMEOUTS),
         )?;
         counter_family(
             enc,

@@ -91,6 +91,14 @@ where
             worker::run(index, count, config, app)
         }
         None => {
+            if config.admin_ui.is_some() && std::env::var_os(crate::admin::SECRET_ENV).is_none() {
+                // One secret for every worker (they inherit the environment), so that
+                // an admin session token from one worker is valid on all. Set while
+                // this process has one thread: the runtime starts in `primary::run`.
+                let secret: [u8; 32] = rand::random();
+                let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+                std::env::set_var(crate::admin::SECRET_ENV, hex);
+            }
             let span = tracing::info_span!("primary");
             let _guard = span.enter();
             if let Some(options) = &config.redis {

@@ -182,6 +182,9 @@ impl WorkerContext {
             config.engine.max_send_queue_bytes = self.config.max_send_queue_bytes;
         }
         config.engine.trust_proxy |= self.config.trust_proxy;
+        if self.config.admin_ui_hosted {
+            admit_hosted_admin_ui(&mut config);
+        }
         let server = match &self.config.redis {
             // A member of the Redis cluster: sessions and offsets live in Redis,
             // other workers of this host are members like any other.
@@ -206,6 +209,14 @@ impl WorkerContext {
         self.link
             .attach(&server)
             .map_err(|_| WorkerError::SecondServer)?;
+        if let Some(auth) = &self.config.admin_ui {
+            let options = crate::admin::AdminOptions::for_worker(
+                auth.clone(),
+                self.config.admin_ui_readonly,
+                self.index,
+            );
+            crate::admin::instrument(&server, options);
+        }
         servers.push(server.clone());
         Ok(server)
     }
@@ -227,6 +238,42 @@ impl WorkerContext {
     /// `config.port + 1 + index` behind a shared port.
     pub fn port(&self) -> u16 {
         self.config.worker_port(self.index)
+    }
+}
+
+/// `--admin-ui-hosted`: the page at https://admin.socket.io may open sessions (its
+/// origin is allowed) and read the polling answers with credentials (CORS), unless
+/// the application set its own CORS policy.
+fn admit_hosted_admin_ui(config: &mut ServerConfig) {
+    use crate::engine::{AllowedOrigins, CorsOptions, CorsOrigin};
+    let hosted = crate::admin::HOSTED_ORIGIN.to_string();
+    if let AllowedOrigins::SameOriginAnd(list) = &mut config.engine.allowed_origins {
+        if !list.contains(&hosted) {
+            list.push(hosted.clone());
+        }
+    }
+    if config.engine.cors.is_none() {
+        config.engine.cors = Some(CorsOptions {
+            origin: CorsOrigin::List(vec![hosted]),
+            credentials: true,
+        });
+    }
+}
+
+/// The admin UI's page under `/admin/`, when the admin UI is on and its files are
+/// found (otherwise only its namespace works, e.g. for the hosted page).
+fn with_admin_page(router: axum::Router, config: &ClusterConfig) -> axum::Router {
+    if config.admin_ui.is_none() {
+        return router;
+    }
+    let files = crate::admin::ui::find_dist(config.admin_ui_dist.as_deref())
+        .and_then(|dir| crate::admin::ui::load(&dir));
+    match files {
+        Ok(files) => router.merge(crate::admin::ui::router(files)),
+        Err(err) => {
+            warn!(target: "cluster", "admin UI page not served: {err}");
+            router
+        }
     }
 }
 
@@ -410,7 +457,7 @@ where
         drain_on_message.notify_one();
     });
 
-    let router = app(ctx).await?;
+    let router = with_admin_page(app(ctx).await?, &config);
     let listener = tokio::net::TcpListener::from_std(listener)?;
     sender.send(Message::Ready)?;
 

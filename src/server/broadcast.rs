@@ -215,9 +215,13 @@ impl BroadcastOperator {
             }
             true
         };
-        let complete = tokio::time::timeout(timeout, collect)
-            .await
-            .unwrap_or(false);
+        let complete = match tokio::time::timeout(timeout, collect).await {
+            Ok(complete) => complete,
+            Err(_) => {
+                crate::metrics::add(crate::metrics::counter::BROADCAST_ACK_TIMEOUTS, 1);
+                false
+            }
+        };
         drop(remote);
         if complete {
             Ok(responses)

@@ -287,6 +287,7 @@ impl Namespace {
                 count += send(socket);
             }
         }
+        crate::metrics::add(crate::metrics::counter::BROADCAST_DELIVERIES, count as u64);
         count
     }
 
@@ -326,6 +327,7 @@ impl Namespace {
                 socket.forget_ack(ack_id);
             }
         }
+        crate::metrics::add(crate::metrics::counter::BROADCAST_DELIVERIES, count as u64);
         count
     }
 

@@ -548,6 +548,7 @@ impl Socket {
         if !self.0.connected.swap(false, Ordering::AcqRel) {
             return;
         }
+        crate::metrics::socket_disconnected(reason);
         let disconnecting = self.state().listeners(|l| &l.disconnecting);
         for f in disconnecting {
             guard::call(Guest::Socket(self, "disconnecting"), || {

@@ -125,6 +125,12 @@ describe("metrics: Prometheus scrapes a 2-worker cluster", { skip }, () => {
     for (let i = 0; i < 5; i++) {
       for (const c of clients) await call(c, "broadcast", { event: "news", args: [i] });
     }
+    // A broadcast with acks nobody gives (worker 1 asks; 6 deliveries), and a socket
+    // that leaves by itself on worker 0.
+    const noAnswer = await call(clients[1], "broadcast-with-ack", { event: "nobody-answers", timeout: 200 });
+    assert.match(String(noAnswer.err), /timed out/, JSON.stringify(noAnswer));
+    const leaver = await connectWorker(cluster, 0, { transports: ["websocket"], reconnection: false });
+    leaver.disconnect();
 
     // The primary's own output: every worker reported, and promtool accepts it.
     const text = await waitFor(async () => {
@@ -135,6 +141,17 @@ describe("metrics: Prometheus scrapes a 2-worker cluster", { skip }, () => {
     assert.match(text, /^rsio_connections\{worker="1",transport="websocket"\} 3$/m);
     assert.match(text, /^rsio_event_loop_lag_seconds_bucket\{le="\+Inf",worker="1"\} [1-9]\d*$/m);
     assert.ok(sumOf(text, "rsio_broadcasts_received_total") > 0, text);
+    // 30 broadcasts to the 6 clients, then the one with acks: one delivery per socket reached.
+    const delivered = await waitFor(async () => {
+      const r = await get(`${metricsUrl}/metrics`);
+      return sumOf(r.body, "rsio_broadcast_deliveries_total") === 30 * 6 + 6 ? r.body : null;
+    }, 5000, 100).catch(async () => {
+      throw new Error(`deliveries: ${sumOf((await get(`${metricsUrl}/metrics`)).body, "rsio_broadcast_deliveries_total")}`);
+    });
+    assert.match(delivered, /^rsio_broadcast_ack_timeouts_total\{worker="1"\} 1$/m);
+    assert.match(delivered, /^rsio_broadcast_ack_timeouts_total\{worker="0"\} 0$/m);
+    assert.match(delivered, /^rsio_socket_disconnects_total\{worker="0",reason="client namespace disconnect"\} 1$/m);
+    assert.match(delivered, /^rsio_socket_disconnects_total\{worker="1",reason="server namespace disconnect"\} 0$/m);
     const check = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
     assert.equal(check.status, 0, `promtool check metrics:\n${check.stdout}${check.stderr}`);
 

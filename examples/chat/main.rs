@@ -30,7 +30,7 @@ use rsio::{
     adapter::RecoveryConfig,
     cluster::{ClusterArgs, WorkerContext},
     http::client_bundle::ClientBundle,
-    server::ServerConfig,
+    server::Server,
 };
 
 const INDEX_HTML: &str = include_str!("static/index.html");
@@ -91,10 +91,11 @@ fn main() -> ExitCode {
             "run `scripts/setup` (it installs the pinned socket.io-client in tests/js), \
              or start the chat with --client-dist <socket.io-client/dist>",
         )?;
-        let io = worker.server(ServerConfig {
-            connection_state_recovery: Some(RecoveryConfig::default()),
-            ..ServerConfig::default()
-        })?;
+        let io = worker.server(
+            Server::builder()
+                .connection_state_recovery(RecoveryConfig::default())
+                .config(),
+        )?;
         app::install(&io, db, worker.index);
         if worker.index == 0 {
             let host = match worker.config.host {

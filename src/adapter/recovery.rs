@@ -11,6 +11,7 @@ use crate::engine::Sid;
 
 /// Node's `connectionStateRecovery` option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryConfig {
     /// How long a disconnected session (and the packets it misses) is kept.
     pub max_disconnection_duration: Duration,

@@ -36,15 +36,24 @@ pub struct BroadcastAckError {
     pub responses: Vec<Args>,
 }
 
-/// Arguments given to `emit`: an [`Args`] as is, or any `&T: Serialize` (a tuple
-/// or array is spread into several arguments, anything else is one).
+/// What `emit` and `ack.send` take, as Node has it: `()` is no argument, a
+/// tuple one argument per element, any other `&T: Serialize` (a `Vec`
+/// included) exactly one, and an [`Args`] goes as it is. The whole rule, with
+/// examples, is on [`Args`].
 pub trait IntoArgs {
+    /// The arguments, or why the value does not serialize.
     fn into_args(self) -> Result<Args, ParseError>;
 }
 
 impl IntoArgs for Args {
     fn into_args(self) -> Result<Args, ParseError> {
         Ok(self)
+    }
+}
+
+impl IntoArgs for () {
+    fn into_args(self) -> Result<Args, ParseError> {
+        Ok(Args::empty())
     }
 }
 
@@ -203,7 +212,7 @@ impl AckSender {
 
     /// Acknowledges with one argument `{"error": message}`.
     pub fn send_error(self, message: &str) -> Result<(), EmitError> {
-        self.send(&(serde_json::json!({ "error": message }),))
+        self.send(&serde_json::json!({ "error": message }))
     }
 }
 

@@ -13,9 +13,11 @@ use std::{
 use super::{
     ack::{AckSender, EmitError, IntoArgs},
     broadcast::BroadcastOperator,
+    extract::{boxed_connection, Handler},
     handler::{ConnectError, ConnectionHandler, Middleware, ServerSideHandler},
     rooms::IntoRooms,
     socket::Socket,
+    state::TypeMap,
 };
 use crate::{
     adapter::{Adapter, AdapterError, BroadcastOptions, EncodedPacket, SocketId},
@@ -45,6 +47,8 @@ pub(crate) struct NsInner {
     pending_acks: AtomicUsize,
     /// The server's packet format, for the packets encoded for this namespace.
     parser: Parser,
+    /// The server's application state, for the `State` extractor.
+    state: Arc<TypeMap>,
 }
 
 /// A namespace (`io.of("/name")`). Cheap to clone.
@@ -66,6 +70,7 @@ impl Namespace {
         handlers: NsHandlers,
         ready: bool,
         parser: Parser,
+        state: Arc<TypeMap>,
     ) -> Namespace {
         let first_ack_id = adapter.ack_id_base();
         Namespace(Arc::new(NsInner {
@@ -78,12 +83,18 @@ impl Namespace {
             ready_notify: tokio::sync::Notify::new(),
             pending_acks: AtomicUsize::new(0),
             parser,
+            state,
         }))
     }
 
     /// The server's packet format.
     pub(crate) fn parser(&self) -> Parser {
         self.0.parser
+    }
+
+    /// The server's application state.
+    pub(crate) fn state(&self) -> &TypeMap {
+        &self.0.state
     }
 
     /// Whether clients may join (its new-namespace listeners are done).
@@ -164,15 +175,12 @@ impl Namespace {
     }
 
     /// Runs `handler` for every new socket, after the middlewares accepted it
-    /// and the CONNECT reply was sent.
-    pub fn on_connection<F, Fut>(&self, handler: F)
-    where
-        F: Fn(Socket) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.handlers_mut()
-            .connection
-            .push(Arc::new(move |s| Box::pin(handler(s))));
+    /// and the CONNECT reply was sent. Its parameters are
+    /// [extractors](super::extract): [`Socket`], [`State<T>`](super::State),
+    /// [`Data<T>`](super::Data) (the client's `auth`)…
+    pub fn on_connection<M>(&self, handler: impl Handler<M>) {
+        let handler: ConnectionHandler = boxed_connection(handler);
+        self.handlers_mut().connection.push(handler);
     }
 
     /// A middleware run, in order, before a socket joins: `Err` refuses it with

@@ -1,19 +1,48 @@
 //! rsio: a Socket.IO server (Engine.IO v4, Socket.IO v5) for multicore Linux.
 //!
-//! ```no_run
-//! use rsio::prelude::*;
+//! A server in full: application state, per-socket state, typed payloads, acks
+//! (the same program is `examples/library_tour.rs`):
 //!
-//! # async fn run() -> std::io::Result<()> {
-//! let io = Server::builder().build();
-//! io.ns("/", |socket: Socket| async move {
-//!     socket.on("chat message", |socket: Socket, Data(text): Data<String>| async move {
-//!         let _ = socket.broadcast().emit("chat message", &text);
+//! ```rust,no_run
+//! use rsio::prelude::*;
+//! use serde::Deserialize;
+//!
+//! #[derive(Clone)]
+//! struct App { greeting: String }
+//!
+//! #[derive(Deserialize)]
+//! struct Msg { text: String }
+//!
+//! #[derive(Clone, Default)]
+//! struct Seen(u32);
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> std::io::Result<()> {
+//!     let io = Server::builder()
+//!         .ping_interval(std::time::Duration::from_secs(10))
+//!         .connection_state_recovery(RecoveryConfig::default())
+//!         .with_state(App { greeting: "hello".into() })
+//!         .build();
+//!     io.ns("/", |socket: Socket, State(app): State<App>| async move {
+//!         socket.extensions().insert(Seen::default());
+//!         let _ = socket.emit("greeting", &app.greeting);
+//!         socket.on("msg", |socket: Socket, TryData(msg): TryData<Msg>, ack: AckSender| async move {
+//!             let seen = socket.extensions().get::<Seen>().map(|s| s.0 + 1).unwrap_or(1);
+//!             socket.extensions().insert(Seen(seen));
+//!             match msg {
+//!                 Ok(m) => { let _ = ack.send(&(m.text, seen)); }
+//!                 Err(e) => { let _ = ack.send(&format!("bad message: {e}")); }
+//!             }
+//!         });
+//!         socket.on("ping", |ack: AckSender| async move { let _ = ack.send(()); });
+//!         socket.on("list", |socket: Socket| async move { let _ = socket.emit("list", &vec![1, 2, 3]); });
 //!     });
-//! });
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
-//! let app = axum::Router::new().merge(io.router());
-//! let _ = rsio::http::serve(listener, app, Default::default(), std::future::pending()).await;
-//! # Ok(()) }
+//!     let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
+//!     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+//!     let app = axum::Router::new().merge(io.router());
+//!     let _ = rsio::http::serve(listener, app, Default::default(), std::future::pending()).await;
+//!     Ok(())
+//! }
 //! ```
 //!
 //! What handlers take is in [`extract`], how values become event arguments in

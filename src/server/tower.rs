@@ -28,7 +28,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///     let (stream, _) = listener.accept().await?;
 ///     let service = TowerToHyperService::new(io.service());
 ///     tokio::spawn(async move {
-///         let _ = auto::Builder::new(TokioExecutor::new())
+///         let _ = auto::Builder::new(TokioExecutor::new()).http1_only()
 ///             .serve_connection_with_upgrades(TokioIo::new(stream), service)
 ///             .await;
 ///     });
@@ -77,7 +77,7 @@ where
 ///
 /// ```no_run
 /// # let io = rsio::Server::builder().build();
-/// let app = axum::Router::new()
+/// let app: axum::Router = axum::Router::new()
 ///     .route("/", axum::routing::get(|| async { "hello" }))
 ///     .layer(io.layer());
 /// ```

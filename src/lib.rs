@@ -52,7 +52,7 @@
 //! transports), [`parser`] (Socket.IO packets), [`adapter`] (rooms, and the seam to
 //! other servers), [`server`] (the API handlers are written against), [`cluster`]
 //! (one worker per core).
-// MISSING_DOCS_PLACEHOLDER
+#![warn(missing_docs)]
 
 pub mod adapter;
 pub mod cluster;
@@ -81,6 +81,11 @@ pub mod prelude {
         },
     };
 }
+
+/// The README's Rust examples, compiled by `cargo test --doc` (see `build.rs`).
+#[cfg(doctest)]
+#[doc = include_str!(concat!(env!("OUT_DIR"), "/readme_rust.md"))]
+pub struct ReadmeExamples;
 
 /// Internals some integration tests reach for; not part of the API.
 #[doc(hidden)]

@@ -31,9 +31,13 @@ impl Default for RecoveryConfig {
 /// What a socket leaves behind on a recoverable disconnect.
 #[derive(Debug, Clone)]
 pub struct PersistedSession {
+    /// The socket's id, kept by the restored socket.
     pub id: SocketId,
+    /// The private id the client presents to recover.
     pub pid: Sid,
+    /// Its rooms but its own id room.
     pub rooms: Vec<String>,
+    /// Its `socket.data`.
     pub data: serde_json::Value,
 }
 

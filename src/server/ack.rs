@@ -12,10 +12,13 @@ use crate::parser::{Args, Packet, ParseError};
 #[derive(Debug, thiserror::Error)]
 pub enum EmitError {
     #[error("arguments could not be encoded: {0}")]
+    /// An argument does not serialize.
     Encode(#[from] ParseError),
     #[error("\"{0}\" is a reserved event name")]
+    /// The event name is one Socket.IO reserves (`connect`, `disconnect`, …).
     ReservedEvent(String),
     #[error("the socket is disconnected")]
+    /// The socket has left.
     Disconnected,
 }
 
@@ -23,8 +26,10 @@ pub enum EmitError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
     #[error("operation has timed out")]
+    /// No acknowledgement within the timeout.
     Timeout,
     #[error("the socket disconnected before acknowledging")]
+    /// The socket left before it acknowledged.
     Disconnected,
 }
 
@@ -33,6 +38,7 @@ pub enum AckError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("operation has timed out")]
 pub struct BroadcastAckError {
+    /// The acknowledgements that came.
     pub responses: Vec<Args>,
 }
 
@@ -67,8 +73,10 @@ impl<T: serde::Serialize + ?Sized> IntoArgs for &T {
 #[derive(Debug, thiserror::Error)]
 pub enum EmitWithAckError {
     #[error(transparent)]
+    /// The event could not be sent.
     Emit(#[from] EmitError),
     #[error(transparent)]
+    /// No acknowledgement came.
     Ack(AckError),
 }
 
@@ -182,7 +190,7 @@ impl AckSender {
     }
 
     /// An ack answered into a channel (server-side emits from other servers).
-    pub fn channel(tx: oneshot::Sender<Args>) -> AckSender {
+    pub(crate) fn channel(tx: oneshot::Sender<Args>) -> AckSender {
         AckSender {
             target: Target::Channel(tx),
         }

@@ -122,10 +122,12 @@ impl Namespace {
         }
     }
 
+    /// Its name (`/`, `/admin`).
     pub fn name(&self) -> &str {
         &self.0.name
     }
 
+    /// The adapter that keeps its rooms and reaches other servers.
     pub fn adapter(&self) -> &Arc<dyn Adapter> {
         &self.0.adapter
     }
@@ -360,26 +362,32 @@ impl Namespace {
 
     // Broadcasting: the same operators as `BroadcastOperator`, from the whole namespace.
 
+    /// A broadcast to these rooms.
     pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).to(rooms)
     }
 
+    /// Same as [`Namespace::to`].
     pub fn within(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         self.to(rooms)
     }
 
+    /// A broadcast to every socket but those in these rooms.
     pub fn except(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).except(rooms)
     }
 
+    /// A broadcast on this server only.
     pub fn local(&self) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).local()
     }
 
+    /// A broadcast that clients not ready to receive it miss.
     pub fn volatile(&self) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).volatile()
     }
 
+    /// A broadcast whose acknowledgements are awaited for at most `timeout`.
     pub fn timeout(&self, timeout: Duration) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).timeout(timeout)
     }
@@ -389,20 +397,24 @@ impl Namespace {
         BroadcastOperator::new(self.clone()).emit(event, args)
     }
 
+    /// Its sockets, on every server.
     pub async fn fetch_sockets(
         &self,
     ) -> Result<Vec<super::broadcast::FetchedSocket>, AdapterError> {
         BroadcastOperator::new(self.clone()).fetch_sockets().await
     }
 
+    /// Makes every socket join these rooms.
     pub fn sockets_join(&self, rooms: impl IntoRooms) {
         BroadcastOperator::new(self.clone()).sockets_join(rooms)
     }
 
+    /// Makes every socket leave these rooms.
     pub fn sockets_leave(&self, rooms: impl IntoRooms) {
         BroadcastOperator::new(self.clone()).sockets_leave(rooms)
     }
 
+    /// Disconnects every socket (with `close`, their connections too).
     pub fn disconnect_sockets(&self, close: bool) {
         BroadcastOperator::new(self.clone()).disconnect_sockets(close)
     }
@@ -438,8 +450,10 @@ impl Namespace {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a server-side emit failed.
 pub enum ServerSideEmitError {
     #[error(transparent)]
+    /// The event could not be sent.
     Emit(#[from] EmitError),
     /// Some servers did not answer in time; the answers that came are kept.
     #[error(transparent)]

@@ -187,10 +187,12 @@ impl Socket {
         self.0.ns.name()
     }
 
+    /// The namespace it belongs to.
     pub fn namespace(&self) -> &Namespace {
         &self.0.ns
     }
 
+    /// The handshake: headers, query, `auth`, address.
     pub fn handshake(&self) -> &Handshake {
         &self.0.handshake
     }
@@ -200,6 +202,7 @@ impl Socket {
         self.0.recovered
     }
 
+    /// Whether it is still in its namespace.
     pub fn connected(&self) -> bool {
         self.0.connected.load(Ordering::Acquire)
     }
@@ -277,6 +280,7 @@ impl Socket {
         self.state().listeners_mut().middlewares.push(Arc::new(f));
     }
 
+    /// Runs with the message of each event a [`Socket::use_middleware`] refused.
     pub fn on_error(&self, f: impl Fn(&Socket, &str) + Send + Sync + 'static) {
         self.state().listeners_mut().errors.push(Arc::new(f));
     }
@@ -309,6 +313,7 @@ impl Socket {
         self.state().data.clone()
     }
 
+    /// Sets `socket.data` (JSON, shared with the other servers of a cluster and kept by recovery).
     pub fn set_data<T: Serialize>(&self, data: &T) {
         let value = serde_json::to_value(data).unwrap_or(serde_json::Value::Null);
         self.state().data = value;
@@ -321,6 +326,7 @@ impl Socket {
         self.report_session();
     }
 
+    /// Leaves `room`.
     pub fn leave(&self, room: &str) {
         self.0.ns.adapter().del(self.0.id, room);
         self.report_session();
@@ -402,6 +408,7 @@ impl Socket {
         self.to(rooms)
     }
 
+    /// A broadcast to every socket of the namespace but this one and those in these rooms.
     pub fn except(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         self.broadcast().except(rooms)
     }

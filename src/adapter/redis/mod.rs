@@ -81,6 +81,7 @@ impl Default for RedisStreamsConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum RedisAdapterError {
     #[error("invalid redis url: {0}")]
+    /// The Redis URL does not parse.
     Url(#[source] redis::RedisError),
 }
 

@@ -37,6 +37,15 @@ fn server(ran: Arc<AtomicUsize>) -> Server {
         })
         .with_state(7u8)
         .build();
+    // `io.use(…)`: refuses with a `ConnectError`, here made from a std error.
+    io.use_middleware(|s: Socket| async move {
+        if s.handshake().auth()["deny"] == true {
+            let err = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+            Err(ConnectError::from_error(err).with_data(serde_json::json!({"code": 403})))
+        } else {
+            Ok(())
+        }
+    });
     io.ns(
         "/",
         move |socket: Socket, State(n): State<u8>, Data(auth): Data<serde_json::Value>| {
@@ -104,6 +113,10 @@ fn server(ran: Arc<AtomicUsize>) -> Server {
                 socket.on("forward", |s: Socket, args: Args| async move {
                     let _ = s.emit("forward", args.nth(1));
                 });
+                // An async closure works as well as a closure returning a future.
+                socket.on("async-closure", async |ack: AckSender| {
+                    let _ = ack.send("async");
+                });
             }
         },
     );
@@ -147,6 +160,10 @@ async fn data_state_extension_and_args_in_any_order() {
     assert_eq!(call(&mut c, 3, r#""both","x",2,3"#).await, r#"433["x",3]"#);
     assert_eq!(call(&mut c, 4, r#""state","hi""#).await, r#"434["> hi"]"#);
     assert_eq!(call(&mut c, 5, r#""nick""#).await, r#"435["ann"]"#);
+    assert_eq!(
+        call(&mut c, 6, r#""async-closure""#).await,
+        r#"436["async"]"#
+    );
     c.send(r#"42["none"]"#).await;
     assert_eq!(c.recv().await.as_deref(), Some(r#"42["none"]"#));
 }
@@ -180,6 +197,21 @@ async fn a_bad_payload_is_answered_on_the_ack() {
     assert_eq!(ran.load(Ordering::SeqCst), 1);
     // The socket is still served.
     assert_eq!(call(&mut c, 5, r#""add",{"a":1,"b":1}"#).await, "435[2]");
+}
+
+/// `Server::use_middleware` guards `/`; its error reaches the client as
+/// `connect_error` with its message and data.
+#[tokio::test]
+async fn server_middleware_refuses_with_a_connect_error() {
+    fn is_std_error<E: std::error::Error + Send + Sync + 'static>(_: &E) {}
+    is_std_error(&ConnectError::new("x"));
+    let (addr, _) = start().await;
+    let mut c = Client::open(addr, "/socket.io/").await;
+    c.send(r#"40{"deny":true}"#).await;
+    assert_eq!(
+        c.recv().await.as_deref(),
+        Some(r#"44{"message":"denied","data":{"code":403}}"#)
+    );
 }
 
 /// `()` is no argument, a tuple one per element, anything else (a `Vec`, a

@@ -23,7 +23,7 @@ use super::ParseError;
 /// | a tuple `&(a, b)` | one per element | `emit("ev", a, b)` |
 /// | `&(a,)` | one | `emit("ev", a)` |
 /// | anything else: `&"x"`, `&42`, `&vec![1, 2, 3]`, `&json!([1, 2])`, `&my_struct` | exactly one | `emit("ev", x)` |
-/// | an [`Args`] (e.g. received ones) | as they are, attachments included | `emit("ev", ...args)` |
+/// | an [`Args`] or `&Args` (e.g. received ones) | as they are, attachments included | `emit("ev", ...args)` |
 ///
 /// A fixed-size array (`[1, 2, 3]`) is a tuple to serde, so it is spread too;
 /// send a `Vec` or a slice (`&[1, 2, 3][..]`) for one list argument.

@@ -57,6 +57,13 @@ impl IntoArgs for Args {
     }
 }
 
+/// Shares the text and attachments (reference-counted), copying neither.
+impl IntoArgs for &Args {
+    fn into_args(self) -> Result<Args, ParseError> {
+        Ok(self.clone())
+    }
+}
+
 impl IntoArgs for () {
     fn into_args(self) -> Result<Args, ParseError> {
         Ok(Args::empty())

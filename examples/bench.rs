@@ -43,26 +43,16 @@ struct Cli {
 }
 
 fn config(parser: &str, deflate: Option<usize>) -> ServerConfig {
-    let mut config = ServerConfig {
-        connection_state_recovery: None,
-        parser: match parser {
-            "msgpack" => rsio::parser::Parser::Msgpack,
-            _ => rsio::parser::Parser::Default,
-        },
-        ..ServerConfig::default()
-    };
-    config.engine.per_message_deflate = deflate.map(|threshold| DeflateConfig {
-        threshold,
-        ..DeflateConfig::default()
+    let mut builder = Server::builder().parser(match parser {
+        "msgpack" => rsio::parser::Parser::Msgpack,
+        _ => rsio::parser::Parser::Default,
     });
-    config
-}
-
-/// The `payload` argument (index `i`) as it came, bytes and attachments
-/// untouched, ready to be sent on as the only argument of `bcast`.
-fn raw_arg(args: &Args, i: usize) -> Option<Args> {
-    let raw = args.get_raw(i)?;
-    Some(Args::from_raw(raw, args.attachments().to_vec()))
+    if let Some(threshold) = deflate {
+        let mut deflate = DeflateConfig::default();
+        deflate.threshold = threshold;
+        builder = builder.per_message_deflate(deflate);
+    }
+    builder.config()
 }
 
 fn install(io: &Server) {
@@ -88,7 +78,9 @@ fn install(io: &Server) {
             socket.on(
                 "broadcast",
                 |s: Socket, args: Args, ack: AckSender| async move {
-                    if let (Ok(room), Some(payload)) = (args.get::<String>(0), raw_arg(&args, 1)) {
+                    // The payload as it came, bytes and attachments untouched.
+                    let payload = args.nth(1);
+                    if let (Ok(room), false) = (args.get::<String>(0), payload.json().is_empty()) {
                         let _ = s.namespace().to(room).emit("bcast", payload);
                     }
                     if ack.is_requested() {
@@ -100,7 +92,8 @@ fn install(io: &Server) {
             socket.on("broadcast_all", move |_s: Socket, args: Args| {
                 let io = io_all.clone();
                 async move {
-                    if let Some(payload) = raw_arg(&args, 0) {
+                    let payload = args.nth(0);
+                    if !payload.json().is_empty() {
                         let _ = io.emit("bcast", payload);
                     }
                 }

@@ -16,7 +16,7 @@ use rsio::engine::{
 };
 use rsio::{
     parser::Args as SioArgs,
-    server::{AckSender, Server, ServerConfig, Socket},
+    server::{AckSender, Server, ServerBuilder, ServerConfig, Socket},
 };
 
 #[derive(Parser, Debug)]
@@ -105,9 +105,13 @@ impl EngineHandler for Echo {
 }
 
 fn engine_config(args: &Args) -> EngineConfig {
-    let transports = Transports {
-        polling: args.transports.split(',').any(|t| t.trim() == "polling"),
-        websocket: args.transports.split(',').any(|t| t.trim() == "websocket"),
+    let transports = match (
+        args.transports.split(',').any(|t| t.trim() == "polling"),
+        args.transports.split(',').any(|t| t.trim() == "websocket"),
+    ) {
+        (true, false) => Transports::POLLING,
+        (false, true) => Transports::WEBSOCKET,
+        _ => Transports::ALL,
     };
     let origins = if args.cors_origins.is_empty() {
         vec!["*".to_string()]
@@ -135,38 +139,35 @@ fn engine_config(args: &Args) -> EngineConfig {
         });
         hook
     });
-    EngineConfig {
-        path: "/engine.io/".into(),
-        ping_interval: Duration::from_millis(args.ping_interval),
-        ping_timeout: Duration::from_millis(args.ping_timeout),
-        upgrade_timeout: Duration::from_millis(args.upgrade_timeout),
-        max_http_buffer_size: args.max_http_buffer_size,
-        transports,
-        allow_upgrades: args.allow_upgrades,
-        cookie: args.cookie.then(CookieOptions::default),
-        cors: Some(CorsOptions {
-            origin,
-            credentials: args.cors_credentials,
-        }),
-        allow_request,
-        http_compression_threshold: (!args.no_http_compression)
-            .then_some(args.http_compression_threshold),
-        initial_packet: args.initial_packet.clone(),
-        allowed_origins: match &args.allowed_origins {
-            Some(list) => AllowedOrigins::SameOriginAnd(list.clone()),
-            None => AllowedOrigins::Any,
-        },
-        max_send_queue_bytes: args
-            .max_send_queue_bytes
-            .unwrap_or(EngineConfig::default().max_send_queue_bytes),
-        trust_proxy: args.trust_proxy,
-        allow_eio3: args.allow_eio3,
-        per_message_deflate: args.per_message_deflate.map(|threshold| DeflateConfig {
-            threshold,
-            ..DeflateConfig::default()
-        }),
-        ..EngineConfig::default()
+    // The path stays `None`: `/engine.io/` for the engine, `/socket.io/` for the server.
+    let mut c = EngineConfig::default();
+    c.ping_interval = Duration::from_millis(args.ping_interval);
+    c.ping_timeout = Duration::from_millis(args.ping_timeout);
+    c.upgrade_timeout = Duration::from_millis(args.upgrade_timeout);
+    c.max_http_buffer_size = args.max_http_buffer_size;
+    c.transports = transports;
+    c.allow_upgrades = args.allow_upgrades;
+    c.cookie = args.cookie.then(CookieOptions::default);
+    c.cors = Some(CorsOptions::new(origin).credentials(args.cors_credentials));
+    c.allow_request = allow_request;
+    c.http_compression_threshold =
+        (!args.no_http_compression).then_some(args.http_compression_threshold);
+    c.initial_packet = args.initial_packet.clone();
+    c.allowed_origins = match &args.allowed_origins {
+        Some(list) => AllowedOrigins::SameOriginAnd(list.clone()),
+        None => AllowedOrigins::Any,
+    };
+    if let Some(bytes) = args.max_send_queue_bytes {
+        c.max_send_queue_bytes = bytes;
     }
+    c.trust_proxy = args.trust_proxy;
+    c.allow_eio3 = args.allow_eio3;
+    c.per_message_deflate = args.per_message_deflate.map(|threshold| {
+        let mut deflate = DeflateConfig::default();
+        deflate.threshold = threshold;
+        deflate
+    });
+    c
 }
 
 fn main() -> anyhow::Result<()> {
@@ -189,18 +190,15 @@ fn main() -> anyhow::Result<()> {
 /// `/handshake` (not used by the suites) emits `handshake` with the handshake's
 /// JSON view, for tests of what `address()` and `secure()` believe.
 fn socket_io_server(args: &Args) -> anyhow::Result<Server> {
-    let io = Server::try_new(ServerConfig {
-        engine: EngineConfig {
-            path: "/socket.io/".into(),
-            ..engine_config(args)
-        },
-        connect_timeout: Duration::from_millis(1000),
-        parser: match args.parser.as_str() {
+    let mut config = ServerConfig::default();
+    config.engine = engine_config(args);
+    let io = ServerBuilder::from_config(config)
+        .connect_timeout(Duration::from_millis(1000))
+        .parser(match args.parser.as_str() {
             "msgpack" => rsio::parser::Parser::Msgpack,
             _ => rsio::parser::Parser::Default,
-        },
-        ..ServerConfig::default()
-    })?;
+        })
+        .try_build()?;
     io.ns("/", |socket: Socket| async move {
         let _ = socket.emit("auth", &(socket.handshake().auth().clone(),));
         socket.on("message", |socket: Socket, args: SioArgs| async move {

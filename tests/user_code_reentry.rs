@@ -354,12 +354,7 @@ async fn room_listener_calls_back_into_the_api() {
                 s.disconnect(false);
             } else if *room == id.to_string() {
                 // A socket connecting: look at every connection's sockets.
-                let sockets: usize = handle
-                    .engine()
-                    .sessions()
-                    .iter()
-                    .map(|session| session.data.sockets().len())
-                    .sum();
+                let sockets: usize = rsio::__private::connection_sockets(&handle).len();
                 s.join("joined-in-listener");
                 let rooms = s.rooms();
                 let fetched = fetch_now(&nsp);

@@ -229,7 +229,7 @@ impl Chat {
                         typing,
                     ),
                 );
-                let _ = ack.send(&());
+                let _ = ack.send(());
             },
         );
 

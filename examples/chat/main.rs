@@ -34,7 +34,7 @@ use rsio::{
     cluster::{ClusterArgs, WorkerContext},
     engine::DeflateConfig,
     http::client_bundle::ClientBundle,
-    server::ServerConfig,
+    server::Server,
 };
 
 const INDEX_HTML: &str = include_str!("static/index.html");
@@ -101,15 +101,13 @@ fn main() -> ExitCode {
             "run `scripts/setup` (it installs the pinned socket.io-client in tests/js), \
              or start the chat with --client-dist <socket.io-client/dist>",
         )?;
-        let mut config = ServerConfig {
-            connection_state_recovery: Some(RecoveryConfig::default()),
-            ..ServerConfig::default()
-        };
-        config.engine.per_message_deflate = deflate.map(|threshold| DeflateConfig {
-            threshold,
-            ..DeflateConfig::default()
-        });
-        let io = worker.server(config)?;
+        let mut builder = Server::builder().connection_state_recovery(RecoveryConfig::default());
+        if let Some(threshold) = deflate {
+            let mut deflate = DeflateConfig::default();
+            deflate.threshold = threshold;
+            builder = builder.per_message_deflate(deflate);
+        }
+        let io = worker.server(builder.config())?;
         app::install(&io, db, worker.index);
         if worker.index == 0 {
             let host = match worker.config.host {

@@ -8,7 +8,7 @@ use std::{
 
 use rsio::{
     adapter::RecoveryConfig,
-    engine::{CorsOptions, CorsOrigin, EngineConfig},
+    engine::{CorsOptions, CorsOrigin},
     parser::{Args, Binary},
     server::{AckSender, ConnectError, Data, Server, ServerConfig, Socket},
 };
@@ -140,12 +140,16 @@ pub(crate) fn decode_opts(args: &Args) -> BroadcastOpts {
     args.get::<BroadcastOpts>(0).unwrap_or_default()
 }
 
-/// The `args` of the options as event arguments. Their binary placeholders
-/// still number the attachments of the packet that carried the options, so
-/// those attachments travel along.
+/// The `args` of the options as event arguments, one each. Their binary
+/// placeholders number the attachments of the packet that carried the options:
+/// resolved, they travel along (renumbered).
 pub(crate) fn event_args(opts: &BroadcastOpts, packet: &Args) -> Args {
-    let elements: Vec<String> = opts.args.iter().map(Value::to_string).collect();
-    Args::from_raw(elements.join(",").into(), packet.attachments().to_vec())
+    let items: Vec<Val> = opts
+        .args
+        .iter()
+        .map(|v| Val::resolve(v.clone(), packet.attachments()))
+        .collect();
+    Args::spread(&items).unwrap_or_default()
 }
 
 fn main_namespace(io: &Server, reasons: Reasons) {
@@ -459,24 +463,16 @@ pub fn parser(name: &str) -> rsio::parser::Parser {
 
 /// The interop server's options (recovery is dropped by the cluster runtime).
 pub fn server_config() -> ServerConfig {
-    ServerConfig {
-        engine: EngineConfig {
-            path: "/socket.io/".into(),
-            ping_interval: Duration::from_millis(1000),
-            ping_timeout: Duration::from_millis(1000),
-            cors: Some(CorsOptions {
-                origin: CorsOrigin::Any,
-                credentials: false,
-            }),
-            ..EngineConfig::default()
-        },
-        connect_timeout: Duration::from_millis(2000),
-        connection_state_recovery: Some(RecoveryConfig {
-            max_disconnection_duration: Duration::from_millis(5000),
-            skip_middlewares: true,
-        }),
-        ..ServerConfig::default()
-    }
+    let mut recovery = RecoveryConfig::default();
+    recovery.max_disconnection_duration = Duration::from_millis(5000);
+    recovery.skip_middlewares = true;
+    Server::builder()
+        .ping_interval(Duration::from_millis(1000))
+        .ping_timeout(Duration::from_millis(1000))
+        .cors(CorsOptions::new(CorsOrigin::Any))
+        .connect_timeout(Duration::from_millis(2000))
+        .connection_state_recovery(recovery)
+        .config()
 }
 
 /// Registers every namespace and handler on `io`; `worker` is this worker's

@@ -97,9 +97,10 @@ fn main() -> ExitCode {
 
 /// `--per-message-deflate [threshold]` as the engine option.
 fn deflate_config(threshold: Option<usize>) -> Option<DeflateConfig> {
-    threshold.map(|threshold| DeflateConfig {
-        threshold,
-        ..DeflateConfig::default()
+    threshold.map(|threshold| {
+        let mut deflate = DeflateConfig::default();
+        deflate.threshold = threshold;
+        deflate
     })
 }
 

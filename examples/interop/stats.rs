@@ -37,7 +37,7 @@ pub fn stats_router(
                 let body = json!({
                     "worker": worker,
                     "pid": std::process::id(),
-                    "engineClients": io.engine().clients_count(),
+                    "engineClients": io.client_count(),
                     "sockets": root.sockets().len(),
                     "rooms": root.adapter().rooms().len(),
                     "rssKiB": rss_kib(),

@@ -89,6 +89,7 @@ impl std::fmt::Debug for LocalAdapter {
 }
 
 impl LocalAdapter {
+    /// An adapter for one server; with `recovery`, it keeps what reconnecting sockets missed.
     pub fn new(recovery: Option<RecoveryConfig>) -> LocalAdapter {
         LocalAdapter {
             index: Mutex::default(),

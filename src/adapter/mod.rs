@@ -39,8 +39,11 @@ pub struct BroadcastFlags {
 /// when empty), minus members of any of `except`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BroadcastOptions {
+    /// Rooms whose members are reached (every socket when empty).
     pub rooms: Vec<String>,
+    /// Rooms whose members are left out.
     pub except: Vec<String>,
+    /// `local`, `volatile`, ….
     pub flags: BroadcastFlags,
 }
 
@@ -63,7 +66,9 @@ pub enum RoomEvent {
     Create(String),
     /// The last socket left the room.
     Delete(String),
+    /// A socket joined the room.
     Join(String, SocketId),
+    /// A socket left the room.
     Leave(String, SocketId),
 }
 
@@ -74,16 +79,22 @@ pub type RoomListener = Arc<dyn Fn(&RoomEvent) + Send + Sync>;
 /// last offset those packets cover.
 #[derive(Debug, Clone)]
 pub struct Restored {
+    /// The socket's id, private id, rooms and data.
     pub session: PersistedSession,
+    /// The packets it missed while away.
     pub missed: Vec<EncodedPacket>,
+    /// The last offset `missed` covers (in a cluster).
     pub horizon: Option<u64>,
 }
 
 /// What `fetch_sockets` learns of a socket on another server.
 #[derive(Debug, Clone)]
 pub struct SocketInfo {
+    /// The socket's id.
     pub id: SocketId,
+    /// Its rooms (its own id room included).
     pub rooms: Vec<String>,
+    /// Its `socket.data`.
     pub data: serde_json::Value,
 }
 
@@ -101,15 +112,19 @@ pub enum RemoteAck {
 /// The remote side of a broadcast with acknowledgements: how many other servers
 /// were asked, and their reports. Dropping it stops listening.
 pub struct RemoteAcks {
+    /// How many other servers were asked.
     pub servers: usize,
+    /// Their reports, as they come.
     pub events: mpsc::UnboundedReceiver<RemoteAck>,
     /// Released when the emitter stops waiting.
     pub cleanup: Box<dyn Send>,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
+/// Why a request to the other servers failed.
 pub enum AdapterError {
     #[error("timeout reached: missing {0} responses")]
+    /// Some servers did not answer in time: this many answers are missing.
     Timeout(usize),
 }
 
@@ -117,7 +132,9 @@ pub enum AdapterError {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("timeout reached: missing {missing} responses")]
 pub struct PartialResponses<T: std::fmt::Debug> {
+    /// How many answers did not come.
     pub missing: usize,
+    /// The answers that came.
     pub responses: Vec<T>,
 }
 
@@ -126,8 +143,11 @@ pub struct PartialResponses<T: std::fmt::Debug> {
 /// The namespace delivers to its own sockets; the `*_remote` methods carry the
 /// same operation to the other servers of a cluster (no-ops for one process).
 pub trait Adapter: Send + Sync + 'static {
+    /// Adds socket `id` to these rooms.
     fn add_all(&self, id: SocketId, rooms: &[String]);
+    /// Removes socket `id` from `room`.
     fn del(&self, id: SocketId, room: &str);
+    /// Removes socket `id` from every room.
     fn del_all(&self, id: SocketId);
     /// Rooms of a local socket (its own id room included).
     fn socket_rooms(&self, id: SocketId) -> Vec<String>;
@@ -188,6 +208,7 @@ pub trait Adapter: Send + Sync + 'static {
         0
     }
 
+    /// Sends a broadcast to the other servers (nothing for one server).
     fn broadcast_remote(&self, _packet: &EncodedPacket, _opts: &BroadcastOptions) {}
     /// Sends a broadcast that asks for acknowledgement `ack_id` to the other
     /// servers; `None` when there are none.
@@ -199,9 +220,13 @@ pub trait Adapter: Send + Sync + 'static {
     ) -> Option<RemoteAcks> {
         None
     }
+    /// Makes the matching sockets of the other servers join `rooms`.
     fn sockets_join_remote(&self, _opts: &BroadcastOptions, _rooms: &[String]) {}
+    /// Makes the matching sockets of the other servers leave `rooms`.
     fn sockets_leave_remote(&self, _opts: &BroadcastOptions, _rooms: &[String]) {}
+    /// Disconnects the matching sockets of the other servers.
     fn disconnect_sockets_remote(&self, _opts: &BroadcastOptions, _close: bool) {}
+    /// The matching sockets of the other servers.
     fn fetch_sockets_remote(
         &self,
         _opts: &BroadcastOptions,

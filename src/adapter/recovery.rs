@@ -11,6 +11,7 @@ use crate::engine::Sid;
 
 /// Node's `connectionStateRecovery` option.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecoveryConfig {
     /// How long a disconnected session (and the packets it misses) is kept.
     pub max_disconnection_duration: Duration,
@@ -30,9 +31,13 @@ impl Default for RecoveryConfig {
 /// What a socket leaves behind on a recoverable disconnect.
 #[derive(Debug, Clone)]
 pub struct PersistedSession {
+    /// The socket's id, kept by the restored socket.
     pub id: SocketId,
+    /// The private id the client presents to recover.
     pub pid: Sid,
+    /// Its rooms but its own id room.
     pub rooms: Vec<String>,
+    /// Its `socket.data`.
     pub data: serde_json::Value,
 }
 

@@ -126,9 +126,12 @@ pub struct ClusterArgs {
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
+/// Whether workers are pinned to CPU cores.
 pub enum PinMode {
     #[default]
+    /// Worker `i` runs on core `i` (modulo the cores allowed).
     Auto,
+    /// No pinning: the kernel schedules workers.
     None,
 }
 
@@ -147,9 +150,11 @@ pub enum RedisAdapterKind {
 /// Where and how this host meets the other hosts (see `--redis`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisOptions {
-    /// `redis://HOST:PORT[/DB]`, as given (it may hold a password: log
-    /// [`RedisOptions::redacted_url`] instead).
+    /// `redis://HOST:PORT[/DB]` as given (it may hold a password: log
+    /// [`RedisOptions::redacted_url`] instead); with the classic adapter, a
+    /// comma-separated list of a Redis Cluster's nodes.
     pub url: String,
+    /// Which of Node's adapters to speak.
     pub adapter: RedisAdapterKind,
 }
 
@@ -192,15 +197,22 @@ struct FileConfig {
 /// The resolved options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
+    /// Worker processes (one per core by default).
     pub workers: usize,
+    /// The port clients connect to.
     pub port: u16,
+    /// The address listened on.
     pub host: IpAddr,
+    /// `tracing` filter (`info`, `rsio=debug`, …).
     pub log_level: String,
+    /// CPU pinning of workers.
     pub pin: PinMode,
+    /// Connections each worker serves at once.
     pub max_connections: usize,
     /// Applied to every server of [`WorkerContext::server`](super::WorkerContext::server)
     /// whose config keeps the library default.
     pub allowed_origins: AllowedOrigins,
+    /// Bound on one client's send queue (see [`EngineConfig::max_send_queue_bytes`](crate::engine::EngineConfig::max_send_queue_bytes)).
     pub max_send_queue_bytes: usize,
     /// Applied to every server of [`WorkerContext::server`](super::WorkerContext::server)
     /// (see [`EngineConfig::trust_proxy`](crate::engine::EngineConfig::trust_proxy)).
@@ -227,14 +239,19 @@ pub struct ClusterConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why the cluster's options cannot be used.
 pub enum ConfigError {
     #[error("cannot read config file {0}: {1}")]
+    /// The config file cannot be read.
     Read(PathBuf, std::io::Error),
     #[error("invalid config file {0}: {1}")]
+    /// The config file is not valid TOML for these options.
     Parse(PathBuf, toml::de::Error),
     #[error("--workers must be at least 1")]
+    /// `--workers 0`.
     NoWorkers,
     #[error("ports {0}..{1} do not fit below 65536")]
+    /// The workers' ports would pass 65535.
     PortRange(u16, usize),
     /// `admin_ui` in the config file is neither `none` nor `USER:BCRYPT_HASH`.
     #[error(transparent)]
@@ -249,6 +266,7 @@ impl ClusterConfig {
 }
 
 impl ClusterArgs {
+    /// The options: command line over config file over defaults.
     pub fn resolve(&self) -> Result<ClusterConfig, ConfigError> {
         let file = match &self.config {
             Some(path) => {

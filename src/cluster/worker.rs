@@ -151,6 +151,7 @@ pub struct WorkerContext {
     pub index: usize,
     /// Workers in the cluster.
     pub count: usize,
+    /// The cluster's resolved options.
     pub config: ClusterConfig,
     link: Arc<ClusterLink>,
     servers: Arc<Mutex<Vec<Server>>>,

@@ -4,11 +4,32 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use http::request::Parts;
 
-/// The transports a server accepts.
+/// The transports a server accepts (Node's `transports`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Transports {
+    /// HTTP long-polling.
     pub polling: bool,
+    /// WebSocket.
     pub websocket: bool,
+}
+
+impl Transports {
+    /// Both transports (the default).
+    pub const ALL: Transports = Transports {
+        polling: true,
+        websocket: true,
+    };
+    /// WebSocket only (Node's `transports: ["websocket"]`).
+    pub const WEBSOCKET: Transports = Transports {
+        polling: false,
+        websocket: true,
+    };
+    /// Long-polling only (Node's `transports: ["polling"]`).
+    pub const POLLING: Transports = Transports {
+        polling: true,
+        websocket: false,
+    };
 }
 
 impl Default for Transports {
@@ -22,9 +43,13 @@ impl Default for Transports {
 
 /// The `io` cookie set on the handshake response (Node's `cookie` option).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CookieOptions {
+    /// The cookie's name (`io`).
     pub name: String,
+    /// The cookie's `Path` (`/`).
     pub path: String,
+    /// Whether the cookie is `HttpOnly` (true).
     pub http_only: bool,
     /// `SameSite` value, e.g. `Lax`.
     pub same_site: Option<String>,
@@ -61,10 +86,28 @@ pub enum CorsOrigin {
 /// Node's `cors` option: which origins may read responses, and whether
 /// credentials (cookies) may be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CorsOptions {
+    /// Which origins may read responses.
     pub origin: CorsOrigin,
     /// `Access-Control-Allow-Credentials: true`; not allowed with [`CorsOrigin::Any`].
     pub credentials: bool,
+}
+
+impl CorsOptions {
+    /// These origins, without credentials.
+    pub fn new(origin: CorsOrigin) -> CorsOptions {
+        CorsOptions {
+            origin,
+            credentials: false,
+        }
+    }
+
+    /// Allows credentials (cookies); refused with [`CorsOrigin::Any`].
+    pub fn credentials(mut self, credentials: bool) -> CorsOptions {
+        self.credentials = credentials;
+        self
+    }
 }
 
 /// Why an [`EngineConfig`] cannot be used; returned by
@@ -146,6 +189,7 @@ pub type AllowRequest = Arc<dyn Fn(&Parts) -> AllowRequestFuture + Send + Sync>;
 /// `perMessageDeflate`. The server never keeps its compression context between
 /// messages, so a broadcast is compressed once for every recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeflateConfig {
     /// Messages smaller than this many bytes are sent uncompressed.
     pub threshold: usize,
@@ -162,20 +206,38 @@ impl Default for DeflateConfig {
     }
 }
 
+/// Where an Engine.IO server alone is mounted when [`EngineConfig::path`] is `None`.
+pub const ENGINE_PATH: &str = "/engine.io/";
+
 /// Engine.IO options. Field names follow Node's option names in snake case.
+///
+/// Made with [`EngineConfig::default`] and changed field by field (a Socket.IO
+/// server is easier to configure with `Server::builder()`, which sets these).
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct EngineConfig {
-    /// Mount path, with a trailing slash (`/engine.io/`, `/socket.io/`).
-    pub path: String,
+    /// Mount path, with a trailing slash. `None` (the default) is the path of
+    /// whoever serves it: `/engine.io/` for an [`Engine`](super::Engine) alone,
+    /// `/socket.io/` for a Socket.IO `Server`, so that changing another option
+    /// never moves the server away from where its clients look.
+    pub path: Option<String>,
+    /// How often the server pings (Node's `pingInterval`, 25 s).
     pub ping_interval: Duration,
+    /// How long the server waits for a pong (Node's `pingTimeout`, 20 s).
     pub ping_timeout: Duration,
+    /// How long a transport upgrade may take (Node's `upgradeTimeout`, 10 s).
     pub upgrade_timeout: Duration,
     /// Largest message and polling POST body, advertised as `maxPayload`.
     pub max_http_buffer_size: usize,
+    /// The transports accepted.
     pub transports: Transports,
+    /// Whether a polling client may upgrade to WebSocket.
     pub allow_upgrades: bool,
+    /// The `io` cookie on the handshake response; `None` sets no cookie.
     pub cookie: Option<CookieOptions>,
+    /// CORS headers for browsers on other origins; `None` sends none.
     pub cors: Option<CorsOptions>,
+    /// Node's `allowRequest`: may refuse a handshake (see [`AllowRequest`]).
     pub allow_request: Option<AllowRequest>,
     /// Compress polling responses of at least this many bytes (gzip/deflate);
     /// `None` disables compression.
@@ -207,7 +269,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            path: "/engine.io/".into(),
+            path: None,
             ping_interval: Duration::from_millis(25_000),
             ping_timeout: Duration::from_millis(20_000),
             upgrade_timeout: Duration::from_millis(10_000),
@@ -272,7 +334,11 @@ impl EngineConfig {
 
     /// The mount path normalised to start and end with `/`.
     pub(crate) fn normalized_path(&self) -> String {
-        let trimmed = self.path.trim_matches('/');
+        let trimmed = self
+            .path
+            .as_deref()
+            .unwrap_or(ENGINE_PATH)
+            .trim_matches('/');
         if trimmed.is_empty() {
             "/".into()
         } else {

@@ -9,23 +9,30 @@ use http::{header, StatusCode};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
     #[error("Transport unknown")]
+    /// Code 0: an unknown `transport`.
     UnknownTransport,
     #[error("Session ID unknown")]
+    /// Code 1: an unknown or expired `sid`.
     UnknownSid,
     #[error("Bad handshake method")]
+    /// Code 2: a handshake that is not a GET.
     BadHandshakeMethod,
     #[error("Bad request")]
+    /// Code 3: a malformed request.
     BadRequest,
     /// Refused by `allowRequest`, with its message.
     #[error("{0}")]
     Forbidden(String),
     #[error("Unsupported protocol version")]
+    /// Code 5: an `EIO` other than 4 (or 3, with `allow_eio3`).
     UnsupportedProtocolVersion,
 }
 
 impl RequestError {
+    /// How many codes there are.
     pub const COUNT: usize = 6;
 
+    /// Node's numeric code.
     pub fn code(&self) -> u8 {
         match self {
             RequestError::UnknownTransport => 0,
@@ -37,6 +44,7 @@ impl RequestError {
         }
     }
 
+    /// The HTTP status it is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
             RequestError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -67,6 +75,7 @@ impl IntoResponse for RequestError {
 pub struct ErrorCounters([AtomicU64; RequestError::COUNT]);
 
 impl ErrorCounters {
+    /// Counts one refusal.
     pub fn record(&self, error: &RequestError) {
         self.0[error.code() as usize].fetch_add(1, Ordering::Relaxed);
     }

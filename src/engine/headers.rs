@@ -61,6 +61,7 @@ impl RequestHeaders {
         self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
+    /// Whether the header `name` was sent.
     pub fn contains(&self, name: &str) -> bool {
         self.get(name).is_some()
     }

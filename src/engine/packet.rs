@@ -7,7 +7,9 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 /// A packet received from a client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet {
+    /// `0`: open (sent by servers only).
     Open,
+    /// `1`: the client closes the session.
     Close,
     /// `2` with its data (`probe` during an upgrade).
     Ping(Bytes),
@@ -17,7 +19,9 @@ pub enum Packet {
     Message(Bytes),
     /// A binary message (WebSocket binary frame, or `b<base64>` in a polling payload).
     Binary(Bytes),
+    /// `5`: the client switches to WebSocket.
     Upgrade,
+    /// `6`: nothing (ends a poll during an upgrade).
     Noop,
 }
 
@@ -25,12 +29,16 @@ pub enum Packet {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PacketError {
     #[error("empty packet")]
+    /// No bytes.
     Empty,
     #[error("unknown packet type {0:?}")]
+    /// A first byte that is no packet type.
     UnknownType(u8),
     #[error("packet is not valid UTF-8")]
+    /// A text packet that is not UTF-8.
     InvalidUtf8,
     #[error("invalid base64 in binary packet")]
+    /// A `b` packet whose base64 does not decode.
     InvalidBase64,
     /// A v3 payload's length prefix is malformed or does not match its packet.
     #[error("invalid length prefix in payload")]
@@ -86,7 +94,9 @@ impl Packet {
 /// same bytes are shared by every recipient and every transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
+    /// A text frame (type character included).
     Text(Utf8Bytes),
+    /// A binary message.
     Binary(Bytes),
 }
 
@@ -104,6 +114,7 @@ impl Frame {
         Frame::Text(packet.into())
     }
 
+    /// `2`: a ping.
     pub const fn ping() -> Frame {
         Frame::Text(Utf8Bytes::from_static("2"))
     }
@@ -113,10 +124,12 @@ impl Frame {
         Frame::Text(Utf8Bytes::from_static("3"))
     }
 
+    /// `1`: close.
     pub const fn close() -> Frame {
         Frame::Text(Utf8Bytes::from_static("1"))
     }
 
+    /// `6`: noop.
     pub const fn noop() -> Frame {
         Frame::Text(Utf8Bytes::from_static("6"))
     }
@@ -129,6 +142,7 @@ impl Frame {
         }
     }
 
+    /// Whether it has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -5,6 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::packet::{base64_decode, base64_encode, Frame, Packet, PacketError};
 
+/// The record separator between packets of a polling payload.
 pub const SEPARATOR: u8 = 0x1e;
 
 /// Decodes a POST body. The whole body is validated as UTF-8 first.

@@ -30,6 +30,7 @@ use super::{
 pub enum Message {
     /// A text message; valid UTF-8.
     Text(Bytes),
+    /// A binary message.
     Binary(Bytes),
 }
 
@@ -41,7 +42,9 @@ pub trait EngineHandler: Send + Sync + 'static {
     /// Per-session state of the upper layer, stored inside the [`Session`].
     type Data: Default + Send + Sync + 'static;
 
+    /// A session opened (its `open` packet is sent).
     fn on_open(&self, session: &Arc<Session<Self::Data>>);
+    /// A message from the client, in the order they arrived.
     fn on_message(&self, session: &Arc<Session<Self::Data>>, message: Message);
     /// Called once, after the session left the session table.
     fn on_close(&self, session: &Arc<Session<Self::Data>>, reason: CloseReason);
@@ -117,10 +120,12 @@ impl<H: EngineHandler> Engine<H> {
         }))
     }
 
+    /// The options it runs with.
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }
 
+    /// The upper layer's handler.
     pub fn handler(&self) -> &H {
         &self.handler
     }
@@ -135,6 +140,7 @@ impl<H: EngineHandler> Engine<H> {
         self.errors.snapshot()
     }
 
+    /// The live session `sid`.
     pub fn session(&self, sid: Sid) -> Option<Arc<Session<H::Data>>> {
         self.table().get(&sid).cloned()
     }

@@ -20,12 +20,16 @@ use tracing::warn;
 use super::{deflate::SharedDeflate, headers::RequestHeaders, packet::Frame, sid::Sid};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The transport a session uses now.
 pub enum TransportKind {
+    /// HTTP long-polling.
     Polling,
+    /// WebSocket.
     WebSocket,
 }
 
 impl TransportKind {
+    /// Node's name: `polling` or `websocket`.
     pub fn as_str(&self) -> &'static str {
         match self {
             TransportKind::Polling => "polling",
@@ -43,7 +47,12 @@ pub enum Protocol {
     /// are length-prefixed. `binary`: the client takes binary payloads and
     /// frames (it did not ask for `b64=1`). `jsonp`: the session polls with
     /// JSONP (`j=<n>` on its handshake), answered as `___eio[<n>](…);`.
-    V3 { binary: bool, jsonp: Option<u32> },
+    V3 {
+        /// The client takes binary payloads and frames.
+        binary: bool,
+        /// The JSONP callback index, for a JSONP session.
+        jsonp: Option<u32>,
+    },
 }
 
 /// Why a session ended, with Node's reason strings.
@@ -53,7 +62,9 @@ pub enum CloseReason {
     TransportClose,
     /// The transport failed: a broken connection, an overlapping poll, a frame over the limit.
     TransportError,
+    /// The client answered no ping in time.
     PingTimeout,
+    /// The client sent what is not Engine.IO.
     ParseError,
     /// The server closed the session.
     ForcedClose,
@@ -63,6 +74,7 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Node's reason string.
     pub fn as_str(&self) -> &'static str {
         match self {
             CloseReason::TransportClose => "transport close",
@@ -90,6 +102,7 @@ pub(crate) enum Upgrade {
 /// by the session and every Socket.IO socket of the connection.
 #[derive(Debug, Clone)]
 pub struct HandshakeRequest {
+    /// The handshake request's headers.
     pub headers: RequestHeaders,
     /// The request target: path and query (`/socket.io/?EIO=4&transport=polling`).
     pub url: Box<str>,
@@ -99,6 +112,7 @@ pub struct HandshakeRequest {
     /// The client used TLS: only a trusted proxy's `X-Forwarded-Proto: https`
     /// says so (rsio terminates no TLS itself).
     pub secure: bool,
+    /// When the handshake came.
     pub issued: SystemTime,
 }
 
@@ -282,6 +296,7 @@ impl<D> Session<D> {
         }
     }
 
+    /// The session id.
     pub fn sid(&self) -> Sid {
         self.sid
     }
@@ -296,14 +311,17 @@ impl<D> Session<D> {
         self.protocol != Protocol::V4
     }
 
+    /// The handshake request.
     pub fn request(&self) -> &Arc<HandshakeRequest> {
         &self.request
     }
 
+    /// The transport in use now.
     pub fn transport(&self) -> TransportKind {
         self.lock().transport
     }
 
+    /// Whether the session has ended.
     pub fn is_closed(&self) -> bool {
         self.is_closed.load(Ordering::Acquire)
     }

@@ -9,9 +9,11 @@ use std::{fmt, sync::OnceLock};
 use base64::Engine as _;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// An Engine.IO session id (also a socket id): 20 base64url characters.
 pub struct Sid([u8; 20]);
 
 impl Sid {
+    /// A fresh random id (120 bits).
     pub fn random() -> Sid {
         let bytes: [u8; 15] = rand::random();
         let mut out = [0u8; 20];
@@ -41,6 +43,7 @@ impl Sid {
             .then_some(Sid(bytes))
     }
 
+    /// Its text.
     pub fn as_str(&self) -> &str {
         // Only base64url characters are ever stored.
         std::str::from_utf8(&self.0).unwrap_or_default()

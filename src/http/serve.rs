@@ -34,6 +34,7 @@ use tower::ServiceExt;
 use tracing::{debug, warn};
 
 #[derive(Debug, Clone)]
+/// Limits of the accept loop of [`serve`].
 pub struct ServeConfig {
     /// Time a client has to send a request's headers.
     pub header_read_timeout: Duration,
@@ -61,8 +62,10 @@ impl Default for ServeConfig {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why [`serve`] stopped.
 pub enum ServeError {
     #[error("accept failed: {0}")]
+    /// Accepting failed for a reason that is not transient.
     Accept(#[from] std::io::Error),
 }
 

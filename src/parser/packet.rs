@@ -19,12 +19,20 @@ pub enum PacketData {
     /// A numeric event name (allowed by the protocol) is kept as its JSON
     /// text and re-encoded as a string.
     Event {
+        /// The event name.
         event: String,
+        /// Its arguments.
         args: Args,
+        /// The id of the acknowledgement the sender waits for.
         ack: Option<u64>,
     },
     /// ACK (`3`) or BINARY_ACK (`6`, when `args` has attachments).
-    Ack { ack: u64, args: Args },
+    Ack {
+        /// The id of the acknowledged event.
+        ack: u64,
+        /// The answer's arguments.
+        args: Args,
+    },
     /// CONNECT_ERROR (`4`): an object (`{"message":…,"data":…}`) or a string.
     ConnectError(Box<RawValue>),
 }
@@ -75,6 +83,7 @@ pub fn nsp_name(name: &str) -> NspName {
 pub struct Packet {
     /// Namespace, `"/"` by default.
     pub nsp: NspName,
+    /// What the packet carries.
     pub data: PacketData,
 }
 

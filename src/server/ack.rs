@@ -12,10 +12,13 @@ use crate::parser::{Args, Packet, ParseError};
 #[derive(Debug, thiserror::Error)]
 pub enum EmitError {
     #[error("arguments could not be encoded: {0}")]
+    /// An argument does not serialize.
     Encode(#[from] ParseError),
     #[error("\"{0}\" is a reserved event name")]
+    /// The event name is one Socket.IO reserves (`connect`, `disconnect`, …).
     ReservedEvent(String),
     #[error("the socket is disconnected")]
+    /// The socket has left.
     Disconnected,
 }
 
@@ -23,8 +26,10 @@ pub enum EmitError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AckError {
     #[error("operation has timed out")]
+    /// No acknowledgement within the timeout.
     Timeout,
     #[error("the socket disconnected before acknowledging")]
+    /// The socket left before it acknowledged.
     Disconnected,
 }
 
@@ -33,18 +38,35 @@ pub enum AckError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("operation has timed out")]
 pub struct BroadcastAckError {
+    /// The acknowledgements that came.
     pub responses: Vec<Args>,
 }
 
-/// Arguments given to `emit`: an [`Args`] as is, or any `&T: Serialize` (a tuple
-/// or array is spread into several arguments, anything else is one).
+/// What `emit` and `ack.send` take, as Node has it: `()` is no argument, a
+/// tuple one argument per element, any other `&T: Serialize` (a `Vec`
+/// included) exactly one, and an [`Args`] goes as it is. The whole rule, with
+/// examples, is on [`Args`].
 pub trait IntoArgs {
+    /// The arguments, or why the value does not serialize.
     fn into_args(self) -> Result<Args, ParseError>;
 }
 
 impl IntoArgs for Args {
     fn into_args(self) -> Result<Args, ParseError> {
         Ok(self)
+    }
+}
+
+/// Shares the text and attachments (reference-counted), copying neither.
+impl IntoArgs for &Args {
+    fn into_args(self) -> Result<Args, ParseError> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoArgs for () {
+    fn into_args(self) -> Result<Args, ParseError> {
+        Ok(Args::empty())
     }
 }
 
@@ -58,8 +80,10 @@ impl<T: serde::Serialize + ?Sized> IntoArgs for &T {
 #[derive(Debug, thiserror::Error)]
 pub enum EmitWithAckError {
     #[error(transparent)]
+    /// The event could not be sent.
     Emit(#[from] EmitError),
     #[error(transparent)]
+    /// No acknowledgement came.
     Ack(AckError),
 }
 
@@ -173,7 +197,7 @@ impl AckSender {
     }
 
     /// An ack answered into a channel (server-side emits from other servers).
-    pub fn channel(tx: oneshot::Sender<Args>) -> AckSender {
+    pub(crate) fn channel(tx: oneshot::Sender<Args>) -> AckSender {
         AckSender {
             target: Target::Channel(tx),
         }
@@ -203,7 +227,7 @@ impl AckSender {
 
     /// Acknowledges with one argument `{"error": message}`.
     pub fn send_error(self, message: &str) -> Result<(), EmitError> {
-        self.send(&(serde_json::json!({ "error": message }),))
+        self.send(&serde_json::json!({ "error": message }))
     }
 }
 

@@ -98,6 +98,7 @@ impl BroadcastOperator {
         self
     }
 
+    /// Which sockets it reaches.
     pub fn options(&self) -> &BroadcastOptions {
         &self.opts
     }
@@ -312,18 +313,23 @@ impl Drop for ForgetAcks<'_> {
 #[derive(Debug, thiserror::Error)]
 pub enum BroadcastEmitError {
     #[error(transparent)]
+    /// The event could not be sent.
     Emit(#[from] EmitError),
     #[error(transparent)]
+    /// Not every client acknowledged in time.
     Ack(BroadcastAckError),
 }
 
 /// A socket found by `fetch_sockets`, on this server or another.
 #[derive(Debug, Clone)]
 pub struct FetchedSocket {
+    /// The socket's id.
     pub id: SocketId,
     /// Known for local sockets.
     pub handshake: Option<Handshake>,
+    /// Its rooms (its own id room included).
     pub rooms: Vec<String>,
+    /// Its `socket.data`.
     pub data: serde_json::Value,
     ns: Namespace,
     local: Option<Socket>,
@@ -339,6 +345,7 @@ impl FetchedSocket {
         BroadcastOperator::new(self.ns.clone()).to(self.id)
     }
 
+    /// Sends an event to this socket, wherever it is.
     pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
         match &self.local {
             Some(s) => s.emit(event, args),
@@ -346,6 +353,7 @@ impl FetchedSocket {
         }
     }
 
+    /// Makes it join these rooms, wherever it is.
     pub fn join(&self, rooms: impl IntoRooms) {
         match &self.local {
             Some(s) => s.join(rooms),
@@ -353,6 +361,7 @@ impl FetchedSocket {
         }
     }
 
+    /// Makes it leave `room`, wherever it is.
     pub fn leave(&self, room: &str) {
         match &self.local {
             Some(s) => s.leave(room),
@@ -360,6 +369,7 @@ impl FetchedSocket {
         }
     }
 
+    /// Disconnects it, wherever it is.
     pub fn disconnect(&self, close: bool) {
         match &self.local {
             Some(s) => s.disconnect(close),

@@ -1,21 +1,20 @@
 //! The Socket.IO server: namespaces, sockets, rooms, events and acknowledgements.
 //!
 //! ```no_run
-//! use rsio::server::{Server, ServerConfig, Socket, AckSender};
-//! use rsio::parser::Args;
+//! use rsio::prelude::*;
 //!
 //! # async fn run() -> std::io::Result<()> {
-//! let io = Server::new(ServerConfig::default());
+//! let io = Server::builder().build();
 //! io.ns("/", |socket: Socket| async move {
 //!     socket.on("chat message", |socket: Socket, args: Args| async move {
 //!         // to everyone in the namespace, on every server
 //!         let _ = socket.namespace().emit("chat message", args);
 //!     });
-//!     socket.on("ping", |_s: Socket, _args: Args, ack: AckSender| async move {
-//!         let _ = ack.send(&("pong",));
+//!     socket.on("ping", |ack: AckSender| async move {
+//!         let _ = ack.send("pong");
 //!     });
 //! });
-//! // Mount it in any axum app:
+//! // Mount it in any axum app (or use `io.layer()` / `io.service()` elsewhere):
 //! let app = axum::Router::new().merge(io.router());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! rsio::http::serve(listener, app, Default::default(), std::future::pending()).await.ok();
@@ -24,7 +23,9 @@
 
 mod ack;
 mod broadcast;
+mod builder;
 mod client;
+pub mod extract;
 mod guard;
 mod handler;
 mod handshake;
@@ -32,6 +33,8 @@ mod namespace;
 mod reason;
 mod rooms;
 mod socket;
+mod state;
+mod tower;
 mod v2_client;
 
 use std::{
@@ -45,13 +48,17 @@ pub use ack::{
     AckError, AckSender, BroadcastAckError, EmitError, EmitWithAckError, IntoArgs, SocketTimeout,
 };
 pub use broadcast::{BroadcastEmitError, BroadcastOperator, FetchedSocket};
-pub use client::{ClientHandler, ClientState};
-pub use handler::{ConnectError, Data, EventHandler, FromArgs};
+pub use builder::ServerBuilder;
+pub(crate) use client::ClientHandler;
+pub use extract::{Data, Extension, FromEvent, Handler, State, TryData};
+pub use handler::ConnectError;
 pub use handshake::Handshake;
 pub use namespace::{Namespace, ServerSideEmitError};
 pub use reason::DisconnectReason;
 pub use rooms::IntoRooms;
 pub use socket::{Socket, SocketCompress};
+pub use state::Extensions;
+pub use tower::{SocketIoLayer, SocketIoService};
 
 use crate::{
     adapter::{Adapter, AdapterError, LocalAdapter, RecoveryConfig},
@@ -60,8 +67,14 @@ use crate::{
 };
 
 /// Socket.IO options (Engine.IO's are in `engine`), with Node's defaults.
+///
+/// [`Server::builder`] sets them one by one; a config is also made with
+/// `ServerConfig::default()` and changed field by field. Whichever way, the
+/// server is at `/socket.io/` unless [`EngineConfig::path`] says otherwise.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
+    /// The Engine.IO options (ping, transports, CORS, …).
     pub engine: EngineConfig,
     /// A connection that joins no namespace within this time is closed.
     pub connect_timeout: Duration,
@@ -72,19 +85,22 @@ pub struct ServerConfig {
     /// Node's `parser`: the packet format every client of this server uses
     /// ([`Parser::Msgpack`] for clients with `socket.io-msgpack-parser`).
     pub parser: Parser,
+    /// Application state for the [`State`] extractor ([`ServerBuilder::with_state`]).
+    pub(crate) state: Arc<state::TypeMap>,
 }
+
+/// Where a Socket.IO server is mounted when [`EngineConfig::path`] is `None`.
+pub const SOCKET_IO_PATH: &str = "/socket.io/";
 
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            engine: EngineConfig {
-                path: "/socket.io/".into(),
-                ..EngineConfig::default()
-            },
+            engine: EngineConfig::default(),
             connect_timeout: Duration::from_millis(45_000),
             max_attachments: crate::parser::DEFAULT_MAX_ATTACHMENTS,
             connection_state_recovery: None,
             parser: Parser::Default,
+            state: Arc::default(),
         }
     }
 }
@@ -134,6 +150,7 @@ impl ServerInner {
             handlers(),
             false,
             self.config.parser,
+            self.config.state.clone(),
         );
         let existing = {
             let mut map = self.namespaces.write().unwrap_or_else(|e| e.into_inner());
@@ -192,11 +209,11 @@ impl ServerInner {
 
 /// A weak handle on a server, for adapters that deliver what other servers send.
 #[derive(Clone)]
-pub struct ServerInnerRef(std::sync::Weak<ServerInner>);
+pub(crate) struct ServerInnerRef(std::sync::Weak<ServerInner>);
 
 impl ServerInnerRef {
     /// An existing namespace (messages for namespaces this server never created are dropped).
-    pub fn namespace(&self, name: &str) -> Option<Namespace> {
+    pub(crate) fn namespace(&self, name: &str) -> Option<Namespace> {
         let inner = self.0.upgrade()?;
         let map = inner.namespaces.read().unwrap_or_else(|e| e.into_inner());
         map.get(name).cloned()
@@ -211,6 +228,21 @@ pub struct Server {
 }
 
 impl Server {
+    /// Configures a server option by option (Node's names), then
+    /// [`ServerBuilder::build`]s it.
+    ///
+    /// ```no_run
+    /// # use rsio::prelude::*;
+    /// # use std::time::Duration;
+    /// let io = Server::builder()
+    ///     .ping_interval(Duration::from_secs(10))
+    ///     .connection_state_recovery(RecoveryConfig::default())
+    ///     .build();
+    /// ```
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
     /// A server with the in-memory adapter.
     ///
     /// # Panics
@@ -236,7 +268,10 @@ impl Server {
     /// # Panics
     ///
     /// As [`Server::new`], on a config that [`EngineConfig::validate`](crate::engine::EngineConfig::validate) refuses.
-    pub fn with_adapter(config: ServerConfig, factory: AdapterFactory) -> Server {
+    pub fn with_adapter(mut config: ServerConfig, factory: AdapterFactory) -> Server {
+        if config.engine.path.is_none() {
+            config.engine.path = Some(SOCKET_IO_PATH.into());
+        }
         let inner = Arc::new(ServerInner {
             config: config.clone(),
             namespaces: RwLock::default(),
@@ -255,12 +290,13 @@ impl Server {
         server
     }
 
+    /// The options it runs with (its path always set).
     pub fn config(&self) -> &ServerConfig {
         &self.inner.config
     }
 
     /// A weak handle, for adapters.
-    pub fn inner_ref(&self) -> ServerInnerRef {
+    pub(crate) fn inner_ref(&self) -> ServerInnerRef {
         ServerInnerRef(Arc::downgrade(&self.inner))
     }
 
@@ -270,13 +306,31 @@ impl Server {
     }
 
     /// The Engine.IO server underneath (session counts, error counters).
-    pub fn engine(&self) -> &Arc<Engine<ClientHandler>> {
+    pub(crate) fn engine(&self) -> &Arc<Engine<ClientHandler>> {
         &self.engine
+    }
+
+    /// Engine.IO connections open now (each holds a socket per namespace joined).
+    pub fn client_count(&self) -> usize {
+        self.engine.clients_count()
     }
 
     /// An axum router serving this server at its path; merge it into an app.
     pub fn router(&self) -> axum::Router {
         self.engine.router()
+    }
+
+    /// A tower [`Layer`](::tower::Layer) that answers this server's path and
+    /// hands every other request to the service it wraps: mounts rsio under
+    /// plain hyper, tower or axum (`Router::layer`).
+    pub fn layer(&self) -> SocketIoLayer {
+        SocketIoLayer::new(self.clone())
+    }
+
+    /// A tower [`Service`](::tower::Service) of this server alone (404 for
+    /// other paths), e.g. for `hyper_util::service::TowerToHyperService`.
+    pub fn service(&self) -> SocketIoService {
+        SocketIoService::new(self.clone())
     }
 
     /// The namespace `name`, created on first use.
@@ -289,15 +343,22 @@ impl Server {
         self.inner.get_or_create(&name, Default::default)
     }
 
-    /// `io.of(name).on("connection", handler)`.
-    pub fn ns<F, Fut>(&self, name: &str, handler: F) -> Namespace
-    where
-        F: Fn(Socket) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
+    /// `io.of(name).on("connection", handler)`: the handler's parameters are
+    /// [extractors](extract) ([`Socket`], [`State<T>`], [`Data<T>`] for `auth`…).
+    pub fn ns<M>(&self, name: &str, handler: impl Handler<M>) -> Namespace {
         let ns = self.of(name);
         ns.on_connection(handler);
         ns
+    }
+
+    /// `io.use(middleware)`: a middleware of the main namespace `/` (see
+    /// [`Namespace::use_middleware`]); `Err` refuses the connection.
+    pub fn use_middleware<F, Fut>(&self, middleware: F)
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ConnectError>> + Send + 'static,
+    {
+        self.sockets().use_middleware(middleware);
     }
 
     /// A parent of dynamic namespaces: a CONNECT to an unknown name that
@@ -306,11 +367,11 @@ impl Server {
     /// `matches` runs with no lock of rsio held.
     ///
     /// ```no_run
-    /// # use rsio::server::{Server, Socket};
-    /// # let io = Server::new(Default::default());
+    /// # use rsio::prelude::*;
+    /// # let io = Server::builder().build();
     /// io.dynamic_namespace(|name, _auth| name.starts_with("/workspace-"))
     ///     .on_connection(|socket: Socket| async move {
-    ///         let _ = socket.emit("hello", &(socket.ns(),));
+    ///         let _ = socket.emit("hello", socket.ns());
     ///     });
     /// ```
     pub fn dynamic_namespace(
@@ -326,6 +387,7 @@ impl Server {
             Default::default(),
             true,
             self.inner.config.parser,
+            self.inner.config.state.clone(),
         );
         self.inner
             .parents
@@ -352,26 +414,32 @@ impl Server {
         self.of("/")
     }
 
+    /// Sends an event to every socket of `/` (see [`Namespace::emit`]).
     pub fn emit(&self, event: &str, args: impl IntoArgs) -> Result<(), EmitError> {
         self.sockets().emit(event, args)
     }
 
+    /// A broadcast of `/` to these rooms.
     pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         self.sockets().to(rooms)
     }
 
+    /// Same as [`Server::to`].
     pub fn within(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         self.sockets().within(rooms)
     }
 
+    /// A broadcast of `/` to every socket but those in these rooms.
     pub fn except(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         self.sockets().except(rooms)
     }
 
+    /// A broadcast of `/` on this server only (not to other servers of a cluster).
     pub fn local(&self) -> BroadcastOperator {
         self.sockets().local()
     }
 
+    /// A broadcast of `/` that clients not ready to receive it miss.
     pub fn volatile(&self) -> BroadcastOperator {
         self.sockets().volatile()
     }
@@ -381,22 +449,27 @@ impl Server {
         self.sockets().compress(compress)
     }
 
+    /// A broadcast of `/` whose acknowledgements are awaited for at most `timeout`.
     pub fn timeout(&self, timeout: Duration) -> BroadcastOperator {
         self.sockets().timeout(timeout)
     }
 
+    /// The sockets of `/`, on every server.
     pub async fn fetch_sockets(&self) -> Result<Vec<FetchedSocket>, AdapterError> {
         self.sockets().fetch_sockets().await
     }
 
+    /// Makes every socket of `/` join these rooms.
     pub fn sockets_join(&self, rooms: impl IntoRooms) {
         self.sockets().sockets_join(rooms)
     }
 
+    /// Makes every socket of `/` leave these rooms.
     pub fn sockets_leave(&self, rooms: impl IntoRooms) {
         self.sockets().sockets_leave(rooms)
     }
 
+    /// Disconnects every socket of `/` (with `close`, their connections too).
     pub fn disconnect_sockets(&self, close: bool) {
         self.sockets().disconnect_sockets(close)
     }

@@ -13,9 +13,11 @@ use std::{
 use super::{
     ack::{AckSender, EmitError, IntoArgs},
     broadcast::BroadcastOperator,
+    extract::{boxed_connection, Handler},
     handler::{ConnectError, ConnectionHandler, Middleware, ServerSideHandler},
     rooms::IntoRooms,
     socket::Socket,
+    state::TypeMap,
 };
 use crate::{
     adapter::{Adapter, AdapterError, BroadcastOptions, EncodedPacket, SocketId},
@@ -46,6 +48,8 @@ pub(crate) struct NsInner {
     pending_acks: AtomicUsize,
     /// The server's packet format, for the packets encoded for this namespace.
     parser: Parser,
+    /// The server's application state, for the `State` extractor.
+    state: Arc<TypeMap>,
 }
 
 /// A namespace (`io.of("/name")`). Cheap to clone.
@@ -67,6 +71,7 @@ impl Namespace {
         handlers: NsHandlers,
         ready: bool,
         parser: Parser,
+        state: Arc<TypeMap>,
     ) -> Namespace {
         let first_ack_id = adapter.ack_id_base();
         Namespace(Arc::new(NsInner {
@@ -79,12 +84,18 @@ impl Namespace {
             ready_notify: tokio::sync::Notify::new(),
             pending_acks: AtomicUsize::new(0),
             parser,
+            state,
         }))
     }
 
     /// The server's packet format.
     pub(crate) fn parser(&self) -> Parser {
         self.0.parser
+    }
+
+    /// The server's application state.
+    pub(crate) fn state(&self) -> &TypeMap {
+        &self.0.state
     }
 
     /// Whether clients may join (its new-namespace listeners are done).
@@ -112,10 +123,12 @@ impl Namespace {
         }
     }
 
+    /// Its name (`/`, `/admin`).
     pub fn name(&self) -> &str {
         &self.0.name
     }
 
+    /// The adapter that keeps its rooms and reaches other servers.
     pub fn adapter(&self) -> &Arc<dyn Adapter> {
         &self.0.adapter
     }
@@ -165,15 +178,12 @@ impl Namespace {
     }
 
     /// Runs `handler` for every new socket, after the middlewares accepted it
-    /// and the CONNECT reply was sent.
-    pub fn on_connection<F, Fut>(&self, handler: F)
-    where
-        F: Fn(Socket) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        self.handlers_mut()
-            .connection
-            .push(Arc::new(move |s| Box::pin(handler(s))));
+    /// and the CONNECT reply was sent. Its parameters are
+    /// [extractors](super::extract): [`Socket`], [`State<T>`](super::State),
+    /// [`Data<T>`](super::Data) (the client's `auth`)…
+    pub fn on_connection<M>(&self, handler: impl Handler<M>) {
+        let handler: ConnectionHandler = boxed_connection(handler);
+        self.handlers_mut().connection.push(handler);
     }
 
     /// A middleware run, in order, before a socket joins: `Err` refuses it with
@@ -373,22 +383,27 @@ impl Namespace {
 
     // Broadcasting: the same operators as `BroadcastOperator`, from the whole namespace.
 
+    /// A broadcast to these rooms.
     pub fn to(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).to(rooms)
     }
 
+    /// Same as [`Namespace::to`].
     pub fn within(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         self.to(rooms)
     }
 
+    /// A broadcast to every socket but those in these rooms.
     pub fn except(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).except(rooms)
     }
 
+    /// A broadcast on this server only.
     pub fn local(&self) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).local()
     }
 
+    /// A broadcast that clients not ready to receive it miss.
     pub fn volatile(&self) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).volatile()
     }
@@ -398,6 +413,7 @@ impl Namespace {
         BroadcastOperator::new(self.clone()).compress(compress)
     }
 
+    /// A broadcast whose acknowledgements are awaited for at most `timeout`.
     pub fn timeout(&self, timeout: Duration) -> BroadcastOperator {
         BroadcastOperator::new(self.clone()).timeout(timeout)
     }
@@ -407,20 +423,24 @@ impl Namespace {
         BroadcastOperator::new(self.clone()).emit(event, args)
     }
 
+    /// Its sockets, on every server.
     pub async fn fetch_sockets(
         &self,
     ) -> Result<Vec<super::broadcast::FetchedSocket>, AdapterError> {
         BroadcastOperator::new(self.clone()).fetch_sockets().await
     }
 
+    /// Makes every socket join these rooms.
     pub fn sockets_join(&self, rooms: impl IntoRooms) {
         BroadcastOperator::new(self.clone()).sockets_join(rooms)
     }
 
+    /// Makes every socket leave these rooms.
     pub fn sockets_leave(&self, rooms: impl IntoRooms) {
         BroadcastOperator::new(self.clone()).sockets_leave(rooms)
     }
 
+    /// Disconnects every socket (with `close`, their connections too).
     pub fn disconnect_sockets(&self, close: bool) {
         BroadcastOperator::new(self.clone()).disconnect_sockets(close)
     }
@@ -456,8 +476,10 @@ impl Namespace {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// Why a server-side emit failed.
 pub enum ServerSideEmitError {
     #[error(transparent)]
+    /// The event could not be sent.
     Emit(#[from] EmitError),
     /// Some servers did not answer in time; the answers that came are kept.
     #[error(transparent)]

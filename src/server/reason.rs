@@ -3,15 +3,21 @@
 use crate::engine::CloseReason;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Why a socket left its namespace (Node's `reason` of `disconnect`).
 pub enum DisconnectReason {
     /// The server called `socket.disconnect()`.
     ServerNamespaceDisconnect,
     /// The client called `socket.disconnect()`.
     ClientNamespaceDisconnect,
+    /// The server is shutting down (recoverable).
     ServerShuttingDown,
+    /// The client answered no ping in time.
     PingTimeout,
+    /// The connection was closed (recoverable).
     TransportClose,
+    /// The connection failed (recoverable).
     TransportError,
+    /// The client sent what is not Socket.IO.
     ParseError,
     /// The server closed the Engine.IO connection.
     ForcedClose,
@@ -25,6 +31,7 @@ pub enum DisconnectReason {
 }
 
 impl DisconnectReason {
+    /// Node's reason string.
     pub fn as_str(&self) -> &'static str {
         match self {
             DisconnectReason::ServerNamespaceDisconnect => "server namespace disconnect",

@@ -5,6 +5,7 @@ use crate::adapter::SocketId;
 
 /// One room or several.
 pub trait IntoRooms {
+    /// The room names.
     fn into_rooms(self) -> Vec<String>;
 }
 

@@ -17,15 +17,14 @@ use super::{
     ack::{AckSender, AckWaiter, EmitError, IntoArgs},
     broadcast::BroadcastOperator,
     client::ClientState,
+    extract::{boxed_event, Handler},
     guard::{self, Guest},
-    handler::{
-        AnyHandler, BoxedEventHandler, DisconnectHandler, ErrorHandler, EventHandler,
-        PacketMiddleware,
-    },
+    handler::{AnyHandler, BoxedEventHandler, DisconnectHandler, ErrorHandler, PacketMiddleware},
     handshake::Handshake,
     namespace::Namespace,
     reason::DisconnectReason,
     rooms::IntoRooms,
+    state::Extensions,
 };
 use crate::{
     adapter::{BroadcastOptions, EncodedPacket, PersistedSession, SocketId},
@@ -86,6 +85,8 @@ pub(crate) struct SocketInner {
     /// Whether `state.any_outgoing` is non-empty, read per delivery without the lock.
     has_outgoing: AtomicBool,
     state: Mutex<SocketState>,
+    /// Its own lock: user values, read by handlers without the socket's state lock.
+    extensions: Extensions,
 }
 
 impl Drop for SocketInner {
@@ -163,6 +164,7 @@ impl Socket {
                 data,
                 ..SocketState::default()
             }),
+            extensions: Extensions::default(),
         }))
     }
 
@@ -185,10 +187,12 @@ impl Socket {
         self.0.ns.name()
     }
 
+    /// The namespace it belongs to.
     pub fn namespace(&self) -> &Namespace {
         &self.0.ns
     }
 
+    /// The handshake: headers, query, `auth`, address.
     pub fn handshake(&self) -> &Handshake {
         &self.0.handshake
     }
@@ -198,6 +202,7 @@ impl Socket {
         self.0.recovered
     }
 
+    /// Whether it is still in its namespace.
     pub fn connected(&self) -> bool {
         self.0.connected.load(Ordering::Acquire)
     }
@@ -212,25 +217,24 @@ impl Socket {
         self.0.session.sid()
     }
 
-    /// Registers the handler of `event` (replacing an earlier one).
+    /// Registers the handler of `event`, replacing the one it had. Its
+    /// parameters are [extractors](super::extract), in any order.
     ///
     /// ```no_run
-    /// # use rsio::server::{Server, Socket, AckSender, Data};
-    /// # use rsio::parser::Args;
-    /// # let io = Server::new(Default::default());
+    /// # use rsio::prelude::*;
+    /// # let io = Server::builder().build();
     /// io.ns("/", |socket: Socket| async move {
     ///     socket.on("echo", |socket: Socket, args: Args| async move {
     ///         let _ = socket.emit("echo", args);
     ///     });
-    ///     socket.on("add", |_s: Socket, Data((a, b)): Data<(i64, i64)>, ack: AckSender| async move {
-    ///         let _ = ack.send(&(a + b,));
+    ///     socket.on("add", |Data((a, b)): Data<(i64, i64)>, ack: AckSender| async move {
+    ///         let _ = ack.send(&(a + b));
     ///     });
     /// });
     /// ```
-    /// Registers the handler of `event`, replacing the one it had.
-    pub fn on<M>(&self, event: impl Into<Cow<'static, str>>, handler: impl EventHandler<M>) {
+    pub fn on<M>(&self, event: impl Into<Cow<'static, str>>, handler: impl Handler<M>) {
         let event = event.into();
-        let handler = handler.into_boxed();
+        let handler = boxed_event(handler);
         let replaced = {
             let mut st = self.state();
             match st.handlers.iter_mut().find(|(name, _)| *name == event) {
@@ -276,6 +280,7 @@ impl Socket {
         self.state().listeners_mut().middlewares.push(Arc::new(f));
     }
 
+    /// Runs with the message of each event a [`Socket::use_middleware`] refused.
     pub fn on_error(&self, f: impl Fn(&Socket, &str) + Send + Sync + 'static) {
         self.state().listeners_mut().errors.push(Arc::new(f));
     }
@@ -290,6 +295,14 @@ impl Socket {
         self.state().listeners_mut().disconnect.push(Arc::new(f));
     }
 
+    /// Typed per-socket values (one per type), kept as long as the socket; read
+    /// in handlers with the [`Extension`](super::Extension) extractor. Unlike
+    /// [`Socket::set_data`], they are not shared with other servers nor kept by
+    /// connection state recovery.
+    pub fn extensions(&self) -> &Extensions {
+        &self.0.extensions
+    }
+
     /// `socket.data`, deserialized.
     pub fn data<T: DeserializeOwned>(&self) -> Option<T> {
         serde_json::from_value(self.state().data.clone()).ok()
@@ -300,6 +313,7 @@ impl Socket {
         self.state().data.clone()
     }
 
+    /// Sets `socket.data` (JSON, shared with the other servers of a cluster and kept by recovery).
     pub fn set_data<T: Serialize>(&self, data: &T) {
         let value = serde_json::to_value(data).unwrap_or(serde_json::Value::Null);
         self.state().data = value;
@@ -312,6 +326,7 @@ impl Socket {
         self.report_session();
     }
 
+    /// Leaves `room`.
     pub fn leave(&self, room: &str) {
         self.0.ns.adapter().del(self.0.id, room);
         self.report_session();
@@ -419,6 +434,7 @@ impl Socket {
         self.to(rooms)
     }
 
+    /// A broadcast to every socket of the namespace but this one and those in these rooms.
     pub fn except(&self, rooms: impl IntoRooms) -> BroadcastOperator {
         self.broadcast().except(rooms)
     }
@@ -582,6 +598,7 @@ impl Socket {
         };
         self.0.has_outgoing.store(false, Ordering::Release);
         drop((handlers, listeners));
+        self.0.extensions.clear();
     }
 }
 

@@ -127,6 +127,29 @@ impl Client {
             .unwrap();
     }
 
+    pub async fn send_binary(&mut self, data: &[u8]) {
+        within("a send", self.ws.send(Message::binary(data.to_vec())))
+            .await
+            .unwrap();
+    }
+
+    /// The next binary frame (text frames but pings are an error).
+    pub async fn recv_binary(&mut self) -> Vec<u8> {
+        within("a binary message", async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Text(text))) if text.as_str() == "2" => {
+                        let _ = self.ws.send(Message::text("3")).await;
+                    }
+                    Some(Ok(Message::Binary(data))) => return data.to_vec(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    other => panic!("expected a binary frame, got {other:?}"),
+                }
+            }
+        })
+        .await
+    }
+
     /// The next text frame that is not a ping; `None` once the connection is closed.
     pub async fn recv(&mut self) -> Option<String> {
         within("a message", async {

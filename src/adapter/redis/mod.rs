@@ -89,6 +89,7 @@ impl Default for RedisStreamsConfig {
 pub enum RedisAdapterError {
     /// A URL (or the cluster client's options) could not be used.
     #[error("invalid redis url: {0}")]
+    /// The Redis URL does not parse.
     Url(#[source] redis::RedisError),
     /// [`RedisClassic::cluster`] was given no node.
     #[error("no redis cluster node given")]

@@ -139,7 +139,7 @@ fn appends_a_recovery_offset_to_the_data_array() {
     );
     // 15 elements: the array header grows from fixarray to array 16.
     let many: Vec<u8> = (0..14).collect();
-    let p = Packet::event("/", "e", Args::new(&many).unwrap(), None);
+    let p = Packet::event("/", "e", Args::spread(&many).unwrap(), None);
     let out = append_string_arg(&Bytes::from(encode_packet(&p).unwrap()), "7").unwrap();
     let v: Vec<Value> = decode(&out).unwrap().args().unwrap().decode().unwrap();
     assert_eq!((v.len(), v[14].clone()), (15, json!("7")));

@@ -63,7 +63,7 @@ fn arg() -> impl Strategy<Value = Arg> {
 }
 
 fn args() -> impl Strategy<Value = Args> {
-    prop::collection::vec(arg(), 0..5).prop_map(|v| Args::new(&v).expect("serializable args"))
+    prop::collection::vec(arg(), 0..5).prop_map(|v| Args::spread(&v).expect("serializable args"))
 }
 
 fn raw(v: &Value) -> Box<RawValue> {
@@ -112,7 +112,7 @@ proptest! {
 
     #[test]
     fn args_decode_matches_values(values in prop::collection::vec(json_value(), 0..5)) {
-        let a = Args::new(&values).expect("serializable");
+        let a = Args::spread(&values).expect("serializable");
         prop_assert_eq!(a.len(), values.len());
         let back: Vec<Value> = a.decode().expect("decodable");
         // serde_json (without `float_roundtrip`) may parse a float to a

@@ -225,22 +225,7 @@ impl Adapter for RedisStreamsAdapter {
                 return Ok(Vec::new());
             }
             node.publish(&ns.public, &message);
-            let mut out = Vec::new();
-            let mut got = 0;
-            let collect = async {
-                while got < expected {
-                    let Some(sockets) = rx.recv().await else {
-                        break;
-                    };
-                    out.extend(sockets);
-                    got += 1;
-                }
-            };
-            let _ = tokio::time::timeout(timeout, collect).await;
-            if got < expected {
-                return Err(AdapterError::Timeout(expected - got));
-            }
-            Ok(out)
+            super::requests::collect_lists(&mut rx, expected, timeout).await
         })
     }
 

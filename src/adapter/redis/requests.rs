@@ -4,7 +4,38 @@
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex, MutexGuard, Weak},
+    time::Duration,
 };
+
+use tokio::sync::mpsc;
+
+use crate::adapter::AdapterError;
+
+/// Waits at most `timeout` for `expected` answers on `rx`, each a list (the
+/// sockets of one server), and returns them joined; `Timeout(missing)` when
+/// fewer came.
+pub(crate) async fn collect_lists<T>(
+    rx: &mut mpsc::UnboundedReceiver<Vec<T>>,
+    expected: usize,
+    timeout: Duration,
+) -> Result<Vec<T>, AdapterError> {
+    let mut out = Vec::new();
+    let mut got = 0;
+    let collect = async {
+        while got < expected {
+            let Some(list) = rx.recv().await else {
+                break;
+            };
+            out.extend(list);
+            got += 1;
+        }
+    };
+    let _ = tokio::time::timeout(timeout, collect).await;
+    if got < expected {
+        return Err(AdapterError::Timeout(expected - got));
+    }
+    Ok(out)
+}
 
 /// Pending requests, each with where its answers go (`P`).
 pub(crate) struct Requests<P> {

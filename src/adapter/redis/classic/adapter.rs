@@ -172,22 +172,7 @@ impl Adapter for RedisClassicAdapter {
                 return Ok(Vec::new());
             }
             node.link.publish(&ns.request_channel, msg);
-            let mut out = Vec::new();
-            let mut got = 0;
-            let collect = async {
-                while got < expected {
-                    let Some(sockets) = rx.recv().await else {
-                        break;
-                    };
-                    out.extend(sockets);
-                    got += 1;
-                }
-            };
-            let _ = tokio::time::timeout(timeout, collect).await;
-            if got < expected {
-                return Err(AdapterError::Timeout(expected - got));
-            }
-            Ok(out)
+            crate::adapter::redis::requests::collect_lists(&mut rx, expected, timeout).await
         })
     }
 

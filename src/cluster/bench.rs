@@ -1,6 +1,6 @@
 //! Measurement support (not a stable API): what the primary spends on one
 //! recoverable broadcast with a given number of stored sessions, driven through
-//! the real [`SessionStore`]. Run by `examples/session_expiry_bench.rs` and
+//! the real `SessionStore`. Run by `examples/session_expiry_bench.rs` and
 //! `scripts/bench --sessions`.
 
 use std::time::{Duration, Instant};

@@ -270,21 +270,10 @@ impl Adapter for RedisStreamsAdapter {
         Box::pin(async move {
             let _guard = guard;
             let expected = others(&node, &ns).await;
-            let mut responses = Vec::new();
-            let collect = async {
-                while responses.len() < expected {
-                    let Some(args) = rx.recv().await else { break };
-                    responses.push(args);
-                }
-            };
-            let _ = tokio::time::timeout(timeout, collect).await;
-            if responses.len() < expected {
-                return Err(PartialResponses {
-                    missing: expected - responses.len(),
-                    responses,
-                });
+            match super::requests::collect(&mut rx, expected, timeout).await {
+                (responses, 0) => Ok(responses),
+                (responses, missing) => Err(PartialResponses { missing, responses }),
             }
-            Ok(responses)
         })
     }
 }

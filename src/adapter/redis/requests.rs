@@ -11,30 +11,38 @@ use tokio::sync::mpsc;
 
 use crate::adapter::AdapterError;
 
-/// Waits at most `timeout` for `expected` answers on `rx`, each a list (the
-/// sockets of one server), and returns them joined; `Timeout(missing)` when
-/// fewer came.
+/// Waits at most `timeout` for `expected` answers on `rx`: the answers that
+/// came, and how many did not.
+pub(crate) async fn collect<T>(
+    rx: &mut mpsc::UnboundedReceiver<T>,
+    expected: usize,
+    timeout: Duration,
+) -> (Vec<T>, usize) {
+    let mut answers = Vec::with_capacity(expected);
+    let wait = async {
+        while answers.len() < expected {
+            let Some(answer) = rx.recv().await else {
+                break;
+            };
+            answers.push(answer);
+        }
+    };
+    let _ = tokio::time::timeout(timeout, wait).await;
+    let missing = expected - answers.len();
+    (answers, missing)
+}
+
+/// [`collect`] for answers that are lists (the sockets of one server), joined;
+/// `Timeout(missing)` when some did not come.
 pub(crate) async fn collect_lists<T>(
     rx: &mut mpsc::UnboundedReceiver<Vec<T>>,
     expected: usize,
     timeout: Duration,
 ) -> Result<Vec<T>, AdapterError> {
-    let mut out = Vec::new();
-    let mut got = 0;
-    let collect = async {
-        while got < expected {
-            let Some(list) = rx.recv().await else {
-                break;
-            };
-            out.extend(list);
-            got += 1;
-        }
-    };
-    let _ = tokio::time::timeout(timeout, collect).await;
-    if got < expected {
-        return Err(AdapterError::Timeout(expected - got));
+    match collect(rx, expected, timeout).await {
+        (lists, 0) => Ok(lists.into_iter().flatten().collect()),
+        (_, missing) => Err(AdapterError::Timeout(missing)),
     }
-    Ok(out)
 }
 
 /// Pending requests, each with where its answers go (`P`).

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Version of the wire protocol, sent in [`Message::Hello`]. Bump it on any wire change.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Identifies one request of one worker; `(worker, id)` is unique cluster-wide.
 pub type RequestId = u64;
@@ -27,6 +27,8 @@ pub struct Target {
     pub except: Vec<String>,
     /// Drop the packet for a client whose transport is not writable right now.
     pub volatile: bool,
+    /// Never compress the packet (Node's `compress(false)`).
+    pub uncompressed: bool,
 }
 
 /// A socket as seen from another worker (`RemoteSocket` in Node), answer to `fetchSockets`.

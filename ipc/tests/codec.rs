@@ -235,23 +235,24 @@ fn malformed_bodies_give_typed_errors() {
     ));
     *ok.last_mut().unwrap() = 7;
     assert!(matches!(err(&ok), CodecError::Malformed(_)));
-    // Broadcast whose text frame is not UTF-8: nsp "", empty target, no ack, no offset,
+    // Broadcast whose text frame is not UTF-8: nsp "", empty target (rooms, except,
+    // volatile, uncompressed), no ack, no offset,
     // one text frame of 2 bytes.
     assert!(matches!(
-        err(&[16, 0, 0, 0, 0, 0, 0, 1, 4, 0xff, 0xfe]),
+        err(&[16, 0, 0, 0, 0, 0, 0, 0, 1, 4, 0xff, 0xfe]),
         CodecError::InvalidUtf8
     ));
     assert!(matches!(
-        err(&[16, 0, 0, 0, 0, 0, 0, 1, 6, 0xff, 0xfe]),
+        err(&[16, 0, 0, 0, 0, 0, 0, 0, 1, 6, 0xff, 0xfe]),
         CodecError::Truncated
     ));
     // Same frame as binary is fine; one byte more is trailing.
     assert!(decode(Bytes::from_static(&[
-        16, 0, 0, 0, 0, 0, 0, 1, 5, 0xff, 0xfe
+        16, 0, 0, 0, 0, 0, 0, 0, 1, 5, 0xff, 0xfe
     ]))
     .is_ok());
     assert!(matches!(
-        err(&[16, 0, 0, 0, 0, 0, 0, 1, 5, 0xff, 0xfe, 0]),
+        err(&[16, 0, 0, 0, 0, 0, 0, 0, 1, 5, 0xff, 0xfe, 0]),
         CodecError::TrailingBytes(1)
     ));
     // A payload with no length at all.

@@ -27,12 +27,26 @@ pub use recovery::{PersistedSession, RecoveryConfig};
 pub type SocketId = Sid;
 
 /// Flags of a broadcast, as Node's `BroadcastFlags`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BroadcastFlags {
     /// This server only.
     pub local: bool,
     /// Dropped for a client whose transport is not ready to write.
     pub volatile: bool,
+    /// Whether the packet may be compressed (permessage-deflate on WebSocket,
+    /// `httpCompression` on polling); `false` is Node's `compress(false)`, and
+    /// travels with the broadcast to every worker and host.
+    pub compress: bool,
+}
+
+impl Default for BroadcastFlags {
+    fn default() -> Self {
+        BroadcastFlags {
+            local: false,
+            volatile: false,
+            compress: true,
+        }
+    }
 }
 
 /// Which sockets an operation targets: members of any of `rooms` (every socket

@@ -33,8 +33,6 @@ pub struct BroadcastOperator {
     ns: Namespace,
     opts: BroadcastOptions,
     timeout: Option<Duration>,
-    /// Node's `compress` flag; on this server only (not relayed to others).
-    compress: bool,
 }
 
 impl BroadcastOperator {
@@ -43,7 +41,6 @@ impl BroadcastOperator {
             ns,
             opts: BroadcastOptions::default(),
             timeout: None,
-            compress: true,
         }
     }
 
@@ -86,9 +83,10 @@ impl BroadcastOperator {
 
     /// With `false`, the packet is never compressed: no permessage-deflate for
     /// its frames, and no `httpCompression` for a polling response that holds
-    /// only such packets (Node's `compress`). Applies to this server's clients.
+    /// only such packets (Node's `compress`). The flag travels with the
+    /// broadcast to the other workers and hosts.
     pub fn compress(mut self, compress: bool) -> Self {
-        self.compress = compress;
+        self.opts.flags.compress = compress;
         self
     }
 
@@ -132,12 +130,8 @@ impl BroadcastOperator {
         if !self.opts.flags.local {
             adapter.broadcast_remote(&encoded, &self.opts);
         }
-        self.ns.deliver_compressed(
-            &encoded,
-            &self.opts,
-            packet.args().map(|a| (event, a)),
-            self.compress,
-        );
+        self.ns
+            .deliver(&encoded, &self.opts, packet.args().map(|a| (event, a)));
         Ok(())
     }
 
@@ -174,14 +168,9 @@ impl BroadcastOperator {
                 socket.notify_outgoing(event, args);
             }
         }
-        let mut expected = self.ns.deliver_with_ack_compressed(
-            &encoded,
-            &targets,
-            self.opts.flags.volatile,
-            id,
-            tx,
-            self.compress,
-        );
+        let mut expected = self
+            .ns
+            .deliver_with_ack(&encoded, &targets, self.opts.flags, id, tx);
         let mut servers_pending = remote.as_ref().map_or(0, |r| r.servers);
         let timeout = self.timeout.unwrap_or(FETCH_TIMEOUT);
         let mut responses = Vec::with_capacity(expected);

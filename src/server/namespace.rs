@@ -20,7 +20,7 @@ use super::{
     state::TypeMap,
 };
 use crate::{
-    adapter::{Adapter, AdapterError, BroadcastOptions, EncodedPacket, SocketId},
+    adapter::{Adapter, AdapterError, BroadcastFlags, BroadcastOptions, EncodedPacket, SocketId},
     engine::BroadcastCompress,
     parser::{Args, Parser},
 };
@@ -250,26 +250,16 @@ impl Namespace {
     }
 
     /// Writes an encoded packet to every local socket `opts` selects; `event`
-    /// (name and arguments) is shown to outgoing listeners when known.
+    /// (name and arguments) is shown to outgoing listeners when known. A frame
+    /// that is compressed (the broadcast's `compress` flag allowing) is
+    /// compressed once, for every recipient.
     pub(crate) fn deliver(
         &self,
         packet: &EncodedPacket,
         opts: &BroadcastOptions,
         event: Option<(&str, &Args)>,
     ) -> usize {
-        self.deliver_compressed(packet, opts, event, true)
-    }
-
-    /// As [`Namespace::deliver`], with the broadcast's `compress` flag. A frame
-    /// that is compressed is compressed once, for every recipient.
-    pub(crate) fn deliver_compressed(
-        &self,
-        packet: &EncodedPacket,
-        opts: &BroadcastOptions,
-        event: Option<(&str, &Args)>,
-        compress: bool,
-    ) -> usize {
-        let flags = BroadcastCompress::new(&packet.0, compress);
+        let flags = BroadcastCompress::new(&packet.0, opts.flags.compress);
         let send =
             |socket: &Socket| usize::from(socket.send_shared(packet, &flags, opts.flags.volatile));
         let mut count = 0;
@@ -302,29 +292,18 @@ impl Namespace {
     }
 
     /// Writes a packet that asks for acknowledgement `ack_id` to `targets`; their
-    /// answers go to `tx`. Returns how many got it.
+    /// answers go to `tx`. Returns how many got it. `flags` says whether it is
+    /// volatile and whether it may be compressed.
     pub(crate) fn deliver_with_ack(
         &self,
         packet: &EncodedPacket,
         targets: &[Socket],
-        volatile: bool,
+        broadcast: BroadcastFlags,
         ack_id: u64,
         tx: tokio::sync::mpsc::UnboundedSender<Args>,
     ) -> usize {
-        self.deliver_with_ack_compressed(packet, targets, volatile, ack_id, tx, true)
-    }
-
-    /// As [`Namespace::deliver_with_ack`], with the broadcast's `compress` flag.
-    pub(crate) fn deliver_with_ack_compressed(
-        &self,
-        packet: &EncodedPacket,
-        targets: &[Socket],
-        volatile: bool,
-        ack_id: u64,
-        tx: tokio::sync::mpsc::UnboundedSender<Args>,
-        compress: bool,
-    ) -> usize {
-        let flags = BroadcastCompress::new(&packet.0, compress);
+        let volatile = broadcast.volatile;
+        let flags = BroadcastCompress::new(&packet.0, broadcast.compress);
         let mut count = 0;
         for socket in targets {
             if !socket.expect_ack(ack_id, super::ack::AckWaiter::Many(tx.clone())) {

@@ -18,6 +18,7 @@ import {
   clusterSkipReason,
   TEST_TIMEOUT,
 } from "./harness.mjs";
+import { rawWebSocket } from "./raw-ws.mjs";
 import { redisSkipReason, redisClusterSkipReason, randomPort, startRedis, startRedisCluster, startNode } from "./redis-harness.mjs";
 
 const skip = redisSkipReason() || clusterSkipReason();
@@ -33,7 +34,7 @@ function split(args) {
 
 /** An rsio host: a cluster of 2 workers, each a member of the Redis at `url`. */
 function startHost(url, extra = []) {
-  return startCluster({ workers: 2, args: ["--recovery", "--redis", url, ...extra] });
+  return startCluster({ workers: 2, args: ["--recovery", "--per-message-deflate", "--redis", url, ...extra] });
 }
 
 describe("cluster on Redis: two rsio hosts and a Node server", { skip, timeout: 120000 }, () => {
@@ -104,6 +105,25 @@ describe("cluster on Redis: two rsio hosts and a Node server", { skip, timeout: 
     await call(outA, "broadcast", { event: "not-muted", except: ["muted"], args: [] });
     await Promise.all(except);
     assert.equal(await muted, false);
+  });
+
+  it("compress(false) crosses hosts both ways: rsio to rsio and Node to rsio", T, async () => {
+    const [a0, , , , n] = await everywhere();
+    const raw = await rawWebSocket(hostB.urls[1]);
+    const big = "not compressed ".repeat(500); // over the 1024-byte threshold
+    try {
+      for (const [from, label] of [[a0, "A0"], [n, "Node"]]) {
+        for (const compress of [false, true, false]) {
+          const event = `big-${label}-${compress}`;
+          assert.equal(await call(from, "broadcast", { event, to: [raw.sid], args: [big], compress }), "ok");
+          const f = await raw.next();
+          assert.ok(f.text.startsWith(`42${JSON.stringify([event, big]).slice(0, -1)}`), `${event}: ${f.text.slice(0, 40)}`);
+          assert.equal(f.rsv1, compress, `${event}: RSV1 on host B`);
+        }
+      }
+    } finally {
+      raw.close();
+    }
   });
 
   it("fetchSockets from any worker or from Node sees every socket of both hosts", T, async () => {

@@ -3,14 +3,16 @@
 // 1024 bytes and more) and Node's `ws` client, with deflate negotiated: text,
 // binary, large, many small, and a broadcast to 100 clients that arrives
 // compressed and is compressed once; `compress(false)` seen on the wire (RSV1
-// of raw frames, `Content-Encoding` of polling responses).
+// of raw frames, `Content-Encoding` of polling responses), also when the
+// broadcast comes from another worker of a cluster.
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import crypto from "node:crypto";
-import net from "node:net";
-import zlib from "node:zlib";
 import WebSocket from "ws";
-import { useServer, serverCommand, connect, call, once, stripOffset, TEST_TIMEOUT } from "./harness.mjs";
+import { rawWebSocket } from "./raw-ws.mjs";
+import {
+  useServer, serverCommand, connect, call, once, stripOffset, TEST_TIMEOUT,
+  startCluster, clusterSkipReason,
+} from "./harness.mjs";
 
 {
   const { cmd, args } = serverCommand();
@@ -35,82 +37,8 @@ async function stats() {
   return res.json();
 }
 
-/**
- * A raw WebSocket on `/socket.io/` offering deflate as browsers do, reading
- * frames itself so that RSV1 can be seen. `next()`: the next data frame as
- * `{ rsv1, text }`, inflated when RSV1 is set; pings are answered and skipped.
- */
-async function rawWs() {
-  const { port } = new URL(ctx.url);
-  const sock = net.connect(Number(port), "127.0.0.1");
-  const key = crypto.randomBytes(16).toString("base64");
-  sock.write(
-    "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n" +
-      `Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\n` +
-      "Sec-WebSocket-Version: 13\r\n" +
-      "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
-  );
-  let buf = Buffer.alloc(0);
-  let headers = null;
-  const frames = [];
-  const send = (text) => {
-    const payload = Buffer.from(text);
-    const len = payload.length;
-    if (len > 0xffff) throw new Error("too long for this client");
-    const head = len < 126 ? Buffer.from([0x81, 0x80 | len]) : Buffer.from([0x81, 0xfe, len >> 8, len & 0xff]);
-    const mask = crypto.randomBytes(4);
-    sock.write(Buffer.concat([head, mask, payload.map((b, i) => b ^ mask[i & 3])]));
-  };
-  sock.on("data", (d) => {
-    buf = Buffer.concat([buf, d]);
-    if (headers === null) {
-      const end = buf.indexOf("\r\n\r\n");
-      if (end < 0) return;
-      headers = buf.subarray(0, end).toString();
-      buf = buf.subarray(end + 4);
-    }
-    while (buf.length >= 2) {
-      let len = buf[1] & 0x7f;
-      let at = 2;
-      if (len === 126) [len, at] = [buf.length >= 4 ? buf.readUInt16BE(2) : Infinity, 4];
-      else if (len === 127) [len, at] = [buf.length >= 10 ? Number(buf.readBigUInt64BE(2)) : Infinity, 10];
-      if (buf.length < at + len) return;
-      frames.push({ first: buf[0], payload: Buffer.from(buf.subarray(at, at + len)) });
-      buf = buf.subarray(at + len);
-    }
-  });
-  const next = async () => {
-    const deadline = Date.now() + 3000;
-    for (;;) {
-      const f = frames.shift();
-      if (!f) {
-        if (Date.now() > deadline) throw new Error("no frame from the server");
-        await new Promise((r) => setTimeout(r, 5));
-        continue;
-      }
-      assert.equal(f.first & 0x80, 0x80, "a final frame");
-      const rsv1 = (f.first & 0x40) !== 0;
-      const data = rsv1 ? zlib.inflateRawSync(f.payload, { finishFlush: zlib.constants.Z_SYNC_FLUSH }) : f.payload;
-      const text = data.toString();
-      if (text === "2") {
-        send("3");
-        continue;
-      }
-      return { rsv1, text };
-    }
-  };
-  await new Promise((resolve, reject) => {
-    sock.once("connect", resolve);
-    sock.once("error", reject);
-  });
-  const open = await next();
-  assert.match(open.text, /^0\{/);
-  assert.match(headers, /sec-websocket-extensions: permessage-deflate/i);
-  send("40");
-  const connected = await next();
-  const sid = JSON.parse(connected.text.slice(2)).sid;
-  return { send, next, sid, close: () => sock.destroy() };
-}
+/** A raw WebSocket on this file's server (see raw-ws.mjs). */
+const rawWs = (url = ctx.url) => rawWebSocket(url);
 
 /** A polling session of the namespace `/`: `post(packet)`, and `get(headers)`. */
 async function pollingSession() {
@@ -254,5 +182,28 @@ describe("permessage-deflate", () => {
     ws.send("42" + JSON.stringify(["echo", "tiny"]));
     assert.deepEqual(await echoed(), ["echo", "tiny"]);
     ws.close();
+  });
+});
+
+describe("compress(false) across the workers of a cluster", { skip: clusterSkipReason() }, () => {
+  it("a broadcast from another worker keeps its compress flag", { timeout: 30000 }, async () => {
+    const cluster = await startCluster({ workers: 2, args: ["--per-message-deflate"] });
+    try {
+      const sender = await rawWs(cluster.urls[0]);
+      const receiver = await rawWs(cluster.urls[1]);
+      const big = "not compressed ".repeat(500);
+      const broadcast = (event, compress) =>
+        sender.send(`42${JSON.stringify(["broadcast", { event, args: [big], to: [receiver.sid], compress }])}`);
+      for (const [event, compress] of [["c1", false], ["c2", true], ["c3", false]]) {
+        broadcast(event, compress);
+        const f = await receiver.next();
+        assert.ok(f.text.startsWith(`42${JSON.stringify([event, big]).slice(0, -1)}`), `${event}: ${f.text.slice(0, 40)}`);
+        assert.equal(f.rsv1, compress, `${event}: RSV1 on the other worker`);
+      }
+      sender.close();
+      receiver.close();
+    } finally {
+      assert.equal((await cluster.stop()).code, 0);
+    }
   });
 });

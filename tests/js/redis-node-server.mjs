@@ -63,6 +63,7 @@ io.on("connection", (socket) => {
     if (opts.except && opts.except.length) op = op.except(opts.except);
     if (opts.local) op = op.local;
     if (opts.volatile) op = op.volatile;
+    if (opts.compress === false) op = op.compress(false);
     op.emit(opts.event, ...(opts.args ?? []));
     ack("ok");
   });

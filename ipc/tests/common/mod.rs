@@ -19,6 +19,7 @@ fn target() -> Target {
         rooms: vec![s("room-1"), s("ünïcødé ✓")],
         except: vec![s("sid-abc")],
         volatile: true,
+        uncompressed: true,
     }
 }
 
@@ -200,11 +201,14 @@ fn arb_strings() -> impl Strategy<Value = Vec<String>> {
 }
 
 fn arb_target() -> impl Strategy<Value = Target> {
-    (arb_strings(), arb_strings(), any::<bool>()).prop_map(|(rooms, except, volatile)| Target {
-        rooms,
-        except,
-        volatile,
-    })
+    (arb_strings(), arb_strings(), any::<bool>(), any::<bool>()).prop_map(
+        |(rooms, except, volatile, uncompressed)| Target {
+            rooms,
+            except,
+            volatile,
+            uncompressed,
+        },
+    )
 }
 
 fn arb_payload() -> impl Strategy<Value = EventPayload> {

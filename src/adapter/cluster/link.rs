@@ -487,7 +487,7 @@ impl ClusterLink {
         let (tx, rx) = mpsc::unbounded_channel();
         let waiters = tx.downgrade();
         let targets = ns.select(&opts);
-        let count = ns.deliver_with_ack(&packet, &targets, opts.flags.volatile, ack_id, tx);
+        let count = ns.deliver_with_ack(&packet, &targets, opts.flags, ack_id, tx);
         self.send(Message::BroadcastClientCount {
             to: from,
             from: self.index,

@@ -41,6 +41,7 @@ pub(super) fn target(opts: &BroadcastOptions) -> Target {
         rooms: opts.rooms.clone(),
         except: opts.except.clone(),
         volatile: opts.flags.volatile,
+        uncompressed: !opts.flags.compress,
     }
 }
 
@@ -51,6 +52,7 @@ pub(super) fn options(target: &Target) -> BroadcastOptions {
         flags: BroadcastFlags {
             local: true,
             volatile: target.volatile,
+            compress: !target.uncompressed,
         },
     }
 }

@@ -306,6 +306,9 @@ pub fn options_text(opts: &BroadcastOptions) -> String {
     if opts.flags.local {
         flags.push("\"local\":true");
     }
+    if !opts.flags.compress {
+        flags.push("\"compress\":false");
+    }
     format!(
         "{{\"rooms\":{},\"except\":{},\"flags\":{{{}}}}}",
         list(&opts.rooms),
@@ -340,6 +343,9 @@ pub fn options_from(v: Option<&Value>) -> BroadcastOptions {
             volatile: flags
                 .and_then(|f| f.get("volatile"))
                 .is_some_and(|b| b.as_bool() == Some(true)),
+            compress: flags
+                .and_then(|f| f.get("compress"))
+                .is_none_or(|b| b.as_bool() != Some(false)),
         },
     }
 }
@@ -503,6 +509,8 @@ struct JsonOpts {
 struct JsonFlags {
     #[serde(default)]
     volatile: Option<bool>,
+    #[serde(default)]
+    compress: Option<bool>,
 }
 
 impl<'a> JsonBroadcast<'a> {
@@ -530,6 +538,7 @@ impl<'a> JsonBroadcast<'a> {
             flags: BroadcastFlags {
                 local: true,
                 volatile: self.opts.flags.volatile == Some(true),
+                compress: self.opts.flags.compress != Some(false),
             },
         }
     }

@@ -139,7 +139,7 @@ impl RedisStreams {
             };
             let (tx, rx) = mpsc::unbounded_channel();
             let targets = ns.select(&opts);
-            let count = ns.deliver_with_ack(&encoded, &targets, opts.flags.volatile, ack_id, tx);
+            let count = ns.deliver_with_ack(&encoded, &targets, opts.flags, ack_id, tx);
             self.respond(
                 state,
                 from,

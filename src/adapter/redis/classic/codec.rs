@@ -97,7 +97,7 @@ fn put_json(out: &mut Vec<u8>, v: &Value, attachments: &[Bytes]) {
 }
 
 /// `{rooms, except, flags}`: `flags` holds what Node's broadcast operator sets
-/// (`volatile`); `local` broadcasts are never published.
+/// (`volatile`, `compress: false`); `local` broadcasts are never published.
 fn put_options(out: &mut Vec<u8>, opts: &BroadcastOptions) {
     let _ = rmp::encode::write_map_len(out, 3);
     put_str(out, "rooms");
@@ -105,10 +105,15 @@ fn put_options(out: &mut Vec<u8>, opts: &BroadcastOptions) {
     put_str(out, "except");
     put_strs(out, &opts.except);
     put_str(out, "flags");
-    let _ = rmp::encode::write_map_len(out, u32::from(opts.flags.volatile));
+    let len = u32::from(opts.flags.volatile) + u32::from(!opts.flags.compress);
+    let _ = rmp::encode::write_map_len(out, len);
     if opts.flags.volatile {
         put_str(out, "volatile");
         let _ = rmp::encode::write_bool(out, true);
+    }
+    if !opts.flags.compress {
+        put_str(out, "compress");
+        let _ = rmp::encode::write_bool(out, false);
     }
 }
 
@@ -329,17 +334,20 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 
 /// Options received (`{rooms, except, flags}`), applying to this server only.
 pub fn options_from(v: Option<&Value>) -> BroadcastOptions {
-    let volatile = v
-        .and_then(|o| o.get("flags"))
-        .and_then(|f| f.get("volatile"))
-        .and_then(Value::as_bool)
-        == Some(true);
+    let flag = |name| {
+        v.and_then(|o| o.get("flags"))
+            .and_then(|f| f.get(name))
+            .and_then(Value::as_bool)
+    };
+    let volatile = flag("volatile") == Some(true);
+    let compress = flag("compress") != Some(false);
     BroadcastOptions {
         rooms: strings(v.and_then(|o| o.get("rooms"))),
         except: strings(v.and_then(|o| o.get("except"))),
         flags: BroadcastFlags {
             local: true,
             volatile,
+            compress,
         },
     }
 }

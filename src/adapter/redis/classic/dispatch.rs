@@ -242,7 +242,7 @@ impl RedisClassic {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         let targets = namespace.select(&opts);
-        let count = namespace.deliver_with_ack(&encoded, &targets, opts.flags.volatile, ack_id, tx);
+        let count = namespace.deliver_with_ack(&encoded, &targets, opts.flags, ack_id, tx);
         self.respond(ns, uid, codec::client_count_response(request, count));
         if count == 0 {
             return;

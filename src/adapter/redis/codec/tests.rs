@@ -51,7 +51,7 @@ fn broadcast_entry_is_byte_for_byte_nodes() {
         except: vec!["a\"b".into()],
         flags: BroadcastFlags {
             volatile: true,
-            local: false,
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -269,7 +269,7 @@ fn json_broadcast_fast_path_matches_the_general_one() {
         BroadcastOptions {
             flags: BroadcastFlags {
                 local: true,
-                volatile: false
+                ..Default::default()
             },
             ..Default::default()
         }
@@ -280,4 +280,33 @@ fn json_broadcast_fast_path_matches_the_general_one() {
     assert!(JsonBroadcast::parse(br#"{"opts":{}}"#).is_none());
     assert!(encode_raw("/", "[]", &[], None, None).is_none());
     assert!(encode_raw("/", "{}", &[], None, None).is_none());
+}
+
+#[test]
+fn compress_false_travels_as_node_writes_it() {
+    let opts = BroadcastOptions {
+        rooms: vec!["r".into()],
+        flags: BroadcastFlags {
+            compress: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let text = options_text(&opts);
+    assert_eq!(
+        text,
+        r#"{"rooms":["r"],"except":[],"flags":{"compress":false}}"#
+    );
+    let back = options_from(Some(&serde_json::from_str(&text).unwrap()));
+    assert!(!back.flags.compress);
+    // Absent (Node's default) and `true` both allow compression.
+    let plain = options_from(Some(&serde_json::json!({"flags": {}})));
+    assert!(plain.flags.compress);
+    let on = options_from(Some(&serde_json::json!({"flags": {"compress": true}})));
+    assert!(on.flags.compress);
+    let fast = JsonBroadcast::parse(
+        br#"{"packet":{"type":2,"data":["e"]},"opts":{"rooms":[],"except":[],"flags":{"compress":false}}}"#,
+    )
+    .unwrap();
+    assert!(!fast.options().flags.compress);
 }

@@ -40,8 +40,8 @@ fn opts(rooms: &[&str], except: &[&str], volatile: bool) -> BroadcastOptions {
         rooms: rooms.iter().map(|s| s.to_string()).collect(),
         except: except.iter().map(|s| s.to_string()).collect(),
         flags: BroadcastFlags {
-            local: false,
             volatile,
+            ..Default::default()
         },
     }
 }
@@ -254,4 +254,23 @@ fn a_received_broadcast_becomes_the_json_text_node_would_emit() {
     );
     assert_eq!(b.attachments, vec![Bytes::from_static(&[5])]);
     assert_eq!(b.opts, options_from(None));
+}
+
+#[test]
+fn compress_false_is_a_flag_both_ways() {
+    // ... {rooms:[], except:[], flags:{compress:false}}], as notepack writes
+    // what Node's `io.compress(false).emit(...)` publishes.
+    let p = packet(r#"42["e"]"#, &[]);
+    let mut o = opts(&[], &[], false);
+    o.flags.compress = false;
+    let msg = broadcast_message("abc123", "/", &parts(&p), &o).unwrap();
+    assert!(
+        hex(&msg).ends_with("a5666c61677381a8636f6d7072657373c2"),
+        "{}",
+        hex(&msg)
+    );
+    let b = parse_broadcast(&msg).unwrap();
+    assert!(!b.opts.flags.compress);
+    let plain = broadcast_message("abc123", "/", &parts(&p), &opts(&[], &[], false)).unwrap();
+    assert!(parse_broadcast(&plain).unwrap().opts.flags.compress);
 }

@@ -22,7 +22,15 @@ pub fn proc_cpu_ticks(pid: u32) -> Option<(u64, u64)> {
 /// that exited are missing here, which the servers measured (long-lived
 /// threads) do not have. `None` if the kernel has no schedstat.
 pub fn proc_cpu_ns(pid: u32) -> Option<u64> {
-    let mut total = 0u64;
+    proc_schedstat(pid).map(|(ns, _)| ns)
+}
+
+/// (CPU ns, times scheduled in) of a process, summed over its threads from
+/// `schedstat` (fields 1 and 3). The second is the number of wake-ups: a
+/// server that handles several messages per wake-up pays its fixed cost
+/// (context switch, cold caches, the event loop's turn) once for them.
+pub fn proc_schedstat(pid: u32) -> Option<(u64, u64)> {
+    let mut total = (0u64, 0u64);
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .ok()?
         .flatten()
@@ -30,7 +38,9 @@ pub fn proc_cpu_ns(pid: u32) -> Option<u64> {
         let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
             continue;
         };
-        total += stat.split_ascii_whitespace().next()?.parse::<u64>().ok()?;
+        let mut f = stat.split_ascii_whitespace();
+        total.0 += f.next()?.parse::<u64>().ok()?;
+        total.1 += f.nth(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
     }
     Some(total)
 }
@@ -72,6 +82,8 @@ pub struct ProcSample {
     /// The same CPU time from schedstat, in nanoseconds (ticks × 1e7 where
     /// a process has no schedstat).
     pub cpu_ns: u64,
+    /// Times a server thread was scheduled in (schedstat), all processes.
+    pub wakeups: u64,
     /// The system (kernel) part of `cpu_s`.
     pub sys_s: f64,
     /// Server RSS bytes (all processes).
@@ -90,7 +102,9 @@ pub fn sample(pids: &[u32]) -> ProcSample {
     for pid in all {
         let (user, sys) = proc_cpu_ticks(pid).unwrap_or_default();
         s.cpu_s += (user + sys) as f64 / TICKS_PER_S;
-        s.cpu_ns += proc_cpu_ns(pid).unwrap_or((user + sys) * 10_000_000);
+        let (ns, wakeups) = proc_schedstat(pid).unwrap_or(((user + sys) * 10_000_000, 0));
+        s.cpu_ns += ns;
+        s.wakeups += wakeups;
         s.sys_s += sys as f64 / TICKS_PER_S;
         s.rss += proc_rss_bytes(pid).unwrap_or(0);
     }

@@ -292,6 +292,7 @@ pub async fn run_rooms(cli: &Cli) -> Result<Value> {
         "latency_us": latency(&hist),
         "server_cpu_us_per_op": per_op_us(cpu_s, delivered),
         "server_cpu_us_per_broadcast": per_op_us(cpu_s, sent),
+        "server_wakeups_per_broadcast": b.wakeups.saturating_sub(a.wakeups) as f64 / sent.max(1) as f64,
         "server_sys_fraction": sys_fraction(&a, &b),
         "server_cpu_share": cpu_s / seconds,
         "primary_cpu_us_per_op": primary_s.map_or(Value::Null, |p| per_op_us(p, delivered)),

@@ -121,7 +121,10 @@ pub fn markdown(sum: &Summary) -> String {
          another, so the CPU per operation stays comparable as W grows. *local*: every room's \
          members on one worker; *spread*: a room of k members over min(W, k) workers. *CPU \
          µs/delivery*: all server processes (schedstat, ns) over the deliveries of the \
-         window; *primary's share*: the primary's part of it. Every member must get every \
+         window; *primary's share*: the primary's part of it; *wake-ups/broadcast*: times a \
+         server thread was scheduled in (schedstat), per broadcast sent: below 1, a process \
+         handles several broadcasts per wake-up and pays its fixed cost (context switch, \
+         cold caches, a turn of the event loop) once for them. Every member must get every \
          broadcast of its room exactly once (*lost*: missing; duplicates and deliveries of \
          another room make the run fail).\n\n\
          **Model.** A broadcast costs a per member it is delivered to, b per worker it reaches \
@@ -146,9 +149,9 @@ pub fn markdown(sum: &Summary) -> String {
             let _ = writeln!(md, "### {server}, {placement} (C={clients})\n");
             let _ = writeln!(
                 md,
-                "| W | workers reached | deliveries/s | CPU µs/delivery | × W=1 | × W=4 | primary's share | primary µs/delivery | p50 µs | p99 µs | lost / expected | runs |"
+                "| W | workers reached | deliveries/s | CPU µs/delivery | × W=1 | × W=4 | primary's share | primary µs/delivery | wake-ups/broadcast | p50 µs | p99 µs | lost / expected | runs |"
             );
-            let _ = writeln!(md, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+            let _ = writeln!(md, "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
             let cpu_at = |w: u64| {
                 rows.iter()
                     .find(|(x, _)| *x == w)
@@ -166,7 +169,7 @@ pub fn markdown(sum: &Summary) -> String {
                 };
                 let _ = writeln!(
                     md,
-                    "| {w} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {}{} |",
+                    "| {w} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {}{} |",
                     fmt_num(p.get("workers_reached")),
                     fmt_num(p.get("ops_per_s")),
                     fmt_num(cpu),
@@ -174,6 +177,7 @@ pub fn markdown(sum: &Summary) -> String {
                     fmt_ratio(cpu, cpu_at(4)),
                     pct(p.get("primary_share")),
                     fmt_num(p.get("primary_cpu_us_per_op")),
+                    fmt_num(p.get("server_wakeups_per_broadcast")),
                     fmt_num(p.get("latency_us.p50")),
                     fmt_num(p.get("latency_us.p99")),
                     p.lost,
@@ -184,13 +188,13 @@ pub fn markdown(sum: &Summary) -> String {
             }
             if let Some(m) = &model {
                 if rows.iter().map(|(w, _)| *w).max().unwrap_or(0) < 4 {
-                    md.push_str("| *fewer than 4 workers measured: the rows below extrapolate far (a smoke test, not a projection)* ||||||||||||\n");
+                    md.push_str("| *fewer than 4 workers measured: the rows below extrapolate far (a smoke test, not a projection)* |||||||||||||\n");
                 }
                 for w in PROJECTED {
                     let (cpu, share) = m.at(placement, w as f64);
                     let _ = writeln!(
                         md,
-                        "| {w} (model) | {} | – | {} | {} | {} | {} | {} | – | – | – | – |",
+                        "| {w} (model) | {} | – | {} | {} | {} | {} | {} | – | – | – | – | – |",
                         fmt_num(Some(m.reached(placement, w as f64))),
                         fmt_num(Some(cpu)),
                         fmt_ratio(Some(cpu), cpu_at(1)),

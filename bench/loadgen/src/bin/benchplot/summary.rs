@@ -76,7 +76,7 @@ pub struct Point {
     pub fields: BTreeMap<&'static str, f64>,
 }
 
-pub const FIELDS: [&str; 20] = [
+pub const FIELDS: [&str; 21] = [
     "ops_per_s",
     "server_cpu_us_per_op",
     "server_sys_fraction",
@@ -91,6 +91,7 @@ pub const FIELDS: [&str; 20] = [
     "delivered",
     "expected",
     "server_cpu_us_per_broadcast",
+    "server_wakeups_per_broadcast",
     "primary_cpu_us_per_op",
     "primary_share",
     "room_size",

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Version of the wire protocol, sent in [`Message::Hello`]. Bump it on any wire change.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Identifies one request of one worker; `(worker, id)` is unique cluster-wide.
 pub type RequestId = u64;

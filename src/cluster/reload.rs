@@ -158,7 +158,9 @@ impl Primary {
             }
             Event::IpcClosed { .. } => process.sender = None,
             Event::Exited { status, .. } => {
-                self.slots[i].incoming = None;
+                if let Some(lane) = self.slots[i].incoming.take().and_then(|p| p.lane) {
+                    self.lanes.release(lane);
+                }
                 if self.reload.current == Some(i) {
                     self.reload_failed(i, format_args!("it exited before it was ready: {status}"));
                 }
@@ -224,7 +226,9 @@ impl Primary {
             Event::IpcClosed { .. } => process.sender = None,
             Event::Exited { status, .. } => {
                 info!(target: "cluster", worker = i, "reload: the old worker {i} (pid {}) exited ({status})", process.pid);
-                self.slots[i].retiring = None;
+                if let Some(lane) = self.slots[i].retiring.take().and_then(|p| p.lane) {
+                    self.lanes.release(lane);
+                }
                 // Its sessions still connected are disconnected, and recoverable.
                 self.sessions.worker_gone(count + i);
                 if self.reload.current == Some(i) && !self.shutting_down {

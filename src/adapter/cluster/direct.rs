@@ -19,9 +19,10 @@
 //! A link carries [`Message::Broadcast`]s without acks or offsets, each frame
 //! encoded once by the sender and written as it is to every link. A link whose
 //! peer is gone (end of stream, a write error) is dropped quietly: the primary
-//! reports deaths as before. A peer that does not read its link lets the
-//! backlog pass the ipc limit: the link is dropped (the primary kills a worker
-//! whose loop is stuck).
+//! reports deaths as before. Once a link's backlog reaches the ipc limit (its
+//! peer does not read), the broadcasts that would go to it go through the
+//! primary instead, which kills a worker that lets its backlog pass the limit,
+//! as it always did.
 
 use std::{
     io::{IoSlice, IoSliceMut},
@@ -192,23 +193,36 @@ impl Direct {
 
     /// Writes `frame` to the link of every lane in `lanes` whose process lives
     /// (by `table`'s epochs), reading the channel first if one is missing.
-    pub(crate) fn send(&self, table: &HintTable, lanes: &LaneSet, frame: &EncodedFrame) {
+    /// `false`, and nothing written, when a link's backlog has reached the
+    /// limit: its peer does not read, and the broadcast goes through the
+    /// primary instead, which kills a worker that does not read.
+    pub(crate) fn send(&self, table: &HintTable, lanes: &LaneSet, frame: &EncodedFrame) -> bool {
         let mut peers = self.peers();
         let mut read = false;
+        let mut targets = LaneSet::default();
         for lane in lanes.iter() {
             let epoch = table.epoch(lane);
             if epoch == 0 || lane >= peers.len() {
                 // No process on this lane.
                 continue;
             }
-            let linked = |p: &Vec<Option<Peer>>| p[lane].as_ref().is_some_and(|p| p.epoch == epoch);
+            let linked = |p: &[Option<Peer>]| p[lane].as_ref().is_some_and(|p| p.epoch == epoch);
             if !linked(&peers) && !read {
                 // Its record is in the channel (written before its process started).
                 self.read_channel(&mut peers);
                 read = true;
             }
-            let Some(peer) = peers[lane].as_ref().filter(|p| p.epoch == epoch) else {
-                debug!(target: "socket.io:adapter", lane, "no link to lane {lane}: its process is gone");
+            match peers[lane].as_ref().filter(|p| p.epoch == epoch) {
+                Some(peer) if peer.sender.queued_bytes() >= self.max_queued => return false,
+                Some(_) => targets.insert(lane),
+                None => {
+                    debug!(target: "socket.io:adapter", lane, "no link to lane {lane}: its process is gone")
+                }
+            }
+        }
+        // Under the lock since the check: no backlog grew meanwhile.
+        for lane in targets.iter() {
+            let Some(peer) = peers[lane].as_ref() else {
                 continue;
             };
             match peer.sender.send_frame(frame.clone()) {
@@ -216,12 +230,13 @@ impl Direct {
                     self.sent.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(err) => {
-                    // Gone, or not reading: the primary deals with the process.
+                    // Its peer is gone: the primary reports it.
                     debug!(target: "socket.io:adapter", lane, "direct link dropped: {err}");
                     peers[lane] = None;
                 }
             }
         }
+        true
     }
 
     /// Takes in every link record waiting in the channel; `false` once the

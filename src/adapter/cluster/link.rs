@@ -189,13 +189,15 @@ impl ClusterLink {
         }
     }
 
-    /// Writes `message` (encoded once) to the direct links of `lanes`.
-    pub(super) fn send_direct(&self, lanes: &LaneSet, message: &Message) {
+    /// Writes `message` (encoded once) to the direct links of `lanes`; through
+    /// the primary when a link does not take it (see [`Direct::send`]).
+    pub(super) fn send_direct(&self, lanes: &LaneSet, message: Message) {
         let (Some(direct), Some(hints)) = (self.direct.get(), self.hints.get()) else {
-            return;
+            return self.send(message);
         };
-        match rsio_ipc::EncodedFrame::encode(message, rsio_ipc::DEFAULT_MAX_FRAME_LENGTH) {
-            Ok(frame) => direct.send(hints.table(), lanes, &frame),
+        match rsio_ipc::EncodedFrame::encode(&message, rsio_ipc::DEFAULT_MAX_FRAME_LENGTH) {
+            Ok(frame) if direct.send(hints.table(), lanes, &frame) => {}
+            Ok(_) => self.send(message),
             Err(err) => debug!(target: "socket.io:adapter", "direct broadcast: {err}"),
         }
     }

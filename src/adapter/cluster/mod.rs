@@ -259,7 +259,7 @@ impl Adapter for ClusterAdapter {
                 frames: ipc_frames(packet),
             });
             match route {
-                Route::Direct(lanes) => link.send_direct(&lanes, &message),
+                Route::Direct(lanes) => link.send_direct(&lanes, message),
                 _ => link.send(message),
             }
         }

@@ -189,12 +189,6 @@ impl LaneSet {
         self.words[lane / 64] &= !(1 << (lane % 64));
     }
 
-    /// Whether `lane` is in.
-    #[cfg(test)]
-    pub fn contains(&self, lane: usize) -> bool {
-        self.words[lane / 64] & (1 << (lane % 64)) != 0
-    }
-
     /// Whether no lane is in.
     pub fn is_empty(&self) -> bool {
         self.words.iter().all(|w| *w == 0)

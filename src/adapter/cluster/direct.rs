@@ -342,3 +342,54 @@ async fn read_link(link: Weak<ClusterLink>, lane: usize, epoch: u64, mut reader:
         direct.forget(lane, epoch);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+    use super::*;
+
+    fn channel() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_link_record_carries_its_lane_epoch_and_descriptor() {
+        let (primary, worker) = channel();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        send_link(primary.as_fd(), 5, 42, theirs.as_fd()).unwrap();
+        drop(theirs);
+        let Received::Link { lane, epoch, fd } = recv_link(worker.as_fd()).unwrap() else {
+            panic!("expected a link");
+        };
+        assert_eq!((lane, epoch), (5, 42));
+        // The descriptor received is the peer's end of the pair.
+        let mut link = std::os::unix::net::UnixStream::from(fd);
+        link.write_all(b"hi").unwrap();
+        let mut buf = [0u8; 2];
+        (&ours).read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hi");
+        assert!(
+            matches!(recv_link(worker.as_fd()), Err(Errno::EAGAIN)),
+            "nothing more"
+        );
+        drop(primary);
+        assert!(matches!(recv_link(worker.as_fd()), Ok(Received::End)));
+    }
+
+    #[test]
+    fn a_record_without_a_descriptor_is_skipped() {
+        let (primary, worker) = channel();
+        nix::sys::socket::send(primary.as_raw_fd(), &[0u8; RECORD], MsgFlags::MSG_NOSIGNAL)
+            .unwrap();
+        assert!(matches!(recv_link(worker.as_fd()), Ok(Received::Garbled)));
+    }
+}

@@ -42,7 +42,7 @@ use tokio::io::{unix::AsyncFd, Interest};
 use tracing::{debug, warn};
 
 use super::{
-    hints::{HintTable, LaneSet},
+    hints::{HintTable, LaneSet, Reach},
     ClusterLink,
 };
 
@@ -293,6 +293,82 @@ impl Direct {
         {
             peers[lane] = None;
         }
+    }
+}
+
+/// Where a broadcast of this worker goes (see [`ClusterLink::route`]).
+pub(super) enum Route {
+    /// Nowhere else: no other process has a recipient.
+    Here,
+    /// Straight to the processes of these lanes.
+    Direct(LaneSet),
+    /// Through the primary.
+    Primary,
+}
+
+impl ClusterLink {
+    /// Sends this worker's broadcasts that need no sequencing straight to the
+    /// processes with recipients, over the links received on `channel` (see
+    /// [`super::direct`]); needs the hints (a second call, or one without
+    /// hints, is ignored). Must be called in the worker's runtime.
+    pub(crate) fn use_direct(
+        self: &Arc<Self>,
+        channel: std::os::fd::OwnedFd,
+        max_queued: usize,
+    ) -> std::io::Result<()> {
+        let Some(lanes) = self.hints.get().map(|h| h.table().lanes()) else {
+            return Ok(());
+        };
+        if self.direct.get().is_none() {
+            let _ = self
+                .direct
+                .set(Direct::start(self, channel, lanes, max_queued)?);
+        }
+        Ok(())
+    }
+
+    pub(super) fn direct(&self) -> Option<&Arc<Direct>> {
+        self.direct.get()
+    }
+
+    /// Where a broadcast of this worker to `rooms` of `nsp` (none: every
+    /// socket) that needs no sequencing goes: nowhere else (counted in
+    /// [`ClusterLink::kept_local`]), straight to the processes with recipients
+    /// (the hints' lanes), or through the primary (no links or hints, a room
+    /// forced through it).
+    pub(super) fn route(&self, nsp: &str, rooms: &[String]) -> Route {
+        let Some(hints) = self.hints.get() else {
+            return Route::Primary;
+        };
+        match hints.reach(nsp, rooms) {
+            Reach::Lanes(set) if set.is_empty() => {
+                self.kept_local.fetch_add(1, Ordering::Relaxed);
+                Route::Here
+            }
+            Reach::Lanes(set) if self.direct.get().is_some() => Route::Direct(set),
+            _ => Route::Primary,
+        }
+    }
+
+    /// Writes `message` (encoded once) to the direct links of `lanes`; through
+    /// the primary when a link does not take it (see [`Direct::send`]).
+    pub(super) fn send_direct(&self, lanes: &LaneSet, message: Message) {
+        let (Some(direct), Some(hints)) = (self.direct.get(), self.hints.get()) else {
+            return self.send(message);
+        };
+        match rsio_ipc::EncodedFrame::encode(&message, rsio_ipc::DEFAULT_MAX_FRAME_LENGTH) {
+            Ok(frame) if direct.send(hints.table(), lanes, &frame) => {}
+            Ok(_) => self.send(message),
+            Err(err) => debug!(target: "socket.io:adapter", "direct broadcast: {err}"),
+        }
+    }
+
+    /// Broadcasts of other workers received straight from them, and frames
+    /// this worker sent straight to others (one per receiving process).
+    pub fn direct_counts(&self) -> (u64, u64) {
+        self.direct
+            .get()
+            .map_or((0, 0), |d| (d.received(), d.sent()))
     }
 }
 

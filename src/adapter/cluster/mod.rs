@@ -36,8 +36,9 @@ use crate::{
     parser::Args,
 };
 
+use direct::Route;
+use link::RESTORE_TIMEOUT;
 pub use link::{AlreadyAttached, ClusterLink};
-use link::{Route, RESTORE_TIMEOUT};
 
 pub(super) fn target(opts: &BroadcastOptions) -> Target {
     Target {

@@ -168,3 +168,99 @@ impl Lanes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+    use crate::adapter::direct::{recv_link, Received};
+
+    /// The links in `channel`: (lane, epoch, this end).
+    fn links(channel: &OwnedFd) -> Vec<(usize, u64, std::os::unix::net::UnixStream)> {
+        let mut out = Vec::new();
+        loop {
+            match recv_link(channel.as_fd()) {
+                Ok(Received::Link { lane, epoch, fd }) => out.push((lane, epoch, fd.into())),
+                Err(nix::errno::Errno::EAGAIN) => return out,
+                Ok(_) => panic!("not a link"),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_process_and_every_live_one_are_linked_before_it_starts() {
+        let mut lanes = Lanes::new(2);
+        let a = lanes.assign(0).expect("slot 0");
+        let b = lanes.assign(1).expect("slot 1");
+        assert_eq!((a.lane, b.lane), (0, 1));
+        let table = lanes.table.as_ref().unwrap();
+        let (ea, eb) = (table.epoch(0), table.epoch(1));
+        assert!(ea != 0 && eb != 0 && ea != eb);
+        let at_a = links(&a.channel);
+        let at_b = links(&b.channel);
+        assert_eq!(
+            at_a.iter().map(|l| (l.0, l.1)).collect::<Vec<_>>(),
+            vec![(1, eb)]
+        );
+        assert_eq!(
+            at_b.iter().map(|l| (l.0, l.1)).collect::<Vec<_>>(),
+            vec![(0, ea)]
+        );
+        // The two ends are one link.
+        (&at_a[0].2).write_all(b"ab").unwrap();
+        let mut buf = [0u8; 2];
+        (&at_b[0].2).read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"ab");
+
+        // A reload of slot 0: the new process gets the slot's other lane, and
+        // links to both live processes, which each get one to it.
+        let c = lanes.assign(0).expect("slot 0 again");
+        assert_eq!(c.lane, 2);
+        let ec = lanes.table.as_ref().unwrap().epoch(2);
+        let mut at_c: Vec<_> = links(&c.channel).iter().map(|l| (l.0, l.1)).collect();
+        at_c.sort();
+        assert_eq!(at_c, vec![(0, ea), (1, eb)]);
+        assert_eq!(
+            links(&a.channel)
+                .iter()
+                .map(|l| (l.0, l.1))
+                .collect::<Vec<_>>(),
+            vec![(2, ec)]
+        );
+        assert_eq!(
+            links(&b.channel)
+                .iter()
+                .map(|l| (l.0, l.1))
+                .collect::<Vec<_>>(),
+            vec![(2, ec)]
+        );
+        assert!(
+            lanes.assign(0).is_none(),
+            "both lanes of slot 0 live: no third"
+        );
+        assert!(
+            !lanes.table.as_ref().unwrap().disabled() || lanes.assign(1).is_none(),
+            "a slot without a lane disables the table"
+        );
+    }
+
+    #[test]
+    fn a_released_lane_is_cleared_and_given_again_with_a_new_epoch() {
+        let mut lanes = Lanes::new(1);
+        let a = lanes.assign(0).expect("slot 0");
+        let first = lanes.table.as_ref().unwrap().epoch(a.lane);
+        drop(a);
+        lanes.release(0);
+        assert_eq!(
+            lanes.table.as_ref().unwrap().epoch(0),
+            0,
+            "no process on lane 0"
+        );
+        let b = lanes.assign(0).expect("slot 0 again");
+        assert_eq!(b.lane, 0);
+        assert!(lanes.table.as_ref().unwrap().epoch(0) > first);
+        assert!(links(&b.channel).is_empty(), "nobody else lives");
+    }
+}

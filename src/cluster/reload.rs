@@ -8,8 +8,11 @@
 //! exited.
 //!
 //! While it drains, the old process still speaks for its slot: its session
-//! updates, broadcasts and responses are handled as the slot's. It gets nothing
-//! relayed (what its clients miss, they recover), so its room reports are ignored,
+//! updates, broadcasts and responses are handled as the slot's. The primary
+//! relays nothing to it (what its clients miss, they recover), so its room
+//! reports are ignored (other workers' direct broadcasts still reach it: it
+//! keeps its lane, the new process has the slot's other one, see
+//! [`super::lanes`]),
 //! and the slot's room interest restarts from the new process's reports (those
 //! read before the swap included: a client may join a room between the new
 //! process's `Ready` and the swap). Its

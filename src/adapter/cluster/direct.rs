@@ -74,10 +74,14 @@ pub(crate) fn send_link(
 }
 
 /// One record read from a links channel.
-enum Received {
+pub(crate) enum Received {
+    /// A link to the process of `lane` and `epoch`.
     Link {
+        /// The peer's lane.
         lane: usize,
+        /// The peer's epoch.
         epoch: u64,
+        /// This process's end of the link.
         fd: OwnedFd,
     },
     /// A record without a descriptor, or cut: skipped.
@@ -87,7 +91,7 @@ enum Received {
 }
 
 /// Reads the next record of `channel` without waiting (`EAGAIN`: none).
-fn recv_link(channel: BorrowedFd<'_>) -> nix::Result<Received> {
+pub(crate) fn recv_link(channel: BorrowedFd<'_>) -> nix::Result<Received> {
     let mut record = [0u8; RECORD];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let mut iov = [IoSliceMut::new(&mut record)];

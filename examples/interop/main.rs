@@ -80,7 +80,11 @@ fn main() -> ExitCode {
             let io = worker.server(config)?;
             app::install(&io, Some(worker.index));
             let index = worker.index;
-            let relayed = move || (worker.relayed_operations(), worker.kept_local_broadcasts());
+            let relayed = move || stats::ClusterCounts {
+                relayed: worker.relayed_operations(),
+                kept_local: worker.kept_local_broadcasts(),
+                direct: worker.direct_broadcasts(),
+            };
             Ok(io
                 .router()
                 .merge(stats::stats_router(&io, index, Some(Box::new(relayed)))))

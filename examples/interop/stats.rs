@@ -7,7 +7,7 @@ use serde_json::json;
 /// `scripts/soak` (leak checks):
 ///
 /// ```text
-/// {"worker": 0, "pid": 1234, "engineClients": 3, "sockets": 3, "rooms": 4, "rssKiB": 9876, "relayed": 12, "keptLocal": 5}
+/// {"worker": 0, "pid": 1234, "engineClients": 3, "sockets": 3, "rooms": 4, "rssKiB": 9876, "relayed": 12, "keptLocal": 5, "directIn": 10, "directOut": 7}
 /// ```
 ///
 /// `worker`: the cluster index (0 in one process); `engineClients`: open
@@ -16,22 +16,29 @@ use serde_json::json;
 /// `VmRSS` from `/proc/self/status` (0 where there is none); `relayed`: operations
 /// of other workers relayed to this one; `keptLocal`: room broadcasts of this
 /// worker that never left it, no other worker having members (cluster only, else 0);
+/// `directIn`: broadcasts of other workers received straight from them, not
+/// through the primary (counted in `relayed` too); `directOut`: frames this
+/// worker sent straight to other workers, one per receiving process;
 /// `deflateCompressions`: messages permessage-deflate compressed in this process.
 pub fn stats_router(
     io: &Server,
     worker: usize,
-    relayed: Option<Box<dyn Fn() -> (u64, u64) + Send + Sync>>,
+    counts: Option<Box<dyn Fn() -> ClusterCounts + Send + Sync>>,
 ) -> axum::Router {
     let io = io.clone();
-    let relayed: std::sync::Arc<dyn Fn() -> (u64, u64) + Send + Sync> = match relayed {
+    let counts: std::sync::Arc<dyn Fn() -> ClusterCounts + Send + Sync> = match counts {
         Some(f) => std::sync::Arc::from(f),
-        None => std::sync::Arc::new(|| (0, 0)),
+        None => std::sync::Arc::new(ClusterCounts::default),
     };
     axum::Router::new().route(
         "/stats",
         axum::routing::get(move || {
             let io = io.clone();
-            let (relayed, kept_local) = relayed();
+            let ClusterCounts {
+                relayed,
+                kept_local,
+                direct: (direct_in, direct_out),
+            } = counts();
             async move {
                 let root = io.of("/");
                 let body = json!({
@@ -44,6 +51,8 @@ pub fn stats_router(
                     "relayed": relayed,
                     "deflateCompressions": rsio::engine::deflate::compressions(),
                     "keptLocal": kept_local,
+                    "directIn": direct_in,
+                    "directOut": direct_out,
                 });
                 (
                     [(http::header::CONTENT_TYPE, "application/json")],
@@ -52,6 +61,17 @@ pub fn stats_router(
             }
         }),
     )
+}
+
+/// A cluster worker's counts of what other workers sent it (see [`stats_router`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ClusterCounts {
+    /// Operations of other workers that reached this one, by any path.
+    pub relayed: u64,
+    /// Room broadcasts that never left this worker.
+    pub kept_local: u64,
+    /// Broadcasts received straight from other workers, and frames sent straight to them.
+    pub direct: (u64, u64),
 }
 
 /// `VmRSS` of this process in KiB.

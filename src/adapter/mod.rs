@@ -18,7 +18,7 @@ pub use self::redis::{
     hash_code, stream_name, RedisAdapterError, RedisClassic, RedisClassicAdapter,
     RedisClassicConfig, RedisStreams, RedisStreamsAdapter, RedisStreamsConfig,
 };
-pub(crate) use cluster::hints;
+pub(crate) use cluster::{direct, hints};
 pub use cluster::{AlreadyAttached, ClusterAdapter, ClusterLink};
 pub use local::LocalAdapter;
 pub use recovery::{PersistedSession, RecoveryConfig};

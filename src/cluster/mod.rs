@@ -32,6 +32,7 @@ pub mod bench;
 mod config;
 mod inbox;
 mod interest;
+mod lanes;
 mod listen_fds;
 mod metrics;
 mod metrics_http;

@@ -19,12 +19,11 @@ use tokio::{
 };
 use tracing::{debug, error, info, warn};
 
-use crate::adapter::hints;
-
 use super::{
     config::{ClusterConfig, PinMode},
     inbox::{Inbox, Reading},
     interest::RoomInterest,
+    lanes::Lanes,
     listen_fds,
     metrics::ClusterMetrics,
     metrics_http, notify,
@@ -87,9 +86,9 @@ pub(super) struct Primary {
     pub sessions: SessionStore,
     /// Which workers have members of which rooms.
     pub interest: RoomInterest,
-    /// The interest hint table every worker maps (see [`crate::adapter::hints`]);
-    /// `None` when it could not be made (workers then relay every broadcast).
-    pub hints: Option<std::os::fd::OwnedFd>,
+    /// The interest hint table every worker maps, and the lanes and direct
+    /// links of the worker processes (see [`super::lanes`]).
+    pub lanes: Lanes,
     /// The `SIGHUP` reload in progress, if any.
     pub reload: Reload,
     /// Set with `--metrics`; with the ipc bytes received from and sent to each
@@ -203,6 +202,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         tokio::spawn(shared_port::accept_loop(listener, events.clone()));
     }
     let now = Instant::now();
+    let lanes = Lanes::new(config.workers);
     let mut primary = Primary {
         slots: (0..config.workers).map(|_| Slot::new(now)).collect(),
         config,
@@ -215,14 +215,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         shutting_down: false,
         sessions: SessionStore::new(),
         interest: RoomInterest::default(),
-        hints: match hints::HintTable::create() {
-            // The primary never reads it: the workers count and check.
-            Ok((_, fd)) => Some(fd),
-            Err(err) => {
-                warn!(target: "cluster", "no interest hints, every room broadcast goes through the primary: {err}");
-                None
-            }
-        },
+        lanes,
         reload: Reload::default(),
         metrics: None,
     };
@@ -351,7 +344,7 @@ impl Primary {
             shutting_down: false,
             sessions: SessionStore::new(),
             interest: RoomInterest::default(),
-            hints: None,
+            lanes: Lanes::none(workers),
             reload: Reload::default(),
             metrics: None,
         }

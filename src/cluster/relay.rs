@@ -1,6 +1,9 @@
 //! The primary's data path: relaying adapter operations to the workers they
 //! concern (by room interest), numbering recoverable broadcasts, answering for
 //! the workers left out of a request, and the writes to each worker's socket.
+//! Broadcasts that need no sequencing (no recovery, no acks, no room forced
+//! through the primary) do not come here: the workers send them to each other
+//! over the direct links the primary set up (see [`super::lanes`]).
 
 use rsio_ipc::{
     Broadcast, EncodedFrame, Message, SendError, WorkerIndex, DEFAULT_MAX_FRAME_LENGTH,

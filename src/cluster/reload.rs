@@ -8,8 +8,11 @@
 //! exited.
 //!
 //! While it drains, the old process still speaks for its slot: its session
-//! updates, broadcasts and responses are handled as the slot's. It gets nothing
-//! relayed (what its clients miss, they recover), so its room reports are ignored,
+//! updates, broadcasts and responses are handled as the slot's. The primary
+//! relays nothing to it (what its clients miss, they recover), so its room
+//! reports are ignored (other workers' direct broadcasts still reach it: it
+//! keeps its lane, the new process has the slot's other one, see
+//! [`super::lanes`]),
 //! and the slot's room interest restarts from the new process's reports (those
 //! read before the swap included: a client may join a room between the new
 //! process's `Ready` and the swap). Its
@@ -158,7 +161,9 @@ impl Primary {
             }
             Event::IpcClosed { .. } => process.sender = None,
             Event::Exited { status, .. } => {
-                self.slots[i].incoming = None;
+                if let Some(lane) = self.slots[i].incoming.take().and_then(|p| p.lane) {
+                    self.lanes.release(lane);
+                }
                 if self.reload.current == Some(i) {
                     self.reload_failed(i, format_args!("it exited before it was ready: {status}"));
                 }
@@ -224,7 +229,9 @@ impl Primary {
             Event::IpcClosed { .. } => process.sender = None,
             Event::Exited { status, .. } => {
                 info!(target: "cluster", worker = i, "reload: the old worker {i} (pid {}) exited ({status})", process.pid);
-                self.slots[i].retiring = None;
+                if let Some(lane) = self.slots[i].retiring.take().and_then(|p| p.lane) {
+                    self.lanes.release(lane);
+                }
                 // Its sessions still connected are disconnected, and recoverable.
                 self.sessions.worker_gone(count + i);
                 if self.reload.current == Some(i) && !self.shutting_down {

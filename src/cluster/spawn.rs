@@ -21,6 +21,12 @@ pub(crate) const HANDOFF_FD: RawFd = 5;
 pub(crate) const HINTS_FD: RawFd = 6;
 /// Set in a worker's environment when it has the hint table on [`HINTS_FD`].
 pub(crate) const HINTS_ENV: &str = "RSIO_WORKER_HINTS";
+/// The descriptor a worker receives its direct links to the other workers on
+/// (see [`crate::adapter::direct`]), when [`LANE_ENV`] is set.
+pub(crate) const LINKS_FD: RawFd = 7;
+/// Set in a worker's environment when it has its links channel on
+/// [`LINKS_FD`]: its lane in the hint table.
+pub(crate) const LANE_ENV: &str = "RSIO_WORKER_LANE";
 /// Set in a worker's environment: its index. Its presence makes a process a worker.
 pub(crate) const WORKER_ENV: &str = "RSIO_WORKER_INDEX";
 pub(crate) const WORKERS_ENV: &str = "RSIO_WORKER_COUNT";
@@ -65,8 +71,8 @@ impl WorkerCommand {
     }
 
     /// Spawns worker `index` of `count` with `fds` in place: the listener on fd 3,
-    /// the ipc socket on fd 4, the handoff socket (if any) on fd 5 and the hint
-    /// table (if any) on fd 6. It gets SIGTERM if the spawning thread (the
+    /// the ipc socket on fd 4, the handoff socket (if any) on fd 5, the hint
+    /// table (if any) on fd 6 and its links channel (if any) on fd 7. It gets SIGTERM if the spawning thread (the
     /// primary's main thread) dies.
     pub(crate) fn spawn(
         &self,
@@ -80,6 +86,7 @@ impl WorkerCommand {
             ipc,
             handoff,
             hints,
+            links,
         } = fds;
         let mut cmd = std::process::Command::new(&self.exe);
         cmd.args(&self.args)
@@ -101,14 +108,21 @@ impl WorkerCommand {
             Some(_) => cmd.env(HINTS_ENV, "1"),
             None => cmd.env_remove(HINTS_ENV),
         };
+        match links {
+            Some((_, lane)) => cmd.env(LANE_ENV, lane.to_string()),
+            None => cmd.env_remove(LANE_ENV),
+        };
         // Everything the child needs is computed here, before the fork: after it, only
         // async-signal-safe calls, and no allocation (another thread of the primary
         // may have held the allocator's lock at the fork).
         let plan = ForkPlan {
-            listen_fd: listener.as_raw_fd(),
-            ipc_fd: ipc.as_raw_fd(),
-            handoff_fd: handoff.map_or(-1, |h| h.as_raw_fd()),
-            hints_fd: hints.map_or(-1, |h| h.as_raw_fd()),
+            sources: [
+                listener.as_raw_fd(),
+                ipc.as_raw_fd(),
+                handoff.map_or(-1, |h| h.as_raw_fd()),
+                hints.map_or(-1, |h| h.as_raw_fd()),
+                links.map_or(-1, |(l, _)| l.as_raw_fd()),
+            ],
             parent: std::process::id() as libc::pid_t,
         };
         // SAFETY: `after_fork` makes only async-signal-safe calls and allocates nothing.
@@ -129,17 +143,19 @@ pub(crate) struct WorkerFds<'a> {
     pub ipc: &'a dyn AsRawFd,
     pub handoff: Option<&'a dyn AsRawFd>,
     pub hints: Option<&'a dyn AsRawFd>,
+    /// The links channel, and the lane it is for.
+    pub links: Option<(&'a dyn AsRawFd, usize)>,
 }
+
+/// The descriptor each of [`ForkPlan::sources`] goes to: 3, 4, 5, 6, 7.
+const TARGETS: [RawFd; 5] = [LISTEN_FD, IPC_FD, HANDOFF_FD, HINTS_FD, LINKS_FD];
 
 /// What the child does between `fork` and `exec`, computed before the fork.
 #[derive(Debug, Clone, Copy)]
 struct ForkPlan {
-    listen_fd: RawFd,
-    ipc_fd: RawFd,
-    /// -1: none.
-    handoff_fd: RawFd,
-    /// -1: none.
-    hints_fd: RawFd,
+    /// The descriptors to place on [`TARGETS`], in order: the listener, the ipc
+    /// socket, the handoff socket, the hint table, the links channel; -1: none.
+    sources: [RawFd; 5],
     /// The primary's pid: the child's parent, unless the primary died meanwhile.
     parent: libc::pid_t,
 }
@@ -149,41 +165,21 @@ struct ForkPlan {
 /// prctl, getppid) and no allocation, errors as raw errno values.
 ///
 /// # Safety
-/// Must run in a freshly forked child: it overwrites descriptors 3 to 6.
+/// Must run in a freshly forked child: it overwrites descriptors 3 to 7.
 unsafe fn after_fork(plan: &ForkPlan) -> std::io::Result<()> {
-    // Move the later sources out of the way first if they sit on an earlier target.
-    let ipc_src = out_of_the_way(plan.ipc_fd, LISTEN_FD..=LISTEN_FD)?;
-    let handoff_src = if plan.handoff_fd >= 0 {
-        out_of_the_way(plan.handoff_fd, LISTEN_FD..=IPC_FD)?
-    } else {
-        -1
-    };
-    let hints_src = if plan.hints_fd >= 0 {
-        out_of_the_way(plan.hints_fd, LISTEN_FD..=HANDOFF_FD)?
-    } else {
-        -1
-    };
-    // An earlier source on the hint table's target goes too (placed before it).
-    let (listen_src, ipc_src, handoff_src) = if hints_src >= 0 {
-        let away = HINTS_FD..=HINTS_FD;
-        (
-            out_of_the_way(plan.listen_fd, away.clone())?,
-            out_of_the_way(ipc_src, away.clone())?,
-            match handoff_src {
-                -1 => -1,
-                fd => out_of_the_way(fd, away)?,
-            },
-        )
-    } else {
-        (plan.listen_fd, ipc_src, handoff_src)
-    };
-    place_fd(listen_src, LISTEN_FD)?;
-    place_fd(ipc_src, IPC_FD)?;
-    if handoff_src >= 0 {
-        place_fd(handoff_src, HANDOFF_FD)?;
+    let taken = LISTEN_FD..=LINKS_FD;
+    // First every source on a target moves out of the way (a copy above 10,
+    // closed at exec), so that no placement overwrites a source still to come.
+    let mut sources = plan.sources;
+    for fd in &mut sources {
+        if *fd >= 0 {
+            *fd = out_of_the_way(*fd, taken.clone())?;
+        }
     }
-    if hints_src >= 0 {
-        place_fd(hints_src, HINTS_FD)?;
+    for (&src, &dst) in sources.iter().zip(&TARGETS) {
+        if src >= 0 {
+            place_fd(src, dst)?;
+        }
     }
     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
         return Err(std::io::Error::last_os_error());
@@ -290,10 +286,13 @@ mod tests {
         let a = std::fs::File::open("/dev/null").unwrap();
         let b = std::fs::File::open("/dev/null").unwrap();
         let plan = ForkPlan {
-            listen_fd: a.as_raw_fd(),
-            ipc_fd: b.as_raw_fd(),
-            handoff_fd: b.as_raw_fd(),
-            hints_fd: a.as_raw_fd(),
+            sources: [
+                a.as_raw_fd(),
+                b.as_raw_fd(),
+                b.as_raw_fd(),
+                a.as_raw_fd(),
+                b.as_raw_fd(),
+            ],
             // No process is the parent of pid 0's child: the "primary exited" path.
             parent: 0,
         };

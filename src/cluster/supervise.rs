@@ -76,6 +76,8 @@ pub(super) struct Slot {
     pub connections: u64,
     /// With `--shared-port`: the socket its connections are handed over on.
     pub handoff: Option<std::os::unix::net::UnixStream>,
+    /// Its lane in the hint table (see [`super::lanes`]), released at its exit.
+    pub lane: Option<usize>,
     /// New sessions handed to it since its last connection count.
     pub routed_new: u64,
     started: Instant,
@@ -100,6 +102,7 @@ impl Slot {
             last_heartbeat: now,
             connections: 0,
             handoff: None,
+            lane: None,
             routed_new: 0,
             started: now,
             backoff: FIRST_BACKOFF,
@@ -121,6 +124,7 @@ impl Slot {
         self.started = process.since;
         self.last_heartbeat = process.last_heartbeat;
         self.handoff = process.handoff;
+        self.lane = process.lane;
         self.routed_new = 0;
     }
 
@@ -144,6 +148,7 @@ impl Slot {
             last_heartbeat: now,
             // A draining process gets no more connections.
             handoff: self.handoff.take(),
+            lane: self.lane.take(),
             rooms: Vec::new(),
         })
     }
@@ -167,6 +172,8 @@ pub(super) struct Process {
     pub last_heartbeat: Instant,
     /// With `--shared-port`: the socket its connections are handed over on.
     pub handoff: Option<std::os::unix::net::UnixStream>,
+    /// Its lane in the hint table, released at its exit.
+    pub lane: Option<usize>,
     /// An incoming process's room reports, read before its swap (the primary's
     /// inbox hands room reports over ahead of what came with them, so a room
     /// of a client that came right after `Ready` can come before it): applied
@@ -189,6 +196,7 @@ impl Process {
             since: now,
             last_heartbeat: now,
             handoff: None,
+            lane: None,
             rooms: Vec::new(),
         }
     }
@@ -213,7 +221,9 @@ impl Primary {
             true => Some(std::os::unix::net::UnixStream::pair()?),
             false => None,
         };
-        let mut child = self.command.spawn(
+        // Its links are in place before it starts (see `super::lanes`).
+        let assigned = self.lanes.assign(i);
+        let spawned = self.command.spawn(
             i,
             self.config.workers,
             self.cpus[i],
@@ -223,12 +233,22 @@ impl Primary {
                 handoff: handoff
                     .as_ref()
                     .map(|(_, theirs)| theirs as &dyn std::os::fd::AsRawFd),
-                hints: self
-                    .hints
+                hints: self.lanes.memfd().map(|fd| fd as &dyn std::os::fd::AsRawFd),
+                links: assigned
                     .as_ref()
-                    .map(|fd| fd as &dyn std::os::fd::AsRawFd),
+                    .map(|a| (&a.channel as &dyn std::os::fd::AsRawFd, a.lane)),
             },
-        )?;
+        );
+        let lane = assigned.map(|a| a.lane);
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(err) => {
+                if let Some(lane) = lane {
+                    self.lanes.release(lane);
+                }
+                return Err(err);
+            }
+        };
         drop(theirs);
         let handoff = handoff.map(|(ours, _)| ours);
         let stream = tokio::net::UnixStream::from_std(ours)?;
@@ -253,6 +273,7 @@ impl Primary {
             since: now,
             last_heartbeat: now,
             handoff,
+            lane,
             rooms: Vec::new(),
         };
         // Read by the primary's inbox, in sweeps with every other worker's socket.
@@ -391,6 +412,9 @@ impl Primary {
         slot.kill = None;
         slot.connections = 0;
         slot.handoff = None;
+        if let Some(lane) = slot.lane.take() {
+            self.lanes.release(lane);
+        }
         self.send_others(
             worker,
             &Message::WorkerExited {

@@ -26,7 +26,7 @@ use super::{
     config::ClusterConfig,
     spawn::{
         allowed_cpus, pin_current_thread, unpin_current_thread, CPU_ENV, HANDOFF_FD, HINTS_ENV,
-        HINTS_FD, IPC_FD, LISTEN_FD, WORKER_ENV,
+        HINTS_FD, IPC_FD, LANE_ENV, LINKS_FD, LISTEN_FD, WORKER_ENV,
     },
     BoxError,
 };
@@ -126,6 +126,60 @@ fn inherited_hints() -> Option<std::os::fd::OwnedFd> {
     // SAFETY: the primary placed the table's memfd there (checked: a regular
     // file), and nothing else in this process owns it.
     Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(HINTS_FD) })
+}
+
+/// This process's lane and its links channel on [`LINKS_FD`], when the
+/// primary passed them (a socket); anything else there is left alone.
+fn inherited_links() -> Option<(usize, std::os::fd::OwnedFd)> {
+    let lane = std::env::var(LANE_ENV).ok()?.parse().ok()?;
+    // SAFETY: fstat on any descriptor number, into a zeroed struct it fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(LINKS_FD, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK
+    {
+        warn!(target: "cluster", "{LANE_ENV} is set but descriptor {LINKS_FD} is not a socket: no direct links");
+        return None;
+    }
+    // SAFETY: the primary placed the channel there (checked: a socket), and
+    // nothing else in this process owns it.
+    Some((lane, unsafe { std::os::fd::OwnedFd::from_raw_fd(LINKS_FD) }))
+}
+
+/// Maps the hint table on `fd` (the mapping stays; the descriptor is not needed
+/// any more) for this process's lane, and takes its direct links. Without a
+/// lane the process could not count its rooms in: the table is disabled for
+/// every process, and every broadcast goes through the primary.
+fn use_hints(
+    link: &Arc<ClusterLink>,
+    fd: &std::os::fd::OwnedFd,
+    links: Option<(usize, std::os::fd::OwnedFd)>,
+    max_queued: usize,
+) {
+    let table = match hints::HintTable::open(fd) {
+        Ok(table) => table,
+        Err(err) => {
+            warn!(target: "cluster", "{err}: every room broadcast goes through the primary");
+            return;
+        }
+    };
+    let Some((lane, channel)) = links else {
+        warn!(target: "cluster", "no lane given: interest hints disabled, every broadcast goes through the primary");
+        table.disable();
+        return;
+    };
+    match hints::Hints::new(table, lane) {
+        Ok(h) => link.use_hints(h),
+        Err(err) => {
+            warn!(target: "cluster", "{err}: interest hints disabled, every broadcast goes through the primary");
+            if let Ok(table) = hints::HintTable::open(fd) {
+                table.disable();
+            }
+            return;
+        }
+    }
+    if let Err(err) = link.use_direct(channel, max_queued) {
+        // The hints stay (kept-local broadcasts); the rest goes through the primary.
+        warn!(target: "cluster", "no direct links: {err}");
+    }
 }
 
 /// Why [`WorkerContext::server`] made no server.
@@ -233,6 +287,14 @@ impl WorkerContext {
     /// hints, no other worker had a member of their rooms.
     pub fn kept_local_broadcasts(&self) -> u64 {
         self.link.kept_local()
+    }
+
+    /// Broadcasts of other workers this one received straight from them (also
+    /// counted in [`WorkerContext::relayed_operations`]), and the frames it
+    /// sent straight to others, one per receiving process: the primary relayed
+    /// neither.
+    pub fn direct_broadcasts(&self) -> (u64, u64) {
+        self.link.direct_counts()
     }
 
     /// The port this worker serves itself: `config.port + index`, or
@@ -359,6 +421,7 @@ where
         ipc,
         handoff,
         hints: inherited_hints(),
+        links: inherited_links(),
     };
     match runtime.block_on(run_async(index, count, config, fds, app)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -375,6 +438,7 @@ struct Inherited {
     ipc: std::os::unix::net::UnixStream,
     handoff: Option<std::os::unix::net::UnixStream>,
     hints: Option<std::os::fd::OwnedFd>,
+    links: Option<(usize, std::os::fd::OwnedFd)>,
 }
 
 async fn run_async<F, Fut>(
@@ -393,6 +457,7 @@ where
         ipc,
         handoff,
         hints,
+        links,
     } = fds;
     listener.set_nonblocking(true)?;
     ipc.set_nonblocking(true)?;
@@ -409,13 +474,7 @@ where
     })?;
     let link = ClusterLink::new(index as WorkerIndex, count, sender.clone());
     if let Some(fd) = hints {
-        // The mapping stays; the descriptor is not needed any more.
-        match hints::HintTable::open(&fd).and_then(hints::Hints::new) {
-            Ok(h) => link.use_hints(h),
-            Err(err) => {
-                warn!(target: "cluster", "{err}: every room broadcast goes through the primary")
-            }
-        }
+        use_hints(&link, &fd, links, config.max_ipc_backlog_bytes);
     }
     let drain = Arc::new(Notify::new());
     // From this loop, so that it stops when the loop is stuck (a handler that blocks

@@ -1,20 +1,31 @@
-//! The interest hint table: one shared-memory array of counters, created by the
-//! primary and mapped by every worker, that tells a worker about to relay a
-//! room broadcast whether any other process may have members of its rooms.
+//! The interest hint table: one shared-memory array, created by the primary
+//! and mapped by every worker, that tells a worker about to broadcast to rooms
+//! which other processes may have members of them.
 //!
-//! Each counter is the number of worker processes with at least one member of
-//! the rooms whose (namespace, room) hash to it. A worker adds itself *before*
-//! the join that created its room returns, and takes itself out only *after* it
-//! has reported the room gone to the primary; so a counter never counts fewer
-//! processes than have members, and a join that returned is seen by every
-//! emit it causes, on any worker, with no message in between (the primary,
-//! which learns rooms from its sockets, cannot promise that to a worker). A
-//! counter may count too many (hash collisions, a process killed between its
-//! two steps, a [`FORCED`] slot): that only sends a broadcast through the
-//! primary, which has the exact view.
+//! Every live worker process owns one *lane* (a bit position), given by the
+//! primary at its spawn: `2 × workers` lanes, so that the old and the new
+//! process of one index during a reload own different ones. Each slot of the
+//! table is a bitmask of lanes: the processes with at least one member of the
+//! rooms whose (namespace, room) hash to it. A process keeps its own count per
+//! slot (private) and sets its bit when that count goes from 0 to 1, *before*
+//! the join that created the room returns; it clears the bit when the count
+//! goes back to 0, only *after* it has reported the room gone to the primary.
+//! So a bit is never missing for a process with members, and a join that
+//! returned is seen by every emit it causes, on any worker, with no message in
+//! between. A bit may be set too often (hash collisions): that only sends a
+//! broadcast to a process that finds no recipient. One process owns a lane, so
+//! the primary clears a dead process's whole column ([`HintTable::clear_lane`])
+//! once it has exited, before the lane is given again: no count leaks.
 //!
-//! The layout is fixed by [`LAYOUT`]: a header of 16 words (magic, layout,
-//! slot count, disabled flag) and the counters. The magic and the disabled flag
+//! Beside the bitmasks, each lane has an *epoch*: the primary writes a fresh
+//! one before it spawns a process on the lane, and 0 once that process is gone.
+//! A worker's direct link to a lane (see [`super::direct`]) carries the epoch
+//! it was made for, so a link to a dead process is never taken for a link to
+//! its successor.
+//!
+//! The layout is fixed by [`LAYOUT`]: a header of 16 `u32` words (magic, layout,
+//! slot count, disabled flag, lanes, words per slot), the epochs (one `u64` per
+//! lane), then the slots (`words` `u64` each). The magic and the disabled flag
 //! stay where they are in every layout: a process that finds another layout
 //! sets the flag, and then no process skips the primary any more (it could not
 //! count its own rooms in).
@@ -23,25 +34,30 @@ use std::{
     num::NonZeroUsize,
     os::fd::{AsFd, OwnedFd},
     ptr::NonNull,
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering},
+        Mutex,
+    },
 };
 
 use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
 
-/// Counters in a table made by [`HintTable::create`].
-pub const SLOTS: usize = 1 << 20;
+/// Slots in a table made by [`HintTable::create`].
+pub const SLOTS: usize = 1 << 18;
+/// The most `u64` words of lanes a slot may have (so a lane set lives on the
+/// stack): 8 words, lanes for 255 workers and the [`FORCED`](HintTable) bit.
+pub const MAX_WORDS: usize = 8;
 /// "rsih", little-endian.
 const MAGIC: u32 = 0x6869_7372;
 /// The layout and hash of this file; bumped on any change to either.
-pub const LAYOUT: u32 = 1;
-const HEADER_WORDS: usize = 16;
+pub const LAYOUT: u32 = 2;
+const HEADER_BYTES: usize = 64;
 const H_MAGIC: usize = 0;
 const H_LAYOUT: usize = 1;
 const H_SLOTS: usize = 2;
 const H_DISABLED: usize = 3;
-/// Set, never cleared, on the counter of a room a worker joined sockets of
-/// other workers to (`sockets_join` relayed): it cannot know where they are.
-pub const FORCED: u32 = 1 << 31;
+const H_LANES: usize = 4;
+const H_WORDS: usize = 5;
 
 /// Why a hint table cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +81,25 @@ pub enum HintError {
         /// The descriptor's size.
         len: usize,
     },
+    /// More lanes than a slot of [`MAX_WORDS`] words holds.
+    #[error("hint table: {lanes} lanes do not fit in {MAX_WORDS} words per slot")]
+    TooManyLanes {
+        /// The lanes asked for.
+        lanes: usize,
+    },
+    /// A process was given a lane the table does not have.
+    #[error("hint table: lane {lane} of {lanes}")]
+    NoSuchLane {
+        /// The lane given.
+        lane: usize,
+        /// The table's lanes.
+        lanes: usize,
+    },
 }
 
 /// A memory mapping of `len` bytes, unmapped on drop.
 struct Mapping {
-    ptr: NonNull<AtomicU32>,
+    ptr: NonNull<u8>,
     len: usize,
 }
 
@@ -117,10 +147,21 @@ impl Mapping {
         })
     }
 
-    fn words(&self) -> &[AtomicU32] {
-        // SAFETY: `len` bytes mapped read-write at `ptr`, page-aligned, for the
-        // life of `self`; AtomicU32 has the layout of u32.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len / 4) }
+    fn u32s(&self, offset: usize, count: usize) -> &[AtomicU32] {
+        assert!(offset % 4 == 0 && offset + count * 4 <= self.len);
+        // SAFETY: in bounds (checked) of a page-aligned mapping that lives as
+        // long as `self`, aligned for u32; AtomicU32 has the layout of u32.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast(), count) }
+    }
+
+    fn u64s(&self, offset: usize, count: usize) -> &[AtomicU64] {
+        assert!(offset % 8 == 0 && offset + count * 8 <= self.len);
+        // SAFETY: as in `u32s`, aligned for u64.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast(), count) }
+    }
+
+    fn header(&self) -> &[AtomicU32] {
+        self.u32s(0, HEADER_BYTES / 4)
     }
 }
 
@@ -131,54 +172,130 @@ impl Drop for Mapping {
     }
 }
 
+/// A set of lanes, on the stack.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LaneSet {
+    words: [u64; MAX_WORDS],
+}
+
+impl LaneSet {
+    /// Adds `lane`.
+    pub fn insert(&mut self, lane: usize) {
+        self.words[lane / 64] |= 1 << (lane % 64);
+    }
+
+    /// Takes `lane` out.
+    pub fn remove(&mut self, lane: usize) {
+        self.words[lane / 64] &= !(1 << (lane % 64));
+    }
+
+    /// Whether no lane is in.
+    pub fn is_empty(&self) -> bool {
+        self.words.iter().all(|w| *w == 0)
+    }
+
+    /// The lanes in, in increasing order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &word)| {
+            let mut w = word;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let bit = w.trailing_zeros() as usize;
+                w &= w - 1;
+                Some(i * 64 + bit)
+            })
+        })
+    }
+}
+
 /// The shared table, as the primary creates it and each worker maps it.
 pub struct HintTable {
     map: Mapping,
+    slots: usize,
+    lanes: usize,
+    words: usize,
 }
 
 impl std::fmt::Debug for HintTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HintTable")
-            .field("slots", &self.slots())
+            .field("slots", &self.slots)
+            .field("lanes", &self.lanes)
             .finish_non_exhaustive()
     }
 }
 
+/// `u64` words a slot of `lanes` lanes takes (the lanes and the forced bit).
+fn words_for(lanes: usize) -> usize {
+    (lanes + 1).div_ceil(64)
+}
+
+fn table_len(slots: usize, lanes: usize) -> usize {
+    HEADER_BYTES + 8 * lanes + 8 * slots * words_for(lanes)
+}
+
 impl HintTable {
-    /// A new table in a memfd (its descriptor to pass to the workers).
-    pub fn create() -> Result<(HintTable, OwnedFd), HintError> {
-        Self::create_with(SLOTS)
+    /// A new table of `lanes` lanes in a memfd (its descriptor to pass to the workers).
+    pub fn create(lanes: usize) -> Result<(HintTable, OwnedFd), HintError> {
+        Self::create_with(SLOTS, lanes)
     }
 
-    pub(crate) fn create_with(slots: usize) -> Result<(HintTable, OwnedFd), HintError> {
+    pub(crate) fn create_with(
+        slots: usize,
+        lanes: usize,
+    ) -> Result<(HintTable, OwnedFd), HintError> {
         use nix::sys::memfd::{memfd_create, MFdFlags};
+        let words = words_for(lanes);
+        if lanes == 0 || words > MAX_WORDS {
+            return Err(HintError::TooManyLanes { lanes });
+        }
         let fd = memfd_create(c"rsio-interest-hints", MFdFlags::MFD_CLOEXEC)?;
-        let len = (HEADER_WORDS + slots) * 4;
+        let len = table_len(slots, lanes);
         nix::unistd::ftruncate(&fd, len as i64)?;
         let map = Mapping::shared(&fd, len)?;
-        let words = map.words();
-        words[H_LAYOUT].store(LAYOUT, Ordering::Relaxed);
-        words[H_SLOTS].store(slots as u32, Ordering::Relaxed);
+        let header = map.header();
+        header[H_LAYOUT].store(LAYOUT, Ordering::Relaxed);
+        header[H_SLOTS].store(slots as u32, Ordering::Relaxed);
+        header[H_LANES].store(lanes as u32, Ordering::Relaxed);
+        header[H_WORDS].store(words as u32, Ordering::Relaxed);
         // Last: a table with its magic is complete.
-        words[H_MAGIC].store(MAGIC, Ordering::Release);
-        Ok((HintTable { map }, fd))
+        header[H_MAGIC].store(MAGIC, Ordering::Release);
+        Ok((
+            HintTable {
+                map,
+                slots,
+                lanes,
+                words,
+            },
+            fd,
+        ))
     }
 
     /// Maps the table on `fd`; one of another layout is disabled for all.
     pub fn open(fd: impl AsFd) -> Result<HintTable, HintError> {
         let len = nix::sys::stat::fstat(fd.as_fd())?.st_size as usize;
-        if len < HEADER_WORDS * 4 {
+        if len < HEADER_BYTES {
             return Err(HintError::Short { len });
         }
         let map = Mapping::shared(fd, len)?;
-        let words = map.words();
-        let magic = words[H_MAGIC].load(Ordering::Acquire);
-        let found = words[H_LAYOUT].load(Ordering::Relaxed);
-        let slots = words[H_SLOTS].load(Ordering::Relaxed);
-        let fits = (HEADER_WORDS + slots as usize) * 4 <= len;
-        if magic != MAGIC || found != LAYOUT || slots == 0 || !fits {
+        let header = map.header();
+        let magic = header[H_MAGIC].load(Ordering::Acquire);
+        let found = header[H_LAYOUT].load(Ordering::Relaxed);
+        let slots = header[H_SLOTS].load(Ordering::Relaxed);
+        let lanes = header[H_LANES].load(Ordering::Relaxed) as usize;
+        let words = header[H_WORDS].load(Ordering::Relaxed) as usize;
+        let fits = magic == MAGIC
+            && found == LAYOUT
+            && slots != 0
+            && lanes != 0
+            && words == words_for(lanes)
+            && words <= MAX_WORDS
+            && table_len(slots as usize, lanes) <= len;
+        if !fits {
             if magic == MAGIC {
-                words[H_DISABLED].store(1, Ordering::SeqCst);
+                header[H_DISABLED].store(1, Ordering::SeqCst);
             }
             return Err(HintError::Layout {
                 magic,
@@ -186,30 +303,101 @@ impl HintTable {
                 slots,
             });
         }
-        Ok(HintTable { map })
+        Ok(HintTable {
+            map,
+            slots: slots as usize,
+            lanes,
+            words,
+        })
     }
 
-    fn slots(&self) -> usize {
-        self.map.words()[H_SLOTS].load(Ordering::Relaxed) as usize
+    /// The lanes of this table.
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// Disables the table for every process (one that cannot count its rooms
+    /// in): every broadcast then goes through the primary.
+    pub fn disable(&self) {
+        self.map.header()[H_DISABLED].store(1, Ordering::SeqCst);
     }
 
     /// Whether some process disabled the table.
     pub fn disabled(&self) -> bool {
-        self.map.words()[H_DISABLED].load(Ordering::SeqCst) != 0
+        self.map.header()[H_DISABLED].load(Ordering::SeqCst) != 0
     }
 
-    /// The counter of `(nsp, room)`.
+    /// The slot of `(nsp, room)`.
     pub fn slot(&self, nsp: &str, room: &str) -> usize {
-        (hash(nsp, room) % self.slots() as u64) as usize
+        (hash(nsp, room) % self.slots as u64) as usize
     }
 
-    fn counter(&self, slot: usize) -> &AtomicU32 {
-        &self.map.words()[HEADER_WORDS + slot]
+    /// The slot standing for every socket of `nsp` (only ever forced).
+    pub fn everyone(&self, nsp: &str) -> usize {
+        (hash_everyone(nsp) % self.slots as u64) as usize
     }
 
-    /// The counter's value now.
-    pub fn value(&self, slot: usize) -> u32 {
-        self.counter(slot).load(Ordering::SeqCst)
+    fn epochs(&self) -> &[AtomicU64] {
+        self.map.u64s(HEADER_BYTES, self.lanes)
+    }
+
+    /// The words of `slot`.
+    fn words(&self, slot: usize) -> &[AtomicU64] {
+        let at = HEADER_BYTES + 8 * self.lanes + 8 * slot * self.words;
+        self.map.u64s(at, self.words)
+    }
+
+    /// The epoch of the process on `lane` (0: none).
+    pub fn epoch(&self, lane: usize) -> u64 {
+        self.epochs()[lane].load(Ordering::SeqCst)
+    }
+
+    /// Sets the epoch of `lane` (the primary, before it spawns a process on it).
+    pub fn set_epoch(&self, lane: usize, epoch: u64) {
+        self.epochs()[lane].store(epoch, Ordering::SeqCst);
+    }
+
+    fn set_bit(&self, slot: usize, bit: usize) {
+        self.words(slot)[bit / 64].fetch_or(1 << (bit % 64), Ordering::SeqCst);
+    }
+
+    fn clear_bit(&self, slot: usize, bit: usize) {
+        self.words(slot)[bit / 64].fetch_and(!(1 << (bit % 64)), Ordering::SeqCst);
+    }
+
+    fn has_bit(&self, slot: usize, bit: usize) -> bool {
+        self.words(slot)[bit / 64].load(Ordering::SeqCst) & (1 << (bit % 64)) != 0
+    }
+
+    /// Whether `slot` is forced through the primary.
+    pub fn forced(&self, slot: usize) -> bool {
+        self.has_bit(slot, self.lanes)
+    }
+
+    /// Adds the lanes of `slot` to `set` (the forced bit left out).
+    fn or_into(&self, slot: usize, set: &mut LaneSet) {
+        for (out, word) in set.words.iter_mut().zip(self.words(slot)) {
+            *out |= word.load(Ordering::SeqCst);
+        }
+        set.remove(self.lanes);
+    }
+
+    /// Clears `lane` in every slot and its epoch: its process has exited (the
+    /// primary, before it gives the lane again).
+    pub fn clear_lane(&self, lane: usize) {
+        self.set_epoch(lane, 0);
+        for slot in 0..self.slots {
+            // Load first: an untouched word stays untouched.
+            if self.has_bit(slot, lane) {
+                self.clear_bit(slot, lane);
+            }
+        }
+    }
+
+    /// Whether `lane` is set in `slot`.
+    #[cfg(test)]
+    pub fn has_lane(&self, slot: usize, lane: usize) -> bool {
+        self.has_bit(slot, lane)
     }
 }
 
@@ -217,12 +405,26 @@ impl HintTable {
 /// one [`LAYOUT`]: FNV-1a over the namespace, a 0xff separator (never in
 /// UTF-8) and the room, then a final mix so that the low bits spread.
 pub fn hash(nsp: &str, room: &str) -> u64 {
+    mix(fnv(nsp, 0xff, room.as_bytes()))
+}
+
+/// The hash of "every socket of `nsp`": as [`hash`], with a 0xfe separator
+/// and no room, so it is no room's.
+pub fn hash_everyone(nsp: &str) -> u64 {
+    mix(fnv(nsp, 0xfe, &[]))
+}
+
+fn fnv(nsp: &str, separator: u8, room: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in nsp.as_bytes().iter().chain(&[0xff]).chain(room.as_bytes()) {
+    for &b in nsp.as_bytes().iter().chain(&[separator]).chain(room) {
         h = (h ^ u64::from(b)).wrapping_mul(PRIME);
     }
-    // splitmix64's finaliser.
+    h
+}
+
+/// splitmix64's finaliser.
+fn mix(mut h: u64) -> u64 {
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h ^= h >> 27;
@@ -230,165 +432,147 @@ pub fn hash(nsp: &str, room: &str) -> u64 {
     h ^ (h >> 31)
 }
 
-/// One worker process's use of the table: the shared counters, and its own
-/// part of each (private), so that it can tell its rooms from the others'.
+/// Where a broadcast of this process must go, by the hints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Through the primary: the table is disabled, or a room is forced.
+    Primary,
+    /// Straight to the processes of these lanes (this one's left out; none:
+    /// the broadcast stays here).
+    Lanes(LaneSet),
+}
+
+/// One worker process's use of the table: its lane, and its own count of
+/// members per slot (private), from which it sets and clears its lane's bits.
 pub struct Hints {
     table: HintTable,
+    lane: usize,
     own: Mapping,
+    /// Held over a count's change and its bit's: a room appearing and another
+    /// of the same slot going, on two threads, never leave the bit cleared
+    /// under a count above 0. Room changes only, never a broadcast.
+    transitions: Mutex<()>,
 }
 
 impl std::fmt::Debug for Hints {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hints")
             .field("table", &self.table)
+            .field("lane", &self.lane)
             .finish_non_exhaustive()
     }
 }
 
 impl Hints {
-    /// This process's view of `table`.
-    pub fn new(table: HintTable) -> Result<Hints, HintError> {
-        let own = Mapping::private(table.slots() * 4)?;
-        Ok(Hints { table, own })
+    /// The view of `table` of the process on `lane`.
+    pub fn new(table: HintTable, lane: usize) -> Result<Hints, HintError> {
+        if lane >= table.lanes {
+            return Err(HintError::NoSuchLane {
+                lane,
+                lanes: table.lanes,
+            });
+        }
+        let own = Mapping::private(table.slots * 4)?;
+        Ok(Hints {
+            table,
+            lane,
+            own,
+            transitions: Mutex::new(()),
+        })
+    }
+
+    /// The table.
+    pub fn table(&self) -> &HintTable {
+        &self.table
     }
 
     fn own(&self, slot: usize) -> &AtomicU32 {
-        &self.own.words()[slot]
+        &self.own.u32s(slot * 4, 1)[0]
     }
 
-    /// The first member of `room` joined here: counts this process in, before
-    /// the join returns.
+    fn transitions(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.transitions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The first member of `room` joined here: sets this lane's bit, before the
+    /// join returns.
     pub fn appeared(&self, nsp: &str, room: &str) {
         let slot = self.table.slot(nsp, room);
-        // Own part first: meanwhile, `others` sees a difference, never a false zero.
-        self.own(slot).fetch_add(1, Ordering::SeqCst);
-        self.table.counter(slot).fetch_add(1, Ordering::SeqCst);
+        let _t = self.transitions();
+        if self.own(slot).fetch_add(1, Ordering::SeqCst) == 0 {
+            self.table.set_bit(slot, self.lane);
+        }
     }
 
     /// The last member of `room` left here, and the primary was told so.
     pub fn gone(&self, nsp: &str, room: &str) {
         let slot = self.table.slot(nsp, room);
-        self.table.counter(slot).fetch_sub(1, Ordering::SeqCst);
-        self.own(slot).fetch_sub(1, Ordering::SeqCst);
+        let _t = self.transitions();
+        let own = self.own(slot);
+        match own.load(Ordering::SeqCst) {
+            0 => {}
+            1 => {
+                own.store(0, Ordering::SeqCst);
+                self.table.clear_bit(slot, self.lane);
+            }
+            _ => {
+                own.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
     }
 
-    /// Marks `room` as possibly anywhere, for good.
+    /// Marks `room` as possibly anywhere, for good: what this process sends to
+    /// it goes through the primary.
     pub fn force(&self, nsp: &str, room: &str) {
         let slot = self.table.slot(nsp, room);
-        self.table.counter(slot).fetch_or(FORCED, Ordering::SeqCst);
+        self.table.set_bit(slot, self.table.lanes);
     }
 
-    /// Whether another process may have members of `room`.
-    pub fn others(&self, nsp: &str, room: &str) -> bool {
-        let slot = self.table.slot(nsp, room);
-        let all = self.table.value(slot);
-        all & FORCED != 0 || all.wrapping_sub(self.own(slot).load(Ordering::SeqCst)) != 0
+    /// As [`Hints::force`], for broadcasts to every socket of `nsp`.
+    pub fn force_everyone(&self, nsp: &str) {
+        let slot = self.table.everyone(nsp);
+        self.table.set_bit(slot, self.table.lanes);
+    }
+
+    /// Where a broadcast to `rooms` of `nsp` (none: every socket) must go. A
+    /// room shaped like a socket id (not counted) may be on any lane.
+    pub fn reach(&self, nsp: &str, rooms: &[String]) -> Reach {
+        if self.table.disabled() {
+            return Reach::Primary;
+        }
+        let mut set = LaneSet::default();
+        let mut everywhere = rooms.is_empty();
+        if everywhere && self.table.forced(self.table.everyone(nsp)) {
+            return Reach::Primary;
+        }
+        for room in rooms {
+            if crate::engine::Sid::parse(room).is_some() {
+                everywhere = true;
+                continue;
+            }
+            let slot = self.table.slot(nsp, room);
+            if self.table.forced(slot) {
+                return Reach::Primary;
+            }
+            self.table.or_into(slot, &mut set);
+        }
+        if everywhere {
+            for lane in 0..self.table.lanes {
+                set.insert(lane);
+            }
+        }
+        set.remove(self.lane);
+        Reach::Lanes(set)
     }
 
     /// Whether a broadcast to `rooms` of `nsp` has no recipient outside this
-    /// process: named rooms only (none shaped like a socket id, which is not
-    /// counted), each of which no other process has, and the table in use.
+    /// process: named rooms only, each of which no other process has, none
+    /// forced, and the table in use.
     pub fn alone(&self, nsp: &str, rooms: &[String]) -> bool {
-        !rooms.is_empty()
-            && !self.table.disabled()
-            && rooms
-                .iter()
-                .all(|r| crate::engine::Sid::parse(r).is_none() && !self.others(nsp, r))
+        !rooms.is_empty() && matches!(self.reach(nsp, rooms), Reach::Lanes(s) if s.is_empty())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rooms(names: &[&str]) -> Vec<String> {
-        names.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn the_hash_is_fixed() {
-        // Processes of one cluster may run different builds (a reload): the
-        // values of this layout never change.
-        // (Computed apart from this code: FNV-1a 64, then splitmix64's finaliser.)
-        assert_eq!(hash("/", "room"), 0x2a78_14c8_24dc_1e0d);
-        assert_eq!(hash("/chat", "general"), 0x6404_985a_2ff7_f8aa);
-        assert_ne!(
-            hash("/", "ab"),
-            hash("/a", "b"),
-            "the separator keeps them apart"
-        );
-        assert_ne!(hash("/", "a"), hash("/chat", "a"));
-    }
-
-    #[test]
-    fn rooms_spread_over_the_slots() {
-        let (table, _fd) = HintTable::create_with(1 << 10).unwrap();
-        let used: std::collections::HashSet<usize> = (0..1000)
-            .map(|i| table.slot("/", &format!("room-{i}")))
-            .collect();
-        // 1000 keys in 1024 slots: about 630 distinct ones if the hash is uniform.
-        assert!(used.len() > 580, "{} slots used", used.len());
-    }
-
-    #[test]
-    fn counts_tell_own_rooms_from_the_others() {
-        let (table, fd) = HintTable::create_with(1024).unwrap();
-        let a = Hints::new(table).unwrap();
-        let b = Hints::new(HintTable::open(&fd).unwrap()).unwrap();
-        assert!(a.alone("/", &rooms(&["r"])), "nobody has it");
-        a.appeared("/", "r");
-        assert!(a.alone("/", &rooms(&["r"])), "only a has it");
-        assert!(!b.alone("/", &rooms(&["r"])), "b sees a's member");
-        assert!(!b.alone("/", &rooms(&["x", "r"])), "every room counts");
-        b.appeared("/", "r");
-        assert!(!a.alone("/", &rooms(&["r"])));
-        b.gone("/", "r");
-        assert!(a.alone("/", &rooms(&["r"])));
-        a.gone("/", "r");
-        assert!(b.alone("/", &rooms(&["r"])));
-        // Namespaces are apart.
-        a.appeared("/chat", "r");
-        assert!(b.alone("/", &rooms(&["r"])));
-        assert!(!b.alone("/chat", &rooms(&["r"])));
-    }
-
-    #[test]
-    fn everyone_socket_ids_and_forced_rooms_are_never_alone() {
-        let (table, _fd) = HintTable::create_with(1024).unwrap();
-        let a = Hints::new(table).unwrap();
-        assert!(!a.alone("/", &[]), "a broadcast to everyone");
-        let sid = crate::engine::Sid::random().to_string();
-        assert!(!a.alone("/", &rooms(&[&sid])));
-        a.appeared("/", "j");
-        a.force("/", "j");
-        assert!(
-            !a.alone("/", &rooms(&["j"])),
-            "forced, even with own members"
-        );
-        a.gone("/", "j");
-        assert!(!a.alone("/", &rooms(&["j"])), "forced for good");
-    }
-
-    #[test]
-    fn another_layout_disables_the_table_for_everyone() {
-        let (table, fd) = HintTable::create_with(1024).unwrap();
-        let a = Hints::new(table).unwrap();
-        assert!(a.alone("/", &rooms(&["r"])));
-        // A build of another layout maps the same table.
-        a.table.map.words()[H_LAYOUT].store(LAYOUT + 1, Ordering::SeqCst);
-        let err = HintTable::open(&fd).unwrap_err();
-        assert!(
-            matches!(err, HintError::Layout { found, .. } if found == LAYOUT + 1),
-            "{err}"
-        );
-        assert!(!a.alone("/", &rooms(&["r"])), "the table is disabled");
-        // Not a table at all.
-        let (_, other) = HintTable::create_with(4).unwrap();
-        let map = Mapping::shared(&other, HEADER_WORDS * 4).unwrap();
-        map.words()[H_MAGIC].store(0, Ordering::SeqCst);
-        assert!(matches!(
-            HintTable::open(&other),
-            Err(HintError::Layout { magic: 0, .. })
-        ));
-    }
-}
+#[path = "hints_tests.rs"]
+mod tests;

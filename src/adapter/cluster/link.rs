@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::super::{local::RoomPresence, EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck};
-use super::{encoded, hints::Hints, options, ClusterAdapter};
+use super::{direct::Direct, encoded, hints::Hints, options, ClusterAdapter};
 use crate::{
     parser::Args,
     server::{AckSender, Server, ServerInnerRef, Socket},
@@ -82,9 +82,11 @@ pub struct ClusterLink {
     /// Operations of other workers relayed here (see [`ClusterLink::relayed`]).
     relayed: AtomicU64,
     /// The cluster's interest hint table, when the primary passed one.
-    hints: OnceLock<Hints>,
+    pub(super) hints: OnceLock<Hints>,
     /// Room broadcasts the hints kept on this worker (see [`ClusterLink::kept_local`]).
-    kept_local: AtomicU64,
+    pub(super) kept_local: AtomicU64,
+    /// The direct links to the other worker processes, when the primary set them up.
+    pub(super) direct: OnceLock<Arc<Direct>>,
 }
 
 impl ClusterLink {
@@ -118,6 +120,7 @@ impl ClusterLink {
             relayed: AtomicU64::new(0),
             hints: OnceLock::new(),
             kept_local: AtomicU64::new(0),
+            direct: OnceLock::new(),
         })
     }
 
@@ -138,10 +141,14 @@ impl ClusterLink {
         alone
     }
 
-    /// From now on, broadcasts of this process to `rooms` of `nsp` go through
-    /// the primary (see [`super::hints::FORCED`]).
+    /// From now on, broadcasts of this process to `rooms` of `nsp` (none:
+    /// to every socket of it) go through the primary (see
+    /// [`super::hints::Hints::force`]).
     pub(super) fn force_relay(&self, nsp: &str, rooms: &[String]) {
         if let Some(hints) = self.hints.get() {
+            if rooms.is_empty() {
+                hints.force_everyone(nsp);
+            }
             for room in rooms {
                 hints.force(nsp, room);
             }
@@ -235,9 +242,10 @@ impl ClusterLink {
     }
 
     /// How many operations of other workers aimed at sockets (broadcasts,
-    /// joins, leaves, disconnects, fetches) the primary relayed to this worker.
-    /// The primary relays one aimed at rooms only to workers with members of
-    /// them, so a worker without members sees none.
+    /// joins, leaves, disconnects, fetches) reached this worker, relayed by the
+    /// primary or straight over a direct link (those are also counted in
+    /// [`ClusterLink::direct_counts`]). One aimed at rooms reaches only workers
+    /// with members of them, so a worker without members sees none.
     pub fn relayed(&self) -> u64 {
         self.relayed.load(std::sync::atomic::Ordering::Relaxed)
     }

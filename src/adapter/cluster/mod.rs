@@ -4,8 +4,11 @@
 //!
 //! A broadcast is encoded once, on the emitting worker: the relayed message
 //! carries the encoded frames and the room filters, so the receiving workers only
-//! look up rooms and write bytes.
+//! look up rooms and write bytes. One that needs no sequencing (no recovery, no
+//! acks, no room forced through the primary) goes straight to the worker
+//! processes with recipients over the [`direct`] links, not through the primary.
 
+pub(crate) mod direct;
 pub(crate) mod hints;
 mod link;
 #[cfg(test)]
@@ -33,6 +36,7 @@ use crate::{
     parser::Args,
 };
 
+use direct::Route;
 use link::RESTORE_TIMEOUT;
 pub use link::{AlreadyAttached, ClusterLink};
 
@@ -246,16 +250,21 @@ impl Adapter for ClusterAdapter {
         // Alone in the cluster (one worker, or the others restarting and so
         // without clients): nobody to relay to.
         if let Some(link) = self.link().filter(|l| !l.peers().is_empty()) {
-            if link.kept_here(&self.nsp, &opts.rooms) {
+            let route = link.route(&self.nsp, &opts.rooms);
+            if matches!(route, Route::Here) {
                 return;
             }
-            link.send(Message::Broadcast(Broadcast {
+            let message = Message::Broadcast(Broadcast {
                 nsp: self.nsp.clone(),
                 target: target(opts),
                 ack: None,
                 offset: None,
                 frames: ipc_frames(packet),
-            }));
+            });
+            match route {
+                Route::Direct(lanes) => link.send_direct(&lanes, message),
+                _ => link.send(message),
+            }
         }
     }
 
@@ -308,6 +317,12 @@ impl Adapter for ClusterAdapter {
 
     fn sockets_leave_remote(&self, opts: &BroadcastOptions, rooms: &[String]) {
         if let Some(link) = self.link() {
+            // A direct broadcast to these rooms could overtake this leave, which
+            // goes through the primary: what this worker sends to them from now
+            // on goes that way too, in order.
+            if !rooms.is_empty() {
+                link.force_relay(&self.nsp, rooms);
+            }
             link.send(Message::SocketsLeave {
                 nsp: self.nsp.clone(),
                 target: target(opts),
@@ -318,6 +333,9 @@ impl Adapter for ClusterAdapter {
 
     fn disconnect_sockets_remote(&self, opts: &BroadcastOptions, close: bool) {
         if let Some(link) = self.link() {
+            // As for a leave: the sockets' rooms (every socket, with none) stay
+            // behind the disconnect.
+            link.force_relay(&self.nsp, &opts.rooms);
             link.send(Message::DisconnectSockets {
                 nsp: self.nsp.clone(),
                 target: target(opts),

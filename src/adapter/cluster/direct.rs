@@ -1,0 +1,475 @@
+//! Direct links: a worker's broadcasts that need no sequencing go straight to
+//! the worker processes with recipients, over a Unix socket to each, instead
+//! of through the primary.
+//!
+//! The primary sets the links up. Every worker process has a *links channel*
+//! (a `SOCK_SEQPACKET` socket inherited on a fixed descriptor) on which the
+//! primary sends it one record per link: the peer's lane, the peer's epoch (see
+//! [`super::hints`]) and one end of a fresh `socketpair`, by `SCM_RIGHTS`; the
+//! other end goes to the peer. Before it spawns a process, the primary writes
+//! the new lane's epoch into the hint table and the link records to every live
+//! process and to the new one; so when a process meets a lane (a bit in the
+//! table, or a broadcast to everyone) whose epoch its link does not have, the
+//! record of the right link is already in its channel: it reads the channel
+//! then and there ([`Direct::send`]), and also whenever it is readable. A lane
+//! whose process is gone has epoch 0, or a link that ended: nothing is sent to
+//! it (the process, and its clients, are gone). Nothing is queued for later,
+//! so one sender's broadcasts reach a receiver in the order they were sent.
+//!
+//! A link carries [`Message::Broadcast`]s without acks or offsets, each frame
+//! encoded once by the sender and written as it is to every link. A link whose
+//! peer is gone (end of stream, a write error) is dropped quietly: the primary
+//! reports deaths as before. Once a link's backlog reaches the ipc limit (its
+//! peer does not read), the broadcasts that would go to it go through the
+//! primary instead, which kills a worker that lets its backlog pass the limit,
+//! as it always did.
+
+use std::{
+    io::{IoSlice, IoSliceMut},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, Weak,
+    },
+};
+
+use nix::{
+    errno::Errno,
+    sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags},
+};
+use rsio_ipc::{EncodedFrame, IpcConnection, IpcReader, IpcSender, Message};
+use tokio::io::{unix::AsyncFd, Interest};
+use tracing::{debug, warn};
+
+use super::{
+    hints::{HintTable, LaneSet, Reach},
+    ClusterLink,
+};
+
+/// Bytes of one link record: the lane (`u32`), 4 bytes of padding, the epoch (`u64`).
+const RECORD: usize = 16;
+
+/// Sends on the links `channel` of a process its link `fd` to the process of
+/// `lane` and `epoch` (the primary's side). Waits no longer than the channel's
+/// send timeout.
+pub(crate) fn send_link(
+    channel: BorrowedFd<'_>,
+    lane: usize,
+    epoch: u64,
+    fd: BorrowedFd<'_>,
+) -> nix::Result<()> {
+    let mut record = [0u8; RECORD];
+    record[..4].copy_from_slice(&(lane as u32).to_le_bytes());
+    record[8..].copy_from_slice(&epoch.to_le_bytes());
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(
+        channel.as_raw_fd(),
+        &[IoSlice::new(&record)],
+        &cmsg,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    Ok(())
+}
+
+/// One record read from a links channel.
+pub(crate) enum Received {
+    /// A link to the process of `lane` and `epoch`.
+    Link {
+        /// The peer's lane.
+        lane: usize,
+        /// The peer's epoch.
+        epoch: u64,
+        /// This process's end of the link.
+        fd: OwnedFd,
+    },
+    /// A record without a descriptor, or cut: skipped.
+    Garbled,
+    /// The primary closed the channel.
+    End,
+}
+
+/// Reads the next record of `channel` without waiting (`EAGAIN`: none).
+pub(crate) fn recv_link(channel: BorrowedFd<'_>) -> nix::Result<Received> {
+    let mut record = [0u8; RECORD];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [IoSliceMut::new(&mut record)];
+    let msg = recvmsg::<()>(
+        channel.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let bytes = msg.bytes;
+    let mut fd = None;
+    for cmsg in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for raw in fds {
+                // SAFETY: the kernel just installed this descriptor in this
+                // process for us; nothing else owns it.
+                let owned = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+                // One per record is all the primary sends; any other is closed.
+                fd.get_or_insert(owned);
+            }
+        }
+    }
+    if bytes == 0 && fd.is_none() {
+        return Ok(Received::End);
+    }
+    match (bytes, fd) {
+        (RECORD, Some(fd)) => Ok(Received::Link {
+            lane: u32::from_le_bytes(record[..4].try_into().expect("4 bytes")) as usize,
+            epoch: u64::from_le_bytes(record[8..].try_into().expect("8 bytes")),
+            fd,
+        }),
+        _ => Ok(Received::Garbled),
+    }
+}
+
+/// This process's link to the process of one lane.
+struct Peer {
+    epoch: u64,
+    sender: IpcSender,
+}
+
+/// A worker process's direct links, by lane.
+pub(crate) struct Direct {
+    channel: OwnedFd,
+    peers: Mutex<Vec<Option<Peer>>>,
+    /// Where the links' tasks run (a broadcast may be sent from any thread).
+    runtime: tokio::runtime::Handle,
+    link: Weak<ClusterLink>,
+    max_queued: usize,
+    /// Broadcasts received over links.
+    received: AtomicU64,
+    /// Broadcasts sent over links (one per receiving process).
+    sent: AtomicU64,
+}
+
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Direct").finish_non_exhaustive()
+    }
+}
+
+impl Direct {
+    /// The links of `link`'s process, received on `channel` (non-blocking), for
+    /// `lanes` lanes; their backlog is bounded by `max_queued` bytes. Must be
+    /// called in the runtime that will read the links.
+    pub(crate) fn start(
+        link: &Arc<ClusterLink>,
+        channel: OwnedFd,
+        lanes: usize,
+        max_queued: usize,
+    ) -> std::io::Result<Arc<Direct>> {
+        // SAFETY: an `OwnedFd` keeps its descriptor open, and the same, until
+        // it is dropped with the `AsyncFd`.
+        let watched =
+            unsafe { AsyncFd::register_with_interest(channel.try_clone()?, Interest::READABLE) }
+                .map_err(std::io::Error::from)?;
+        let direct = Arc::new(Direct {
+            channel,
+            peers: Mutex::new((0..lanes).map(|_| None).collect()),
+            runtime: tokio::runtime::Handle::current(),
+            link: Arc::downgrade(link),
+            max_queued,
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+        });
+        tokio::spawn(watch(Arc::downgrade(&direct), watched));
+        Ok(direct)
+    }
+
+    fn peers(&self) -> MutexGuard<'_, Vec<Option<Peer>>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Broadcasts received over links.
+    pub(crate) fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Frames sent over links.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Writes `frame` to the link of every lane in `lanes` whose process lives
+    /// (by `table`'s epochs), reading the channel first if one is missing.
+    /// `false`, and nothing written, when a link's backlog has reached the
+    /// limit: its peer does not read, and the broadcast goes through the
+    /// primary instead, which kills a worker that does not read.
+    pub(crate) fn send(&self, table: &HintTable, lanes: &LaneSet, frame: &EncodedFrame) -> bool {
+        let mut peers = self.peers();
+        let mut read = false;
+        let mut targets = LaneSet::default();
+        for lane in lanes.iter() {
+            let epoch = table.epoch(lane);
+            if epoch == 0 || lane >= peers.len() {
+                // No process on this lane.
+                continue;
+            }
+            let linked = |p: &[Option<Peer>]| p[lane].as_ref().is_some_and(|p| p.epoch == epoch);
+            if !linked(&peers) && !read {
+                // Its record is in the channel (written before its process started).
+                self.read_channel(&mut peers);
+                read = true;
+            }
+            match peers[lane].as_ref().filter(|p| p.epoch == epoch) {
+                Some(peer) if peer.sender.queued_bytes() >= self.max_queued => return false,
+                Some(_) => targets.insert(lane),
+                None => {
+                    debug!(target: "socket.io:adapter", lane, "no link to lane {lane}: its process is gone")
+                }
+            }
+        }
+        // Under the lock since the check: no backlog grew meanwhile.
+        for lane in targets.iter() {
+            let Some(peer) = peers[lane].as_ref() else {
+                continue;
+            };
+            match peer.sender.send_frame(frame.clone()) {
+                Ok(()) => {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    // Its peer is gone: the primary reports it.
+                    debug!(target: "socket.io:adapter", lane, "direct link dropped: {err}");
+                    peers[lane] = None;
+                }
+            }
+        }
+        true
+    }
+
+    /// Takes in every link record waiting in the channel; `false` once the
+    /// channel ended.
+    fn read_channel(&self, peers: &mut [Option<Peer>]) -> bool {
+        loop {
+            match recv_link(self.channel.as_fd()) {
+                Ok(Received::Link { lane, epoch, fd }) if lane < peers.len() => {
+                    match self.connect(lane, epoch, fd) {
+                        Ok(sender) => peers[lane] = Some(Peer { epoch, sender }),
+                        Err(err) => {
+                            warn!(target: "socket.io:adapter", lane, "cannot use the direct link to lane {lane}: {err}")
+                        }
+                    }
+                }
+                Ok(Received::Link { lane, .. }) => {
+                    warn!(target: "socket.io:adapter", lane, "a direct link to lane {lane}, past the table: ignored")
+                }
+                Ok(Received::Garbled) => {
+                    warn!(target: "socket.io:adapter", "a garbled record on the links channel: ignored")
+                }
+                Ok(Received::End) => return false,
+                Err(Errno::EAGAIN) => return true,
+                Err(Errno::EINTR) => {}
+                Err(err) => {
+                    warn!(target: "socket.io:adapter", "links channel: {err}");
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Starts using the link `fd` to `lane`: its reading task, and its sender.
+    fn connect(&self, lane: usize, epoch: u64, fd: OwnedFd) -> std::io::Result<IpcSender> {
+        let stream = std::os::unix::net::UnixStream::from(fd);
+        stream.set_nonblocking(true)?;
+        let _in_runtime = self.runtime.enter();
+        let stream = tokio::net::UnixStream::from_std(stream)?;
+        let (reader, sender) =
+            IpcConnection::with_limits(stream, rsio_ipc::DEFAULT_MAX_FRAME_LENGTH, self.max_queued)
+                .into_split();
+        self.runtime
+            .spawn(read_link(self.link.clone(), lane, epoch, reader));
+        Ok(sender)
+    }
+
+    /// The link to `lane` of `epoch` ended: forgets it (not a newer one).
+    fn forget(&self, lane: usize, epoch: u64) {
+        let mut peers = self.peers();
+        if peers
+            .get(lane)
+            .and_then(Option::as_ref)
+            .is_some_and(|p| p.epoch == epoch)
+        {
+            peers[lane] = None;
+        }
+    }
+}
+
+/// Where a broadcast of this worker goes (see [`ClusterLink::route`]).
+pub(super) enum Route {
+    /// Nowhere else: no other process has a recipient.
+    Here,
+    /// Straight to the processes of these lanes.
+    Direct(LaneSet),
+    /// Through the primary.
+    Primary,
+}
+
+impl ClusterLink {
+    /// Sends this worker's broadcasts that need no sequencing straight to the
+    /// processes with recipients, over the links received on `channel` (see
+    /// [`super::direct`]); needs the hints (a second call, or one without
+    /// hints, is ignored). Must be called in the worker's runtime.
+    pub(crate) fn use_direct(
+        self: &Arc<Self>,
+        channel: std::os::fd::OwnedFd,
+        max_queued: usize,
+    ) -> std::io::Result<()> {
+        let Some(lanes) = self.hints.get().map(|h| h.table().lanes()) else {
+            return Ok(());
+        };
+        if self.direct.get().is_none() {
+            let _ = self
+                .direct
+                .set(Direct::start(self, channel, lanes, max_queued)?);
+        }
+        Ok(())
+    }
+
+    pub(super) fn direct(&self) -> Option<&Arc<Direct>> {
+        self.direct.get()
+    }
+
+    /// Where a broadcast of this worker to `rooms` of `nsp` (none: every
+    /// socket) that needs no sequencing goes: nowhere else (counted in
+    /// [`ClusterLink::kept_local`]), straight to the processes with recipients
+    /// (the hints' lanes), or through the primary (no links or hints, a room
+    /// forced through it).
+    pub(super) fn route(&self, nsp: &str, rooms: &[String]) -> Route {
+        let Some(hints) = self.hints.get() else {
+            return Route::Primary;
+        };
+        match hints.reach(nsp, rooms) {
+            Reach::Lanes(set) if set.is_empty() => {
+                self.kept_local.fetch_add(1, Ordering::Relaxed);
+                Route::Here
+            }
+            Reach::Lanes(set) if self.direct.get().is_some() => Route::Direct(set),
+            _ => Route::Primary,
+        }
+    }
+
+    /// Writes `message` (encoded once) to the direct links of `lanes`; through
+    /// the primary when a link does not take it (see [`Direct::send`]).
+    pub(super) fn send_direct(&self, lanes: &LaneSet, message: Message) {
+        let (Some(direct), Some(hints)) = (self.direct.get(), self.hints.get()) else {
+            return self.send(message);
+        };
+        match rsio_ipc::EncodedFrame::encode(&message, rsio_ipc::DEFAULT_MAX_FRAME_LENGTH) {
+            Ok(frame) if direct.send(hints.table(), lanes, &frame) => {}
+            Ok(_) => self.send(message),
+            Err(err) => debug!(target: "socket.io:adapter", "direct broadcast: {err}"),
+        }
+    }
+
+    /// Broadcasts of other workers received straight from them, and frames
+    /// this worker sent straight to others (one per receiving process).
+    pub fn direct_counts(&self) -> (u64, u64) {
+        self.direct
+            .get()
+            .map_or((0, 0), |d| (d.received(), d.sent()))
+    }
+}
+
+/// Reads the channel whenever it is readable, until it ends.
+async fn watch(direct: Weak<Direct>, channel: AsyncFd<OwnedFd>) {
+    loop {
+        let Ok(mut guard) = channel.readable().await else {
+            return;
+        };
+        // Cleared before reading: a record that comes meanwhile wakes us again.
+        guard.clear_ready();
+        let Some(direct) = direct.upgrade() else {
+            return;
+        };
+        let open = direct.read_channel(&mut direct.peers());
+        if !open {
+            debug!(target: "socket.io:adapter", "the links channel ended");
+            return;
+        }
+    }
+}
+
+/// Hands what a peer sends on its link to the link's adapter, until it ends.
+async fn read_link(link: Weak<ClusterLink>, lane: usize, epoch: u64, mut reader: IpcReader) {
+    while let Some(item) = reader.next().await {
+        let Some(cluster) = link.upgrade() else {
+            return;
+        };
+        match item {
+            Ok(Message::Broadcast(b)) if b.ack.is_none() && b.offset.is_none() => {
+                if let Some(direct) = cluster.direct() {
+                    direct.received.fetch_add(1, Ordering::Relaxed);
+                }
+                cluster.dispatch(Message::Broadcast(b));
+            }
+            Ok(other) => {
+                warn!(target: "socket.io:adapter", lane, "{} on a direct link: closing it", other.kind_name());
+                break;
+            }
+            Err(err) => {
+                debug!(target: "socket.io:adapter", lane, "direct link: {err}");
+                break;
+            }
+        }
+    }
+    if let Some(direct) = link.upgrade().as_deref().and_then(ClusterLink::direct) {
+        direct.forget(lane, epoch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+    use super::*;
+
+    fn channel() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_link_record_carries_its_lane_epoch_and_descriptor() {
+        let (primary, worker) = channel();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        send_link(primary.as_fd(), 5, 42, theirs.as_fd()).unwrap();
+        drop(theirs);
+        let Received::Link { lane, epoch, fd } = recv_link(worker.as_fd()).unwrap() else {
+            panic!("expected a link");
+        };
+        assert_eq!((lane, epoch), (5, 42));
+        // The descriptor received is the peer's end of the pair.
+        let mut link = std::os::unix::net::UnixStream::from(fd);
+        link.write_all(b"hi").unwrap();
+        let mut buf = [0u8; 2];
+        (&ours).read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hi");
+        assert!(
+            matches!(recv_link(worker.as_fd()), Err(Errno::EAGAIN)),
+            "nothing more"
+        );
+        drop(primary);
+        assert!(matches!(recv_link(worker.as_fd()), Ok(Received::End)));
+    }
+
+    #[test]
+    fn a_record_without_a_descriptor_is_skipped() {
+        let (primary, worker) = channel();
+        nix::sys::socket::send(primary.as_raw_fd(), &[0u8; RECORD], MsgFlags::MSG_NOSIGNAL)
+            .unwrap();
+        assert!(matches!(recv_link(worker.as_fd()), Ok(Received::Garbled)));
+    }
+}

@@ -1,0 +1,292 @@
+// Direct links (`interop --cluster --workers 3`, no recovery): a worker's
+// broadcasts that need no sequencing go straight to the worker processes with
+// recipients, not through the primary.
+//
+// What went where is read from each worker's `GET /stats`: `relayed` counts the
+// operations of other workers that reached it by any path, `directIn` those
+// that came straight from the emitting worker, `directOut` the frames a worker
+// wrote to its links (one per receiving process), `keptLocal` the room
+// broadcasts that never left it. `relayed - directIn` is what the primary relayed.
+import { describe, it, before, after } from "node:test";
+import assert from "node:assert/strict";
+import {
+  startCluster, connectWorker, clusterSkipReason, closeAll, call, once, waitFor, sleep,
+} from "./harness.mjs";
+
+const T = { timeout: 20000 };
+const HOOK = { timeout: 30000 };
+
+async function stats(cluster, i) {
+  const res = await fetch(`${cluster.urls[i]}/stats`);
+  return res.json();
+}
+
+let seq = 0;
+const fresh = (name) => `${name}-${++seq}`;
+
+/** Resolves with the arguments of the next `event` whose first argument is `token`. */
+function waitToken(socket, event, token, ms = 3000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.off(event, handler);
+      reject(new Error(`did not receive ${event} ${token} within ${ms} ms`));
+    }, ms);
+    function handler(first, ...rest) {
+      if (first !== token) return;
+      clearTimeout(timer);
+      socket.off(event, handler);
+      resolve([first, ...rest]);
+    }
+    socket.on(event, handler);
+  });
+}
+
+/** What reached worker `i` while `action` ran: by any path, straight, via the primary. */
+async function received(cluster, i, action) {
+  const before = await stats(cluster, i);
+  await action();
+  const after = await stats(cluster, i);
+  const any = after.relayed - before.relayed;
+  const direct = after.directIn - before.directIn;
+  return { any, direct, primary: any - direct };
+}
+
+describe("direct links between workers", { skip: clusterSkipReason() }, () => {
+  let cluster;
+  // a: worker 0 (the sender); b: worker 1; c: worker 2.
+  let a;
+  let b;
+  let c;
+  before(async () => {
+    cluster = await startCluster({ workers: 3 });
+    a = await connectWorker(cluster, 0);
+    b = await connectWorker(cluster, 1);
+    c = await connectWorker(cluster, 2);
+  }, HOOK);
+  after(async () => {
+    closeAll();
+    if (cluster) assert.equal((await cluster.stop()).code, 0);
+  }, HOOK);
+
+  it("a spread room's broadcasts go straight to the workers with members; the primary relays none", T, async () => {
+    const room = fresh("spread");
+    await call(b, "join", room);
+    await call(c, "join", room);
+    const seen = { b: [], c: [] };
+    b.on("spread", (x) => seen.b.push(x));
+    c.on("spread", (x) => seen.c.push(x));
+    const out0 = (await stats(cluster, 0)).directOut;
+    let onC;
+    const onB = await received(cluster, 1, async () => {
+      onC = await received(cluster, 2, async () => {
+        for (let i = 0; i < 20; i++) {
+          await call(a, "broadcast", { event: "spread", args: [i], to: [room] });
+        }
+        await waitFor(() => seen.b.length === 20 && seen.c.length === 20);
+      });
+    });
+    assert.deepEqual(seen.b, [...Array(20).keys()]);
+    assert.deepEqual(seen.c, [...Array(20).keys()]);
+    assert.deepEqual(onB, { any: 20, direct: 20, primary: 0 }, "worker 1: every broadcast came straight");
+    assert.deepEqual(onC, { any: 20, direct: 20, primary: 0 }, "worker 2: every broadcast came straight");
+    assert.equal((await stats(cluster, 0)).directOut - out0, 40, "worker 0 wrote each to two links");
+    b.off("spread");
+    c.off("spread");
+
+    // To everyone, and to a socket id: straight too.
+    const all = await received(cluster, 1, async () => {
+      const token = fresh("all");
+      const got = waitToken(b, "hello", token);
+      await call(a, "broadcast", { event: "hello", args: [token] });
+      await got;
+      const mine = fresh("sid");
+      const gotSid = waitToken(b, "hello", mine);
+      await call(a, "broadcast", { event: "hello", args: [mine], to: [b.id] });
+      await gotSid;
+    });
+    assert.deepEqual(all, { any: 2, direct: 2, primary: 0 });
+
+    // An acked broadcast still goes through the primary (it counts the answers).
+    await call(c, "leave", room);
+    const acked = await received(cluster, 1, async () => {
+      b.once("ask", (cb) => cb("yes"));
+      const res = await call(a, "broadcast-with-ack", { event: "ask", to: [room], timeout: 5000 });
+      assert.deepEqual(res.responses.sort(), ["yes"]);
+    });
+    assert.deepEqual(acked, { any: 1, direct: 0, primary: 1 });
+    await call(b, "leave", room);
+  });
+
+  it("one sender's broadcasts to a room and to everyone arrive in order", T, async () => {
+    const room = fresh("order");
+    await call(b, "join", room);
+    const got = [];
+    b.on("n", (i) => got.push(i));
+    const r = await received(cluster, 1, async () => {
+      // All 200 in flight at once: the worker emits them in the order sent.
+      const acks = [];
+      for (let i = 0; i < 200; i++) {
+        const to = i % 2 ? [] : [room];
+        acks.push(call(a, "broadcast", { event: "n", args: [i], to }));
+      }
+      await Promise.all(acks);
+      await waitFor(() => got.length === 200, 8000);
+    });
+    b.off("n");
+    assert.deepEqual(got, [...Array(200).keys()]);
+    assert.equal(r.direct, 200, "all of them came straight");
+    await call(b, "leave", room);
+  });
+
+  it("a socketsLeave or disconnectSockets keeps ahead of the sender's next broadcasts to those rooms", T, async () => {
+    for (let i = 0; i < 30; i++) {
+      const room = fresh("leave-first");
+      await call(b, "join", room);
+      const late = [];
+      const handler = (x) => late.push(x);
+      b.on("after-leave", handler);
+      // Sent together: the leave goes through the primary, the broadcast may not overtake it.
+      const leave = call(a, "sockets-leave", { in: [room], rooms: [room] });
+      const cast = call(a, "broadcast", { event: "after-leave", args: [room], to: [room] });
+      await Promise.all([leave, cast]);
+      // A probe from the same sender through the same path closes the window.
+      const probe = fresh("probe");
+      const gotProbe = waitToken(b, "after-leave", probe);
+      await call(a, "broadcast", { event: "after-leave", args: [probe], to: [b.id] });
+      await gotProbe;
+      b.off("after-leave", handler);
+      assert.deepEqual(late.filter((x) => x === room), [], `round ${i}: the broadcast overtook the leave`);
+    }
+    for (let i = 0; i < 10; i++) {
+      const room = fresh("disconnect-first");
+      const doomed = await connectWorker(cluster, 1);
+      doomed.io.opts.reconnection = false;
+      await call(doomed, "join", room);
+      const late = [];
+      doomed.on("after-disconnect", (x) => late.push(x));
+      const closed = once(doomed, "disconnect");
+      const kick = call(a, "disconnect-sockets", { in: [room] });
+      const cast = call(a, "broadcast", { event: "after-disconnect", args: [room], to: [room] });
+      await Promise.all([kick, cast, closed]);
+      assert.deepEqual(late, [], `round ${i}: the broadcast overtook the disconnect`);
+    }
+  });
+
+  it("a killed worker's successor gets links, and its dead lane is cleared", { timeout: 40000 }, async () => {
+    const only = fresh("only-victim");
+    const victim = await connectWorker(cluster, 2);
+    await call(victim, "join", only);
+    const kept = async () => (await stats(cluster, 0)).keptLocal;
+    const k0 = await kept();
+    await call(a, "broadcast", { event: "x", args: [1], to: [only] });
+    assert.equal(await kept(), k0, "worker 2 has a member: the broadcast left worker 0");
+
+    const pid = cluster.pids.get(2);
+    const from = cluster.log().length;
+    const gone = once(victim, "disconnect");
+    process.kill(pid, "SIGKILL");
+    await gone;
+    victim.io.opts.reconnection = false;
+    victim.disconnect();
+    await cluster.waitForLog(/worker 2 \(pid \d+\) listening/, 15000, from);
+
+    // The room only the dead process had is local-only again (no leaked bit).
+    const k1 = await kept();
+    await call(a, "broadcast", { event: "x", args: [2], to: [only] });
+    assert.equal(await kept(), k1 + 1, "the dead process's lane was cleared");
+
+    // The successor's sockets get broadcasts straight from the others, and its own reach them.
+    c = await connectWorker(cluster, 2);
+    const room = fresh("after-restart");
+    await call(c, "join", room);
+    await call(b, "join", room);
+    const r = await received(cluster, 2, async () => {
+      const token = fresh("to-new");
+      const got = waitToken(c, "fresh", token);
+      await call(a, "broadcast", { event: "fresh", args: [token], to: [room] });
+      await got;
+    });
+    assert.deepEqual(r, { any: 1, direct: 1, primary: 0 });
+    const back = await received(cluster, 1, async () => {
+      const token = fresh("from-new");
+      const got = waitToken(b, "fresh", token);
+      await call(c, "broadcast", { event: "fresh", args: [token], to: [room] });
+      await got;
+    });
+    assert.deepEqual(back, { any: 1, direct: 1, primary: 0 });
+    await call(b, "leave", room);
+  });
+});
+
+describe("direct links across a reload", { skip: clusterSkipReason() }, () => {
+  let cluster;
+  before(async () => {
+    cluster = await startCluster({ workers: 2 });
+  }, HOOK);
+  after(async () => {
+    closeAll();
+    if (cluster) assert.equal((await cluster.stop()).code, 0);
+  }, HOOK);
+
+  it("while worker 0 is replaced, its broadcasts keep reaching worker 1, old process and new", { timeout: 60000 }, async () => {
+    const sender = await connectWorker(cluster, 0);
+    const receiver = await connectWorker(cluster, 1);
+    await call(receiver, "join", "reload-room");
+    const got = [];
+    let receiverUp = true;
+    receiver.on("seq", (i) => got.push(i));
+    receiver.on("disconnect", () => { receiverUp = false; });
+    const pids = new Set();
+    // Acked while the receiver had been connected throughout: must all arrive.
+    const owed = [];
+    let n = 0;
+    let sending = true;
+    const loop = (async () => {
+      while (sending) {
+        if (sender.connected) {
+          const id = n++;
+          sender.timeout(10000).emitWithAck("broadcast", { event: "seq", args: [id], to: ["reload-room"] })
+            .then(() => { if (receiverUp) owed.push(id); }, () => {});
+        }
+        await sleep(10);
+      }
+    })();
+    // Which process serves worker 0, every few ms.
+    const watch = (async () => {
+      while (sending && receiverUp) {
+        try { pids.add((await stats(cluster, 0)).pid); } catch { /* between processes */ }
+        await sleep(50);
+      }
+    })();
+    await sleep(500);
+    const from = cluster.log().length;
+    process.kill(cluster.pid, "SIGHUP");
+    // Worker 1 is replaced after worker 0: until then its sockets stay.
+    await waitFor(() => !receiverUp, 40000, 20);
+    sending = false;
+    await loop;
+    await watch;
+    await cluster.waitForLog(/reload complete: 2 workers replaced/, 40000, from);
+    assert.ok(pids.size >= 2, `worker 0 was served by a new process meanwhile (pids ${[...pids]})`);
+    const missing = owed.filter((id) => !got.includes(id));
+    assert.deepEqual(missing, [], "every broadcast acked while the receiver was up reached it");
+    const sorted = [...got].sort((x, y) => x - y);
+    assert.deepEqual(got, sorted, "in order");
+    assert.ok(owed.length > 20, `enough were sent (${owed.length})`);
+
+    // After the reload, the new processes are linked both ways.
+    const a = await connectWorker(cluster, 0);
+    const b = await connectWorker(cluster, 1);
+    await call(b, "join", "after-reload");
+    await call(a, "join", "after-reload");
+    for (const [from, to] of [[a, b], [b, a]]) {
+      const token = fresh("after");
+      const got1 = waitToken(to, "after", token);
+      await call(from, "broadcast", { event: "after", args: [token], to: ["after-reload"] });
+      await got1;
+    }
+    const s0 = await stats(cluster, 0);
+    const s1 = await stats(cluster, 1);
+    assert.ok(s0.directIn >= 1 && s1.directIn >= 1, "both came straight");
+  });
+});

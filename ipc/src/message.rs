@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Version of the wire protocol, sent in [`Message::Hello`]. Bump it on any wire change.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Identifies one request of one worker; `(worker, id)` is unique cluster-wide.
 pub type RequestId = u64;
@@ -267,6 +267,24 @@ pub enum Message {
         /// Set when the emitter waits for one `ServerSideEmitResponse` per worker.
         request: Option<RequestId>,
     },
+    /// Primary → worker, with `--redis` and the streams adapter: one entry of
+    /// the broadcast stream, read once per host by the primary and forwarded as
+    /// Redis sent it (the worker's adapter decodes it as if it had read it).
+    RedisEntry {
+        /// The entry id (the recovery offset).
+        id: String,
+        /// The entry's fields and values, alternating (`uid`, `<uid>`, `nsp`, …).
+        fields: Vec<Bytes>,
+    },
+    /// Primary → worker, with `--redis` and the classic adapter: one message of
+    /// a broadcast channel (`<key>#<nsp>#…`), received once per host by the
+    /// primary and forwarded as Redis sent it.
+    RedisMessage {
+        /// The channel it was published on.
+        channel: String,
+        /// The message, as published.
+        payload: Bytes,
+    },
     /// Response to `FetchSockets`, routed by the primary to `to` only.
     FetchSocketsResponse {
         /// The worker that sent it.
@@ -368,6 +386,8 @@ impl Message {
             Message::ServerSideEmitResponse { .. } => "server-side-emit-response",
             Message::BroadcastClientCount { .. } => "broadcast-client-count",
             Message::BroadcastAck { .. } => "broadcast-ack",
+            Message::RedisEntry { .. } => "redis-entry",
+            Message::RedisMessage { .. } => "redis-message",
         }
     }
 }

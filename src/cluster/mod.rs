@@ -109,7 +109,8 @@ where
                 }
                 tracing::info!(
                     target: "cluster",
-                    "joining the hosts on {} ({:?} adapter): every worker is a member",
+                    "joining the hosts on {} ({:?} adapter): every worker is a member, \
+                     the primary reads the broadcasts for them",
                     options.redacted_url(),
                     options.adapter
                 );

@@ -71,6 +71,8 @@ pub(super) enum Event {
         stream: std::net::TcpStream,
         route: Route,
     },
+    /// A broadcast the host's Redis reader read, for every worker.
+    Redis(EncodedFrame),
 }
 
 pub(super) struct Primary {
@@ -226,6 +228,29 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         reload: Reload::default(),
         metrics: None,
     };
+    // Held as long as the primary runs: its loops stop once it is dropped.
+    let mut _redis_reader = None;
+    if let Some(options) = &primary.config.redis {
+        // The host's one reader of the broadcasts on Redis, for every worker.
+        let events = primary.events.clone();
+        let forward = move |message: Message| match EncodedFrame::encode(
+            &message,
+            DEFAULT_MAX_FRAME_LENGTH,
+        ) {
+            Ok(frame) => {
+                let _ = events.send(Event::Redis(frame));
+            }
+            Err(err) => warn!(target: "cluster", "cannot forward a redis entry: {err}"),
+        };
+        match super::redis::host_reader(options, forward) {
+            Ok(reader) => {
+                reader.start();
+                _redis_reader = Some(reader);
+            }
+            // Refused before: `cluster::run` checks the options.
+            Err(err) => warn!(target: "cluster", "no redis reader: {err}"),
+        }
+    }
     if let Some(addr) = primary.config.metrics {
         let m = ClusterMetrics::new(primary.slots.len());
         if let Err(err) = metrics_http::serve(addr, m.clone()) {
@@ -401,6 +426,16 @@ impl Primary {
             }
             Event::Route { stream, route } => {
                 self.route(stream, route);
+                None
+            }
+            Event::Redis(frame) => {
+                self.send_all(None, &frame);
+                // A process a reload drains still serves its clients.
+                for slot in &self.slots {
+                    if let Some(s) = slot.retiring.as_ref().and_then(|p| p.sender.as_ref()) {
+                        let _ = s.send_frame(frame.clone());
+                    }
+                }
                 None
             }
             Event::Restart { worker } => {

@@ -5,15 +5,24 @@
 //! hosts (with the streams adapter; the classic one, like Node's, has no
 //! recovery). The relay over the primary keeps the control messages
 //! (heartbeats, drain, stats, metrics).
+//!
+//! A member for everything but reading the broadcasts: the primary is the
+//! host's one reader of them ([`host_reader`]: the stream, or the broadcast
+//! channels), and forwards each entry or message, as Redis sent it, to its
+//! workers ([`Member::feed`]). A broadcast so crosses Redis once per host, not
+//! once per worker; the workers still publish their own, answer requests and
+//! are counted as servers (`PUBSUB NUMSUB` of channels they subscribe).
 
 use std::{sync::Arc, time::Duration};
 
+use rsio_ipc::Message;
 use tracing::{error, info};
 
 use super::config::{RedisAdapterKind, RedisOptions};
 use crate::{
     adapter::{
-        RedisAdapterError, RedisClassic, RedisClassicConfig, RedisStreams, RedisStreamsConfig,
+        Fed, HostReader, RedisAdapterError, RedisClassic, RedisClassicConfig, RedisStreams,
+        RedisStreamsConfig,
     },
     server::{AdapterFactory, Server},
 };
@@ -40,22 +49,56 @@ pub(crate) enum Member {
 /// adapter. Nothing connects until [`Member::attach`], so the primary calls it
 /// too, to refuse bad options before it starts any worker.
 pub(crate) fn member(options: &RedisOptions) -> Result<Member, RedisJoinError> {
-    match options.adapter {
-        RedisAdapterKind::Streams => Ok(Member::Streams(RedisStreams::new(
+    let member = match options.adapter {
+        RedisAdapterKind::Streams => Member::Streams(RedisStreams::new(
             &options.url,
             RedisStreamsConfig::default(),
-        )?)),
+        )?),
         RedisAdapterKind::Classic => {
-            // Several URLs: the nodes of a Redis Cluster (as an ioredis `Cluster`).
-            let urls: Vec<&str> = options.url.split(',').map(str::trim).collect();
+            let urls = urls(options);
             let config = RedisClassicConfig::default();
-            Ok(Member::Classic(if urls.len() > 1 {
+            Member::Classic(if urls.len() > 1 {
                 RedisClassic::cluster(&urls, config)?
             } else {
                 RedisClassic::new(&options.url, config)?
-            }))
+            })
         }
+    };
+    // The primary reads the broadcasts for the whole host.
+    match &member {
+        Member::Streams(node) => node.set_fed(),
+        Member::Classic(node) => node.set_fed(),
     }
+    Ok(member)
+}
+
+/// Several URLs: the nodes of a Redis Cluster (as an ioredis `Cluster`).
+fn urls(options: &RedisOptions) -> Vec<&str> {
+    options.url.split(',').map(str::trim).collect()
+}
+
+/// The host's one reader of the broadcasts (the streams, or the broadcast
+/// channels), with the options its workers' members have; `forward` gets each
+/// entry or message as the ipc message to send to the workers. Start it with
+/// [`HostReader::start`] on the primary's runtime.
+pub(crate) fn host_reader(
+    options: &RedisOptions,
+    forward: impl Fn(Message) + Send + Sync + 'static,
+) -> Result<Arc<HostReader>, RedisJoinError> {
+    let sink = move |fed: Fed| {
+        forward(match fed {
+            Fed::Entry { id, fields } => Message::RedisEntry { id, fields },
+            Fed::Message { channel, payload } => Message::RedisMessage { channel, payload },
+        })
+    };
+    Ok(match options.adapter {
+        RedisAdapterKind::Streams => {
+            HostReader::streams(&options.url, RedisStreamsConfig::default(), sink)?
+        }
+        RedisAdapterKind::Classic => {
+            HostReader::classic(&urls(options), &RedisClassicConfig::default(), sink)?
+        }
+    })
 }
 
 impl Member {
@@ -64,6 +107,21 @@ impl Member {
         match self {
             Member::Streams(node) => node.factory(),
             Member::Classic(node) => node.factory(),
+        }
+    }
+
+    /// Handles what the host's reader forwarded ([`Message::RedisEntry`],
+    /// [`Message::RedisMessage`]) as if this member had read it; other
+    /// messages are not its.
+    pub(crate) fn feed(&self, message: &Message) {
+        match (self, message) {
+            (Member::Streams(node), Message::RedisEntry { id, fields }) => {
+                node.on_fed_entry(id, fields)
+            }
+            (Member::Classic(node), Message::RedisMessage { channel, payload }) => {
+                node.on_fed_message(channel, payload)
+            }
+            _ => {}
         }
     }
 

@@ -111,7 +111,7 @@ impl Primary {
             | Event::Exited {
                 worker, generation, ..
             } => (*worker, *generation),
-            Event::Restart { .. } | Event::Route { .. } => return None,
+            Event::Restart { .. } | Event::Route { .. } | Event::Redis(_) => return None,
         };
         let slot = &self.slots[worker];
         if slot.incoming.as_ref().map(|p| p.generation) == Some(generation) {
@@ -163,7 +163,7 @@ impl Primary {
                     self.reload_failed(i, format_args!("it exited before it was ready: {status}"));
                 }
             }
-            Event::Restart { .. } | Event::Route { .. } => {}
+            Event::Restart { .. } | Event::Route { .. } | Event::Redis(_) => {}
         }
     }
 
@@ -231,7 +231,7 @@ impl Primary {
                     self.reload_slot(i + 1);
                 }
             }
-            Event::Restart { .. } | Event::Route { .. } => {}
+            Event::Restart { .. } | Event::Route { .. } | Event::Redis(_) => {}
         }
     }
 

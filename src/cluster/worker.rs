@@ -7,7 +7,7 @@ use std::{
     process::ExitCode,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
     time::Duration,
 };
@@ -155,6 +155,8 @@ pub struct WorkerContext {
     pub config: ClusterConfig,
     link: Arc<ClusterLink>,
     servers: Arc<Mutex<Vec<Server>>>,
+    /// With `--redis`, the server's membership, fed by the primary's reader.
+    redis: Arc<OnceLock<Arc<super::redis::Member>>>,
 }
 
 impl WorkerContext {
@@ -193,6 +195,8 @@ impl WorkerContext {
                 let member = Arc::new(super::redis::member(options)?);
                 let server = Server::with_adapter(config, member.factory());
                 member.clone().attach(&server, options);
+                // What the primary read on Redis goes to it from now on.
+                let _ = self.redis.set(member);
                 server
             }
             None => {
@@ -426,8 +430,10 @@ where
         config: config.clone(),
         link: link.clone(),
         servers: Arc::default(),
+        redis: Arc::default(),
     };
     let servers = ctx.servers.clone();
+    let redis = ctx.redis.clone();
     tokio::spawn(heartbeat(sender.clone(), drain.clone(), servers.clone()));
 
     // Messages from the primary: adapter traffic, and the order to drain.
@@ -444,6 +450,12 @@ where
                 Some(Ok(Message::Retire)) => {
                     retire_on_message.store(true, Ordering::Relaxed);
                     drain_on_message.notify_one();
+                }
+                Some(Ok(message @ (Message::RedisEntry { .. } | Message::RedisMessage { .. }))) => {
+                    // Before the server exists there is nobody to deliver to.
+                    if let Some(member) = redis.get() {
+                        member.feed(&message);
+                    }
                 }
                 Some(Ok(message)) => dispatch_link.dispatch(message),
                 Some(Err(err)) => {
@@ -560,6 +572,7 @@ mod tests {
             config: config.resolve().unwrap(),
             link: ClusterLink::new(0, 2, sender),
             servers: Arc::default(),
+            redis: Arc::default(),
         };
         (ctx, primary)
     }

@@ -1,6 +1,8 @@
 //! The stream readers of the Redis Streams adapter: one `XREAD BLOCK` loop per
 //! stream, on its own connection, reconnecting with backoff (the command,
-//! subscriber and count loops are the shared [`super::link`]'s).
+//! subscriber and count loops are the shared [`super::link`]'s). A server that
+//! reads for itself runs them, and so does a host's primary reading for its
+//! workers ([`super::host`]).
 
 use std::sync::{Arc, Weak};
 
@@ -8,14 +10,25 @@ use redis::{aio::MultiplexedConnection, Value};
 use tracing::warn;
 
 use super::{
-    link::{connection_config, Backoff},
-    RedisStreams,
+    link::{connection_config, Backoff, Link},
+    RedisStreamsConfig,
 };
 
-/// Starts the stream readers of `node`.
-pub(super) fn spawn_readers(node: &Arc<RedisStreams>) {
-    for stream in node.streams() {
-        tokio::spawn(reader(Arc::downgrade(node), stream));
+/// What a stream reader reads for.
+pub(crate) trait StreamReader: Send + Sync + 'static {
+    /// The link whose client it connects with (and whose `ready` it counts in).
+    fn link(&self) -> &Link;
+    /// `blockTimeInMs`, `readCount` and the stream names.
+    fn config(&self) -> &RedisStreamsConfig;
+    /// One entry read from `stream`; an error is logged and the entry skipped.
+    fn on_entry(&self, fields: &[(&[u8], &[u8])], id: &str) -> Result<(), super::CodecError>;
+}
+
+/// Starts one reader per stream of `node`'s configuration.
+pub(crate) fn spawn_readers<R: StreamReader>(node: &Arc<R>) {
+    for stream in super::streams_of(node.config()) {
+        let weak: Weak<R> = Arc::downgrade(node);
+        tokio::spawn(reader(weak, stream));
     }
 }
 
@@ -72,14 +85,14 @@ async fn last_id(c: &mut MultiplexedConnection, stream: &str) -> redis::RedisRes
 
 /// Reads `stream` with `XREAD BLOCK` on its own connection, from the last id
 /// seen (so a reconnect loses nothing that is still in the stream).
-async fn reader(node: Weak<RedisStreams>, stream: String) {
+async fn reader<R: StreamReader>(node: Weak<R>, stream: String) {
     let mut backoff = Backoff::new();
     let mut last: Option<String> = None;
     let mut first = true;
     loop {
         let Some(n) = node.upgrade() else { return };
-        let (block, count) = (n.config.block_time, n.config.read_count);
-        let Some(client) = n.link.client() else {
+        let (block, count) = (n.config().block_time, n.config().read_count);
+        let Some(client) = n.link().client() else {
             warn!(target: "socket.io:redis", "redis streams need one Redis, not a cluster");
             return;
         };
@@ -106,7 +119,7 @@ async fn reader(node: Weak<RedisStreams>, stream: String) {
         }
         backoff.succeeded("redis stream reader");
         if std::mem::take(&mut first) {
-            n.link.ready.send_modify(|r| *r += 1);
+            n.link().ready.send_modify(|r| *r += 1);
         }
         drop(n);
         loop {

@@ -8,7 +8,7 @@ mod dispatch;
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
         Arc, OnceLock, RwLock, Weak,
     },
     time::Duration,
@@ -111,6 +111,9 @@ pub struct RedisClassic {
     namespaces: RwLock<HashMap<String, Arc<ClassicNs>>>,
     pending: Requests<Pending>,
     server: OnceLock<ServerInnerRef>,
+    /// Its host's primary receives the broadcast channels and forwards their
+    /// messages ([`RedisClassic::on_fed_message`]): no pattern of its own.
+    fed: AtomicBool,
     /// Itself, for the tasks it spawns.
     this: Weak<RedisClassic>,
 }
@@ -123,6 +126,7 @@ impl RedisClassic {
             namespaces: RwLock::default(),
             pending: Requests::default(),
             server: OnceLock::new(),
+            fed: AtomicBool::new(false),
             this: this.clone(),
         })
     }
@@ -170,8 +174,10 @@ impl RedisClassic {
             local: LocalAdapter::new(None),
             uid,
         });
-        self.link
-            .subscribe(Sub::Pattern(format!("{}*", ns.channel)));
+        if !self.fed.load(Ordering::Relaxed) {
+            self.link
+                .subscribe(Sub::Pattern(format!("{}*", ns.channel)));
+        }
         for ch in [
             &ns.request_channel,
             &ns.response_channel,
@@ -199,6 +205,19 @@ impl RedisClassic {
         let _ = self.server.set(server.inner_ref());
         let member: Weak<dyn Member> = self.this.clone();
         self.link.start(member);
+    }
+
+    /// Subscribes no broadcast channel itself: its host's primary receives them
+    /// once for all its workers and hands each message to
+    /// [`RedisClassic::on_fed_message`]. Call it before any adapter is made.
+    pub(crate) fn set_fed(&self) {
+        self.fed.store(true, Ordering::Relaxed);
+    }
+
+    /// A broadcast channel's message its host's primary received, handled as
+    /// if this server had received it.
+    pub(crate) fn on_fed_message(&self, channel: &str, payload: &[u8]) {
+        self.on_message(channel, payload);
     }
 
     /// Waits until the subscriber has connected once (or `timeout`); whether it did.

@@ -1,0 +1,196 @@
+//! A host's one reader of the broadcasts on Redis: run by the cluster's primary,
+//! it reads the streams (`XREAD BLOCK`, streams adapter) or receives the
+//! broadcast channels (`PSUBSCRIBE <key>#*`, classic adapter) once for all the
+//! host's workers, and hands on each entry or message as Redis sent it, for the
+//! primary to forward. The workers, members for everything else (they publish,
+//! answer requests and count as servers), then read nothing themselves: a
+//! broadcast crosses Redis once per host, not once per worker.
+//!
+//! It connects, reconnects and backs off as a member does (the same
+//! [`super::link`] and stream readers); a reconnecting stream reader resumes
+//! from the last id it read.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Weak},
+};
+
+use bytes::Bytes;
+
+use super::{
+    conn::{self, StreamReader},
+    link::{Link, Member, Sub},
+    CodecError, RedisAdapterError, RedisClassicConfig, RedisStreamsConfig,
+};
+
+/// What the host reader hands on, as Redis sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fed {
+    /// A stream entry: its id and its fields and values, alternating.
+    Entry { id: String, fields: Vec<Bytes> },
+    /// A message of a broadcast channel.
+    Message { channel: String, payload: Bytes },
+}
+
+/// Where the host reader hands on what it reads.
+type Sink = Box<dyn Fn(Fed) + Send + Sync>;
+
+/// A host's one reader of the broadcasts (see the module's documentation).
+pub(crate) struct HostReader {
+    link: Link,
+    /// The streams to read (streams adapter; unused by the classic one).
+    streams: RedisStreamsConfig,
+    /// Whether it reads streams (else it receives the broadcast channels).
+    reads_streams: bool,
+    sink: Sink,
+    this: Weak<HostReader>,
+}
+
+impl HostReader {
+    fn with(link: Link, streams: Option<RedisStreamsConfig>, sink: Sink) -> Arc<HostReader> {
+        Arc::new_cyclic(|this| HostReader {
+            link,
+            reads_streams: streams.is_some(),
+            streams: streams.unwrap_or_default(),
+            sink,
+            this: this.clone(),
+        })
+    }
+
+    /// A reader of the streams of `config` on the Redis at `url`.
+    pub(crate) fn streams(
+        url: &str,
+        config: RedisStreamsConfig,
+        sink: impl Fn(Fed) + Send + Sync + 'static,
+    ) -> Result<Arc<HostReader>, RedisAdapterError> {
+        Ok(HostReader::with(
+            Link::single(url)?,
+            Some(config),
+            Box::new(sink),
+        ))
+    }
+
+    /// A receiver of the broadcast channels of `config` (every namespace) on
+    /// the Redis at `urls` (several: the nodes of a Redis Cluster).
+    pub(crate) fn classic(
+        urls: &[&str],
+        config: &RedisClassicConfig,
+        sink: impl Fn(Fed) + Send + Sync + 'static,
+    ) -> Result<Arc<HostReader>, RedisAdapterError> {
+        let link = match urls {
+            [one] => Link::single(one)?,
+            many => Link::cluster(many)?,
+        };
+        // `<key>#*`: every namespace's broadcast and room channels, not the
+        // `<key>-request#` / `<key>-response#` ones (the workers take those).
+        link.subscribe(Sub::Pattern(format!("{}#*", config.key)));
+        Ok(HostReader::with(link, None, Box::new(sink)))
+    }
+
+    /// Connects and starts reading, on the current tokio runtime; Redis being
+    /// unreachable is logged and retried with backoff.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub(crate) fn start(self: &Arc<Self>) {
+        let member: Weak<dyn Member> = self.this.clone();
+        if self.link.start(member) && self.reads_streams {
+            conn::spawn_readers(self);
+        }
+    }
+}
+
+impl Member for HostReader {
+    fn link(&self) -> &Link {
+        &self.link
+    }
+
+    fn on_pubsub(&self, channel: &str, payload: &[u8]) {
+        (self.sink)(Fed::Message {
+            channel: channel.to_string(),
+            payload: Bytes::copy_from_slice(payload),
+        });
+    }
+
+    fn counted_channels(&self) -> Vec<String> {
+        // Not a server: it counts nothing, and is counted nowhere (it
+        // subscribes no request channel).
+        Vec::new()
+    }
+
+    fn set_counts(&self, _: &HashMap<String, usize>) {}
+}
+
+impl StreamReader for HostReader {
+    fn link(&self) -> &Link {
+        &self.link
+    }
+
+    fn config(&self) -> &RedisStreamsConfig {
+        &self.streams
+    }
+
+    fn on_entry(&self, fields: &[(&[u8], &[u8])], id: &str) -> Result<(), CodecError> {
+        let mut flat = Vec::with_capacity(fields.len() * 2);
+        for (k, v) in fields {
+            flat.push(Bytes::copy_from_slice(k));
+            flat.push(Bytes::copy_from_slice(v));
+        }
+        (self.sink)(Fed::Entry {
+            id: id.to_string(),
+            fields: flat,
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    #[test]
+    fn the_classic_reader_takes_every_broadcast_channel_and_no_request_channel() {
+        let reader = HostReader::classic(
+            &["redis://127.0.0.1:1"],
+            &RedisClassicConfig::default(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(
+            reader.link.subscriptions_for_test(),
+            vec![Sub::Pattern("socket.io#*".into())]
+        );
+        assert!(Member::counted_channels(&*reader).is_empty());
+    }
+
+    #[test]
+    fn entries_and_messages_are_handed_on_as_read() {
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let into = got.clone();
+        let reader = HostReader::streams(
+            "redis://127.0.0.1:1",
+            RedisStreamsConfig::default(),
+            move |f| into.lock().unwrap().push(f),
+        )
+        .unwrap();
+        let fields: [(&[u8], &[u8]); 2] = [(b"uid", b"u1"), (b"type", b"3")];
+        StreamReader::on_entry(&*reader, &fields, "1-2").unwrap();
+        reader.on_pubsub("socket.io#/#", b"\x93");
+        let b = |s: &[u8]| Bytes::copy_from_slice(s);
+        assert_eq!(
+            *got.lock().unwrap(),
+            vec![
+                Fed::Entry {
+                    id: "1-2".into(),
+                    fields: vec![b(b"uid"), b(b"u1"), b(b"type"), b(b"3")],
+                },
+                Fed::Message {
+                    channel: "socket.io#/#".into(),
+                    payload: b(b"\x93"),
+                },
+            ]
+        );
+    }
+}

@@ -92,6 +92,7 @@ mod tag {
     pub const BROADCAST_ACK: u8 = 35;
     pub const REDIS_ENTRY: u8 = 40;
     pub const REDIS_MESSAGE: u8 = 41;
+    pub const REDIS_MEMBER: u8 = 42;
 }
 
 /// Appends the encoding of `msg` (tag, then body) to `dst`.
@@ -245,6 +246,9 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) {
                 &(channel, ChunkLens(std::slice::from_ref(payload))),
             );
             put_chunks(dst, std::slice::from_ref(payload));
+        }
+        Message::RedisMember { uid, own_entries } => {
+            put(dst, tag::REDIS_MEMBER, &(uid, own_entries))
         }
     }
 }
@@ -493,6 +497,10 @@ pub fn decode(frame: Bytes) -> Result<Message, CodecError> {
                 ));
             };
             Message::RedisMessage { channel, payload }
+        }
+        tag::REDIS_MEMBER => {
+            let (uid, own_entries) = exact(body)?;
+            Message::RedisMember { uid, own_entries }
         }
         other => return Err(CodecError::UnknownTag(other)),
     };

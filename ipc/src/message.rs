@@ -285,6 +285,18 @@ pub enum Message {
         /// The message, as published.
         payload: Bytes,
     },
+    /// Worker → primary, with `--redis`: `uid` is one of this worker's Redis
+    /// identities (one per namespace). The primary then forwards the entries
+    /// and messages published under it to the other workers only, unless
+    /// `own_entries`: the worker delivers its own broadcasts when it reads them
+    /// back (streams adapter with connection state recovery: the entry id is
+    /// the offset).
+    RedisMember {
+        /// The identity (`uid` of its stream entries and broadcast messages).
+        uid: String,
+        /// Whether the worker needs what it published itself.
+        own_entries: bool,
+    },
     /// Response to `FetchSockets`, routed by the primary to `to` only.
     FetchSocketsResponse {
         /// The worker that sent it.
@@ -388,6 +400,7 @@ impl Message {
             Message::BroadcastAck { .. } => "broadcast-ack",
             Message::RedisEntry { .. } => "redis-entry",
             Message::RedisMessage { .. } => "redis-message",
+            Message::RedisMember { .. } => "redis-member",
         }
     }
 }

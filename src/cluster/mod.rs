@@ -38,6 +38,7 @@ mod metrics_http;
 mod notify;
 mod primary;
 mod redis;
+mod redis_host;
 mod relay;
 mod reload;
 mod sessions;

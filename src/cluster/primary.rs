@@ -28,6 +28,7 @@ use super::{
     listen_fds,
     metrics::ClusterMetrics,
     metrics_http, notify,
+    redis_host::{self, RedisMembers},
     reload::Reload,
     sessions::SessionStore,
     shared_port::{self, Route},
@@ -71,8 +72,12 @@ pub(super) enum Event {
         stream: std::net::TcpStream,
         route: Route,
     },
-    /// A broadcast the host's Redis reader read, for every worker.
-    Redis(EncodedFrame),
+    /// A broadcast the host's Redis reader read, for the workers; `from`: the
+    /// uid that published it, if it has one.
+    Redis {
+        frame: EncodedFrame,
+        from: Option<bytes::Bytes>,
+    },
 }
 
 pub(super) struct Primary {
@@ -94,6 +99,8 @@ pub(super) struct Primary {
     pub hints: Option<std::os::fd::OwnedFd>,
     /// The `SIGHUP` reload in progress, if any.
     pub reload: Reload,
+    /// With `--redis`: which worker has which Redis uid.
+    pub redis_members: RedisMembers,
     /// Set with `--metrics`; with the ipc bytes received from and sent to each
     /// worker since its last report.
     pub metrics: Option<(ClusterMetrics, Vec<(u64, u64)>)>,
@@ -226,31 +233,12 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
             }
         },
         reload: Reload::default(),
+        redis_members: RedisMembers::default(),
         metrics: None,
     };
-    // Held as long as the primary runs: its loops stop once it is dropped.
-    let mut _redis_reader = None;
-    if let Some(options) = &primary.config.redis {
-        // The host's one reader of the broadcasts on Redis, for every worker.
-        let events = primary.events.clone();
-        let forward = move |message: Message| match EncodedFrame::encode(
-            &message,
-            DEFAULT_MAX_FRAME_LENGTH,
-        ) {
-            Ok(frame) => {
-                let _ = events.send(Event::Redis(frame));
-            }
-            Err(err) => warn!(target: "cluster", "cannot forward a redis entry: {err}"),
-        };
-        match super::redis::host_reader(options, forward) {
-            Ok(reader) => {
-                reader.start();
-                _redis_reader = Some(reader);
-            }
-            // Refused before: `cluster::run` checks the options.
-            Err(err) => warn!(target: "cluster", "no redis reader: {err}"),
-        }
-    }
+    // The host's one reader of the broadcasts on Redis, held as long as the
+    // primary runs (its loops stop once it is dropped).
+    let _redis_reader = redis_host::start(&primary);
     if let Some(addr) = primary.config.metrics {
         let m = ClusterMetrics::new(primary.slots.len());
         if let Err(err) = metrics_http::serve(addr, m.clone()) {
@@ -378,6 +366,7 @@ impl Primary {
             interest: RoomInterest::default(),
             hints: None,
             reload: Reload::default(),
+            redis_members: RedisMembers::default(),
             metrics: None,
         }
     }
@@ -428,14 +417,8 @@ impl Primary {
                 self.route(stream, route);
                 None
             }
-            Event::Redis(frame) => {
-                self.send_all(None, &frame);
-                // A process a reload drains still serves its clients.
-                for slot in &self.slots {
-                    if let Some(s) = slot.retiring.as_ref().and_then(|p| p.sender.as_ref()) {
-                        let _ = s.send_frame(frame.clone());
-                    }
-                }
+            Event::Redis { frame, from } => {
+                self.forward_redis(&frame, from.as_deref());
                 None
             }
             Event::Restart { worker } => {
@@ -527,6 +510,12 @@ impl Primary {
                 self.interest.set(worker, nsp, room, *present)
             }
             Message::Heartbeat => self.slots[worker].last_heartbeat = Instant::now(),
+            // A draining process's uids are of no use: it publishes no more.
+            Message::RedisMember { uid, own_entries } if !retiring => {
+                let generation = self.slots[worker].generation;
+                self.redis_members
+                    .register(worker, generation, uid, *own_entries)
+            }
             Message::RecoveryOn {
                 max_disconnection_ms,
                 ..

@@ -15,6 +15,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use rsio_ipc::Message;
 use tracing::{error, info};
 
@@ -64,11 +65,6 @@ pub(crate) fn member(options: &RedisOptions) -> Result<Member, RedisJoinError> {
             })
         }
     };
-    // The primary reads the broadcasts for the whole host.
-    match &member {
-        Member::Streams(node) => node.set_fed(),
-        Member::Classic(node) => node.set_fed(),
-    }
     Ok(member)
 }
 
@@ -79,17 +75,25 @@ fn urls(options: &RedisOptions) -> Vec<&str> {
 
 /// The host's one reader of the broadcasts (the streams, or the broadcast
 /// channels), with the options its workers' members have; `forward` gets each
-/// entry or message as the ipc message to send to the workers. Start it with
-/// [`HostReader::start`] on the primary's runtime.
+/// entry or message as the ipc message to send to the workers, with the uid
+/// that published it when it has one. Start it with [`HostReader::start`] on
+/// the primary's runtime.
 pub(crate) fn host_reader(
     options: &RedisOptions,
-    forward: impl Fn(Message) + Send + Sync + 'static,
+    forward: impl Fn(Message, Option<Bytes>) + Send + Sync + 'static,
 ) -> Result<Arc<HostReader>, RedisJoinError> {
-    let sink = move |fed: Fed| {
-        forward(match fed {
-            Fed::Entry { id, fields } => Message::RedisEntry { id, fields },
-            Fed::Message { channel, payload } => Message::RedisMessage { channel, payload },
-        })
+    let sink = move |fed: Fed| match fed {
+        Fed::Entry { id, fields } => {
+            let uid = fields
+                .chunks_exact(2)
+                .find(|kv| kv[0] == "uid")
+                .map(|kv| kv[1].clone());
+            forward(Message::RedisEntry { id, fields }, uid)
+        }
+        Fed::Message { channel, payload } => {
+            let uid = broadcast_uid(&payload);
+            forward(Message::RedisMessage { channel, payload }, uid)
+        }
     };
     Ok(match options.adapter {
         RedisAdapterKind::Streams => {
@@ -101,12 +105,37 @@ pub(crate) fn host_reader(
     })
 }
 
+/// The uid of a classic broadcast, msgpack `[uid, packet, opts]`: the first
+/// element, when it is a string (a slice of `payload`, not a copy).
+fn broadcast_uid(payload: &Bytes) -> Option<Bytes> {
+    let (&array, rest) = payload.split_first()?;
+    if array != 0x93 {
+        return None;
+    }
+    let (start, len) = match *rest.first()? {
+        b @ 0xa0..=0xbf => (2, usize::from(b & 0x1f)),
+        0xd9 => (3, usize::from(*rest.get(1)?)),
+        _ => return None,
+    };
+    (payload.len() >= start + len).then(|| payload.slice(start..start + len))
+}
+
 impl Member {
     /// The adapter factory of the worker's server.
     pub(crate) fn factory(&self) -> AdapterFactory {
         match self {
             Member::Streams(node) => node.factory(),
             Member::Classic(node) => node.factory(),
+        }
+    }
+
+    /// Reads no broadcast itself: the primary reads them for the whole host and
+    /// forwards them ([`Member::feed`]). `announce` is told the uid of each of
+    /// its namespaces, for the primary. Call it before [`Member::factory`].
+    pub(crate) fn fed_by_primary(&self, announce: impl Fn(&str) + Send + Sync + 'static) {
+        match self {
+            Member::Streams(node) => node.set_fed(Box::new(announce)),
+            Member::Classic(node) => node.set_fed(Box::new(announce)),
         }
     }
 
@@ -195,5 +224,28 @@ mod tests {
             ..streams
         };
         assert!(matches!(member(&bad), Err(RedisJoinError::Url(_))));
+    }
+
+    #[test]
+    fn the_uid_of_a_classic_broadcast_is_read_without_decoding_it() {
+        let mut payload = vec![0x93, 0xa3, b'a', b'b', b'c', 0x80, 0x80];
+        assert_eq!(
+            broadcast_uid(&Bytes::from(payload.clone())).as_deref(),
+            Some(&b"abc"[..])
+        );
+        let long = "e".repeat(40);
+        let mut str8 = vec![0x93, 0xd9, 40];
+        str8.extend_from_slice(long.as_bytes());
+        assert_eq!(
+            broadcast_uid(&Bytes::from(str8)).as_deref(),
+            Some(long.as_bytes())
+        );
+        payload[0] = 0x92;
+        assert_eq!(broadcast_uid(&Bytes::from(payload)), None);
+        assert_eq!(
+            broadcast_uid(&Bytes::from_static(&[0x93, 0xa5, b'x'])),
+            None
+        );
+        assert_eq!(broadcast_uid(&Bytes::new()), None);
     }
 }

@@ -122,6 +122,7 @@ pub(crate) fn check(
         | Message::SessionUpdate(_)
         | Message::SessionClosed { .. }
         | Message::RoomInterest { .. }
+        | Message::RedisMember { .. }
         | Message::SocketsJoin { .. }
         | Message::SocketsLeave { .. }
         | Message::DisconnectSockets { .. } => Ok(()),

@@ -157,6 +157,8 @@ pub struct WorkerContext {
     servers: Arc<Mutex<Vec<Server>>>,
     /// With `--redis`, the server's membership, fed by the primary's reader.
     redis: Arc<OnceLock<Arc<super::redis::Member>>>,
+    /// To the primary.
+    sender: IpcSender,
 }
 
 impl WorkerContext {
@@ -192,7 +194,20 @@ impl WorkerContext {
             // A member of the Redis cluster: sessions and offsets live in Redis,
             // other workers of this host are members like any other.
             Some(options) => {
-                let member = Arc::new(super::redis::member(options)?);
+                let member = super::redis::member(options)?;
+                // The primary reads the broadcasts for the host; it needs to
+                // know this worker's uids not to send it back its own, but for
+                // what it delivers when it reads them back (recovery offsets).
+                let own_entries = options.adapter == super::RedisAdapterKind::Streams
+                    && config.connection_state_recovery.is_some();
+                let sender = self.sender.clone();
+                member.fed_by_primary(move |uid| {
+                    let _ = sender.send(Message::RedisMember {
+                        uid: uid.to_string(),
+                        own_entries,
+                    });
+                });
+                let member = Arc::new(member);
                 let server = Server::with_adapter(config, member.factory());
                 member.clone().attach(&server, options);
                 // What the primary read on Redis goes to it from now on.
@@ -431,6 +446,7 @@ where
         link: link.clone(),
         servers: Arc::default(),
         redis: Arc::default(),
+        sender: sender.clone(),
     };
     let servers = ctx.servers.clone();
     let redis = ctx.redis.clone();
@@ -570,9 +586,10 @@ mod tests {
             index: 0,
             count: 2,
             config: config.resolve().unwrap(),
-            link: ClusterLink::new(0, 2, sender),
+            link: ClusterLink::new(0, 2, sender.clone()),
             servers: Arc::default(),
             redis: Arc::default(),
+            sender,
         };
         (ctx, primary)
     }

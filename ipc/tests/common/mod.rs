@@ -8,7 +8,7 @@ use proptest::strategy::{BoxedStrategy, Union};
 use rsio_ipc::{Broadcast, EventPayload, Frame, Message, Session, SocketInfo, Target};
 
 /// Number of `Message` variants; `samples()` must cover each of them.
-pub const VARIANTS: usize = 27;
+pub const VARIANTS: usize = 28;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -198,6 +198,10 @@ pub fn samples() -> Vec<Message> {
         Message::RedisMessage {
             channel: s("socket.io#/#room#"),
             payload: Bytes::from_static(&[0x93, 0xa1, b'a', 0xc0, 0x80, 0xff, 0x00]),
+        },
+        Message::RedisMember {
+            uid: s("0123456789abcdef"),
+            own_entries: true,
         },
     ]
 }
@@ -444,6 +448,9 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
             .boxed(),
         (".*", arb_bytes())
             .prop_map(|(channel, payload)| Message::RedisMessage { channel, payload })
+            .boxed(),
+        (".*", any::<bool>())
+            .prop_map(|(uid, own_entries)| Message::RedisMember { uid, own_entries })
             .boxed(),
     ];
     assert_eq!(arms.len(), VARIANTS);

@@ -31,7 +31,7 @@ mod session;
 use std::{
     collections::{HashMap, VecDeque},
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak,
     },
     time::{Duration, Instant},
@@ -99,6 +99,9 @@ pub enum RedisAdapterError {
     #[error("no redis cluster node given")]
     NoNodes,
 }
+
+/// Tells a member's host which uid one of its namespaces has (see `set_fed`).
+pub(crate) type Announce = Box<dyn Fn(&str) + Send + Sync>;
 
 /// A recoverable packet this server delivered, kept briefly for sockets whose
 /// restore raced with it.
@@ -170,9 +173,10 @@ pub struct RedisStreams {
     pending: Requests<Pending>,
     server: OnceLock<ServerInnerRef>,
     recovery: OnceLock<RecoveryConfig>,
-    /// Its host's primary reads the streams and forwards the entries
-    /// ([`RedisStreams::on_fed_entry`]): no reader of its own.
-    fed: AtomicBool,
+    /// Set when its host's primary reads the streams and forwards the entries
+    /// ([`RedisStreams::on_fed_entry`]): no reader of its own. Told each
+    /// namespace's uid.
+    fed: OnceLock<Announce>,
     /// Itself, for the tasks it spawns.
     this: Weak<RedisStreams>,
 }
@@ -192,7 +196,7 @@ impl RedisStreams {
             pending: Requests::default(),
             server: OnceLock::new(),
             recovery: OnceLock::new(),
-            fed: AtomicBool::new(false),
+            fed: OnceLock::new(),
             this: this.clone(),
         }))
     }
@@ -223,6 +227,7 @@ impl RedisStreams {
         if let Some(s) = map.get(nsp) {
             return s.clone();
         }
+
         let prefix = &self.config.channel_prefix;
         let uid = random_id();
         let state = Arc::new(NsState {
@@ -237,6 +242,10 @@ impl RedisStreams {
         self.link
             .subscribe(Sub::Channel(state.private_channel(prefix, &state.uid)));
         map.insert(nsp.to_string(), state.clone());
+        drop(map);
+        if let Some(announce) = self.fed.get() {
+            announce(&state.uid);
+        }
         state
     }
 
@@ -258,14 +267,15 @@ impl RedisStreams {
     }
 
     /// Reads no stream itself: its host's primary reads them once for all its
-    /// workers and hands each entry to [`RedisStreams::on_fed_entry`]. Call it
-    /// before [`RedisStreams::attach`].
-    pub(crate) fn set_fed(&self) {
-        self.fed.store(true, Ordering::Relaxed);
+    /// workers and hands each entry to [`RedisStreams::on_fed_entry`];
+    /// `announce` is told the uid of each namespace (so that the primary knows
+    /// whose entries are whose). Call it before any adapter is made.
+    pub(crate) fn set_fed(&self, announce: Announce) {
+        let _ = self.fed.set(announce);
     }
 
     fn is_fed(&self) -> bool {
-        self.fed.load(Ordering::Relaxed)
+        self.fed.get().is_some()
     }
 
     /// An entry its host's primary read (`fields` alternate names and values),

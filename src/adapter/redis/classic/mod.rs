@@ -8,7 +8,7 @@ mod dispatch;
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicUsize, Ordering},
         Arc, OnceLock, RwLock, Weak,
     },
     time::Duration,
@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::{
     link::{Link, Member, Sub},
     requests::Requests,
-    RedisAdapterError,
+    Announce, RedisAdapterError,
 };
 use crate::{
     adapter::{LocalAdapter, RemoteAck, SocketInfo},
@@ -111,9 +111,10 @@ pub struct RedisClassic {
     namespaces: RwLock<HashMap<String, Arc<ClassicNs>>>,
     pending: Requests<Pending>,
     server: OnceLock<ServerInnerRef>,
-    /// Its host's primary receives the broadcast channels and forwards their
-    /// messages ([`RedisClassic::on_fed_message`]): no pattern of its own.
-    fed: AtomicBool,
+    /// Set when its host's primary receives the broadcast channels and
+    /// forwards their messages ([`RedisClassic::on_fed_message`]): no pattern
+    /// of its own. Told each namespace's uid.
+    fed: OnceLock<Announce>,
     /// Itself, for the tasks it spawns.
     this: Weak<RedisClassic>,
 }
@@ -126,7 +127,7 @@ impl RedisClassic {
             namespaces: RwLock::default(),
             pending: Requests::default(),
             server: OnceLock::new(),
-            fed: AtomicBool::new(false),
+            fed: OnceLock::new(),
             this: this.clone(),
         })
     }
@@ -174,9 +175,11 @@ impl RedisClassic {
             local: LocalAdapter::new(None),
             uid,
         });
-        if !self.fed.load(Ordering::Relaxed) {
-            self.link
-                .subscribe(Sub::Pattern(format!("{}*", ns.channel)));
+        match self.fed.get() {
+            Some(announce) => announce(&ns.uid),
+            None => self
+                .link
+                .subscribe(Sub::Pattern(format!("{}*", ns.channel))),
         }
         for ch in [
             &ns.request_channel,
@@ -209,9 +212,10 @@ impl RedisClassic {
 
     /// Subscribes no broadcast channel itself: its host's primary receives them
     /// once for all its workers and hands each message to
-    /// [`RedisClassic::on_fed_message`]. Call it before any adapter is made.
-    pub(crate) fn set_fed(&self) {
-        self.fed.store(true, Ordering::Relaxed);
+    /// [`RedisClassic::on_fed_message`]; `announce` is told the uid of each
+    /// namespace. Call it before any adapter is made.
+    pub(crate) fn set_fed(&self, announce: Announce) {
+        let _ = self.fed.set(announce);
     }
 
     /// A broadcast channel's message its host's primary received, handled as

@@ -277,8 +277,8 @@ pub enum Message {
         fields: Vec<Bytes>,
     },
     /// Primary → worker, with `--redis` and the classic adapter: one message of
-    /// a broadcast channel (`<key>#<nsp>#…`), received once per host by the
-    /// primary and forwarded as Redis sent it.
+    /// a broadcast or request channel (`<key>#<nsp>#…`, `<key>-request#<nsp>#`),
+    /// received once per host by the primary and forwarded as Redis sent it.
     RedisMessage {
         /// The channel it was published on.
         channel: String,

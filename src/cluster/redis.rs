@@ -8,10 +8,11 @@
 //!
 //! A member for everything but reading the broadcasts: the primary is the
 //! host's one reader of them ([`host_reader`]: the stream, or the broadcast
-//! channels), and forwards each entry or message, as Redis sent it, to its
-//! workers ([`Member::feed`]). A broadcast so crosses Redis once per host, not
-//! once per worker; the workers still publish their own, answer requests and
-//! are counted as servers (`PUBSUB NUMSUB` of channels they subscribe).
+//! and request channels of the classic adapter, in their publishing order),
+//! and forwards each entry or message, as Redis sent it, to its workers
+//! ([`Member::feed`]). A broadcast so crosses Redis once per host, not once
+//! per worker; the workers still publish their own, answer requests and are
+//! counted as servers (`PUBSUB NUMSUB` of channels they subscribe).
 
 use std::{sync::Arc, time::Duration};
 

@@ -118,6 +118,22 @@ for (const [kind, recovery] of [["streams", true], ["streams", false], ["classic
       }
     });
 
+    it("a broadcast to a room, then its sockets leave it: the members get the broadcast first", T, async () => {
+      // As with Node's adapters: what one server publishes, every server
+      // applies in that order (the leave must not overtake the broadcast).
+      const [a0, a1, , b1] = await everywhere();
+      for (let i = 0; i < 10; i++) {
+        await Promise.all([call(a1, "join", "ord"), call(b1, "join", "ord")]);
+        const got = [a1, b1].map((c) => once(c, "before-leave", 5000));
+        const sent = call(a0, "broadcast", { event: "before-leave", to: ["ord"], args: [i] });
+        const left = call(a0, "sockets-leave", { in: ["ord"], rooms: ["ord"] });
+        await Promise.all([sent, left]);
+        for (const args of await Promise.all(got)) assert.equal(args[0], i, `round ${i}`);
+        // The leave applied everywhere before the next round joins again.
+        await waitFor(async () => (await call(a0, "fetch-sockets", { in: ["ord"] })).length === 0, 5000, 50);
+      }
+    });
+
     it("one worker's broadcasts reach a worker of the same host, and one of the other, in order", T, async () => {
       const [a0, a1, b0] = await everywhere();
       const seen = [[], []];

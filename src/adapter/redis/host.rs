@@ -1,6 +1,7 @@
 //! A host's one reader of the broadcasts on Redis: run by the cluster's primary,
 //! it reads the streams (`XREAD BLOCK`, streams adapter) or receives the
-//! broadcast channels (`PSUBSCRIBE <key>#*`, classic adapter) once for all the
+//! broadcast and request channels (`PSUBSCRIBE <key>#*` and
+//! `<key>-request#*`, classic adapter) once for all the
 //! host's workers, and hands on each entry or message as Redis sent it, for the
 //! primary to forward. The workers, members for everything else (they publish,
 //! answer requests and count as servers), then read nothing themselves: a
@@ -81,9 +82,14 @@ impl HostReader {
             [one] => Link::single(one)?,
             many => Link::cluster(many)?,
         };
-        // `<key>#*`: every namespace's broadcast and room channels, not the
-        // `<key>-request#` / `<key>-response#` ones (the workers take those).
+        // `<key>#*`: every namespace's broadcast and room channels. And the
+        // requests (`<key>-request#*`), on the same connection: what one
+        // server publishes, every server applies in that order (a broadcast,
+        // then its room's sockets leave), as on a Node server's one subscriber
+        // connection. A pattern is not counted by `PUBSUB NUMSUB`: the
+        // workers' own subscriptions to the request channel are the server count.
         link.subscribe(Sub::Pattern(format!("{}#*", config.key)));
+        link.subscribe(Sub::Pattern(format!("{}-request#*", config.key)));
         Ok(HostReader::with(link, None, Box::new(sink)))
     }
 
@@ -151,7 +157,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_classic_reader_takes_every_broadcast_channel_and_no_request_channel() {
+    fn the_classic_reader_takes_the_broadcast_and_request_channels_by_pattern() {
         let reader = HostReader::classic(
             &["redis://127.0.0.1:1"],
             &RedisClassicConfig::default(),
@@ -160,7 +166,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             reader.link.subscriptions_for_test(),
-            vec![Sub::Pattern("socket.io#*".into())]
+            vec![
+                Sub::Pattern("socket.io#*".into()),
+                Sub::Pattern("socket.io-request#*".into())
+            ]
         );
         assert!(Member::counted_channels(&*reader).is_empty());
     }

@@ -210,16 +210,17 @@ impl RedisClassic {
         self.link.start(member);
     }
 
-    /// Subscribes no broadcast channel itself: its host's primary receives them
-    /// once for all its workers and hands each message to
-    /// [`RedisClassic::on_fed_message`]; `announce` is told the uid of each
+    /// Subscribes no broadcast channel itself, and leaves the request channel's
+    /// messages alone (it subscribes it to be counted as a server): its host's
+    /// primary receives both once for all its workers and hands each message
+    /// to [`RedisClassic::on_fed_message`]; `announce` is told the uid of each
     /// namespace. Call it before any adapter is made.
     pub(crate) fn set_fed(&self, announce: Announce) {
         let _ = self.fed.set(announce);
     }
 
-    /// A broadcast channel's message its host's primary received, handled as
-    /// if this server had received it.
+    /// A broadcast or request channel's message its host's primary received,
+    /// handled as if this server had received it.
     pub(crate) fn on_fed_message(&self, channel: &str, payload: &[u8]) {
         self.on_message(channel, payload);
     }
@@ -236,6 +237,14 @@ impl RedisClassic {
             .values()
             .cloned()
             .collect()
+    }
+
+    fn is_request_channel(&self, channel: &str) -> bool {
+        self.namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|ns| ns.request_channel == channel)
     }
 
     /// The namespace whose channel (or room channel) `channel` is, and whether
@@ -263,6 +272,11 @@ impl Member for RedisClassic {
     }
 
     fn on_pubsub(&self, channel: &str, payload: &[u8]) {
+        if self.fed.get().is_some() && self.is_request_channel(channel) {
+            // Subscribed to be counted as a server; the primary forwards the
+            // requests, in order with the broadcasts.
+            return;
+        }
         self.on_message(channel, payload);
     }
 

@@ -118,6 +118,16 @@ for (const [kind, recovery] of [["streams", true], ["streams", false], ["classic
       }
     });
 
+    it("requests still get one answer per worker: serverSideEmit and fetchSockets", T, async () => {
+      const list = await everywhere();
+      const res = await call(list[1], "server-side-emit", { event: "which-worker", args: [], timeout: 3000 });
+      assert.equal(res.err, null, JSON.stringify(res));
+      assert.deepEqual(res.responses.map(String).sort(), ["0", "0", "1"]);
+      await Promise.all(list.map((c) => call(c, "join", "fs")));
+      const found = (await call(list[2], "fetch-sockets", { in: ["fs"] })).map((s) => s.id);
+      assert.deepEqual(found.sort(), list.map((c) => c.id).sort());
+    });
+
     it("a broadcast to a room, then its sockets leave it: the members get the broadcast first", T, async () => {
       // As with Node's adapters: what one server publishes, every server
       // applies in that order (the leave must not overtake the broadcast).

@@ -22,6 +22,19 @@ pub(crate) trait StreamReader: Send + Sync + 'static {
     fn config(&self) -> &RedisStreamsConfig;
     /// One entry read from `stream`; an error is logged and the entry skipped.
     fn on_entry(&self, fields: &[(&[u8], &[u8])], id: &str) -> Result<(), super::CodecError>;
+
+    /// The entries of `stream` in one `XREAD` reply (`[[id, [field, value,
+    /// …]], …]`), in order; returns the id of the last one.
+    fn on_entries(&self, stream: &str, list: Value) -> Option<String> {
+        let mut last = None;
+        for (id, fields) in entries(&list) {
+            if let Err(err) = self.on_entry(&fields, &id) {
+                warn!(target: "socket.io:redis", stream, id, "invalid stream entry skipped: {err}")
+            }
+            last = Some(id);
+        }
+        last
+    }
 }
 
 /// Starts one reader per stream of `node`'s configuration.
@@ -143,14 +156,13 @@ async fn reader<R: StreamReader>(node: Weak<R>, stream: String) {
             };
             let Some(n) = node.upgrade() else { return };
             // [[stream, entries]] (RESP2), or nil when the block timed out.
-            if let Value::Array(streams) = &reply {
+            if let Value::Array(streams) = reply {
                 for s in streams {
                     let Value::Array(pair) = s else { continue };
-                    let Some(list) = pair.get(1) else { continue };
-                    for (id, fields) in entries(list) {
-                        if let Err(err) = n.on_entry(&fields, &id) {
-                            warn!(target: "socket.io:redis", stream, id, "invalid stream entry skipped: {err}")
-                        }
+                    let Some(list) = pair.into_iter().nth(1) else {
+                        continue;
+                    };
+                    if let Some(id) = n.on_entries(&stream, list) {
                         last = Some(id);
                     }
                 }

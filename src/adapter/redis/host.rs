@@ -17,6 +17,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use redis::Value;
 
 use super::{
     conn::{self, StreamReader},
@@ -136,6 +137,41 @@ impl StreamReader for HostReader {
         &self.streams
     }
 
+    /// Takes the reply's buffers as they are (no copy): the entries are only
+    /// handed on.
+    fn on_entries(&self, _stream: &str, list: Value) -> Option<String> {
+        let Value::Array(list) = list else {
+            return None;
+        };
+        let mut last = None;
+        for entry in list {
+            let Value::Array(pair) = entry else { continue };
+            let mut pair = pair.into_iter();
+            let id = match pair.next() {
+                Some(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+                Some(Value::SimpleString(s)) => s,
+                _ => continue,
+            };
+            let fields = match pair.next() {
+                Some(Value::Array(f)) => f
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::BulkString(b) => Bytes::from(b),
+                        // Kept in place, so that names and values stay paired.
+                        _ => Bytes::new(),
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            (self.sink)(Fed::Entry {
+                id: id.clone(),
+                fields,
+            });
+            last = Some(id);
+        }
+        last
+    }
+
     fn on_entry(&self, fields: &[(&[u8], &[u8])], id: &str) -> Result<(), CodecError> {
         let mut flat = Vec::with_capacity(fields.len() * 2);
         for (k, v) in fields {
@@ -186,6 +222,12 @@ mod tests {
         .unwrap();
         let fields: [(&[u8], &[u8]); 2] = [(b"uid", b"u1"), (b"type", b"3")];
         StreamReader::on_entry(&*reader, &fields, "1-2").unwrap();
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![Value::Array(vec![
+            bulk("1-3"),
+            Value::Array(vec![bulk("uid"), bulk("u2")]),
+        ])]);
+        assert_eq!(reader.on_entries("s", reply), Some("1-3".to_string()));
         reader.on_pubsub("socket.io#/#", b"\x93");
         let b = |s: &[u8]| Bytes::copy_from_slice(s);
         assert_eq!(
@@ -194,6 +236,10 @@ mod tests {
                 Fed::Entry {
                     id: "1-2".into(),
                     fields: vec![b(b"uid"), b(b"u1"), b(b"type"), b(b"3")],
+                },
+                Fed::Entry {
+                    id: "1-3".into(),
+                    fields: vec![b(b"uid"), b(b"u2")],
                 },
                 Fed::Message {
                     channel: "socket.io#/#".into(),

@@ -247,9 +247,11 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) {
             );
             put_chunks(dst, std::slice::from_ref(payload));
         }
-        Message::RedisMember { uid, own_entries } => {
-            put(dst, tag::REDIS_MEMBER, &(uid, own_entries))
-        }
+        Message::RedisMember {
+            nsp,
+            uid,
+            own_entries,
+        } => put(dst, tag::REDIS_MEMBER, &(nsp, uid, own_entries)),
     }
 }
 
@@ -499,8 +501,12 @@ pub fn decode(frame: Bytes) -> Result<Message, CodecError> {
             Message::RedisMessage { channel, payload }
         }
         tag::REDIS_MEMBER => {
-            let (uid, own_entries) = exact(body)?;
-            Message::RedisMember { uid, own_entries }
+            let (nsp, uid, own_entries) = exact(body)?;
+            Message::RedisMember {
+                nsp,
+                uid,
+                own_entries,
+            }
         }
         other => return Err(CodecError::UnknownTag(other)),
     };

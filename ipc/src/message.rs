@@ -285,13 +285,16 @@ pub enum Message {
         /// The message, as published.
         payload: Bytes,
     },
-    /// Worker → primary, with `--redis`: `uid` is one of this worker's Redis
-    /// identities (one per namespace). The primary then forwards the entries
-    /// and messages published under it to the other workers only, unless
+    /// Worker → primary, with `--redis`: `uid` is this worker's Redis identity
+    /// in namespace `nsp`. The primary then receives that namespace's channels
+    /// (classic adapter), and forwards the entries and messages published under
+    /// `uid` to the other workers only, unless
     /// `own_entries`: the worker delivers its own broadcasts when it reads them
     /// back (streams adapter with connection state recovery: the entry id is
     /// the offset).
     RedisMember {
+        /// Namespace name.
+        nsp: String,
         /// The identity (`uid` of its stream entries and broadcast messages).
         uid: String,
         /// Whether the worker needs what it published itself.

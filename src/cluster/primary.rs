@@ -101,6 +101,9 @@ pub(super) struct Primary {
     pub reload: Reload,
     /// With `--redis`: which worker has which Redis uid.
     pub redis_members: RedisMembers,
+    /// With `--redis`: the host's one reader of the broadcasts (its loops
+    /// stop once it is dropped).
+    pub redis_reader: Option<std::sync::Arc<crate::adapter::HostReader>>,
     /// Set with `--metrics`; with the ipc bytes received from and sent to each
     /// worker since its last report.
     pub metrics: Option<(ClusterMetrics, Vec<(u64, u64)>)>,
@@ -234,11 +237,10 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         },
         reload: Reload::default(),
         redis_members: RedisMembers::default(),
+        redis_reader: None,
         metrics: None,
     };
-    // The host's one reader of the broadcasts on Redis, held as long as the
-    // primary runs (its loops stop once it is dropped).
-    let _redis_reader = redis_host::start(&primary);
+    primary.redis_reader = redis_host::start(&primary);
     if let Some(addr) = primary.config.metrics {
         let m = ClusterMetrics::new(primary.slots.len());
         if let Err(err) = metrics_http::serve(addr, m.clone()) {
@@ -367,6 +369,7 @@ impl Primary {
             hints: None,
             reload: Reload::default(),
             redis_members: RedisMembers::default(),
+            redis_reader: None,
             metrics: None,
         }
     }
@@ -511,10 +514,13 @@ impl Primary {
             }
             Message::Heartbeat => self.slots[worker].last_heartbeat = Instant::now(),
             // A draining process's uids are of no use: it publishes no more.
-            Message::RedisMember { uid, own_entries } if !retiring => {
+            Message::RedisMember {
+                nsp,
+                uid,
+                own_entries,
+            } if !retiring => {
                 let generation = self.slots[worker].generation;
-                self.redis_members
-                    .register(worker, generation, uid, *own_entries)
+                self.redis_member(worker, generation, nsp, uid, *own_entries)
             }
             Message::RecoveryOn {
                 max_disconnection_ms,

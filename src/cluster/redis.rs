@@ -131,9 +131,10 @@ impl Member {
     }
 
     /// Reads no broadcast itself: the primary reads them for the whole host and
-    /// forwards them ([`Member::feed`]). `announce` is told the uid of each of
-    /// its namespaces, for the primary. Call it before [`Member::factory`].
-    pub(crate) fn fed_by_primary(&self, announce: impl Fn(&str) + Send + Sync + 'static) {
+    /// forwards them ([`Member::feed`]). `announce` is told the name and uid
+    /// of each of its namespaces, for the primary. Call it before
+    /// [`Member::factory`].
+    pub(crate) fn fed_by_primary(&self, announce: impl Fn(&str, &str) + Send + Sync + 'static) {
         match self {
             Member::Streams(node) => node.set_fed(Box::new(announce)),
             Member::Classic(node) => node.set_fed(Box::new(announce)),

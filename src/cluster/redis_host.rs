@@ -68,6 +68,22 @@ pub(super) fn start(primary: &Primary) -> Option<Arc<HostReader>> {
 }
 
 impl Primary {
+    /// Worker `worker` (process `generation`) is the member `uid` of `nsp`.
+    pub(super) fn redis_member(
+        &mut self,
+        worker: usize,
+        generation: u64,
+        nsp: &str,
+        uid: &str,
+        own_entries: bool,
+    ) {
+        self.redis_members
+            .register(worker, generation, uid, own_entries);
+        if let Some(reader) = &self.redis_reader {
+            reader.watch(nsp);
+        }
+    }
+
     /// Sends what the host's reader read to every worker, but for the one that
     /// published it (when it does not need it back), and to the processes a
     /// reload drains (they still serve their clients).
@@ -123,6 +139,7 @@ mod tests {
         }
         for (worker, uid, own_entries) in [(0, "w0", false), (1, "w1", true)] {
             let message = Message::RedisMember {
+                nsp: "/".into(),
                 uid: uid.into(),
                 own_entries,
             };

@@ -146,10 +146,13 @@ impl Primary {
                     Message::RoomInterest { nsp, room, present } => {
                         process.rooms.push((nsp.clone(), room.clone(), *present));
                     }
-                    Message::RedisMember { uid, own_entries } => {
+                    Message::RedisMember {
+                        nsp,
+                        uid,
+                        own_entries,
+                    } => {
                         let generation = process.generation;
-                        self.redis_members
-                            .register(i, generation, uid, *own_entries);
+                        self.redis_member(i, generation, nsp, uid, *own_entries);
                     }
                     // It has no client yet: nothing else concerns the cluster.
                     other => {

@@ -201,8 +201,9 @@ impl WorkerContext {
                 let own_entries = options.adapter == super::RedisAdapterKind::Streams
                     && config.connection_state_recovery.is_some();
                 let sender = self.sender.clone();
-                member.fed_by_primary(move |uid| {
+                member.fed_by_primary(move |nsp, uid| {
                     let _ = sender.send(Message::RedisMember {
+                        nsp: nsp.to_string(),
                         uid: uid.to_string(),
                         own_entries,
                     });

@@ -200,6 +200,7 @@ pub fn samples() -> Vec<Message> {
             payload: Bytes::from_static(&[0x93, 0xa1, b'a', 0xc0, 0x80, 0xff, 0x00]),
         },
         Message::RedisMember {
+            nsp: s("/chat"),
             uid: s("0123456789abcdef"),
             own_entries: true,
         },
@@ -449,8 +450,12 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
         (".*", arb_bytes())
             .prop_map(|(channel, payload)| Message::RedisMessage { channel, payload })
             .boxed(),
-        (".*", any::<bool>())
-            .prop_map(|(uid, own_entries)| Message::RedisMember { uid, own_entries })
+        (".*", ".*", any::<bool>())
+            .prop_map(|(nsp, uid, own_entries)| Message::RedisMember {
+                nsp,
+                uid,
+                own_entries,
+            })
             .boxed(),
     ];
     assert_eq!(arms.len(), VARIANTS);

@@ -44,14 +44,22 @@ pub(crate) struct HostReader {
     streams: RedisStreamsConfig,
     /// Whether it reads streams (else it receives the broadcast channels).
     reads_streams: bool,
+    /// `key` of the classic adapter's channels.
+    key: String,
     sink: Sink,
     this: Weak<HostReader>,
 }
 
 impl HostReader {
-    fn with(link: Link, streams: Option<RedisStreamsConfig>, sink: Sink) -> Arc<HostReader> {
+    fn with(
+        link: Link,
+        streams: Option<RedisStreamsConfig>,
+        key: String,
+        sink: Sink,
+    ) -> Arc<HostReader> {
         Arc::new_cyclic(|this| HostReader {
             link,
+            key,
             reads_streams: streams.is_some(),
             streams: streams.unwrap_or_default(),
             sink,
@@ -68,12 +76,14 @@ impl HostReader {
         Ok(HostReader::with(
             Link::single(url)?,
             Some(config),
+            String::new(),
             Box::new(sink),
         ))
     }
 
-    /// A receiver of the broadcast channels of `config` (every namespace) on
-    /// the Redis at `urls` (several: the nodes of a Redis Cluster).
+    /// A receiver of the broadcast and request channels of `config` on the
+    /// Redis at `urls` (several: the nodes of a Redis Cluster), for the
+    /// namespaces [`HostReader::watch`] names.
     pub(crate) fn classic(
         urls: &[&str],
         config: &RedisClassicConfig,
@@ -83,15 +93,31 @@ impl HostReader {
             [one] => Link::single(one)?,
             many => Link::cluster(many)?,
         };
-        // `<key>#*`: every namespace's broadcast and room channels. And the
-        // requests (`<key>-request#*`), on the same connection: what one
-        // server publishes, every server applies in that order (a broadcast,
-        // then its room's sockets leave), as on a Node server's one subscriber
-        // connection. A pattern is not counted by `PUBSUB NUMSUB`: the
-        // workers' own subscriptions to the request channel are the server count.
-        link.subscribe(Sub::Pattern(format!("{}#*", config.key)));
-        link.subscribe(Sub::Pattern(format!("{}-request#*", config.key)));
-        Ok(HostReader::with(link, None, Box::new(sink)))
+        Ok(HostReader::with(
+            link,
+            None,
+            config.key.clone(),
+            Box::new(sink),
+        ))
+    }
+
+    /// A worker of the host serves namespace `nsp`: with the classic adapter,
+    /// receive its broadcast and room channels (`<key>#<nsp>#*`) and, on the
+    /// same connection, its requests (`<key>-request#<nsp>#`): what one server
+    /// publishes, every server applies in that order (a broadcast, then its
+    /// room's sockets leave), as on a Node server's one subscriber connection.
+    /// Both by pattern, which `PUBSUB NUMSUB` does not count: the workers' own
+    /// subscriptions to the request channel are the server count. Idempotent.
+    pub(crate) fn watch(&self, nsp: &str) {
+        if self.reads_streams {
+            // The streams hold every namespace's entries.
+            return;
+        }
+        let nsp = glob_escape(nsp);
+        let key = glob_escape(&self.key);
+        self.link.subscribe(Sub::Pattern(format!("{key}#{nsp}#*")));
+        self.link
+            .subscribe(Sub::Pattern(format!("{key}-request#{nsp}#")));
     }
 
     /// Connects and starts reading, on the current tokio runtime; Redis being
@@ -105,6 +131,18 @@ impl HostReader {
             conn::spawn_readers(self);
         }
     }
+}
+
+/// `s` matching itself in a Redis glob pattern.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 impl Member for HostReader {
@@ -193,20 +231,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_classic_reader_takes_the_broadcast_and_request_channels_by_pattern() {
+    fn the_classic_reader_takes_the_channels_of_the_served_namespaces_by_pattern() {
         let reader = HostReader::classic(
             &["redis://127.0.0.1:1"],
             &RedisClassicConfig::default(),
             |_| {},
         )
         .unwrap();
+        assert!(reader.link.subscriptions_for_test().is_empty());
+        reader.watch("/");
+        reader.watch("/a*[b]?");
+        reader.watch("/");
         assert_eq!(
             reader.link.subscriptions_for_test(),
             vec![
-                Sub::Pattern("socket.io#*".into()),
-                Sub::Pattern("socket.io-request#*".into())
+                Sub::Pattern("socket.io#/#*".into()),
+                Sub::Pattern("socket.io-request#/#".into()),
+                Sub::Pattern("socket.io#/a\\*\\[b\\]\\?#*".into()),
+                Sub::Pattern("socket.io-request#/a\\*\\[b\\]\\?#".into()),
             ]
         );
+        let streams =
+            HostReader::streams("redis://127.0.0.1:1", RedisStreamsConfig::default(), |_| {})
+                .unwrap();
+        streams.watch("/");
+        assert!(streams.link.subscriptions_for_test().is_empty());
         assert!(Member::counted_channels(&*reader).is_empty());
     }
 

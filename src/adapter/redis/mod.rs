@@ -100,8 +100,8 @@ pub enum RedisAdapterError {
     NoNodes,
 }
 
-/// Tells a member's host which uid one of its namespaces has (see `set_fed`).
-pub(crate) type Announce = Box<dyn Fn(&str) + Send + Sync>;
+/// Tells a member's host the name and uid of each of its namespaces (see `set_fed`).
+pub(crate) type Announce = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 /// A recoverable packet this server delivered, kept briefly for sockets whose
 /// restore raced with it.
@@ -244,7 +244,7 @@ impl RedisStreams {
         map.insert(nsp.to_string(), state.clone());
         drop(map);
         if let Some(announce) = self.fed.get() {
-            announce(&state.uid);
+            announce(&state.nsp, &state.uid);
         }
         state
     }
@@ -268,8 +268,8 @@ impl RedisStreams {
 
     /// Reads no stream itself: its host's primary reads them once for all its
     /// workers and hands each entry to [`RedisStreams::on_fed_entry`];
-    /// `announce` is told the uid of each namespace (so that the primary knows
-    /// whose entries are whose). Call it before any adapter is made.
+    /// `announce` is told the name and uid of each namespace (so that the
+    /// primary knows whose entries are whose). Call it before any adapter is made.
     pub(crate) fn set_fed(&self, announce: Announce) {
         let _ = self.fed.set(announce);
     }

@@ -176,7 +176,7 @@ impl RedisClassic {
             uid,
         });
         match self.fed.get() {
-            Some(announce) => announce(&ns.uid),
+            Some(announce) => announce(&ns.nsp, &ns.uid),
             None => self
                 .link
                 .subscribe(Sub::Pattern(format!("{}*", ns.channel))),
@@ -213,8 +213,8 @@ impl RedisClassic {
     /// Subscribes no broadcast channel itself, and leaves the request channel's
     /// messages alone (it subscribes it to be counted as a server): its host's
     /// primary receives both once for all its workers and hands each message
-    /// to [`RedisClassic::on_fed_message`]; `announce` is told the uid of each
-    /// namespace. Call it before any adapter is made.
+    /// to [`RedisClassic::on_fed_message`]; `announce` is told the name and
+    /// uid of each namespace. Call it before any adapter is made.
     pub(crate) fn set_fed(&self, announce: Announce) {
         let _ = self.fed.set(announce);
     }

@@ -90,6 +90,9 @@ mod tag {
     pub const SERVER_SIDE_EMIT_RESPONSE: u8 = 33;
     pub const BROADCAST_CLIENT_COUNT: u8 = 34;
     pub const BROADCAST_ACK: u8 = 35;
+    pub const REDIS_ENTRY: u8 = 40;
+    pub const REDIS_MESSAGE: u8 = 41;
+    pub const REDIS_MEMBER: u8 = 42;
 }
 
 /// Appends the encoding of `msg` (tag, then body) to `dst`.
@@ -232,6 +235,23 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) {
             put(dst, tag::BROADCAST_ACK, &header);
             put_payload(dst, payload);
         }
+        Message::RedisEntry { id, fields } => {
+            put(dst, tag::REDIS_ENTRY, &(id, ChunkLens(fields)));
+            put_chunks(dst, fields);
+        }
+        Message::RedisMessage { channel, payload } => {
+            put(
+                dst,
+                tag::REDIS_MESSAGE,
+                &(channel, ChunkLens(std::slice::from_ref(payload))),
+            );
+            put_chunks(dst, std::slice::from_ref(payload));
+        }
+        Message::RedisMember {
+            nsp,
+            uid,
+            own_entries,
+        } => put(dst, tag::REDIS_MEMBER, &(nsp, uid, own_entries)),
     }
 }
 
@@ -247,6 +267,10 @@ pub fn size_hint(msg: &Message) -> usize {
         | Message::BroadcastAck { payload, .. } => {
             HEADER + payload.json.len() + payload.attachments.iter().map(Bytes::len).sum::<usize>()
         }
+        Message::RedisEntry { id, fields } => {
+            HEADER + id.len() + fields.iter().map(|f| 2 + f.len()).sum::<usize>()
+        }
+        Message::RedisMessage { channel, payload } => HEADER + channel.len() + payload.len(),
         Message::FetchSocketsResponse { sockets, .. } => {
             HEADER
                 + sockets
@@ -461,6 +485,29 @@ pub fn decode(frame: Bytes) -> Result<Message, CodecError> {
                 payload,
             }
         }
+        tag::REDIS_ENTRY => {
+            let ((id, lens), rest) = postcard::take_from_bytes::<(String, Vec<u64>)>(body)?;
+            let fields = take_chunks(&frame, rest, lens)?;
+            Message::RedisEntry { id, fields }
+        }
+        tag::REDIS_MESSAGE => {
+            let ((channel, lens), rest) = postcard::take_from_bytes::<(String, Vec<u64>)>(body)?;
+            let mut chunks = take_chunks(&frame, rest, lens)?;
+            let (Some(payload), None) = (chunks.pop(), chunks.pop()) else {
+                return Err(CodecError::Malformed(
+                    postcard::Error::DeserializeBadEncoding,
+                ));
+            };
+            Message::RedisMessage { channel, payload }
+        }
+        tag::REDIS_MEMBER => {
+            let (nsp, uid, own_entries) = exact(body)?;
+            Message::RedisMember {
+                nsp,
+                uid,
+                own_entries,
+            }
+        }
         other => return Err(CodecError::UnknownTag(other)),
     };
     Ok(msg)
@@ -511,6 +558,25 @@ fn take_payload(frame: &Bytes, rest: &[u8], lens: Vec<u64>) -> Result<EventPaylo
     let attachments = lens.map(|l| tail.take(l)).collect::<Result<_, _>>()?;
     tail.finish()?;
     Ok(EventPayload { json, attachments })
+}
+
+/// Appends raw chunks (lengths already written by [`ChunkLens`]).
+fn put_chunks(dst: &mut BytesMut, chunks: &[Bytes]) {
+    dst.reserve(chunks.iter().map(Bytes::len).sum());
+    for c in chunks {
+        dst.extend_from_slice(c);
+    }
+}
+
+/// Slices the chunks announced by `lens` out of the frame.
+fn take_chunks(frame: &Bytes, rest: &[u8], lens: Vec<u64>) -> Result<Vec<Bytes>, CodecError> {
+    let mut tail = Tail::new(frame, rest);
+    let chunks = lens
+        .into_iter()
+        .map(|l| tail.take(l))
+        .collect::<Result<_, _>>()?;
+    tail.finish()?;
+    Ok(chunks)
 }
 
 /// The raw chunks after a header: slices of the frame, taken in order.
@@ -568,6 +634,15 @@ impl Serialize for PayloadLens<'_> {
         let p = self.0;
         let lens = std::iter::once(p.json.len()).chain(p.attachments.iter().map(Bytes::len));
         s.collect_seq(lens.map(|l| l as u64))
+    }
+}
+
+/// Serialises the lengths of raw chunks.
+struct ChunkLens<'a>(&'a [Bytes]);
+
+impl Serialize for ChunkLens<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|c| c.len() as u64))
     }
 }
 

@@ -269,6 +269,39 @@ pub enum Message {
         /// Set when the emitter waits for one `ServerSideEmitResponse` per worker.
         request: Option<RequestId>,
     },
+    /// Primary → worker, with `--redis` and the streams adapter: one entry of
+    /// the broadcast stream, read once per host by the primary and forwarded as
+    /// Redis sent it (the worker's adapter decodes it as if it had read it).
+    RedisEntry {
+        /// The entry id (the recovery offset).
+        id: String,
+        /// The entry's fields and values, alternating (`uid`, `<uid>`, `nsp`, …).
+        fields: Vec<Bytes>,
+    },
+    /// Primary → worker, with `--redis` and the classic adapter: one message of
+    /// a broadcast or request channel (`<key>#<nsp>#…`, `<key>-request#<nsp>#`),
+    /// received once per host by the primary and forwarded as Redis sent it.
+    RedisMessage {
+        /// The channel it was published on.
+        channel: String,
+        /// The message, as published.
+        payload: Bytes,
+    },
+    /// Worker → primary, with `--redis`: `uid` is this worker's Redis identity
+    /// in namespace `nsp`. The primary then receives that namespace's channels
+    /// (classic adapter), and forwards the entries and messages published under
+    /// `uid` to the other workers only, unless
+    /// `own_entries`: the worker delivers its own broadcasts when it reads them
+    /// back (streams adapter with connection state recovery: the entry id is
+    /// the offset).
+    RedisMember {
+        /// Namespace name.
+        nsp: String,
+        /// The identity (`uid` of its stream entries and broadcast messages).
+        uid: String,
+        /// Whether the worker needs what it published itself.
+        own_entries: bool,
+    },
     /// Response to `FetchSockets`, routed by the primary to `to` only.
     FetchSocketsResponse {
         /// The worker that sent it.
@@ -370,6 +403,9 @@ impl Message {
             Message::ServerSideEmitResponse { .. } => "server-side-emit-response",
             Message::BroadcastClientCount { .. } => "broadcast-client-count",
             Message::BroadcastAck { .. } => "broadcast-ack",
+            Message::RedisEntry { .. } => "redis-entry",
+            Message::RedisMessage { .. } => "redis-message",
+            Message::RedisMember { .. } => "redis-member",
         }
     }
 }

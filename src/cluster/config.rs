@@ -78,7 +78,8 @@ pub struct ClusterArgs {
     pub metrics: Option<SocketAddr>,
     /// Join the other hosts (rsio or Node servers) on this Redis,
     /// `redis://HOST:PORT[/DB]`: every worker becomes a member of the Redis
-    /// cluster, as each Node server is [default: off, this host alone].
+    /// cluster, as each Node server is, and the primary reads the broadcasts
+    /// once for the host [default: off, this host alone].
     #[arg(long, env = "RSIO_REDIS", value_name = "URL")]
     pub redis: Option<String>,
     /// The protocol spoken on `--redis`: `streams` (`@socket.io/redis-streams-adapter`,

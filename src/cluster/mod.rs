@@ -39,6 +39,7 @@ mod metrics_http;
 mod notify;
 mod primary;
 mod redis;
+mod redis_host;
 mod relay;
 mod reload;
 mod sessions;
@@ -110,7 +111,8 @@ where
                 }
                 tracing::info!(
                     target: "cluster",
-                    "joining the hosts on {} ({:?} adapter): every worker is a member",
+                    "joining the hosts on {} ({:?} adapter): every worker is a member, \
+                     the primary reads the broadcasts for them",
                     options.redacted_url(),
                     options.adapter
                 );

@@ -27,6 +27,7 @@ use super::{
     listen_fds,
     metrics::ClusterMetrics,
     metrics_http, notify,
+    redis_host::{self, RedisMembers},
     reload::Reload,
     sessions::SessionStore,
     shared_port::{self, Route},
@@ -70,6 +71,12 @@ pub(super) enum Event {
         stream: std::net::TcpStream,
         route: Route,
     },
+    /// A broadcast the host's Redis reader read, for the workers; `from`: the
+    /// uid that published it, if it has one.
+    Redis {
+        frame: EncodedFrame,
+        from: Option<bytes::Bytes>,
+    },
 }
 
 pub(super) struct Primary {
@@ -91,6 +98,11 @@ pub(super) struct Primary {
     pub lanes: Lanes,
     /// The `SIGHUP` reload in progress, if any.
     pub reload: Reload,
+    /// With `--redis`: which worker has which Redis uid.
+    pub redis_members: RedisMembers,
+    /// With `--redis`: the host's one reader of the broadcasts (its loops
+    /// stop once it is dropped).
+    pub redis_reader: Option<std::sync::Arc<crate::adapter::HostReader>>,
     /// Set with `--metrics`; with the ipc bytes received from and sent to each
     /// worker since its last report.
     pub metrics: Option<(ClusterMetrics, Vec<(u64, u64)>)>,
@@ -217,8 +229,11 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         interest: RoomInterest::default(),
         lanes,
         reload: Reload::default(),
+        redis_members: RedisMembers::default(),
+        redis_reader: None,
         metrics: None,
     };
+    primary.redis_reader = redis_host::start(&primary);
     if let Some(addr) = primary.config.metrics {
         let m = ClusterMetrics::new(primary.slots.len());
         if let Err(err) = metrics_http::serve(addr, m.clone()) {
@@ -346,6 +361,8 @@ impl Primary {
             interest: RoomInterest::default(),
             lanes: Lanes::none(workers),
             reload: Reload::default(),
+            redis_members: RedisMembers::default(),
+            redis_reader: None,
             metrics: None,
         }
     }
@@ -394,6 +411,10 @@ impl Primary {
             }
             Event::Route { stream, route } => {
                 self.route(stream, route);
+                None
+            }
+            Event::Redis { frame, from } => {
+                self.forward_redis(&frame, from.as_deref());
                 None
             }
             Event::Restart { worker } => {
@@ -485,6 +506,15 @@ impl Primary {
                 self.interest.set(worker, nsp, room, *present)
             }
             Message::Heartbeat => self.slots[worker].last_heartbeat = Instant::now(),
+            // A draining process's uids are of no use: it publishes no more.
+            Message::RedisMember {
+                nsp,
+                uid,
+                own_entries,
+            } if !retiring => {
+                let generation = self.slots[worker].generation;
+                self.redis_member(worker, generation, nsp, uid, *own_entries)
+            }
             Message::RecoveryOn {
                 max_disconnection_ms,
                 ..

@@ -5,15 +5,26 @@
 //! hosts (with the streams adapter; the classic one, like Node's, has no
 //! recovery). The relay over the primary keeps the control messages
 //! (heartbeats, drain, stats, metrics).
+//!
+//! A member for everything but reading the broadcasts: the primary is the
+//! host's one reader of them ([`host_reader`]: the stream, or the broadcast
+//! and request channels of the classic adapter, in their publishing order),
+//! and forwards each entry or message, as Redis sent it, to its workers
+//! ([`Member::feed`]). A broadcast so crosses Redis once per host, not once
+//! per worker; the workers still publish their own, answer requests and are
+//! counted as servers (`PUBSUB NUMSUB` of channels they subscribe).
 
 use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
+use rsio_ipc::Message;
 use tracing::{error, info};
 
 use super::config::{RedisAdapterKind, RedisOptions};
 use crate::{
     adapter::{
-        RedisAdapterError, RedisClassic, RedisClassicConfig, RedisStreams, RedisStreamsConfig,
+        Fed, HostReader, RedisAdapterError, RedisClassic, RedisClassicConfig, RedisStreams,
+        RedisStreamsConfig,
     },
     server::{AdapterFactory, Server},
 };
@@ -40,22 +51,74 @@ pub(crate) enum Member {
 /// adapter. Nothing connects until [`Member::attach`], so the primary calls it
 /// too, to refuse bad options before it starts any worker.
 pub(crate) fn member(options: &RedisOptions) -> Result<Member, RedisJoinError> {
-    match options.adapter {
-        RedisAdapterKind::Streams => Ok(Member::Streams(RedisStreams::new(
+    let member = match options.adapter {
+        RedisAdapterKind::Streams => Member::Streams(RedisStreams::new(
             &options.url,
             RedisStreamsConfig::default(),
-        )?)),
+        )?),
         RedisAdapterKind::Classic => {
-            // Several URLs: the nodes of a Redis Cluster (as an ioredis `Cluster`).
-            let urls: Vec<&str> = options.url.split(',').map(str::trim).collect();
+            let urls = urls(options);
             let config = RedisClassicConfig::default();
-            Ok(Member::Classic(if urls.len() > 1 {
+            Member::Classic(if urls.len() > 1 {
                 RedisClassic::cluster(&urls, config)?
             } else {
                 RedisClassic::new(&options.url, config)?
-            }))
+            })
         }
+    };
+    Ok(member)
+}
+
+/// Several URLs: the nodes of a Redis Cluster (as an ioredis `Cluster`).
+fn urls(options: &RedisOptions) -> Vec<&str> {
+    options.url.split(',').map(str::trim).collect()
+}
+
+/// The host's one reader of the broadcasts (the streams, or the broadcast
+/// channels), with the options its workers' members have; `forward` gets each
+/// entry or message as the ipc message to send to the workers, with the uid
+/// that published it when it has one. Start it with [`HostReader::start`] on
+/// the primary's runtime.
+pub(crate) fn host_reader(
+    options: &RedisOptions,
+    forward: impl Fn(Message, Option<Bytes>) + Send + Sync + 'static,
+) -> Result<Arc<HostReader>, RedisJoinError> {
+    let sink = move |fed: Fed| match fed {
+        Fed::Entry { id, fields } => {
+            let uid = fields
+                .chunks_exact(2)
+                .find(|kv| kv[0] == "uid")
+                .map(|kv| kv[1].clone());
+            forward(Message::RedisEntry { id, fields }, uid)
+        }
+        Fed::Message { channel, payload } => {
+            let uid = broadcast_uid(&payload);
+            forward(Message::RedisMessage { channel, payload }, uid)
+        }
+    };
+    Ok(match options.adapter {
+        RedisAdapterKind::Streams => {
+            HostReader::streams(&options.url, RedisStreamsConfig::default(), sink)?
+        }
+        RedisAdapterKind::Classic => {
+            HostReader::classic(&urls(options), &RedisClassicConfig::default(), sink)?
+        }
+    })
+}
+
+/// The uid of a classic broadcast, msgpack `[uid, packet, opts]`: the first
+/// element, when it is a string (a slice of `payload`, not a copy).
+fn broadcast_uid(payload: &Bytes) -> Option<Bytes> {
+    let (&array, rest) = payload.split_first()?;
+    if array != 0x93 {
+        return None;
     }
+    let (start, len) = match *rest.first()? {
+        b @ 0xa0..=0xbf => (2, usize::from(b & 0x1f)),
+        0xd9 => (3, usize::from(*rest.get(1)?)),
+        _ => return None,
+    };
+    (payload.len() >= start + len).then(|| payload.slice(start..start + len))
 }
 
 impl Member {
@@ -64,6 +127,32 @@ impl Member {
         match self {
             Member::Streams(node) => node.factory(),
             Member::Classic(node) => node.factory(),
+        }
+    }
+
+    /// Reads no broadcast itself: the primary reads them for the whole host and
+    /// forwards them ([`Member::feed`]). `announce` is told the name and uid
+    /// of each of its namespaces, for the primary. Call it before
+    /// [`Member::factory`].
+    pub(crate) fn fed_by_primary(&self, announce: impl Fn(&str, &str) + Send + Sync + 'static) {
+        match self {
+            Member::Streams(node) => node.set_fed(Box::new(announce)),
+            Member::Classic(node) => node.set_fed(Box::new(announce)),
+        }
+    }
+
+    /// Handles what the host's reader forwarded ([`Message::RedisEntry`],
+    /// [`Message::RedisMessage`]) as if this member had read it; other
+    /// messages are not its.
+    pub(crate) fn feed(&self, message: &Message) {
+        match (self, message) {
+            (Member::Streams(node), Message::RedisEntry { id, fields }) => {
+                node.on_fed_entry(id, fields)
+            }
+            (Member::Classic(node), Message::RedisMessage { channel, payload }) => {
+                node.on_fed_message(channel, payload)
+            }
+            _ => {}
         }
     }
 
@@ -137,5 +226,28 @@ mod tests {
             ..streams
         };
         assert!(matches!(member(&bad), Err(RedisJoinError::Url(_))));
+    }
+
+    #[test]
+    fn the_uid_of_a_classic_broadcast_is_read_without_decoding_it() {
+        let mut payload = vec![0x93, 0xa3, b'a', b'b', b'c', 0x80, 0x80];
+        assert_eq!(
+            broadcast_uid(&Bytes::from(payload.clone())).as_deref(),
+            Some(&b"abc"[..])
+        );
+        let long = "e".repeat(40);
+        let mut str8 = vec![0x93, 0xd9, 40];
+        str8.extend_from_slice(long.as_bytes());
+        assert_eq!(
+            broadcast_uid(&Bytes::from(str8)).as_deref(),
+            Some(long.as_bytes())
+        );
+        payload[0] = 0x92;
+        assert_eq!(broadcast_uid(&Bytes::from(payload)), None);
+        assert_eq!(
+            broadcast_uid(&Bytes::from_static(&[0x93, 0xa5, b'x'])),
+            None
+        );
+        assert_eq!(broadcast_uid(&Bytes::new()), None);
     }
 }

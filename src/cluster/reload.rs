@@ -114,7 +114,7 @@ impl Primary {
             | Event::Exited {
                 worker, generation, ..
             } => (*worker, *generation),
-            Event::Restart { .. } | Event::Route { .. } => return None,
+            Event::Restart { .. } | Event::Route { .. } | Event::Redis { .. } => return None,
         };
         let slot = &self.slots[worker];
         if slot.incoming.as_ref().map(|p| p.generation) == Some(generation) {
@@ -149,6 +149,14 @@ impl Primary {
                     Message::RoomInterest { nsp, room, present } => {
                         process.rooms.push((nsp.clone(), room.clone(), *present));
                     }
+                    Message::RedisMember {
+                        nsp,
+                        uid,
+                        own_entries,
+                    } => {
+                        let generation = process.generation;
+                        self.redis_member(i, generation, nsp, uid, *own_entries);
+                    }
                     // It has no client yet: nothing else concerns the cluster.
                     other => {
                         debug!(target: "cluster", worker = i, "reload: {} before ready: ignored", other.kind_name())
@@ -168,7 +176,7 @@ impl Primary {
                     self.reload_failed(i, format_args!("it exited before it was ready: {status}"));
                 }
             }
-            Event::Restart { .. } | Event::Route { .. } => {}
+            Event::Restart { .. } | Event::Route { .. } | Event::Redis { .. } => {}
         }
     }
 
@@ -238,7 +246,7 @@ impl Primary {
                     self.reload_slot(i + 1);
                 }
             }
-            Event::Restart { .. } | Event::Route { .. } => {}
+            Event::Restart { .. } | Event::Route { .. } | Event::Redis { .. } => {}
         }
     }
 

@@ -77,7 +77,9 @@ pub(crate) fn check(
         | Message::Retire
         | Message::WorkerExited { .. }
         | Message::WorkerJoined { .. }
-        | Message::RestoreSessionResponse { .. } => Err(Violation::PrimaryOnly(kind)),
+        | Message::RestoreSessionResponse { .. }
+        | Message::RedisEntry { .. }
+        | Message::RedisMessage { .. } => Err(Violation::PrimaryOnly(kind)),
         Message::RestoreSession { from, .. }
         | Message::FetchSockets { from, .. }
         | Message::ServerSideEmit { from, .. } => own("from", *from),
@@ -120,6 +122,7 @@ pub(crate) fn check(
         | Message::SessionUpdate(_)
         | Message::SessionClosed { .. }
         | Message::RoomInterest { .. }
+        | Message::RedisMember { .. }
         | Message::SocketsJoin { .. }
         | Message::SocketsLeave { .. }
         | Message::DisconnectSockets { .. } => Ok(()),

@@ -7,7 +7,7 @@ use std::{
     process::ExitCode,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
     },
     time::Duration,
 };
@@ -209,6 +209,10 @@ pub struct WorkerContext {
     pub config: ClusterConfig,
     link: Arc<ClusterLink>,
     servers: Arc<Mutex<Vec<Server>>>,
+    /// With `--redis`, the server's membership, fed by the primary's reader.
+    redis: Arc<OnceLock<Arc<super::redis::Member>>>,
+    /// To the primary.
+    sender: IpcSender,
 }
 
 impl WorkerContext {
@@ -244,9 +248,25 @@ impl WorkerContext {
             // A member of the Redis cluster: sessions and offsets live in Redis,
             // other workers of this host are members like any other.
             Some(options) => {
-                let member = Arc::new(super::redis::member(options)?);
+                let member = super::redis::member(options)?;
+                // The primary reads the broadcasts for the host; it needs to
+                // know this worker's uids not to send it back its own, but for
+                // what it delivers when it reads them back (recovery offsets).
+                let own_entries = options.adapter == super::RedisAdapterKind::Streams
+                    && config.connection_state_recovery.is_some();
+                let sender = self.sender.clone();
+                member.fed_by_primary(move |nsp, uid| {
+                    let _ = sender.send(Message::RedisMember {
+                        nsp: nsp.to_string(),
+                        uid: uid.to_string(),
+                        own_entries,
+                    });
+                });
+                let member = Arc::new(member);
                 let server = Server::with_adapter(config, member.factory());
                 member.clone().attach(&server, options);
+                // What the primary read on Redis goes to it from now on.
+                let _ = self.redis.set(member);
                 server
             }
             None => {
@@ -485,8 +505,11 @@ where
         config: config.clone(),
         link: link.clone(),
         servers: Arc::default(),
+        redis: Arc::default(),
+        sender: sender.clone(),
     };
     let servers = ctx.servers.clone();
+    let redis = ctx.redis.clone();
     tokio::spawn(heartbeat(sender.clone(), drain.clone(), servers.clone()));
 
     // Messages from the primary: adapter traffic, and the order to drain.
@@ -503,6 +526,12 @@ where
                 Some(Ok(Message::Retire)) => {
                     retire_on_message.store(true, Ordering::Relaxed);
                     drain_on_message.notify_one();
+                }
+                Some(Ok(message @ (Message::RedisEntry { .. } | Message::RedisMessage { .. }))) => {
+                    // Before the server exists there is nobody to deliver to.
+                    if let Some(member) = redis.get() {
+                        member.feed(&message);
+                    }
                 }
                 Some(Ok(message)) => dispatch_link.dispatch(message),
                 Some(Err(err)) => {
@@ -617,8 +646,10 @@ mod tests {
             index: 0,
             count: 2,
             config: config.resolve().unwrap(),
-            link: ClusterLink::new(0, 2, sender),
+            link: ClusterLink::new(0, 2, sender.clone()),
             servers: Arc::default(),
+            redis: Arc::default(),
+            sender,
         };
         (ctx, primary)
     }

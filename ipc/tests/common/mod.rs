@@ -8,7 +8,7 @@ use proptest::strategy::{BoxedStrategy, Union};
 use rsio_ipc::{Broadcast, EventPayload, Frame, Message, Session, SocketInfo, Target};
 
 /// Number of `Message` variants; `samples()` must cover each of them.
-pub const VARIANTS: usize = 25;
+pub const VARIANTS: usize = 28;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -188,6 +188,22 @@ pub fn samples() -> Vec<Message> {
             to: 4,
             request: 8,
             payload: payload(),
+        },
+        Message::RedisEntry {
+            id: s("1700000000000-3"),
+            fields: ["uid", "abc", "nsp", "/", "type", "3", "data", "{\"x\":1}"]
+                .iter()
+                .map(|f| Bytes::from(f.as_bytes().to_vec()))
+                .collect(),
+        },
+        Message::RedisMessage {
+            channel: s("socket.io#/#room#"),
+            payload: Bytes::from_static(&[0x93, 0xa1, b'a', 0xc0, 0x80, 0xff, 0x00]),
+        },
+        Message::RedisMember {
+            nsp: s("/chat"),
+            uid: s("0123456789abcdef"),
+            own_entries: true,
         },
     ]
 }
@@ -430,6 +446,19 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
                 to,
                 request,
                 payload,
+            })
+            .boxed(),
+        (".*", proptest::collection::vec(arb_bytes(), 0..8))
+            .prop_map(|(id, fields)| Message::RedisEntry { id, fields })
+            .boxed(),
+        (".*", arb_bytes())
+            .prop_map(|(channel, payload)| Message::RedisMessage { channel, payload })
+            .boxed(),
+        (".*", ".*", any::<bool>())
+            .prop_map(|(nsp, uid, own_entries)| Message::RedisMember {
+                nsp,
+                uid,
+                own_entries,
             })
             .boxed(),
     ];

@@ -1,6 +1,8 @@
 //! The stream readers of the Redis Streams adapter: one `XREAD BLOCK` loop per
 //! stream, on its own connection, reconnecting with backoff (the command,
-//! subscriber and count loops are the shared [`super::link`]'s).
+//! subscriber and count loops are the shared [`super::link`]'s). A server that
+//! reads for itself runs them, and so does a host's primary reading for its
+//! workers ([`super::host`]).
 
 use std::sync::{Arc, Weak};
 
@@ -8,14 +10,38 @@ use redis::{aio::MultiplexedConnection, Value};
 use tracing::warn;
 
 use super::{
-    link::{connection_config, Backoff},
-    RedisStreams,
+    link::{connection_config, Backoff, Link},
+    RedisStreamsConfig,
 };
 
-/// Starts the stream readers of `node`.
-pub(super) fn spawn_readers(node: &Arc<RedisStreams>) {
-    for stream in node.streams() {
-        tokio::spawn(reader(Arc::downgrade(node), stream));
+/// What a stream reader reads for.
+pub(crate) trait StreamReader: Send + Sync + 'static {
+    /// The link whose client it connects with (and whose `ready` it counts in).
+    fn link(&self) -> &Link;
+    /// `blockTimeInMs`, `readCount` and the stream names.
+    fn config(&self) -> &RedisStreamsConfig;
+    /// One entry read from `stream`; an error is logged and the entry skipped.
+    fn on_entry(&self, fields: &[(&[u8], &[u8])], id: &str) -> Result<(), super::CodecError>;
+
+    /// The entries of `stream` in one `XREAD` reply (`[[id, [field, value,
+    /// …]], …]`), in order; returns the id of the last one.
+    fn on_entries(&self, stream: &str, list: Value) -> Option<String> {
+        let mut last = None;
+        for (id, fields) in entries(&list) {
+            if let Err(err) = self.on_entry(&fields, &id) {
+                warn!(target: "socket.io:redis", stream, id, "invalid stream entry skipped: {err}")
+            }
+            last = Some(id);
+        }
+        last
+    }
+}
+
+/// Starts one reader per stream of `node`'s configuration.
+pub(crate) fn spawn_readers<R: StreamReader>(node: &Arc<R>) {
+    for stream in super::streams_of(node.config()) {
+        let weak: Weak<R> = Arc::downgrade(node);
+        tokio::spawn(reader(weak, stream));
     }
 }
 
@@ -72,14 +98,14 @@ async fn last_id(c: &mut MultiplexedConnection, stream: &str) -> redis::RedisRes
 
 /// Reads `stream` with `XREAD BLOCK` on its own connection, from the last id
 /// seen (so a reconnect loses nothing that is still in the stream).
-async fn reader(node: Weak<RedisStreams>, stream: String) {
+async fn reader<R: StreamReader>(node: Weak<R>, stream: String) {
     let mut backoff = Backoff::new();
     let mut last: Option<String> = None;
     let mut first = true;
     loop {
         let Some(n) = node.upgrade() else { return };
-        let (block, count) = (n.config.block_time, n.config.read_count);
-        let Some(client) = n.link.client() else {
+        let (block, count) = (n.config().block_time, n.config().read_count);
+        let Some(client) = n.link().client() else {
             warn!(target: "socket.io:redis", "redis streams need one Redis, not a cluster");
             return;
         };
@@ -106,7 +132,7 @@ async fn reader(node: Weak<RedisStreams>, stream: String) {
         }
         backoff.succeeded("redis stream reader");
         if std::mem::take(&mut first) {
-            n.link.ready.send_modify(|r| *r += 1);
+            n.link().ready.send_modify(|r| *r += 1);
         }
         drop(n);
         loop {
@@ -130,14 +156,13 @@ async fn reader(node: Weak<RedisStreams>, stream: String) {
             };
             let Some(n) = node.upgrade() else { return };
             // [[stream, entries]] (RESP2), or nil when the block timed out.
-            if let Value::Array(streams) = &reply {
+            if let Value::Array(streams) = reply {
                 for s in streams {
                     let Value::Array(pair) = s else { continue };
-                    let Some(list) = pair.get(1) else { continue };
-                    for (id, fields) in entries(list) {
-                        if let Err(err) = n.on_entry(&fields, &id) {
-                            warn!(target: "socket.io:redis", stream, id, "invalid stream entry skipped: {err}")
-                        }
+                    let Some(list) = pair.into_iter().nth(1) else {
+                        continue;
+                    };
+                    if let Some(id) = n.on_entries(&stream, list) {
                         last = Some(id);
                     }
                 }

@@ -210,7 +210,11 @@ impl RedisStreams {
 
     /// Handles a stream entry. The common case, a JSON BROADCAST without ack, is
     /// read without building a JSON tree.
-    pub(super) fn on_entry(&self, fields: &[(&[u8], &[u8])], id: &str) -> Result<(), CodecError> {
+    pub(super) fn handle_entry(
+        &self,
+        fields: &[(&[u8], &[u8])],
+        id: &str,
+    ) -> Result<(), CodecError> {
         let field = |name: &[u8]| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
         if let (Some(b"3"), Some(nsp), Some(data)) = (field(b"type"), field(b"nsp"), field(b"data"))
         {

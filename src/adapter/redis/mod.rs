@@ -23,6 +23,7 @@ mod classic;
 mod codec;
 mod conn;
 mod dispatch;
+mod host;
 mod link;
 mod requests;
 mod session;
@@ -44,12 +45,15 @@ use crate::{
     server::{AdapterFactory, Server, ServerInnerRef},
 };
 
+use codec::CodecError;
+use conn::StreamReader;
 use link::{Link, Member, Sub};
 use requests::Requests;
 
 pub use adapter::RedisStreamsAdapter;
 pub use classic::{RedisClassic, RedisClassicAdapter, RedisClassicConfig};
 pub use codec::{hash_code, stream_name};
+pub(crate) use host::{Fed, HostReader};
 
 /// Options of the adapter, with the names and defaults of Node's `createAdapter` options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +99,9 @@ pub enum RedisAdapterError {
     #[error("no redis cluster node given")]
     NoNodes,
 }
+
+/// Tells a member's host the name and uid of each of its namespaces (see `set_fed`).
+pub(crate) type Announce = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 /// A recoverable packet this server delivered, kept briefly for sockets whose
 /// restore raced with it.
@@ -166,6 +173,10 @@ pub struct RedisStreams {
     pending: Requests<Pending>,
     server: OnceLock<ServerInnerRef>,
     recovery: OnceLock<RecoveryConfig>,
+    /// Set when its host's primary reads the streams and forwards the entries
+    /// ([`RedisStreams::on_fed_entry`]): no reader of its own. Told each
+    /// namespace's uid.
+    fed: OnceLock<Announce>,
     /// Itself, for the tasks it spawns.
     this: Weak<RedisStreams>,
 }
@@ -185,6 +196,7 @@ impl RedisStreams {
             pending: Requests::default(),
             server: OnceLock::new(),
             recovery: OnceLock::new(),
+            fed: OnceLock::new(),
             this: this.clone(),
         }))
     }
@@ -215,6 +227,7 @@ impl RedisStreams {
         if let Some(s) = map.get(nsp) {
             return s.clone();
         }
+
         let prefix = &self.config.channel_prefix;
         let uid = random_id();
         let state = Arc::new(NsState {
@@ -229,6 +242,10 @@ impl RedisStreams {
         self.link
             .subscribe(Sub::Channel(state.private_channel(prefix, &state.uid)));
         map.insert(nsp.to_string(), state.clone());
+        drop(map);
+        if let Some(announce) = self.fed.get() {
+            announce(&state.nsp, &state.uid);
+        }
         state
     }
 
@@ -244,15 +261,44 @@ impl RedisStreams {
             let _ = self.recovery.set(r);
         }
         let member: Weak<dyn Member> = self.this.clone();
-        if self.link.start(member) {
+        if self.link.start(member) && !self.is_fed() {
             conn::spawn_readers(self);
+        }
+    }
+
+    /// Reads no stream itself: its host's primary reads them once for all its
+    /// workers and hands each entry to [`RedisStreams::on_fed_entry`];
+    /// `announce` is told the name and uid of each namespace (so that the
+    /// primary knows whose entries are whose). Call it before any adapter is made.
+    pub(crate) fn set_fed(&self, announce: Announce) {
+        let _ = self.fed.set(announce);
+    }
+
+    fn is_fed(&self) -> bool {
+        self.fed.get().is_some()
+    }
+
+    /// An entry its host's primary read (`fields` alternate names and values),
+    /// handled as if this server had read it.
+    pub(crate) fn on_fed_entry(&self, id: &str, fields: &[bytes::Bytes]) {
+        let pairs: Vec<(&[u8], &[u8])> = fields
+            .chunks_exact(2)
+            .map(|kv| (kv[0].as_ref(), kv[1].as_ref()))
+            .collect();
+        if let Err(err) = self.handle_entry(&pairs, id) {
+            tracing::warn!(target: "socket.io:redis", id, "invalid stream entry skipped: {err}")
         }
     }
 
     /// Waits until the subscriber and every stream reader have connected once
     /// (or `timeout`); whether they did.
     pub async fn ready(&self, timeout: Duration) -> bool {
-        self.link.ready(1 + self.streams().len(), timeout).await
+        let readers = if self.is_fed() {
+            0
+        } else {
+            self.streams().len()
+        };
+        self.link.ready(1 + readers, timeout).await
     }
 
     fn namespace_state(&self, nsp: &str) -> Option<Arc<NsState>> {
@@ -277,14 +323,7 @@ impl RedisStreams {
     /// those are read too, or recoverable packets of such a namespace would
     /// never come back to be delivered.
     fn streams(&self) -> Vec<String> {
-        let c = &self.config;
-        if c.stream_count <= 1 {
-            return vec![c.stream_name.clone()];
-        }
-        let n = c.stream_count as i64;
-        (1 - n..n)
-            .map(|i| format!("{}-{i}", c.stream_name))
-            .collect()
+        streams_of(&self.config)
     }
 
     /// Queues a command; `on_fail` runs if Redis cannot be reached for it.
@@ -349,6 +388,31 @@ impl Member for RedisStreams {
             }
         }
     }
+}
+
+impl StreamReader for RedisStreams {
+    fn link(&self) -> &Link {
+        &self.link
+    }
+
+    fn config(&self) -> &RedisStreamsConfig {
+        &self.config
+    }
+
+    fn on_entry(&self, fields: &[(&[u8], &[u8])], id: &str) -> Result<(), CodecError> {
+        self.handle_entry(fields, id)
+    }
+}
+
+/// Every stream of `config` (see [`RedisStreams::streams`]).
+fn streams_of(c: &RedisStreamsConfig) -> Vec<String> {
+    if c.stream_count <= 1 {
+        return vec![c.stream_name.clone()];
+    }
+    let n = c.stream_count as i64;
+    (1 - n..n)
+        .map(|i| format!("{}-{i}", c.stream_name))
+        .collect()
 }
 
 /// 8 random bytes in hex (Node's `randomBytes(8).toString("hex")`).

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::{
     link::{Link, Member, Sub},
     requests::Requests,
-    RedisAdapterError,
+    Announce, RedisAdapterError,
 };
 use crate::{
     adapter::{LocalAdapter, RemoteAck, SocketInfo},
@@ -111,6 +111,10 @@ pub struct RedisClassic {
     namespaces: RwLock<HashMap<String, Arc<ClassicNs>>>,
     pending: Requests<Pending>,
     server: OnceLock<ServerInnerRef>,
+    /// Set when its host's primary receives the broadcast channels and
+    /// forwards their messages ([`RedisClassic::on_fed_message`]): no pattern
+    /// of its own. Told each namespace's uid.
+    fed: OnceLock<Announce>,
     /// Itself, for the tasks it spawns.
     this: Weak<RedisClassic>,
 }
@@ -123,6 +127,7 @@ impl RedisClassic {
             namespaces: RwLock::default(),
             pending: Requests::default(),
             server: OnceLock::new(),
+            fed: OnceLock::new(),
             this: this.clone(),
         })
     }
@@ -170,8 +175,12 @@ impl RedisClassic {
             local: LocalAdapter::new(None),
             uid,
         });
-        self.link
-            .subscribe(Sub::Pattern(format!("{}*", ns.channel)));
+        match self.fed.get() {
+            Some(announce) => announce(&ns.nsp, &ns.uid),
+            None => self
+                .link
+                .subscribe(Sub::Pattern(format!("{}*", ns.channel))),
+        }
         for ch in [
             &ns.request_channel,
             &ns.response_channel,
@@ -201,6 +210,21 @@ impl RedisClassic {
         self.link.start(member);
     }
 
+    /// Subscribes no broadcast channel itself, and leaves the request channel's
+    /// messages alone (it subscribes it to be counted as a server): its host's
+    /// primary receives both once for all its workers and hands each message
+    /// to [`RedisClassic::on_fed_message`]; `announce` is told the name and
+    /// uid of each namespace. Call it before any adapter is made.
+    pub(crate) fn set_fed(&self, announce: Announce) {
+        let _ = self.fed.set(announce);
+    }
+
+    /// A broadcast or request channel's message its host's primary received,
+    /// handled as if this server had received it.
+    pub(crate) fn on_fed_message(&self, channel: &str, payload: &[u8]) {
+        self.on_message(channel, payload);
+    }
+
     /// Waits until the subscriber has connected once (or `timeout`); whether it did.
     pub async fn ready(&self, timeout: Duration) -> bool {
         self.link.ready(1, timeout).await
@@ -213,6 +237,14 @@ impl RedisClassic {
             .values()
             .cloned()
             .collect()
+    }
+
+    fn is_request_channel(&self, channel: &str) -> bool {
+        self.namespaces
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .any(|ns| ns.request_channel == channel)
     }
 
     /// The namespace whose channel (or room channel) `channel` is, and whether
@@ -240,6 +272,11 @@ impl Member for RedisClassic {
     }
 
     fn on_pubsub(&self, channel: &str, payload: &[u8]) {
+        if self.fed.get().is_some() && self.is_request_channel(channel) {
+            // Subscribed to be counted as a server; the primary forwards the
+            // requests, in order with the broadcasts.
+            return;
+        }
         self.on_message(channel, payload);
     }
 

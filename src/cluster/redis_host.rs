@@ -1,0 +1,189 @@
+//! The primary's side of `--redis`: it is its host's one reader of the
+//! broadcasts on Redis ([`super::redis::host_reader`]) and forwards each entry
+//! or message to its workers, but for the one that published it when that
+//! worker does not need it back (see [`Message::RedisMember`]).
+
+use std::{collections::HashMap, sync::Arc};
+
+use bytes::Bytes;
+use rsio_ipc::{EncodedFrame, Message, DEFAULT_MAX_FRAME_LENGTH};
+use tracing::warn;
+
+use super::primary::{Event, Primary};
+use crate::adapter::HostReader;
+
+/// The Redis identities (uids) of this host's workers.
+#[derive(Default)]
+pub(crate) struct RedisMembers {
+    /// uid → (worker, generation of its process, whether it needs its own entries).
+    by_uid: HashMap<Bytes, (usize, u64, bool)>,
+}
+
+impl RedisMembers {
+    /// `uid` is worker `worker`'s (process `generation`); the uids of its
+    /// earlier processes are forgotten.
+    pub(crate) fn register(&mut self, worker: usize, generation: u64, uid: &str, own: bool) {
+        self.by_uid
+            .retain(|_, (w, g, _)| *w != worker || *g == generation);
+        self.by_uid.insert(
+            Bytes::copy_from_slice(uid.as_bytes()),
+            (worker, generation, own),
+        );
+    }
+
+    /// The worker process that published under `uid` and does not need it back.
+    fn skip(&self, uid: &[u8]) -> Option<(usize, u64)> {
+        match self.by_uid.get(uid) {
+            Some(&(w, g, false)) => Some((w, g)),
+            _ => None,
+        }
+    }
+}
+
+/// Starts the host's reader on the current runtime (the primary's), when
+/// `--redis` is set; it lives as long as what is returned.
+pub(super) fn start(primary: &Primary) -> Option<Arc<HostReader>> {
+    let options = primary.config.redis.as_ref()?;
+    let events = primary.events.clone();
+    let forward = move |message: Message, from: Option<Bytes>| match EncodedFrame::encode(
+        &message,
+        DEFAULT_MAX_FRAME_LENGTH,
+    ) {
+        Ok(frame) => {
+            let _ = events.send(Event::Redis { frame, from });
+        }
+        Err(err) => warn!(target: "cluster", "cannot forward a redis entry: {err}"),
+    };
+    match super::redis::host_reader(options, forward) {
+        Ok(reader) => {
+            reader.start();
+            Some(reader)
+        }
+        // Refused before: `cluster::run` checks the options.
+        Err(err) => {
+            warn!(target: "cluster", "no redis reader: {err}");
+            None
+        }
+    }
+}
+
+impl Primary {
+    /// Worker `worker` (process `generation`) is the member `uid` of `nsp`.
+    pub(super) fn redis_member(
+        &mut self,
+        worker: usize,
+        generation: u64,
+        nsp: &str,
+        uid: &str,
+        own_entries: bool,
+    ) {
+        self.redis_members
+            .register(worker, generation, uid, own_entries);
+        if let Some(reader) = &self.redis_reader {
+            reader.watch(nsp);
+        }
+    }
+
+    /// Sends what the host's reader read to every worker, but for the one that
+    /// published it (when it does not need it back), and to the processes a
+    /// reload drains (they still serve their clients).
+    pub(super) fn forward_redis(&mut self, frame: &EncodedFrame, from: Option<&[u8]>) {
+        let skip = from
+            .and_then(|uid| self.redis_members.skip(uid))
+            .filter(|&(w, g)| self.slots[w].generation == g)
+            .map(|(w, _)| w);
+        self.send_all(skip, frame);
+        for slot in &self.slots {
+            if let Some(s) = slot.retiring.as_ref().and_then(|p| p.sender.as_ref()) {
+                let _ = s.send_frame(frame.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rsio_ipc::{IpcConnection, IpcReader};
+
+    use super::*;
+
+    fn entry(id: &str, uid: &str) -> Event {
+        let message = Message::RedisEntry {
+            id: id.into(),
+            fields: vec![Bytes::from_static(b"uid"), Bytes::from(uid.to_string())],
+        };
+        Event::Redis {
+            frame: EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap(),
+            from: Some(Bytes::from(uid.to_string())),
+        }
+    }
+
+    async fn next_id(reader: &mut IpcReader) -> String {
+        let got = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
+        match got {
+            Ok(Some(Ok(Message::RedisEntry { id, .. }))) => id,
+            other => panic!("expected an entry, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_publisher_gets_its_own_entries_back_only_when_it_needs_them() {
+        let mut primary = Primary::for_tests(3);
+        let mut readers = Vec::new();
+        for slot in &mut primary.slots {
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            slot.sender = Some(IpcConnection::new(ours).into_split().1);
+            readers.push(IpcConnection::new(theirs).into_split().0);
+        }
+        for (worker, uid, own_entries) in [(0, "w0", false), (1, "w1", true)] {
+            let message = Message::RedisMember {
+                nsp: "/".into(),
+                uid: uid.into(),
+                own_entries,
+            };
+            let frame = EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap();
+            primary.on_message(worker, message, frame, false);
+        }
+        for (id, uid) in [("1-0", "w0"), ("2-0", "w1"), ("3-0", "node")] {
+            assert!(primary.on_event(entry(id, uid)).is_none());
+        }
+        let mut got = Vec::new();
+        for (j, reader) in readers.iter_mut().enumerate() {
+            let count = if j == 0 { 2 } else { 3 };
+            for _ in 0..count {
+                got.push((j, next_id(reader).await));
+            }
+        }
+        let want = [
+            (0, "2-0"),
+            (0, "3-0"),
+            (1, "1-0"),
+            (1, "2-0"),
+            (1, "3-0"),
+            (2, "1-0"),
+            (2, "2-0"),
+            (2, "3-0"),
+        ];
+        let got: Vec<(usize, &str)> = got.iter().map(|(j, id)| (*j, id.as_str())).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_worker_that_needs_nothing_back_is_skipped_until_it_restarts() {
+        let mut m = RedisMembers::default();
+        m.register(0, 7, "aaaa", false);
+        m.register(1, 3, "bbbb", true);
+        assert_eq!(m.skip(b"aaaa"), Some((0, 7)));
+        assert_eq!(m.skip(b"bbbb"), None, "it delivers its own on read-back");
+        assert_eq!(m.skip(b"emitter"), None);
+        // Worker 0's next process: the old uid is gone, the new one counts.
+        m.register(0, 8, "cccc", false);
+        assert_eq!(m.skip(b"aaaa"), None);
+        assert_eq!(m.skip(b"cccc"), Some((0, 8)));
+        // Another namespace of the same process keeps the first.
+        m.register(0, 8, "dddd", false);
+        assert_eq!(m.skip(b"cccc"), Some((0, 8)));
+    }
+}

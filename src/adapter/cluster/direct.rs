@@ -425,7 +425,10 @@ async fn read_link(link: Weak<ClusterLink>, lane: usize, epoch: u64, mut reader:
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
+    use std::{
+        io::{Read, Write},
+        time::Duration,
+    };
 
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
@@ -463,6 +466,50 @@ mod tests {
         );
         drop(primary);
         assert!(matches!(recv_link(worker.as_fd()), Ok(Received::End)));
+    }
+
+    /// A peer's broadcast as a link carries it: `ack` and `offset` as given.
+    fn broadcast(ack: Option<(u16, u64, u64)>, offset: Option<u64>) -> Message {
+        Message::Broadcast(rsio_ipc::Broadcast {
+            nsp: "/".into(),
+            target: rsio_ipc::Target::default(),
+            ack,
+            offset,
+            frames: vec![rsio_ipc::Frame::Text(bytes::Bytes::from_static(
+                b"42[\"e\"]",
+            ))],
+        })
+    }
+
+    #[tokio::test]
+    async fn a_link_that_carries_anything_but_a_plain_broadcast_is_closed() {
+        for bad in [
+            broadcast(Some((1, 7, 3)), None),
+            broadcast(None, Some(9)),
+            Message::SocketsJoin {
+                nsp: "/".into(),
+                target: rsio_ipc::Target::default(),
+                rooms: vec!["r".into()],
+            },
+        ] {
+            let (to_primary, _primary) = tokio::net::UnixStream::pair().unwrap();
+            let (_, sender) = IpcConnection::new(to_primary).into_split();
+            let link = ClusterLink::new(0, 2, sender);
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            let (reader, _) = IpcConnection::new(ours).into_split();
+            let peer = IpcConnection::new(theirs);
+            let task = tokio::spawn(read_link(Arc::downgrade(&link), 1, 1, reader));
+            // A plain broadcast is taken, and the link stays open.
+            peer.sender().send(broadcast(None, None)).unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(!task.is_finished(), "a plain broadcast closed the link");
+            let kind = bad.kind_name();
+            peer.sender().send(bad).unwrap();
+            tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .unwrap_or_else(|_| panic!("{kind} on a link: still open"))
+                .unwrap();
+        }
     }
 
     #[test]

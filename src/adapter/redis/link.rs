@@ -56,10 +56,23 @@ pub(crate) trait Member: Send + Sync + 'static {
     fn set_counts(&self, counts: &HashMap<String, usize>);
 }
 
+/// How a queued command failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Never sent: Redis could not be reached.
+    NotSent,
+    /// Sent, but the connection broke before the reply: Redis may have run it
+    /// (and, with persistence, may still have it after a restart).
+    Unknown,
+}
+
+/// What to do with a command that failed (it is handed back).
+pub(crate) type OnFail = Box<dyn FnOnce(Failure, &Cmd) + Send>;
+
 /// A command for the writer task, and what to do if it cannot reach Redis.
 pub(crate) struct Outgoing {
     pub(crate) cmd: Cmd,
-    pub(crate) on_fail: Option<Box<dyn FnOnce() + Send>>,
+    pub(crate) on_fail: Option<OnFail>,
 }
 
 /// Where Redis is.
@@ -275,7 +288,7 @@ impl Link {
     }
 
     /// Queues a command; `on_fail` runs if Redis cannot be reached for it.
-    pub(crate) fn send(&self, cmd: Cmd, on_fail: Option<Box<dyn FnOnce() + Send>>) {
+    pub(crate) fn send(&self, cmd: Cmd, on_fail: Option<OnFail>) {
         let _ = self.outgoing.send(Outgoing { cmd, on_fail });
     }
 
@@ -389,16 +402,16 @@ async fn writer(member: Weak<dyn Member>, mut rx: mpsc::UnboundedReceiver<Outgoi
                 Ok(()) => Ok(()),
                 Err(err) => {
                     link.conn_failed(&err).await;
-                    Err(err)
+                    Err((Failure::Unknown, err))
                 }
             },
-            Err(err) => Err(err),
+            Err(err) => Err((Failure::NotSent, err)),
         };
-        if let Err(err) = result {
-            debug!(target: "socket.io:redis", "{} command(s) not sent: {err}", batch.len());
+        if let Err((failure, err)) = result {
+            debug!(target: "socket.io:redis", "{} command(s) failed ({failure:?}): {err}", batch.len());
             for item in batch.drain(..) {
                 if let Some(f) = item.on_fail {
-                    f();
+                    f(failure, &item.cmd);
                 }
             }
         }

@@ -26,6 +26,7 @@ mod dispatch;
 mod link;
 mod requests;
 mod session;
+mod unconfirmed;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -166,6 +167,8 @@ pub struct RedisStreams {
     pending: Requests<Pending>,
     server: OnceLock<ServerInnerRef>,
     recovery: OnceLock<RecoveryConfig>,
+    /// Broadcasts delivered here because their `XADD` failed, maybe after Redis ran it.
+    unconfirmed: unconfirmed::Unconfirmed,
     /// Itself, for the tasks it spawns.
     this: Weak<RedisStreams>,
 }
@@ -185,6 +188,7 @@ impl RedisStreams {
             pending: Requests::default(),
             server: OnceLock::new(),
             recovery: OnceLock::new(),
+            unconfirmed: unconfirmed::Unconfirmed::default(),
             this: this.clone(),
         }))
     }
@@ -288,18 +292,12 @@ impl RedisStreams {
     }
 
     /// Queues a command; `on_fail` runs if Redis cannot be reached for it.
-    fn send(&self, cmd: redis::Cmd, on_fail: Option<Box<dyn FnOnce() + Send>>) {
+    fn send(&self, cmd: redis::Cmd, on_fail: Option<link::OnFail>) {
         self.link.send(cmd, on_fail);
     }
 
     /// `XADD <stream> MAXLEN ~ <maxLen> * uid … nsp … type … [data …]`.
-    fn xadd(
-        &self,
-        ns: &NsState,
-        kind: u8,
-        data: Option<String>,
-        on_fail: Option<Box<dyn FnOnce() + Send>>,
-    ) {
+    fn xadd(&self, ns: &NsState, kind: u8, data: Option<String>, on_fail: Option<link::OnFail>) {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&ns.stream)
             .arg("MAXLEN")

@@ -92,9 +92,9 @@ async function inStream(cmd, event) {
   return out;
 }
 
-/** Records every `all`/`room`/`ext` event a socket gets: { all: [{ i, off }], … }. */
+/** Records every `all`/`room`/`ext`/`same` event a socket gets: { all: [{ i, off }], … }. */
 function record(socket) {
-  const seen = { all: [], room: [], ext: [] };
+  const seen = { all: [], room: [], ext: [], same: [] };
   for (const event of Object.keys(seen)) {
     socket.on(event, (i, off) => seen[event].push({ i, off }));
   }
@@ -120,7 +120,7 @@ function checkSenderWorker(got, stream, last, cutOff, report) {
   }
 }
 
-describe("cluster on Redis: Redis restarted under a broadcast load", { skip, timeout: 90000 }, () => {
+describe("cluster on Redis: Redis restarted under a broadcast load", { skip, timeout: 120000 }, () => {
   const cleanups = [];
   afterEach(() => closeAll());
   after(async () => {
@@ -128,18 +128,28 @@ describe("cluster on Redis: Redis restarted under a broadcast load", { skip, tim
     for (const f of cleanups.reverse()) await f();
   });
 
-  it("reconnects, resumes from the last entry id, loses only what the promise says, skips garbage", { timeout: 75000 }, async () => {
+  /** A temporary directory, removed after the tests. */
+  function tempDir() {
     const dir = mkdtempSync(path.join(tmpdir(), "rsio-redis-fault-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    let port, redis;
-    for (let attempt = 0; !redis; attempt++) {
-      port = randomPort();
+    return dir;
+  }
+
+  /** A redis-server (startRedisAt) on a random free port: { port, redis }. */
+  async function freshRedis(dir) {
+    for (let attempt = 0; ; attempt++) {
+      const port = randomPort();
       try {
-        redis = await startRedisAt(dir, port);
+        return { port, redis: await startRedisAt(dir, port) };
       } catch (e) {
         if (attempt >= 4) throw e;
       }
     }
+  }
+
+  it("reconnects, resumes from the last entry id, loses only what the promise says, skips garbage", { timeout: 75000 }, async () => {
+    const dir = tempDir();
+    let { port, redis } = await freshRedis(dir);
     cleanups.push(async () => {
       redis.proc.kill("SIGKILL");
       await redis.exited;
@@ -150,10 +160,12 @@ describe("cluster on Redis: Redis restarted under a broadcast load", { skip, tim
     cleanups.push(() => Promise.all([hostA.stop(), hostB.stop()]));
 
     // The sender and a receiver on A0, receivers on A1, B0 and B1 (in room "r"),
-    // one on B1 outside the room, a prober on B0, and the client that recovers.
-    const [sender, rA0, rA1, rB0, rB1, outside, prober, leaver] = await Promise.all([
+    // one on B1 outside the room, a prober on B0, the client that drops before
+    // the outage and recovers, and one that drops while Redis is down.
+    const [sender, rA0, rA1, rB0, rB1, outside, prober, leaver, lateLeaver] = await Promise.all([
       connectWorker(hostA, 0), connectWorker(hostA, 0), connectWorker(hostA, 1), connectWorker(hostB, 0),
       connectWorker(hostB, 1), connectWorker(hostB, 1), connectWorker(hostB, 0), connectWorker(hostB, 0),
+      connectWorker(hostA, 1),
     ]);
     const inRoom = { A0: rA0, A1: rA1, B0: rB0, B1: rB1 };
     await Promise.all([...Object.values(inRoom), leaver].map((c) => call(c, "join", "r")));
@@ -184,7 +196,8 @@ describe("cluster on Redis: Redis restarted under a broadcast load", { skip, tim
 
     // Before the fault: the load reaches both hosts, and the leaver holds an
     // offset; it drops (a recoverable disconnect), and its session is in Redis.
-    await waitFor(() => gotEverywhere(20) && leaverSeen.all.some((m) => m.off), 15000);
+    const lateLeaverSeen = record(lateLeaver);
+    await waitFor(() => gotEverywhere(20) && [leaverSeen, lateLeaverSeen].every((s) => s.all.some((m) => m.off)), 15000);
     const { _pid: pid } = leaver;
     leaver.io.engine.close();
     const cmd1 = await commands(port);
@@ -197,15 +210,19 @@ describe("cluster on Redis: Redis restarted under a broadcast load", { skip, tim
     const beforeKill = sent;
     redis.proc.kill("SIGKILL");
     await redis.exited;
+    const late = { pid: lateLeaver._pid, offset: lateLeaver._lastOffset, id: lateLeaver.id };
+    lateLeaver.io.engine.close(); // its session cannot be stored now
     await sleep(1000);
     const duringOutage = sent;
     redis = await startRedisAt(dir, port);
     const restartedAt = sent;
+    const upAt = Date.now();
     assert.ok(duringOutage > beforeKill, `the load went on while Redis was down (${beforeKill} → ${duringOutage})`);
 
     // Back: a message sent from A after the restart reaches every receiver, and
     // a probe from B reaches A. Every message sent after that is checked below.
     await waitFor(() => gotEverywhere(restartedAt + 1), 20000, 20);
+    const resumedMs = Date.now() - upAt;
     const probeArrived = once(rA1, "probe", 20000);
     let probing = true;
     probeArrived.finally(() => (probing = false)).catch(() => {});
@@ -222,6 +239,12 @@ describe("cluster on Redis: Redis restarted under a broadcast load", { skip, tim
     returned.connect();
     await once(returned, "connect", 10000);
     assert.equal(await call(returned, "recovered"), true, "the session survived the restart (AOF)");
+    // The client that dropped while Redis was down comes back as a new session.
+    const lateReturned = client(hostA.urls[0], { auth: { pid: late.pid, offset: late.offset } });
+    lateReturned.connect();
+    await once(lateReturned, "connect", 10000);
+    assert.equal(await call(lateReturned, "recovered"), false, "no session was stored while Redis was down");
+    assert.notEqual(lateReturned.id, late.id);
 
     // Every reader's connection killed at the instant an entry is written (one
     // transaction: no reader can reconnect before it), as another program
@@ -265,7 +288,8 @@ describe("cluster on Redis: Redis restarted under a broadcast load", { skip, tim
     const inAll = new Set(indices(streamAll));
     const lost = [];
     for (let i = 1; i <= last; i++) if (!inAll.has(i)) lost.push(i);
-    const report = `sent ${last}; killed after ${beforeKill}, restarted after ${restartedAt}, back from ${back}; ` +
+    const report = `sent ${last}; killed after ${beforeKill}, restarted after ${restartedAt}, back from ${back}, ` +
+      `flowing again ${resumedMs} ms after Redis was up; ` +
       `not in the stream: ${lost.length ? `${lost[0]}..${lost[lost.length - 1]} (${lost.length})` : "none"}`;
     console.log(`# ${report}`);
     // Not in the stream: only messages sent while the sending worker could not reach Redis.
@@ -302,6 +326,84 @@ describe("cluster on Redis: Redis restarted under a broadcast load", { skip, tim
     const afterOffset = expectAll.filter((m) => cmpId(m.off, leaverOffset) > 0);
     assert.deepEqual(returnedSeen.all, afterOffset, "the recovered client gets the stream after its offset");
     assert.deepEqual(indices(returnedSeen.ext), [1]);
+  });
+
+  it("classic adapter: after both hosts reconnect nothing is lost; meanwhile only the sender's worker gets the load", { timeout: 40000 }, async () => {
+    const dir = tempDir();
+    let { port, redis } = await freshRedis(dir);
+    cleanups.push(async () => {
+      redis.proc.kill("SIGKILL");
+      await redis.exited;
+    });
+    const url = `redis://127.0.0.1:${port}`;
+    const host = () => startCluster({ workers: 2, args: ["--redis", url, "--redis-adapter", "classic"] });
+    const [hostA, hostB] = await Promise.all([host(), host()]);
+    cleanups.push(() => Promise.all([hostA.stop(), hostB.stop()]));
+    const [sender, rA0, rA1, rB0, rB1, prober] = await Promise.all([connectWorker(hostA, 0), connectWorker(hostA, 0),
+      connectWorker(hostA, 1), connectWorker(hostB, 0), connectWorker(hostB, 1), connectWorker(hostB, 0)]);
+    const seen = { A0: record(rA0), A1: record(rA1), B0: record(rB0), B1: record(rB1) };
+    await waitFor(async () => {
+      const counts = await Promise.all([rA0, rA1, rB0, rB1].map((c) => call(c, "server-count")));
+      return counts.every((n) => n === 4);
+    }, 20000, 100);
+
+    let sent = 0;
+    let stopLoad = false;
+    const loadEnd = Date.now() + MAX_LOAD_MS;
+    const load = (async () => {
+      while (!stopLoad && sent < MAX_MESSAGES && Date.now() < loadEnd) {
+        await call(sender, "broadcast", { event: "all", args: [sent + 1] });
+        sent += 1;
+        await sleep(3);
+      }
+    })();
+    const gotEverywhere = (i) => Object.values(seen).every((s) => s.all.some((m) => m.i >= i));
+    await waitFor(() => gotEverywhere(20), 15000, 20);
+    const beforeKill = sent;
+    redis.proc.kill("SIGKILL");
+    await redis.exited;
+    await sleep(1000);
+    redis = await startRedisAt(dir, port);
+    const restartedAt = sent;
+    const upAt = Date.now();
+    await waitFor(() => gotEverywhere(restartedAt + 1), 20000, 20);
+    const resumedMs = Date.now() - upAt;
+    const probeArrived = once(rA1, "probe", 20000);
+    let probing = true;
+    probeArrived.finally(() => (probing = false)).catch(() => {});
+    while (probing) {
+      await call(prober, "broadcast", { event: "probe", args: [] });
+      await sleep(100);
+    }
+    await probeArrived;
+    const back = sent + 1;
+    await waitFor(() => gotEverywhere(back + 20), 15000, 20);
+    stopLoad = true;
+    await load;
+    const last = sent;
+    await waitFor(() => gotEverywhere(last), 15000, 20);
+    await sleep(300); // a duplicate of the last message would show by now
+
+    for (const [name, h] of [["A", hostA], ["B", hostB]]) {
+      assert.equal(h.proc.exitCode, null, `host ${name}'s primary runs`);
+      assert.equal(h.allPids().length, 3, `host ${name}: no worker was restarted (pids ${h.allPids()})`);
+      assert.doesNotMatch(h.log(), /panicked|worker exited/, `host ${name}'s log`);
+    }
+    const report = `sent ${last}; killed after ${beforeKill}, restarted after ${restartedAt}, back from ${back}, ` +
+      `flowing again ${resumedMs} ms after Redis was up`;
+    const all = Array.from({ length: last }, (_, k) => k + 1);
+    // The sender's worker delivers its own broadcasts itself: all, in order.
+    assert.deepEqual(indices(seen.A0.all), all, `the sender's worker: every message once, in order (${report})`);
+    const missed = {};
+    for (const k of ["A1", "B0", "B1"]) {
+      const got = indices(seen[k].all);
+      // In order and once; only what was published around the outage is missing.
+      assert.deepEqual(got, [...new Set(got)].sort((x, y) => x - y), `${k}: once each, in order (${report})`);
+      const lost = all.filter((i) => !got.includes(i));
+      assert.ok(lost.every((i) => i > beforeKill - 10 && i < back), `${k}: only the outage is missing: ${lost} (${report})`);
+      missed[k] = lost.length;
+    }
+    console.log(`# classic: ${report}; missed ${JSON.stringify(missed)}`);
   });
 
   it("a broadcast whose write was cut off before Redis replied reaches the sender's worker once", { timeout: 40000 }, async () => {
@@ -342,9 +444,23 @@ describe("cluster on Redis: Redis restarted under a broadcast load", { skip, tim
     await waitFor(() => seen.A1.all.some((m) => m.i === last) && seen.A0.all.length >= last, 15000, 20);
     await sleep(300); // a duplicate of the last message would show by now
 
+    // A write Redis never got (commands dropped, then the connection breaks),
+    // then the same data again: that one is another broadcast, delivered too.
+    proxy.drop();
+    await call(sender, "broadcast", { event: "same", args: ["x"] });
+    await sleep(200);
+    proxy.cut();
+    await call(sender, "broadcast", { event: "same", args: ["x"] });
+    await waitFor(() => seen.A1.same.length >= 1 && seen.A0.same.length >= 2, 15000, 20);
+    await sleep(300);
+
     const cmd = await commands(redis.port);
     const stream = await inStream(cmd, "all");
+    const same = (await inStream(cmd, "same")).map(({ i, id }) => ({ i, off: id }));
     await cmd.quit();
+    assert.equal(same.length, 1, "the dropped write did not run");
+    assert.deepEqual(seen.A0.same, [{ i: "x", off: undefined }, ...same], "the sender's worker: both, once each");
+    assert.deepEqual(seen.A1.same, same, "the other worker: the one in the stream");
     const report = `sent ${last}; replies swallowed from ${swallowedFrom} to ${swallowedTo}, back from ${back}`;
     const ids = new Map(stream.map(({ i, id }) => [i, id]));
     const cutOff = seen.A0.all.filter((m) => m.off === undefined && ids.has(m.i)).map((m) => m.i);
@@ -376,17 +492,21 @@ function checkSameHost(got, stream, last, cutOff, report) {
 /**
  * A TCP proxy on a free loopback port to the Redis at `port`: rsio's
  * connections go through it. `swallow()` drops every reply from then on (the
- * commands still reach Redis and run); `cut()` resets every connection and
- * forwards again: as if Redis died after running commands, before replying.
+ * commands still reach Redis and run), `drop()` every command; `cut()` resets
+ * every connection and forwards again: as if Redis died after running
+ * commands (or before), before replying.
  */
 function startProxy(port) {
   const pairs = new Set();
   let swallowing = false;
+  let dropping = false;
   const server = net.createServer((down) => {
     const up = net.connect(port, "127.0.0.1");
     const pair = { down, up };
     pairs.add(pair);
-    down.on("data", (d) => up.write(d));
+    down.on("data", (d) => {
+      if (!dropping) up.write(d);
+    });
     up.on("data", (d) => {
       if (!swallowing) down.write(d);
     });
@@ -406,6 +526,7 @@ function startProxy(port) {
       resolve({
         port: server.address().port,
         swallow: () => (swallowing = true),
+        drop: () => (dropping = true),
         cut() {
           for (const { down, up } of [...pairs]) {
             down.resetAndDestroy();
@@ -413,6 +534,7 @@ function startProxy(port) {
           }
           pairs.clear();
           swallowing = false;
+          dropping = false;
         },
         close: () => new Promise((r) => server.close(() => r())),
       }),

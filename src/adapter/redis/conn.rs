@@ -4,8 +4,8 @@
 
 use std::sync::{Arc, Weak};
 
-use redis::{aio::MultiplexedConnection, Value};
-use tracing::warn;
+use redis::{aio::ConnectionLike, Value};
+use tracing::{debug, warn};
 
 use super::{
     link::{connection_config, Backoff},
@@ -55,7 +55,10 @@ pub(super) fn entries(v: &Value) -> Vec<Entry<'_>> {
 
 /// The last id of `stream` (`0-0` when empty): reading starts after it, so
 /// nothing written before this server started is replayed.
-async fn last_id(c: &mut MultiplexedConnection, stream: &str) -> redis::RedisResult<String> {
+pub(super) async fn last_id(
+    c: &mut impl ConnectionLike,
+    stream: &[u8],
+) -> redis::RedisResult<String> {
     let reply: Value = redis::cmd("XREVRANGE")
         .arg(stream)
         .arg("+")
@@ -95,7 +98,7 @@ async fn reader(node: Weak<RedisStreams>, stream: String) {
             }
         };
         if last.is_none() {
-            match last_id(&mut c, &stream).await {
+            match last_id(&mut c, stream.as_bytes()).await {
                 Ok(id) => last = Some(id),
                 Err(err) => {
                     drop(n);
@@ -134,11 +137,14 @@ async fn reader(node: Weak<RedisStreams>, stream: String) {
                 for s in streams {
                     let Value::Array(pair) = s else { continue };
                     let Some(list) = pair.get(1) else { continue };
-                    for (id, fields) in entries(list) {
-                        if let Err(err) = n.on_entry(&fields, &id) {
+                    for entry in entries(list) {
+                        let (id, fields) = &entry;
+                        if !n.unconfirmed.is_empty() && n.unconfirmed.take(&stream, &entry) {
+                            debug!(target: "socket.io:redis", stream, id, "delivered here when its write failed");
+                        } else if let Err(err) = n.on_entry(fields, id) {
                             warn!(target: "socket.io:redis", stream, id, "invalid stream entry skipped: {err}")
                         }
-                        last = Some(id);
+                        last = Some(entry.0);
                     }
                 }
             }

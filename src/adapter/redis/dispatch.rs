@@ -212,16 +212,6 @@ impl RedisStreams {
     /// read without building a JSON tree.
     pub(super) fn on_entry(&self, fields: &[(&[u8], &[u8])], id: &str) -> Result<(), CodecError> {
         let field = |name: &[u8]| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
-        if let (Some(b"3"), Some(data)) = (field(b"type"), field(b"data")) {
-            if !self.unconfirmed.is_empty()
-                && self
-                    .unconfirmed
-                    .take(field(b"uid").unwrap_or_default(), data)
-            {
-                debug!(target: "socket.io:redis", id, "entry delivered here when its write failed");
-                return Ok(());
-            }
-        }
         if let (Some(b"3"), Some(nsp), Some(data)) = (field(b"type"), field(b"nsp"), field(b"data"))
         {
             if let Some(b) = JsonBroadcast::parse(data).filter(|_| data.first() == Some(&b'{')) {

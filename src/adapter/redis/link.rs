@@ -54,6 +54,11 @@ pub(crate) trait Member: Send + Sync + 'static {
     fn counted_channels(&self) -> Vec<String>;
     /// The subscriber counts of [`Member::counted_channels`], refreshed.
     fn set_counts(&self, counts: &HashMap<String, usize>);
+    /// Runs on the new command connection after a command failed with its
+    /// outcome unknown, before anything else is written on it.
+    fn after_unknown_failure<'a>(&'a self, _conn: &'a mut Conn) -> RedisFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
 
 /// How a queued command failed.
@@ -390,24 +395,16 @@ impl Link {
 /// Sends queued commands in order, as pipelines of what is queued.
 async fn writer(member: Weak<dyn Member>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let mut batch = Vec::with_capacity(BATCH);
+    // A command failed with its outcome unknown: the member is told on the next connection.
+    let mut unknown = false;
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let Some(m) = member.upgrade() else { return };
-        let link = m.link();
         let mut pipe = redis::pipe();
         for item in &batch {
             pipe.add_command(item.cmd.clone()).ignore();
         }
-        let result = match link.conn().await {
-            Ok(mut c) => match pipe.query_async::<()>(&mut c).await {
-                Ok(()) => Ok(()),
-                Err(err) => {
-                    link.conn_failed(&err).await;
-                    Err((Failure::Unknown, err))
-                }
-            },
-            Err(err) => Err((Failure::NotSent, err)),
-        };
-        if let Err((failure, err)) = result {
+        if let Err((failure, err)) = write(&*m, &pipe, &mut unknown).await {
+            unknown |= failure == Failure::Unknown;
             debug!(target: "socket.io:redis", "{} command(s) failed ({failure:?}): {err}", batch.len());
             for item in batch.drain(..) {
                 if let Some(f) = item.on_fail {
@@ -417,6 +414,28 @@ async fn writer(member: Weak<dyn Member>, mut rx: mpsc::UnboundedReceiver<Outgoi
         }
         batch.clear();
     }
+}
+
+/// Sends `pipe` (after [`Member::after_unknown_failure`] if `unknown`).
+async fn write(
+    m: &dyn Member,
+    pipe: &Pipeline,
+    unknown: &mut bool,
+) -> Result<(), (Failure, redis::RedisError)> {
+    let link = m.link();
+    let mut c = link.conn().await.map_err(|e| (Failure::NotSent, e))?;
+    if *unknown {
+        if let Err(err) = m.after_unknown_failure(&mut c).await {
+            link.conn_failed(&err).await;
+            return Err((Failure::NotSent, err));
+        }
+        *unknown = false;
+    }
+    if let Err(err) = pipe.query_async::<()>(&mut c).await {
+        link.conn_failed(&err).await;
+        return Err((Failure::Unknown, err));
+    }
+    Ok(())
 }
 
 async fn subscribe_all(sink: &mut redis::aio::PubSubSink, subs: &[Sub]) -> redis::RedisResult<()> {

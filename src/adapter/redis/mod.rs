@@ -347,6 +347,18 @@ impl Member for RedisStreams {
             }
         }
     }
+
+    /// Bounds the search for the entries of writes cut off (see `unconfirmed`).
+    fn after_unknown_failure<'a>(&'a self, conn: &'a mut link::Conn) -> redis::RedisFuture<'a, ()> {
+        Box::pin(async move {
+            for stream in self.unconfirmed.unbounded_streams() {
+                let last = conn::last_id(conn, stream.as_bytes()).await?;
+                self.unconfirmed
+                    .bound(&stream, codec::parse_entry_id(&last).unwrap_or((0, 0)));
+            }
+            Ok(())
+        })
+    }
 }
 
 /// 8 random bytes in hex (Node's `randomBytes(8).toString("hex")`).

@@ -4,25 +4,39 @@
 //! persistence the entry is still in the stream after a restart, and the
 //! reader would deliver it to this server's clients a second time. The reader
 //! drops such an entry instead.
+//!
+//! An entry is known by its stream, uid and data. Two broadcasts may have the
+//! same data, so the search ends at a bound: the stream's last id when the
+//! command connection is back, read before anything else is written on it.
+//! Had Redis run the lost write, its entry is at or before the bound; all
+//! this server writes later is after it. Once the reader passes the bound,
+//! the write was not run.
 
 use std::{
     collections::VecDeque,
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Mutex,
+        Mutex, MutexGuard,
     },
     time::{Duration, Instant},
 };
 
+use redis::Arg;
+
+use super::{codec::parse_entry_id, conn::Entry as StreamEntry};
+
 /// Most entries kept: a writer has one pipeline in flight when its connection breaks.
 const MAX: usize = 1024;
-/// How long one is kept: longer than a Redis restart is expected to take.
+/// How long one is kept at most: longer than a Redis restart is expected to take.
 const KEEP: Duration = Duration::from_secs(600);
 
 struct Entry {
     at: Instant,
+    stream: Box<[u8]>,
     uid: Box<[u8]>,
     data: Box<[u8]>,
+    /// The last id of `stream` when the command connection was back.
+    bound: Option<(u64, u64)>,
 }
 
 /// The entries this server wrote, maybe, and delivered itself already.
@@ -33,23 +47,31 @@ pub(super) struct Unconfirmed {
     entries: Mutex<VecDeque<Entry>>,
 }
 
+/// The simple arguments of `cmd`.
+fn args(cmd: &redis::Cmd) -> Vec<&[u8]> {
+    cmd.args_iter()
+        .filter_map(|a| match a {
+            Arg::Simple(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
 impl Unconfirmed {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Whether none is kept.
     pub(super) fn is_empty(&self) -> bool {
         self.len.load(Ordering::Acquire) == 0
     }
 
-    /// Keeps the `uid` and `data` fields of `cmd`, a failed
+    /// Keeps the stream, `uid` and `data` of `cmd`, a failed
     /// `XADD <stream> … * <field> <value> …`.
     pub(super) fn keep(&self, cmd: &redis::Cmd) {
-        let args: Vec<&[u8]> = cmd
-            .args_iter()
-            .filter_map(|a| match a {
-                redis::Arg::Simple(b) => Some(b),
-                _ => None,
-            })
-            .collect();
-        let Some(star) = args.iter().position(|a| *a == b"*") else {
+        let args = args(cmd);
+        let (Some(stream), Some(star)) = (args.get(1), args.iter().position(|a| *a == b"*")) else {
             return;
         };
         let field = |name: &[u8]| {
@@ -61,32 +83,61 @@ impl Unconfirmed {
         let (Some(uid), Some(data)) = (field(b"uid"), field(b"data")) else {
             return;
         };
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut entries = self.lock();
         if entries.len() >= MAX {
             entries.pop_front();
         }
         entries.push_back(Entry {
             at: Instant::now(),
+            stream: Box::from(*stream),
             uid,
             data,
+            bound: None,
         });
         self.len.store(entries.len(), Ordering::Release);
     }
 
-    /// Whether an entry with these `uid` and `data` fields is kept; it is then
-    /// forgotten (it is in the stream once).
-    pub(super) fn take(&self, uid: &[u8], data: &[u8]) -> bool {
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        while entries
-            .front()
-            .is_some_and(|e| now.duration_since(e.at) > KEEP)
-        {
-            entries.pop_front();
+    /// The streams of the entries without a bound.
+    pub(super) fn unbounded_streams(&self) -> Vec<String> {
+        let mut streams: Vec<String> = Vec::new();
+        for e in self.lock().iter().filter(|e| e.bound.is_none()) {
+            let stream = String::from_utf8_lossy(&e.stream);
+            if !streams.iter().any(|s| *s == stream) {
+                streams.push(stream.into_owned());
+            }
         }
-        let found = entries
-            .iter()
-            .position(|e| &*e.uid == uid && &*e.data == data);
+        streams
+    }
+
+    /// Sets the bound of the entries of `stream` that have none.
+    pub(super) fn bound(&self, stream: &str, last: (u64, u64)) {
+        for e in self.lock().iter_mut() {
+            if e.bound.is_none() && &*e.stream == stream.as_bytes() {
+                e.bound = Some(last);
+            }
+        }
+    }
+
+    /// Whether the reader's entry `id` of `stream` is one kept (it is then
+    /// forgotten: it is in the stream once). Forgets the entries whose bound
+    /// the reader passed.
+    pub(super) fn take(&self, stream: &str, (id, fields): &StreamEntry<'_>) -> bool {
+        let Some(at) = parse_entry_id(id) else {
+            return false;
+        };
+        let field = |name: &[u8]| fields.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+        let mut entries = self.lock();
+        let now = Instant::now();
+        entries.retain(|e| {
+            now.duration_since(e.at) <= KEEP
+                && !(&*e.stream == stream.as_bytes() && e.bound.is_some_and(|b| at > b))
+        });
+        let found = match (field(b"type"), field(b"uid"), field(b"data")) {
+            (Some(b"3"), Some(uid), Some(data)) => entries.iter().position(|e| {
+                &*e.stream == stream.as_bytes() && &*e.uid == uid && &*e.data == data
+            }),
+            _ => None,
+        };
         if let Some(i) = found {
             entries.remove(i);
         }
@@ -117,6 +168,16 @@ mod tests {
         cmd
     }
 
+    fn read<'a>(id: &str, uid: &'a str, data: &'a str) -> StreamEntry<'a> {
+        let fields = vec![
+            (&b"uid"[..], uid.as_bytes()),
+            (&b"nsp"[..], &b"/"[..]),
+            (&b"type"[..], &b"3"[..]),
+            (&b"data"[..], data.as_bytes()),
+        ];
+        (id.to_string(), fields)
+    }
+
     #[test]
     fn a_kept_entry_is_taken_once() {
         let u = Unconfirmed::default();
@@ -124,12 +185,41 @@ mod tests {
         u.keep(&xadd("aa", "{\"x\":1}"));
         u.keep(&xadd("aa", "{\"x\":2}"));
         assert!(!u.is_empty());
-        assert!(!u.take(b"bb", b"{\"x\":1}"), "another server's entry");
-        assert!(!u.take(b"aa", b"{\"x\":3}"));
-        assert!(u.take(b"aa", b"{\"x\":1}"));
-        assert!(!u.take(b"aa", b"{\"x\":1}"), "taken once");
-        assert!(u.take(b"aa", b"{\"x\":2}"));
+        assert!(
+            !u.take("socket.io", &read("1-0", "bb", "{\"x\":1}")),
+            "another server's"
+        );
+        assert!(
+            !u.take("other", &read("1-1", "aa", "{\"x\":1}")),
+            "another stream's"
+        );
+        assert!(!u.take("socket.io", &read("1-2", "aa", "{\"x\":3}")));
+        assert!(u.take("socket.io", &read("1-3", "aa", "{\"x\":1}")));
+        assert!(
+            !u.take("socket.io", &read("1-4", "aa", "{\"x\":1}")),
+            "taken once"
+        );
+        assert!(u.take("socket.io", &read("1-5", "aa", "{\"x\":2}")));
         assert!(u.is_empty());
+    }
+
+    #[test]
+    fn the_search_ends_at_the_last_id_when_the_connection_is_back() {
+        let u = Unconfirmed::default();
+        u.keep(&xadd("aa", "tick"));
+        assert_eq!(u.unbounded_streams(), vec!["socket.io".to_string()]);
+        u.bound("socket.io", (4, 0));
+        assert!(u.unbounded_streams().is_empty());
+        // Redis did not run it: the same data written after the reconnect is not it.
+        assert!(!u.take("socket.io", &read("5-0", "aa", "tick")));
+        assert!(u.is_empty(), "forgotten once the reader passed the bound");
+
+        u.keep(&xadd("aa", "tick"));
+        u.bound("socket.io", (9, 0));
+        assert!(
+            u.take("socket.io", &read("9-0", "aa", "tick")),
+            "at the bound"
+        );
     }
 
     #[test]
@@ -138,7 +228,10 @@ mod tests {
         for i in 0..MAX + 1 {
             u.keep(&xadd("aa", &i.to_string()));
         }
-        assert!(!u.take(b"aa", b"0"), "the oldest went first");
-        assert!(u.take(b"aa", MAX.to_string().as_bytes()));
+        assert!(
+            !u.take("socket.io", &read("1-0", "aa", "0")),
+            "the oldest went first"
+        );
+        assert!(u.take("socket.io", &read("1-1", "aa", &MAX.to_string())));
     }
 }

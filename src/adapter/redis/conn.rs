@@ -2,7 +2,10 @@
 //! stream, on its own connection, reconnecting with backoff (the command,
 //! subscriber and count loops are the shared [`super::link`]'s).
 
-use std::sync::{Arc, Weak};
+use std::{
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
 use redis::{aio::ConnectionLike, Value};
 use tracing::{debug, warn};
@@ -11,6 +14,11 @@ use super::{
     link::{connection_config, Backoff},
     RedisStreams,
 };
+
+/// How long past `BLOCK` a reader waits for Redis' answer before it takes
+/// the connection for dead (Redis gone without closing it: its host rebooted,
+/// the network cut) and reconnects.
+const READ_MARGIN: Duration = Duration::from_secs(3);
 
 /// Starts the stream readers of `node`.
 pub(super) fn spawn_readers(node: &Arc<RedisStreams>) {
@@ -87,7 +95,7 @@ async fn reader(node: Weak<RedisStreams>, stream: String) {
             return;
         };
         let connected = client
-            .get_multiplexed_async_connection_with_config(&connection_config(None))
+            .get_multiplexed_async_connection_with_config(&connection_config(block + READ_MARGIN))
             .await;
         let mut c = match connected {
             Ok(c) => c,

@@ -165,11 +165,12 @@ impl Backoff {
     }
 }
 
-/// Connection options: `response` `None` for blocking reads.
-pub(crate) fn connection_config(response: Option<Duration>) -> AsyncConnectionConfig {
+/// Connection options: a reply is awaited at most `response`, then the
+/// connection counts as broken.
+pub(crate) fn connection_config(response: Duration) -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(response)
+        .set_response_timeout(Some(response))
 }
 
 /// One server's connections to Redis, shared by the adapters of its namespaces.
@@ -261,9 +262,7 @@ impl Link {
         }
         let made = match &self.target {
             Target::Single(client) => client
-                .get_multiplexed_async_connection_with_config(&connection_config(Some(
-                    RESPONSE_TIMEOUT,
-                )))
+                .get_multiplexed_async_connection_with_config(&connection_config(RESPONSE_TIMEOUT))
                 .await
                 .map(Conn::Single),
             Target::Cluster { client, .. } => {

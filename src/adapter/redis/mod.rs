@@ -65,7 +65,8 @@ pub struct RedisStreamsConfig {
     pub max_len: usize,
     /// `readCount`: `XREAD COUNT`.
     pub read_count: usize,
-    /// `blockTimeInMs`: `XREAD BLOCK`.
+    /// `blockTimeInMs`: `XREAD BLOCK`. A reader without an answer 3 s past it
+    /// takes its connection for dead and reconnects.
     pub block_time: Duration,
     /// `sessionKeyPrefix`: keys of recoverable sessions.
     pub session_key_prefix: String,

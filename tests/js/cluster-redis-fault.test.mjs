@@ -475,7 +475,7 @@ describe("cluster on Redis: Redis restarted under a broadcast load", { skip, tim
     assert.equal(hostA.allPids().length, 3, "no worker was restarted");
   });
 
-  it("a stream reader whose connection hangs (Redis gone without closing it) reconnects and resumes", { timeout: 40000 }, async () => {
+  it("a reader or subscriber whose connection hangs (Redis gone without closing it) reconnects and resumes", { timeout: 50000 }, async () => {
     const redis = await startRedis();
     cleanups.push(redis.stop);
     const proxy = await startProxy(redis.port);
@@ -492,12 +492,21 @@ describe("cluster on Redis: Redis restarted under a broadcast load", { skip, tim
       "data", JSON.stringify({ packet: { type: 2, data: ["ext", k], nsp: "/" }, opts: { rooms: [], except: [], flags: {} } })]);
     await ext(1);
     await waitFor(() => seen.A0.ext.length === 1 && seen.A1.ext.length === 1, 10000, 20);
+    // Requests and answers go over pub/sub: worker 1 answers worker 0's.
+    const answered = async () => {
+      const res = await call(rA0, "server-side-emit", { event: "which-worker", args: [], timeout: 1000 });
+      return res.err === null && JSON.stringify(res.responses) === "[1]";
+    };
+    assert.ok(await answered(), "worker 1 answers before the hang");
     proxy.hang();
     const hungAt = Date.now();
     await ext(2);
     // XREAD BLOCK is 5 s: a reader gives up on its connection 3 s past it.
     await waitFor(() => seen.A0.ext.length === 2 && seen.A1.ext.length === 2, 20000, 50);
     console.log(`# the entry written while the readers' connections hung arrived after ${Date.now() - hungAt} ms`);
+    // The subscribers find their hung connections too (PING every 5 s).
+    await waitFor(answered, 25000, 200);
+    console.log(`# worker 1 answers again after ${Date.now() - hungAt} ms`);
     const ids = (await cmd.sendCommand(["XRANGE", STREAM, "-", "+"])).map(([id]) => id);
     for (const k of ["A0", "A1"]) assert.deepEqual(seen[k].ext, [{ i: 1, off: ids[0] }, { i: 2, off: ids[1] }], k);
     assert.equal(hostA.proc.exitCode, null);

@@ -32,6 +32,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Most commands the writer sends in one pipeline.
 const BATCH: usize = 256;
+/// How often the subscriber connection is checked with a PING.
+const PING_EVERY: Duration = Duration::from_secs(5);
 /// How often the number of servers (`PUBSUB NUMSUB`) is refreshed.
 const COUNT_EVERY: Duration = Duration::from_millis(1000);
 
@@ -454,8 +456,26 @@ async fn subscribe_all(sink: &mut redis::aio::PubSubSink, subs: &[Sub]) -> redis
     Ok(())
 }
 
+/// A pub/sub connection (to the `attempt`-th node of a cluster) with every
+/// subscription so far, within [`RESPONSE_TIMEOUT`].
+async fn subscribed(
+    link: &Link,
+    attempt: usize,
+) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+    let connect = async {
+        let (mut sink, stream) = link.pubsub(attempt).await?.split();
+        let subs = lock(&link.subscriptions).clone();
+        subscribe_all(&mut sink, &subs).await?;
+        Ok((sink, stream))
+    };
+    tokio::time::timeout(RESPONSE_TIMEOUT, connect)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
+}
+
 /// The subscriber connection: every subscription of the member; on a cluster,
-/// the next node after a failure.
+/// the next node after a failure. A PING every [`PING_EVERY`] finds a
+/// connection Redis dropped without closing it (it would wait for ever).
 async fn subscriber(member: Weak<dyn Member>, mut sub_rx: mpsc::UnboundedReceiver<Sub>) {
     let mut backoff = Backoff::new();
     let mut first = true;
@@ -463,29 +483,24 @@ async fn subscriber(member: Weak<dyn Member>, mut sub_rx: mpsc::UnboundedReceive
     loop {
         let Some(m) = member.upgrade() else { return };
         attempt += 1;
-        let pubsub = match m.link().pubsub(attempt).await {
-            Ok(p) => p,
+        // Every subscription so far (new ones also arrive through sub_rx).
+        // Drained first: what is queued is in the list too.
+        while sub_rx.try_recv().is_ok() {}
+        let (mut sink, mut stream) = match subscribed(m.link(), attempt).await {
+            Ok(split) => split,
             Err(err) => {
                 drop(m);
                 backoff.failed("redis subscriber", &err).await;
                 continue;
             }
         };
-        let (mut sink, mut stream) = pubsub.split();
-        // Every subscription so far (new ones also arrive through sub_rx).
-        // Drained first: what is queued is in the list too.
-        while sub_rx.try_recv().is_ok() {}
-        let subs = lock(&m.link().subscriptions).clone();
-        if let Err(err) = subscribe_all(&mut sink, &subs).await {
-            drop(m);
-            backoff.failed("redis subscriber", &err).await;
-            continue;
-        }
         backoff.succeeded("redis subscriber");
         if std::mem::take(&mut first) {
             m.link().ready.send_modify(|r| *r += 1);
         }
         drop(m);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         loop {
             tokio::select! {
                 msg = stream.next() => {
@@ -497,6 +512,13 @@ async fn subscriber(member: Weak<dyn Member>, mut sub_rx: mpsc::UnboundedReceive
                     let Some(sub) = sub else { return };
                     if let Err(err) = subscribe_all(&mut sink, std::slice::from_ref(&sub)).await {
                         debug!(target: "socket.io:redis", "subscribe {sub:?}: {err}");
+                        break;
+                    }
+                }
+                _ = ping.tick() => {
+                    let pong = tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        debug!(target: "socket.io:redis", "redis subscriber: no answer to PING");
                         break;
                     }
                 }

@@ -1,9 +1,12 @@
-// The cluster runtime on Redis (streams adapter, recovery on) under faults, with
-// a broadcast load running all along: redis-server is killed (-9) and restarted
-// on the same port; then every stream reader's connection is killed at the
-// instant an entry is written; then other programs XADD garbage. Black-box:
-// two rsio hosts (2 workers each), the official client, redis-server and Redis
-// commands only, so it holds whoever reads the stream for a host.
+// The cluster runtime on Redis under faults, with a broadcast load running all
+// along. Streams adapter (recovery on): redis-server is killed (-9) and
+// restarted on the same port; then every stream reader's connection is killed
+// at the instant an entry is written; then other programs XADD garbage. The
+// classic adapter: the same restart. Through a TCP proxy: replies lost after
+// Redis ran the commands (or commands lost), then the connections reset; and
+// connections that hang without closing. Black-box: rsio hosts (2 workers
+// each), the official client, redis-server and Redis commands only, so it
+// holds whoever reads the stream for a host.
 //
 // Redis runs with AOF and `appendfsync always`: every XADD (and session SET)
 // Redis acknowledged is in the file before the reply, so the restarted Redis
@@ -122,7 +125,7 @@ function checkSenderWorker(got, stream, last, cutOff, report) {
   }
 }
 
-describe("cluster on Redis: Redis restarted under a broadcast load", { skip, timeout: 120000 }, () => {
+describe("cluster on Redis: Redis restarted under a broadcast load", { skip, timeout: 240000 }, () => {
   const cleanups = [];
   afterEach(() => closeAll());
   after(async () => {
@@ -150,7 +153,7 @@ describe("cluster on Redis: Redis restarted under a broadcast load", { skip, tim
     }
   }
 
-  it("reconnects, resumes from the last entry id, loses only what the promise says, skips garbage", { timeout: 75000 }, async () => {
+  it("reconnects, resumes from the last entry id, loses only what the promise says, skips garbage", { timeout: 60000 }, async () => {
     const dir = tempDir();
     let { port, redis } = await freshRedis(dir);
     cleanups.push(async () => {
@@ -304,12 +307,13 @@ describe("cluster on Redis: Redis restarted under a broadcast load", { skip, tim
     // Another worker of the host: the stream, or all of it (see checkSameHost).
     const a1 = ["all", "room"].map((e) => checkSameHost(seen.A1[e], e === "all" ? streamAll : streamRoom, last, (i) => i > beforeKill - 10 && i <= restartedAt, report));
     console.log(`# host A's other worker got ${a1[0]}`);
-    assert.deepEqual(indices(seen.A1.ext), [1]);
     // Another host: exactly the stream, once each, in stream order, with its ids.
     for (const k of ["B0", "B1"]) {
       assert.deepEqual(seen[k].all, expectAll, `${k}: "all" = the stream (${report})`);
       assert.deepEqual(seen[k].room, expectRoom, `${k}: "room" = the stream (${report})`);
-      assert.deepEqual(indices(seen[k].ext), [1], `${k}: the entry written while every reader was down`);
+    }
+    for (const [k, s] of Object.entries(seen)) {
+      assert.deepEqual(indices(s.ext), [1], `${k}: the entry written while every reader was down`);
     }
     assert.deepEqual(seen.out.all, expectAll, "outside the room: every \"all\"");
     assert.deepEqual(seen.out.room, [], "outside the room: no \"room\"");

@@ -13,6 +13,7 @@ use tracing::debug;
 
 use super::{
     codec::{self, kind, Data, Message},
+    link::{Failure, OnFail},
     requests::RequestGuard,
     session, NsState, Pending, RedisStreams,
 };
@@ -57,7 +58,7 @@ impl RedisStreamsAdapter {
         node: &RedisStreams,
         packet: &EncodedPacket,
         opts: &BroadcastOptions,
-        on_fail: Option<Box<dyn FnOnce() + Send>>,
+        on_fail: Option<OnFail>,
     ) {
         let Some(parts) = codec::event_parts(packet) else {
             debug!(target: "socket.io:redis", "broadcast of a frame that is not an event");
@@ -108,18 +109,23 @@ impl Adapter for RedisStreamsAdapter {
 
     /// `XADD`s the packet; every server, this one included, delivers it when its
     /// reader sees the entry, with the entry id as offset. If Redis cannot take
-    /// it, it is delivered here without an offset.
+    /// it, it is delivered here without an offset; if Redis may have taken it
+    /// (the connection broke before the reply), the reader will not deliver
+    /// its entry here again.
     fn broadcast_sequenced(&self, packet: &EncodedPacket, opts: &BroadcastOptions) {
         let Some(node) = self.node() else { return };
         let fallback = {
             let (node, nsp) = (node.this.clone(), self.ns.nsp.clone());
             let (packet, opts) = (packet.clone(), opts.clone());
-            Box::new(move || {
-                let ns = node.upgrade().and_then(|n| n.server.get()?.namespace(&nsp));
-                if let Some(ns) = ns {
+            Box::new(move |failure: Failure, cmd: &redis::Cmd| {
+                let Some(n) = node.upgrade() else { return };
+                if failure == Failure::Unknown {
+                    n.unconfirmed.keep(cmd);
+                }
+                if let Some(ns) = n.server.get().and_then(|s| s.namespace(&nsp)) {
                     ns.deliver(&packet, &opts, None);
                 }
-            }) as Box<dyn FnOnce() + Send>
+            }) as OnFail
         };
         self.xadd_broadcast(&node, packet, opts, Some(fallback));
     }

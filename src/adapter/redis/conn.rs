@@ -4,15 +4,23 @@
 //! reads for itself runs them, and so does a host's primary reading for its
 //! workers ([`super::host`]).
 
-use std::sync::{Arc, Weak};
+use std::{
+    sync::{Arc, Weak},
+    time::Duration,
+};
 
-use redis::{aio::MultiplexedConnection, Value};
+use redis::{aio::ConnectionLike, Value};
 use tracing::warn;
 
 use super::{
     link::{connection_config, Backoff, Link},
     RedisStreamsConfig,
 };
+
+/// How long past `BLOCK` a reader waits for Redis' answer before it takes
+/// the connection for dead (Redis gone without closing it: its host rebooted,
+/// the network cut) and reconnects.
+const READ_MARGIN: Duration = Duration::from_secs(3);
 
 /// What a stream reader reads for.
 pub(crate) trait StreamReader: Send + Sync + 'static {
@@ -21,14 +29,19 @@ pub(crate) trait StreamReader: Send + Sync + 'static {
     /// `blockTimeInMs`, `readCount` and the stream names.
     fn config(&self) -> &RedisStreamsConfig;
     /// One entry read from `stream`; an error is logged and the entry skipped.
-    fn on_entry(&self, fields: &[(&[u8], &[u8])], id: &str) -> Result<(), super::CodecError>;
+    fn on_entry(
+        &self,
+        stream: &str,
+        fields: &[(&[u8], &[u8])],
+        id: &str,
+    ) -> Result<(), super::CodecError>;
 
     /// The entries of `stream` in one `XREAD` reply (`[[id, [field, value,
     /// …]], …]`), in order; returns the id of the last one.
     fn on_entries(&self, stream: &str, list: Value) -> Option<String> {
         let mut last = None;
         for (id, fields) in entries(&list) {
-            if let Err(err) = self.on_entry(&fields, &id) {
+            if let Err(err) = self.on_entry(stream, &fields, &id) {
                 warn!(target: "socket.io:redis", stream, id, "invalid stream entry skipped: {err}")
             }
             last = Some(id);
@@ -81,7 +94,10 @@ pub(super) fn entries(v: &Value) -> Vec<Entry<'_>> {
 
 /// The last id of `stream` (`0-0` when empty): reading starts after it, so
 /// nothing written before this server started is replayed.
-async fn last_id(c: &mut MultiplexedConnection, stream: &str) -> redis::RedisResult<String> {
+pub(super) async fn last_id(
+    c: &mut impl ConnectionLike,
+    stream: &[u8],
+) -> redis::RedisResult<String> {
     let reply: Value = redis::cmd("XREVRANGE")
         .arg(stream)
         .arg("+")
@@ -110,7 +126,7 @@ async fn reader<R: StreamReader>(node: Weak<R>, stream: String) {
             return;
         };
         let connected = client
-            .get_multiplexed_async_connection_with_config(&connection_config(None))
+            .get_multiplexed_async_connection_with_config(&connection_config(block + READ_MARGIN))
             .await;
         let mut c = match connected {
             Ok(c) => c,
@@ -121,7 +137,7 @@ async fn reader<R: StreamReader>(node: Weak<R>, stream: String) {
             }
         };
         if last.is_none() {
-            match last_id(&mut c, &stream).await {
+            match last_id(&mut c, stream.as_bytes()).await {
                 Ok(id) => last = Some(id),
                 Err(err) => {
                     drop(n);

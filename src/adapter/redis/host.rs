@@ -210,7 +210,12 @@ impl StreamReader for HostReader {
         last
     }
 
-    fn on_entry(&self, fields: &[(&[u8], &[u8])], id: &str) -> Result<(), CodecError> {
+    fn on_entry(
+        &self,
+        _stream: &str,
+        fields: &[(&[u8], &[u8])],
+        id: &str,
+    ) -> Result<(), CodecError> {
         let mut flat = Vec::with_capacity(fields.len() * 2);
         for (k, v) in fields {
             flat.push(Bytes::copy_from_slice(k));
@@ -270,7 +275,7 @@ mod tests {
         )
         .unwrap();
         let fields: [(&[u8], &[u8]); 2] = [(b"uid", b"u1"), (b"type", b"3")];
-        StreamReader::on_entry(&*reader, &fields, "1-2").unwrap();
+        StreamReader::on_entry(&*reader, "socket.io", &fields, "1-2").unwrap();
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
         let reply = Value::Array(vec![Value::Array(vec![
             bulk("1-3"),

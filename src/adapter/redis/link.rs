@@ -32,6 +32,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Most commands the writer sends in one pipeline.
 const BATCH: usize = 256;
+/// How often the subscriber connection is checked with a PING.
+const PING_EVERY: Duration = Duration::from_secs(5);
 /// How often the number of servers (`PUBSUB NUMSUB`) is refreshed.
 const COUNT_EVERY: Duration = Duration::from_millis(1000);
 
@@ -54,12 +56,30 @@ pub(crate) trait Member: Send + Sync + 'static {
     fn counted_channels(&self) -> Vec<String>;
     /// The subscriber counts of [`Member::counted_channels`], refreshed.
     fn set_counts(&self, counts: &HashMap<String, usize>);
+    /// Runs on the new command connection after a command failed with its
+    /// outcome unknown, before anything else is written on it.
+    fn after_unknown_failure<'a>(&'a self, _conn: &'a mut Conn) -> RedisFuture<'a, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
 }
+
+/// How a queued command failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Never sent: Redis could not be reached.
+    NotSent,
+    /// Sent, but the connection broke before the reply: Redis may have run it
+    /// (and, with persistence, may still have it after a restart).
+    Unknown,
+}
+
+/// What to do with a command that failed (it is handed back).
+pub(crate) type OnFail = Box<dyn FnOnce(Failure, &Cmd) + Send>;
 
 /// A command for the writer task, and what to do if it cannot reach Redis.
 pub(crate) struct Outgoing {
     pub(crate) cmd: Cmd,
-    pub(crate) on_fail: Option<Box<dyn FnOnce() + Send>>,
+    pub(crate) on_fail: Option<OnFail>,
 }
 
 /// Where Redis is.
@@ -147,11 +167,12 @@ impl Backoff {
     }
 }
 
-/// Connection options: `response` `None` for blocking reads.
-pub(crate) fn connection_config(response: Option<Duration>) -> AsyncConnectionConfig {
+/// Connection options: a reply is awaited at most `response`, then the
+/// connection counts as broken.
+pub(crate) fn connection_config(response: Duration) -> AsyncConnectionConfig {
     AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(response)
+        .set_response_timeout(Some(response))
 }
 
 /// One server's connections to Redis, shared by the adapters of its namespaces.
@@ -243,9 +264,7 @@ impl Link {
         }
         let made = match &self.target {
             Target::Single(client) => client
-                .get_multiplexed_async_connection_with_config(&connection_config(Some(
-                    RESPONSE_TIMEOUT,
-                )))
+                .get_multiplexed_async_connection_with_config(&connection_config(RESPONSE_TIMEOUT))
                 .await
                 .map(Conn::Single),
             Target::Cluster { client, .. } => {
@@ -275,7 +294,7 @@ impl Link {
     }
 
     /// Queues a command; `on_fail` runs if Redis cannot be reached for it.
-    pub(crate) fn send(&self, cmd: Cmd, on_fail: Option<Box<dyn FnOnce() + Send>>) {
+    pub(crate) fn send(&self, cmd: Cmd, on_fail: Option<OnFail>) {
         let _ = self.outgoing.send(Outgoing { cmd, on_fail });
     }
 
@@ -377,33 +396,47 @@ impl Link {
 /// Sends queued commands in order, as pipelines of what is queued.
 async fn writer(member: Weak<dyn Member>, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     let mut batch = Vec::with_capacity(BATCH);
+    // A command failed with its outcome unknown: the member is told on the next connection.
+    let mut unknown = false;
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let Some(m) = member.upgrade() else { return };
-        let link = m.link();
         let mut pipe = redis::pipe();
         for item in &batch {
             pipe.add_command(item.cmd.clone()).ignore();
         }
-        let result = match link.conn().await {
-            Ok(mut c) => match pipe.query_async::<()>(&mut c).await {
-                Ok(()) => Ok(()),
-                Err(err) => {
-                    link.conn_failed(&err).await;
-                    Err(err)
-                }
-            },
-            Err(err) => Err(err),
-        };
-        if let Err(err) = result {
-            debug!(target: "socket.io:redis", "{} command(s) not sent: {err}", batch.len());
+        if let Err((failure, err)) = write(&*m, &pipe, &mut unknown).await {
+            unknown |= failure == Failure::Unknown;
+            debug!(target: "socket.io:redis", "{} command(s) failed ({failure:?}): {err}", batch.len());
             for item in batch.drain(..) {
                 if let Some(f) = item.on_fail {
-                    f();
+                    f(failure, &item.cmd);
                 }
             }
         }
         batch.clear();
     }
+}
+
+/// Sends `pipe` (after [`Member::after_unknown_failure`] if `unknown`).
+async fn write(
+    m: &dyn Member,
+    pipe: &Pipeline,
+    unknown: &mut bool,
+) -> Result<(), (Failure, redis::RedisError)> {
+    let link = m.link();
+    let mut c = link.conn().await.map_err(|e| (Failure::NotSent, e))?;
+    if *unknown {
+        if let Err(err) = m.after_unknown_failure(&mut c).await {
+            link.conn_failed(&err).await;
+            return Err((Failure::NotSent, err));
+        }
+        *unknown = false;
+    }
+    if let Err(err) = pipe.query_async::<()>(&mut c).await {
+        link.conn_failed(&err).await;
+        return Err((Failure::Unknown, err));
+    }
+    Ok(())
 }
 
 async fn subscribe_all(sink: &mut redis::aio::PubSubSink, subs: &[Sub]) -> redis::RedisResult<()> {
@@ -423,8 +456,26 @@ async fn subscribe_all(sink: &mut redis::aio::PubSubSink, subs: &[Sub]) -> redis
     Ok(())
 }
 
+/// A pub/sub connection (to the `attempt`-th node of a cluster) with every
+/// subscription so far, within [`RESPONSE_TIMEOUT`].
+async fn subscribed(
+    link: &Link,
+    attempt: usize,
+) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+    let connect = async {
+        let (mut sink, stream) = link.pubsub(attempt).await?.split();
+        let subs = lock(&link.subscriptions).clone();
+        subscribe_all(&mut sink, &subs).await?;
+        Ok((sink, stream))
+    };
+    tokio::time::timeout(RESPONSE_TIMEOUT, connect)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()))
+}
+
 /// The subscriber connection: every subscription of the member; on a cluster,
-/// the next node after a failure.
+/// the next node after a failure. A PING every [`PING_EVERY`] finds a
+/// connection Redis dropped without closing it (it would wait for ever).
 async fn subscriber(member: Weak<dyn Member>, mut sub_rx: mpsc::UnboundedReceiver<Sub>) {
     let mut backoff = Backoff::new();
     let mut first = true;
@@ -432,29 +483,24 @@ async fn subscriber(member: Weak<dyn Member>, mut sub_rx: mpsc::UnboundedReceive
     loop {
         let Some(m) = member.upgrade() else { return };
         attempt += 1;
-        let pubsub = match m.link().pubsub(attempt).await {
-            Ok(p) => p,
+        // Every subscription so far (new ones also arrive through sub_rx).
+        // Drained first: what is queued is in the list too.
+        while sub_rx.try_recv().is_ok() {}
+        let (mut sink, mut stream) = match subscribed(m.link(), attempt).await {
+            Ok(split) => split,
             Err(err) => {
                 drop(m);
                 backoff.failed("redis subscriber", &err).await;
                 continue;
             }
         };
-        let (mut sink, mut stream) = pubsub.split();
-        // Every subscription so far (new ones also arrive through sub_rx).
-        // Drained first: what is queued is in the list too.
-        while sub_rx.try_recv().is_ok() {}
-        let subs = lock(&m.link().subscriptions).clone();
-        if let Err(err) = subscribe_all(&mut sink, &subs).await {
-            drop(m);
-            backoff.failed("redis subscriber", &err).await;
-            continue;
-        }
         backoff.succeeded("redis subscriber");
         if std::mem::take(&mut first) {
             m.link().ready.send_modify(|r| *r += 1);
         }
         drop(m);
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
         loop {
             tokio::select! {
                 msg = stream.next() => {
@@ -466,6 +512,13 @@ async fn subscriber(member: Weak<dyn Member>, mut sub_rx: mpsc::UnboundedReceive
                     let Some(sub) = sub else { return };
                     if let Err(err) = subscribe_all(&mut sink, std::slice::from_ref(&sub)).await {
                         debug!(target: "socket.io:redis", "subscribe {sub:?}: {err}");
+                        break;
+                    }
+                }
+                _ = ping.tick() => {
+                    let pong = tokio::time::timeout(RESPONSE_TIMEOUT, sink.ping::<Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        debug!(target: "socket.io:redis", "redis subscriber: no answer to PING");
                         break;
                     }
                 }

@@ -27,6 +27,7 @@ mod host;
 mod link;
 mod requests;
 mod session;
+mod unconfirmed;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -68,7 +69,8 @@ pub struct RedisStreamsConfig {
     pub max_len: usize,
     /// `readCount`: `XREAD COUNT`.
     pub read_count: usize,
-    /// `blockTimeInMs`: `XREAD BLOCK`.
+    /// `blockTimeInMs`: `XREAD BLOCK`. A reader without an answer 3 s past it
+    /// takes its connection for dead and reconnects.
     pub block_time: Duration,
     /// `sessionKeyPrefix`: keys of recoverable sessions.
     pub session_key_prefix: String,
@@ -177,6 +179,8 @@ pub struct RedisStreams {
     /// ([`RedisStreams::on_fed_entry`]): no reader of its own. Told each
     /// namespace's uid.
     fed: OnceLock<Announce>,
+    /// Broadcasts delivered here because their `XADD` failed, maybe after Redis ran it.
+    unconfirmed: unconfirmed::Unconfirmed,
     /// Itself, for the tasks it spawns.
     this: Weak<RedisStreams>,
 }
@@ -197,6 +201,7 @@ impl RedisStreams {
             server: OnceLock::new(),
             recovery: OnceLock::new(),
             fed: OnceLock::new(),
+            unconfirmed: unconfirmed::Unconfirmed::default(),
             this: this.clone(),
         }))
     }
@@ -285,9 +290,29 @@ impl RedisStreams {
             .chunks_exact(2)
             .map(|kv| (kv[0].as_ref(), kv[1].as_ref()))
             .collect();
+        // The stream is not forwarded: entries are matched on any stream.
+        if self.delivered_when_its_write_failed(None, &pairs, id) {
+            return;
+        }
         if let Err(err) = self.handle_entry(&pairs, id) {
             tracing::warn!(target: "socket.io:redis", id, "invalid stream entry skipped: {err}")
         }
+    }
+
+    /// Whether the entry `id` read from `stream` (any stream when `None`) is a
+    /// broadcast this server delivered itself when its `XADD` failed with the
+    /// outcome unknown (see `unconfirmed`): it is then skipped, once.
+    fn delivered_when_its_write_failed(
+        &self,
+        stream: Option<&str>,
+        fields: &[(&[u8], &[u8])],
+        id: &str,
+    ) -> bool {
+        if self.unconfirmed.is_empty() || !self.unconfirmed.take(stream, id, fields) {
+            return false;
+        }
+        tracing::debug!(target: "socket.io:redis", stream, id, "delivered here when its write failed");
+        true
     }
 
     /// Waits until the subscriber and every stream reader have connected once
@@ -327,18 +352,12 @@ impl RedisStreams {
     }
 
     /// Queues a command; `on_fail` runs if Redis cannot be reached for it.
-    fn send(&self, cmd: redis::Cmd, on_fail: Option<Box<dyn FnOnce() + Send>>) {
+    fn send(&self, cmd: redis::Cmd, on_fail: Option<link::OnFail>) {
         self.link.send(cmd, on_fail);
     }
 
     /// `XADD <stream> MAXLEN ~ <maxLen> * uid … nsp … type … [data …]`.
-    fn xadd(
-        &self,
-        ns: &NsState,
-        kind: u8,
-        data: Option<String>,
-        on_fail: Option<Box<dyn FnOnce() + Send>>,
-    ) {
+    fn xadd(&self, ns: &NsState, kind: u8, data: Option<String>, on_fail: Option<link::OnFail>) {
         let mut cmd = redis::cmd("XADD");
         cmd.arg(&ns.stream)
             .arg("MAXLEN")
@@ -388,6 +407,18 @@ impl Member for RedisStreams {
             }
         }
     }
+
+    /// Bounds the search for the entries of writes cut off (see `unconfirmed`).
+    fn after_unknown_failure<'a>(&'a self, conn: &'a mut link::Conn) -> redis::RedisFuture<'a, ()> {
+        Box::pin(async move {
+            for stream in self.unconfirmed.unbounded_streams() {
+                let last = conn::last_id(conn, stream.as_bytes()).await?;
+                self.unconfirmed
+                    .bound(&stream, codec::parse_entry_id(&last).unwrap_or((0, 0)));
+            }
+            Ok(())
+        })
+    }
 }
 
 impl StreamReader for RedisStreams {
@@ -399,7 +430,15 @@ impl StreamReader for RedisStreams {
         &self.config
     }
 
-    fn on_entry(&self, fields: &[(&[u8], &[u8])], id: &str) -> Result<(), CodecError> {
+    fn on_entry(
+        &self,
+        stream: &str,
+        fields: &[(&[u8], &[u8])],
+        id: &str,
+    ) -> Result<(), CodecError> {
+        if self.delivered_when_its_write_failed(Some(stream), fields, id) {
+            return Ok(());
+        }
         self.handle_entry(fields, id)
     }
 }

@@ -18,8 +18,9 @@ pub fn markdown(sum: &Summary) -> String {
     let mut md = String::from(
         "## cross-host (two hosts on one redis-server)\n\n\
          Each host is a cluster of *W* workers, every worker a member of the Redis cluster \
-         (rsio `--redis`, Node `@socket.io/redis-streams-adapter`); both hosts and Redis on \
-         CPU 0. The senders are on host A; *same-host*: the receivers too (on every worker of \
+         (rsio `--redis`, Node `@socket.io/redis-streams-adapter`); rsio's primary is its \
+         host's one reader of the stream (Node's workers each read it); both hosts and Redis \
+         on CPU 0. The senders are on host A; *same-host*: the receivers too (on every worker of \
          A), *cross-host*: the receivers on host B. Server CPU is both hosts' together; \
          Redis's CPU and its commands (`INFO commandstats`, the sampling left out) are apart.\n\n\
          | server | hop | W per host | clients | measured deliveries/s | server CPU µs/delivery | Redis CPU µs/delivery | Redis commands/broadcast | p50 | p99 | lost / expected | runs |\n\

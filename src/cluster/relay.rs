@@ -3,7 +3,9 @@
 //! the workers left out of a request, and the writes to each worker's socket.
 //! Broadcasts that need no sequencing (no recovery, no acks, no room forced
 //! through the primary) do not come here: the workers send them to each other
-//! over the direct links the primary set up (see [`super::lanes`]).
+//! over the direct links the primary set up (see [`super::lanes`]). With
+//! `--redis`, the only broadcasts here are those a worker could not write to
+//! Redis: they go to every other worker (see [`super::redis`]).
 
 use rsio_ipc::{
     Broadcast, EncodedFrame, Message, SendError, WorkerIndex, DEFAULT_MAX_FRAME_LENGTH,

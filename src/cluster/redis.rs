@@ -13,6 +13,11 @@
 //! ([`Member::feed`]). A broadcast so crosses Redis once per host, not once
 //! per worker; the workers still publish their own, answer requests and are
 //! counted as servers (`PUBSUB NUMSUB` of channels they subscribe).
+//!
+//! While a worker cannot write to Redis, a broadcast whose write was never
+//! sent goes to the host's other workers through the primary's relay instead
+//! ([`Member::relay_for_host`]), so that one host stays one chat; nothing
+//! crosses the relay while Redis takes the writes.
 
 use std::{sync::Arc, time::Duration};
 
@@ -23,8 +28,8 @@ use tracing::{error, info};
 use super::config::{RedisAdapterKind, RedisOptions};
 use crate::{
     adapter::{
-        Fed, HostReader, RedisAdapterError, RedisClassic, RedisClassicConfig, RedisStreams,
-        RedisStreamsConfig,
+        Fed, HostReader, HostRelay, RedisAdapterError, RedisClassic, RedisClassicConfig,
+        RedisStreams, RedisStreamsConfig,
     },
     server::{AdapterFactory, Server},
 };
@@ -141,6 +146,18 @@ impl Member {
         }
     }
 
+    /// While Redis cannot be written, this member's broadcasts still reach the
+    /// other workers of its host: one whose write was never sent is handed to
+    /// `relay` (the primary's relay), not one whose outcome is unknown (the
+    /// host's reader forwards it if Redis took it). Call it before
+    /// [`Member::factory`]'s adapters broadcast.
+    pub(crate) fn relay_for_host(&self, relay: HostRelay) {
+        match self {
+            Member::Streams(node) => node.set_host_relay(relay),
+            Member::Classic(node) => node.set_host_relay(relay),
+        }
+    }
+
     /// Handles what the host's reader forwarded ([`Message::RedisEntry`],
     /// [`Message::RedisMessage`]) as if this member had read it; other
     /// messages are not its.
@@ -190,9 +207,9 @@ impl Member {
             }
             error!(
                 target: "cluster",
-                "redis at {url} is unreachable: this worker serves its own clients only \
-                 (their broadcasts reach no other worker or host) and keeps retrying \
-                 with backoff"
+                "redis at {url} is unreachable: this worker serves its own clients, its \
+                 broadcasts reach the other workers of this host (not other hosts), and it \
+                 keeps retrying with backoff"
             );
             while !self.ready(Duration::from_secs(60)).await {}
             info!(target: "cluster", "member of the Redis cluster at {url} ({kind}), after a wait");

@@ -3,7 +3,9 @@
 //! the workers left out of a request, and the writes to each worker's socket.
 //! Broadcasts that need no sequencing (no recovery, no acks, no room forced
 //! through the primary) do not come here: the workers send them to each other
-//! over the direct links the primary set up (see [`super::lanes`]).
+//! over the direct links the primary set up (see [`super::lanes`]). With
+//! `--redis`, the only broadcasts here are those a worker could not write to
+//! Redis: they go to every other worker (see [`super::redis`]).
 
 use rsio_ipc::{
     Broadcast, EncodedFrame, Message, SendError, WorkerIndex, DEFAULT_MAX_FRAME_LENGTH,
@@ -84,6 +86,10 @@ impl Primary {
         frame: EncodedFrame,
     ) {
         let reach = match message {
+            // With `--redis` the workers' adapters are Redis' and report no
+            // rooms: what a worker relays (a broadcast Redis never got) goes
+            // to every other worker, which applies its rooms itself.
+            _ if self.config.redis.is_some() => Reach::All,
             Message::Broadcast(Broadcast { nsp, target, .. })
             | Message::SocketsJoin { nsp, target, .. }
             | Message::SocketsLeave { nsp, target, .. }
@@ -137,5 +143,77 @@ fn empty_answer(message: &Message, j: usize) -> Option<Message> {
             sockets: Vec::new(),
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use rsio_ipc::{Frame, IpcConnection, IpcReader, Target};
+
+    use super::*;
+    use crate::cluster::config::{RedisAdapterKind, RedisOptions};
+
+    fn broadcast(rooms: &[&str], text: &'static str) -> Message {
+        Message::Broadcast(Broadcast {
+            nsp: "/".into(),
+            target: Target {
+                rooms: rooms.iter().map(|r| r.to_string()).collect(),
+                ..Target::default()
+            },
+            ack: None,
+            offset: None,
+            frames: vec![Frame::Text(Bytes::from_static(text.as_bytes()))],
+        })
+    }
+
+    async fn next_text(reader: &mut IpcReader) -> Bytes {
+        let got = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
+        match got {
+            Ok(Some(Ok(Message::Broadcast(b)))) => b.frames[0].bytes().clone(),
+            other => panic!("expected a broadcast, got {other:?}"),
+        }
+    }
+
+    /// What workers 1 and 2 get first when worker 0 relays a broadcast to a
+    /// room no worker reported, then one to everyone.
+    async fn first_received(redis: bool) -> Vec<Bytes> {
+        let mut primary = Primary::for_tests(3);
+        if redis {
+            primary.config.redis = Some(RedisOptions {
+                url: "redis://127.0.0.1:1".into(),
+                adapter: RedisAdapterKind::Streams,
+            });
+        }
+        let mut readers = Vec::new();
+        for slot in &mut primary.slots {
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            slot.sender = Some(IpcConnection::new(ours).into_split().1);
+            readers.push(IpcConnection::new(theirs).into_split().0);
+        }
+        for message in [
+            broadcast(&["r"], "42[\"room\"]"),
+            broadcast(&[], "42[\"all\"]"),
+        ] {
+            let frame = EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap();
+            primary.on_message(0, message, frame, false);
+        }
+        let mut got = Vec::new();
+        for reader in &mut readers[1..] {
+            got.push(next_text(reader).await);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn with_redis_a_relayed_broadcast_reaches_every_other_worker() {
+        // The workers' Redis adapters report no rooms: each worker applies them.
+        let room = Bytes::from_static(b"42[\"room\"]");
+        assert_eq!(first_received(true).await, vec![room.clone(), room]);
+        // Without Redis, room interest keeps it from workers without members.
+        let all = Bytes::from_static(b"42[\"all\"]");
+        assert_eq!(first_received(false).await, vec![all.clone(), all]);
     }
 }

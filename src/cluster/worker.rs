@@ -31,7 +31,7 @@ use super::{
     BoxError,
 };
 use crate::{
-    adapter::{hints, Adapter, ClusterLink},
+    adapter::{hints, Adapter, BroadcastOptions, ClusterLink, EncodedPacket},
     http::{serve_with_handoff, ServeConfig},
     server::{Server, ServerConfig},
 };
@@ -262,6 +262,16 @@ impl WorkerContext {
                         own_entries,
                     });
                 });
+                // A broadcast Redis never got reaches this host's other
+                // workers over the ipc socket, relayed by the primary.
+                let link = Arc::downgrade(&self.link);
+                member.relay_for_host(Arc::new(
+                    move |nsp: &str, packet: &EncodedPacket, opts: &BroadcastOptions| {
+                        if let Some(link) = link.upgrade() {
+                            link.relay_broadcast(nsp, packet, opts);
+                        }
+                    },
+                ));
                 let member = Arc::new(member);
                 let server = Server::with_adapter(config, member.factory());
                 member.clone().attach(&server, options);

@@ -209,7 +209,7 @@ describe("cluster on Redis: Redis down at start", { skip, timeout: 90000 }, () =
     const echo = once(a, "local", 5000);
     await call(a, "broadcast", { event: "local", args: [1] });
     assert.deepEqual(await echo, [1]);
-    await host.waitForLog(/redis at redis:\/\/127\.0\.0\.1:\d+ is unreachable: this worker serves its own clients only/, 10000);
+    await host.waitForLog(/redis at redis:\/\/127\.0\.0\.1:\d+ is unreachable: this worker serves its own clients, its broadcasts reach the other workers of this host/, 10000);
     assert.match(host.log(), /redis[^\n]*(refused|unreachable|error)[^\n]*retrying/i);
 
     const redis = await startRedis({ port });

@@ -93,6 +93,27 @@ pub(super) fn encoded(frames: Vec<IpcFrame>) -> Option<EncodedPacket> {
     Some(EncodedPacket(frames?.into()))
 }
 
+impl ClusterLink {
+    /// Sends a broadcast of `nsp` to every other worker through the primary,
+    /// without ack or offset. With `--redis` (the worker's adapter is then
+    /// Redis'), for a broadcast Redis never got: the workers of one host keep
+    /// sharing their broadcasts while Redis is unreachable.
+    pub(crate) fn relay_broadcast(
+        &self,
+        nsp: &str,
+        packet: &EncodedPacket,
+        opts: &BroadcastOptions,
+    ) {
+        self.send(Message::Broadcast(Broadcast {
+            nsp: nsp.to_string(),
+            target: target(opts),
+            ack: None,
+            offset: None,
+            frames: ipc_frames(packet),
+        }));
+    }
+}
+
 /// The adapter of one namespace on one worker of a cluster.
 pub struct ClusterAdapter {
     pub(super) nsp: String,

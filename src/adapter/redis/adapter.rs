@@ -109,20 +109,23 @@ impl Adapter for RedisStreamsAdapter {
 
     /// `XADD`s the packet; every server, this one included, delivers it when its
     /// reader sees the entry, with the entry id as offset. If Redis cannot take
-    /// it, it is delivered here without an offset; if Redis may have taken it
-    /// (the connection broke before the reply), the reader will not deliver
-    /// its entry here again.
+    /// it, it is delivered here without an offset (and, when the host relays,
+    /// by the host's other workers); if Redis may have taken it (the
+    /// connection broke before the reply), the reader will not deliver its
+    /// entry here again.
     fn broadcast_sequenced(&self, packet: &EncodedPacket, opts: &BroadcastOptions) {
         let Some(node) = self.node() else { return };
         let fallback = {
-            let (node, nsp) = (node.this.clone(), self.ns.nsp.clone());
+            let (node, state) = (node.this.clone(), self.ns.clone());
             let (packet, opts) = (packet.clone(), opts.clone());
             Box::new(move |failure: Failure, cmd: &redis::Cmd| {
                 let Some(n) = node.upgrade() else { return };
-                if failure == Failure::Unknown {
-                    n.unconfirmed.keep(cmd);
+                match (failure, n.host_relay.get()) {
+                    (Failure::Unknown, _) => n.unconfirmed.keep(cmd),
+                    (Failure::NotSent, Some(relay)) => relay(&state.nsp, &packet, &opts),
+                    (Failure::NotSent, None) => {}
                 }
-                if let Some(ns) = n.server.get().and_then(|s| s.namespace(&nsp)) {
+                if let Some(ns) = n.server.get().and_then(|s| s.namespace(&state.nsp)) {
                     ns.deliver(&packet, &opts, None);
                 }
             }) as OnFail
@@ -153,9 +156,15 @@ impl Adapter for RedisStreamsAdapter {
             .collect()
     }
 
+    /// `XADD`s the packet; this server delivered it already. One Redis never
+    /// got goes to the host's other workers, when the host relays.
     fn broadcast_remote(&self, packet: &EncodedPacket, opts: &BroadcastOptions) {
         if let Some(node) = self.node() {
-            self.xadd_broadcast(&node, packet, opts, None);
+            // The closure only when a host relays: a library member pays nothing.
+            let on_fail = node.host_relay.get().map(|relay| {
+                super::relay_if_not_sent(relay, self.ns.clone(), |ns| &ns.nsp, packet, opts)
+            });
+            self.xadd_broadcast(&node, packet, opts, on_fail);
         }
     }
 

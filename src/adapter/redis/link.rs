@@ -300,9 +300,19 @@ impl Link {
 
     /// Queues `PUBLISH <channel> <payload>`.
     pub(crate) fn publish(&self, channel: &str, payload: impl redis::ToRedisArgs) {
+        self.publish_or(channel, payload, None);
+    }
+
+    /// Queues `PUBLISH <channel> <payload>`; `on_fail` runs if Redis cannot be reached for it.
+    pub(crate) fn publish_or(
+        &self,
+        channel: &str,
+        payload: impl redis::ToRedisArgs,
+        on_fail: Option<OnFail>,
+    ) {
         let mut cmd = redis::cmd("PUBLISH");
         cmd.arg(channel).arg(payload);
-        self.send(cmd, None);
+        self.send(cmd, on_fail);
     }
 
     /// Adds a subscription (kept for reconnects).

@@ -105,6 +105,36 @@ pub enum RedisAdapterError {
 /// Tells a member's host the name and uid of each of its namespaces (see `set_fed`).
 pub(crate) type Announce = Box<dyn Fn(&str, &str) + Send + Sync>;
 
+/// Hands a broadcast of namespace `nsp` to the other workers of the member's
+/// host, each delivering it to its own clients (no ack, no offset). With
+/// `--redis`, the primary's relay: for a broadcast whose write Redis never
+/// got, so that one host does not split into one chat per worker while Redis
+/// is unreachable (see `set_host_relay`).
+pub(crate) type HostRelay =
+    Arc<dyn Fn(&str, &EncodedPacket, &super::BroadcastOptions) + Send + Sync>;
+
+/// What to do when the write of a broadcast fails (`on_fail`), for a member
+/// whose host relays: one Redis never got goes to the host's other workers
+/// through `relay`; one whose outcome is unknown does not, as Redis may have
+/// taken it, and then the host's reader forwards its entry once Redis is back
+/// (relayed too, it would be delivered twice).
+///
+/// The namespace's name is `name(&ns)`: `ns` is shared, not its name copied.
+fn relay_if_not_sent<N: Send + 'static>(
+    relay: &HostRelay,
+    ns: N,
+    name: fn(&N) -> &str,
+    packet: &EncodedPacket,
+    opts: &super::BroadcastOptions,
+) -> link::OnFail {
+    let (relay, packet, opts) = (relay.clone(), packet.clone(), opts.clone());
+    Box::new(move |failure: link::Failure, _: &redis::Cmd| {
+        if failure == link::Failure::NotSent {
+            relay(name(&ns), &packet, &opts);
+        }
+    })
+}
+
 /// A recoverable packet this server delivered, kept briefly for sockets whose
 /// restore raced with it.
 struct Recent {
@@ -181,6 +211,8 @@ pub struct RedisStreams {
     fed: OnceLock<Announce>,
     /// Broadcasts delivered here because their `XADD` failed, maybe after Redis ran it.
     unconfirmed: unconfirmed::Unconfirmed,
+    /// Set when the workers of its host share the broadcasts Redis did not get.
+    host_relay: OnceLock<HostRelay>,
     /// Itself, for the tasks it spawns.
     this: Weak<RedisStreams>,
 }
@@ -202,6 +234,7 @@ impl RedisStreams {
             recovery: OnceLock::new(),
             fed: OnceLock::new(),
             unconfirmed: unconfirmed::Unconfirmed::default(),
+            host_relay: OnceLock::new(),
             this: this.clone(),
         }))
     }
@@ -281,6 +314,14 @@ impl RedisStreams {
 
     fn is_fed(&self) -> bool {
         self.fed.get().is_some()
+    }
+
+    /// A broadcast whose `XADD` was never sent (Redis unreachable) is also
+    /// handed to `relay`: the other workers of its host deliver it to their
+    /// clients, without an offset. One whose outcome is unknown is not (see
+    /// `unconfirmed`). Nothing else changes while Redis takes the writes.
+    pub(crate) fn set_host_relay(&self, relay: HostRelay) {
+        let _ = self.host_relay.set(relay);
     }
 
     /// An entry its host's primary read (`fields` alternate names and values),

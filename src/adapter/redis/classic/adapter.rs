@@ -98,9 +98,21 @@ impl Adapter for RedisClassicAdapter {
             return;
         };
         match codec::broadcast_message(&self.ns.uid, &self.ns.nsp, &parts, opts) {
-            Ok(msg) => node
-                .link
-                .publish(&codec::broadcast_channel(&self.ns.channel, opts), msg),
+            Ok(msg) => {
+                // One Redis never got goes to the host's other workers, when the
+                // host relays (the closure only then: a library member pays nothing).
+                let on_fail = node.host_relay.get().map(|relay| {
+                    crate::adapter::redis::relay_if_not_sent(
+                        relay,
+                        self.ns.clone(),
+                        |ns| &ns.nsp,
+                        packet,
+                        opts,
+                    )
+                });
+                let channel = codec::broadcast_channel(&self.ns.channel, opts);
+                node.link.publish_or(&channel, msg, on_fail)
+            }
             Err(err) => debug!(target: "socket.io:redis", "broadcast not sent: {err}"),
         }
     }

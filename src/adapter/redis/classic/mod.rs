@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use super::{
     link::{Link, Member, Sub},
     requests::Requests,
-    Announce, RedisAdapterError,
+    Announce, HostRelay, RedisAdapterError,
 };
 use crate::{
     adapter::{LocalAdapter, RemoteAck, SocketInfo},
@@ -115,6 +115,8 @@ pub struct RedisClassic {
     /// forwards their messages ([`RedisClassic::on_fed_message`]): no pattern
     /// of its own. Told each namespace's uid.
     fed: OnceLock<Announce>,
+    /// Set when the workers of its host share the broadcasts Redis did not get.
+    host_relay: OnceLock<HostRelay>,
     /// Itself, for the tasks it spawns.
     this: Weak<RedisClassic>,
 }
@@ -128,6 +130,7 @@ impl RedisClassic {
             pending: Requests::default(),
             server: OnceLock::new(),
             fed: OnceLock::new(),
+            host_relay: OnceLock::new(),
             this: this.clone(),
         })
     }
@@ -217,6 +220,14 @@ impl RedisClassic {
     /// uid of each namespace. Call it before any adapter is made.
     pub(crate) fn set_fed(&self, announce: Announce) {
         let _ = self.fed.set(announce);
+    }
+
+    /// A broadcast whose `PUBLISH` was never sent (Redis unreachable) is also
+    /// handed to `relay`: the other workers of its host deliver it to their
+    /// clients. One whose outcome is unknown is not: Redis may have
+    /// published it, and then the host's primary received it.
+    pub(crate) fn set_host_relay(&self, relay: HostRelay) {
+        let _ = self.host_relay.set(relay);
     }
 
     /// A broadcast or request channel's message its host's primary received,

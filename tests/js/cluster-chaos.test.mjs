@@ -27,6 +27,7 @@ import assert from "node:assert/strict";
 import { performance } from "node:perf_hooks";
 import {
   startCluster, clusterSkipReason, client, connectWorker, closeAll, call, waitFor, sleep, processExists,
+  workerStats as stats,
 } from "./harness.mjs";
 
 const skip = clusterSkipReason();
@@ -116,13 +117,6 @@ async function recordedClient(cluster, name, worker, transports) {
   const served = await call(socket, "worker");
   if (served !== worker) throw new Error(`${name} on port ${cluster.ports[worker]} is served by worker ${served}`);
   return rec;
-}
-
-/** GET /stats of worker `i`. */
-async function stats(cluster, i) {
-  const res = await fetch(`${cluster.urls[i]}/stats`, { signal: AbortSignal.timeout(2000) });
-  if (!res.ok) throw new Error(`GET /stats of worker ${i}: ${res.status}`);
-  return res.json();
 }
 
 function compactRanges(ids) {

@@ -11,35 +11,14 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import {
   startCluster, connectWorker, clusterSkipReason, closeAll, call, once, waitFor, sleep,
+  workerStats as stats, waitToken,
 } from "./harness.mjs";
 
 const T = { timeout: 20000 };
 const HOOK = { timeout: 30000 };
 
-async function stats(cluster, i) {
-  const res = await fetch(`${cluster.urls[i]}/stats`);
-  return res.json();
-}
-
 let seq = 0;
 const fresh = (name) => `${name}-${++seq}`;
-
-/** Resolves with the arguments of the next `event` whose first argument is `token`. */
-function waitToken(socket, event, token, ms = 3000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      socket.off(event, handler);
-      reject(new Error(`did not receive ${event} ${token} within ${ms} ms`));
-    }, ms);
-    function handler(first, ...rest) {
-      if (first !== token) return;
-      clearTimeout(timer);
-      socket.off(event, handler);
-      resolve([first, ...rest]);
-    }
-    socket.on(event, handler);
-  });
-}
 
 /** What reached worker `i` while `action` ran: by any path, straight, via the primary. */
 async function received(cluster, i, action) {

@@ -13,6 +13,7 @@ import http from "node:http";
 import { Manager } from "socket.io-client";
 import {
   startCluster, connectWorker, clusterSkipReason, closeAll, call, once, waitFor,
+  waitToken,
 } from "./harness.mjs";
 
 const T = { timeout: 10000 };
@@ -24,23 +25,6 @@ const sorted = (list) => [...list].sort();
 const numSorted = (list) => [...list].sort((a, b) => a - b);
 
 let seq = 0;
-
-/** Resolves when `socket` receives `event` whose first argument is `token`. */
-function waitToken(socket, event, token, ms = 3000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      socket.off(event, handler);
-      reject(new Error(`${socket.name ?? socket.id} did not receive ${event} ${token} within ${ms} ms`));
-    }, ms);
-    function handler(first) {
-      if (first !== token) return;
-      clearTimeout(timer);
-      socket.off(event, handler);
-      resolve();
-    }
-    socket.on(event, handler);
-  });
-}
 
 /** Broadcast `sync` from `sender` to all and wait until every client has it. */
 async function barrier(sender, clients) {

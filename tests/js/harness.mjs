@@ -482,6 +482,30 @@ export async function connectWorker(cluster, index, opts = {}, ms = DEFAULT_TIME
   return socket;
 }
 
+/** `GET /stats` of worker `i` of an interop cluster (its counters). */
+export async function workerStats(cluster, i) {
+  const res = await fetch(`${cluster.urls[i]}/stats`, { signal: AbortSignal.timeout(2000) });
+  if (!res.ok) throw new Error(`GET /stats of worker ${i}: ${res.status}`);
+  return res.json();
+}
+
+/** Resolves with the arguments of the next `event` whose first argument is `token`. */
+export function waitToken(socket, event, token, ms = 3000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      socket.off(event, handler);
+      reject(new Error(`${socket.name ?? socket.id} did not receive ${event} ${token} within ${ms} ms`));
+    }, ms);
+    function handler(first, ...rest) {
+      if (first !== token) return;
+      clearTimeout(timer);
+      socket.off(event, handler);
+      resolve([first, ...rest]);
+    }
+    socket.on(event, handler);
+  });
+}
+
 /** Whether process `pid` still exists (signal 0). */
 export function processExists(pid) {
   try {

@@ -207,6 +207,7 @@ pub fn markdown(sum: &Summary) -> String {
             md.push('\n');
         }
     }
+    md.push_str(&floor_markdown(sum, &groups));
     md.push_str("### rooms model (µs per delivery)\n\n| server | C | side | a | b (per worker reached) | c (per worker) | points | max residual |\n|---|--:|---|--:|--:|--:|--:|--:|\n");
     for (server, clients) in &groups {
         match Model::of(sum, server, *clients) {
@@ -228,6 +229,56 @@ pub fn markdown(sum: &Summary) -> String {
         }
     }
     md.push('\n');
+    md
+}
+
+/// CPU per delivery of `server`'s local placement at `w` workers.
+fn local_cpu(sum: &Summary, server: &str, clients: u64, w: u64) -> Option<f64> {
+    measured(sum, server, clients, "local")
+        .into_iter()
+        .find(|(x, _)| *x == w)
+        .and_then(|(_, p)| p.get("server_cpu_us_per_op"))
+}
+
+/// rsio's local placement beside the floor (`bare`: W copies of a bare
+/// server on the same core), W by W; empty without bare points.
+fn floor_markdown(sum: &Summary, groups: &[(String, u64)]) -> String {
+    let mut md = String::new();
+    for (server, clients) in groups {
+        if server != "bare" {
+            continue;
+        }
+        let rsio = measured(sum, "rsio", *clients, "local");
+        if rsio.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            md,
+            "### rsio, local, beside the floor (C={clients})\n\n\
+             *bare*: W copies of `rsio-bare-echo` on the same core, each holding its own rooms \
+             (no cluster, no relay, nothing shared): what splitting the same load over W \
+             processes on one core costs on this machine, whatever the server. Measured \
+             right after rsio at each W.\n\n\
+             | W | rsio µs/delivery | bare µs/delivery | rsio ÷ bare | rsio × W=1 | bare × W=1 |\n\
+             |--:|--:|--:|--:|--:|--:|"
+        );
+        for (w, _) in &rsio {
+            let (r, b) = (
+                local_cpu(sum, "rsio", *clients, *w),
+                local_cpu(sum, "bare", *clients, *w),
+            );
+            let _ = writeln!(
+                md,
+                "| {w} | {} | {} | {} | {} | {} |",
+                fmt_num(r),
+                fmt_num(b),
+                fmt_ratio(r, b),
+                fmt_ratio(r, local_cpu(sum, "rsio", *clients, 1)),
+                fmt_ratio(b, local_cpu(sum, "bare", *clients, 1)),
+            );
+        }
+        md.push('\n');
+    }
     md
 }
 
@@ -253,6 +304,20 @@ pub fn targets(sum: &Summary) -> Vec<(String, String, Option<bool>)> {
                 format!("rooms {placement}: CPU per delivery at 8 workers ≤ 1.15× at {base} (C={clients})"),
                 format!("{} µs vs {} µs = {}", fmt_num(a), fmt_num(b), fmt_ratio(a, b)),
                 a.zip(b).map(|(a, b)| a / b <= 1.15 && clean),
+            ));
+        }
+        // Not the issue's target: how much of rsio's growth from 1 to 8
+        // workers is its own, the floor's growth divided out.
+        let growth = |s: &str| {
+            local_cpu(sum, s, clients, 8)
+                .zip(local_cpu(sum, s, clients, 1))
+                .map(|(a, b)| a / b)
+        };
+        if let (Some(r), Some(b)) = (growth("rsio"), growth("bare")) {
+            out.push((
+                format!("rooms local, for reference: rsio's growth from 1 to 8 workers over the floor's (C={clients})"),
+                format!("rsio {r:.2}×, bare {b:.2}×: {:.2}×", r / b),
+                None,
             ));
         }
     }
@@ -470,5 +535,43 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].2, Some(false));
         assert!(t[0].1.ends_with("1.78×"), "{:?}", t[0]);
+    }
+
+    #[test]
+    fn rsio_beside_the_floor() {
+        let mut sum = summary();
+        // The floor grows from 1.0 to 1.6 µs: rsio's 2.40 / 1.35 = 1.78×
+        // over the floor's 1.60× is 1.11×.
+        for (w, cpu) in [(1u64, 1.0), (8, 1.6)] {
+            let mut p = Point {
+                runs: 1,
+                ..Default::default()
+            };
+            p.fields.insert("server_cpu_us_per_op", cpu);
+            let key = Key {
+                scenario: "rooms".into(),
+                mode: "cluster".into(),
+                placement: "local".into(),
+                workers: w,
+                clients: 1000,
+                rank: server_rank("bare"),
+                server: "bare".into(),
+            };
+            sum.insert(key, p);
+        }
+        let md = markdown(&sum);
+        assert!(
+            md.contains("### rsio, local, beside the floor (C=1000)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 8 | 2.40 | 1.60 | 1.50× | 1.78× | 1.60× |"),
+            "{md}"
+        );
+        assert!(md.contains("| 2 | 1.50 | – | – | 1.11× | – |"), "{md}");
+        let t = targets(&sum);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t[2].2, None);
+        assert!(t[2].1.ends_with("1.11×"), "{:?}", t[2]);
     }
 }

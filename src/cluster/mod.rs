@@ -31,6 +31,7 @@
 pub mod bench;
 mod config;
 mod inbox;
+mod inherited;
 mod interest;
 mod lanes;
 mod listen_fds;

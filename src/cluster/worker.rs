@@ -3,7 +3,6 @@
 
 use std::{
     future::Future,
-    os::fd::{FromRawFd, RawFd},
     process::ExitCode,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -24,14 +23,12 @@ use tracing::{error, info, warn};
 
 use super::{
     config::ClusterConfig,
-    spawn::{
-        allowed_cpus, pin_current_thread, unpin_current_thread, CPU_ENV, HANDOFF_FD, HINTS_ENV,
-        HINTS_FD, IPC_FD, LANE_ENV, LINKS_FD, LISTEN_FD, WORKER_ENV,
-    },
+    inherited::{use_hints, Inherited, EXIT_NOT_STARTED_BY_PRIMARY},
+    spawn::{allowed_cpus, pin_current_thread, unpin_current_thread, CPU_ENV},
     BoxError,
 };
 use crate::{
-    adapter::{hints, Adapter, BroadcastOptions, ClusterLink, EncodedPacket},
+    adapter::{Adapter, BroadcastOptions, ClusterLink, EncodedPacket},
     http::{serve_with_handoff, ServeConfig},
     server::{Server, ServerConfig},
 };
@@ -43,145 +40,6 @@ const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 /// Heartbeats between two connection counts sent to the primary (for the shared
 /// port's routing and the status line).
 const STATS_EVERY_BEATS: u64 = 2;
-/// Exit status of a worker whose descriptors 3 and 4 are not what the primary passes
-/// (sysexits' EX_USAGE).
-const EXIT_NOT_STARTED_BY_PRIMARY: u8 = 64;
-
-/// Why a process with the worker environment cannot be a worker.
-#[derive(Debug, thiserror::Error)]
-enum InheritedFdError {
-    #[error("{WORKER_ENV} is set but descriptor {fd} is not open ({source}): a worker is started by the rsio primary, not by hand")]
-    Closed { fd: RawFd, source: std::io::Error },
-    #[error("{WORKER_ENV} is set but descriptor {fd} is not a socket: a worker is started by the rsio primary, not by hand")]
-    NotASocket { fd: RawFd },
-    #[error("{WORKER_ENV} is set but descriptor {fd} is not a listening socket: a worker is started by the rsio primary, not by hand")]
-    NotListening { fd: RawFd },
-    #[error("{WORKER_ENV} is set but descriptor {fd} is not a Unix socket: a worker is started by the rsio primary, not by hand")]
-    NotUnix { fd: RawFd },
-}
-
-/// Descriptor 3 must be a listening socket and 4 (and 5, behind a shared port) a
-/// Unix socket, as the primary passes them.
-fn check_inherited_fds(shared_port: bool) -> Result<(), InheritedFdError> {
-    let unix: &[RawFd] = if shared_port {
-        &[IPC_FD, HANDOFF_FD]
-    } else {
-        &[IPC_FD]
-    };
-    for &fd in [LISTEN_FD].iter().chain(unix) {
-        // SAFETY: fstat on any descriptor number, into a zeroed struct it fills.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd, &mut st) } != 0 {
-            let source = std::io::Error::last_os_error();
-            return Err(InheritedFdError::Closed { fd, source });
-        }
-        if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-            return Err(InheritedFdError::NotASocket { fd });
-        }
-    }
-    let mut listening: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a socket (checked above); the option value fits the buffer given.
-    let res = unsafe {
-        libc::getsockopt(
-            LISTEN_FD,
-            libc::SOL_SOCKET,
-            libc::SO_ACCEPTCONN,
-            (&mut listening as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if res != 0 || listening == 0 {
-        return Err(InheritedFdError::NotListening { fd: LISTEN_FD });
-    }
-    for &fd in unix {
-        // SAFETY: a socket (checked above); the address fits a sockaddr_storage.
-        let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        let res = unsafe {
-            libc::getsockname(
-                fd,
-                (&mut addr as *mut libc::sockaddr_storage).cast(),
-                &mut len,
-            )
-        };
-        if res != 0 || addr.ss_family as libc::c_int != libc::AF_UNIX {
-            return Err(InheritedFdError::NotUnix { fd });
-        }
-    }
-    Ok(())
-}
-
-/// The interest hint table on [`HINTS_FD`], when the primary passed one (a
-/// memfd: a regular file); anything else there is left alone.
-fn inherited_hints() -> Option<std::os::fd::OwnedFd> {
-    std::env::var_os(HINTS_ENV)?;
-    // SAFETY: fstat on any descriptor number, into a zeroed struct it fills.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(HINTS_FD, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFREG
-    {
-        warn!(target: "cluster", "{HINTS_ENV} is set but descriptor {HINTS_FD} is not the hint table: every room broadcast goes through the primary");
-        return None;
-    }
-    // SAFETY: the primary placed the table's memfd there (checked: a regular
-    // file), and nothing else in this process owns it.
-    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(HINTS_FD) })
-}
-
-/// This process's lane and its links channel on [`LINKS_FD`], when the
-/// primary passed them (a socket); anything else there is left alone.
-fn inherited_links() -> Option<(usize, std::os::fd::OwnedFd)> {
-    let lane = std::env::var(LANE_ENV).ok()?.parse().ok()?;
-    // SAFETY: fstat on any descriptor number, into a zeroed struct it fills.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(LINKS_FD, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK
-    {
-        warn!(target: "cluster", "{LANE_ENV} is set but descriptor {LINKS_FD} is not a socket: no direct links");
-        return None;
-    }
-    // SAFETY: the primary placed the channel there (checked: a socket), and
-    // nothing else in this process owns it.
-    Some((lane, unsafe { std::os::fd::OwnedFd::from_raw_fd(LINKS_FD) }))
-}
-
-/// Maps the hint table on `fd` (the mapping stays; the descriptor is not needed
-/// any more) for this process's lane, and takes its direct links. Without a
-/// lane the process could not count its rooms in: the table is disabled for
-/// every process, and every broadcast goes through the primary.
-fn use_hints(
-    link: &Arc<ClusterLink>,
-    fd: &std::os::fd::OwnedFd,
-    links: Option<(usize, std::os::fd::OwnedFd)>,
-    max_queued: usize,
-) {
-    let table = match hints::HintTable::open(fd) {
-        Ok(table) => table,
-        Err(err) => {
-            warn!(target: "cluster", "{err}: every room broadcast goes through the primary");
-            return;
-        }
-    };
-    let Some((lane, channel)) = links else {
-        warn!(target: "cluster", "no lane given: interest hints disabled, every broadcast goes through the primary");
-        table.disable();
-        return;
-    };
-    match hints::Hints::new(table, lane) {
-        Ok(h) => link.use_hints(h),
-        Err(err) => {
-            warn!(target: "cluster", "{err}: interest hints disabled, every broadcast goes through the primary");
-            if let Ok(table) = hints::HintTable::open(fd) {
-                table.disable();
-            }
-            return;
-        }
-    }
-    if let Err(err) = link.use_direct(channel, max_queued) {
-        // The hints stay (kept-local broadcasts); the rest goes through the primary.
-        warn!(target: "cluster", "no direct links: {err}");
-    }
-}
-
 /// Why [`WorkerContext::server`] made no server.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -410,20 +268,14 @@ where
 {
     // Started by hand with the worker's environment, descriptors 3 and 4 may be
     // anything (a file, a terminal, nothing): refuse rather than use them.
-    if let Err(err) = check_inherited_fds(config.shared_port) {
-        // Not through `tracing`: the log filter could hide why the process exits.
-        eprintln!("rsio: {err}");
-        return ExitCode::from(EXIT_NOT_STARTED_BY_PRIMARY);
-    }
-    // SAFETY: the primary placed our listener and ipc socket on these descriptors
-    // (checked above: a listening socket and a Unix stream socket), and nothing else
-    // in this process owns them.
-    let listener = unsafe { std::net::TcpListener::from_raw_fd(LISTEN_FD) };
-    let ipc = unsafe { std::os::unix::net::UnixStream::from_raw_fd(IPC_FD) };
-    // SAFETY: as above, with `--shared-port` (checked: a Unix socket).
-    let handoff = config
-        .shared_port
-        .then(|| unsafe { std::os::unix::net::UnixStream::from_raw_fd(HANDOFF_FD) });
+    let fds = match Inherited::take(config.shared_port) {
+        Ok(fds) => fds,
+        Err(err) => {
+            // Not through `tracing`: the log filter could hide why the process exits.
+            eprintln!("rsio: {err}");
+            return ExitCode::from(EXIT_NOT_STARTED_BY_PRIMARY);
+        }
+    };
     if config.shared_port {
         // The primary routes a request by the worker its sid names.
         crate::engine::sid::set_worker_tag(index);
@@ -446,13 +298,6 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let fds = Inherited {
-        listener,
-        ipc,
-        handoff,
-        hints: inherited_hints(),
-        links: inherited_links(),
-    };
     match runtime.block_on(run_async(index, count, config, fds, app)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -460,15 +305,6 @@ where
             ExitCode::FAILURE
         }
     }
-}
-
-/// The descriptors a worker gets from the primary.
-struct Inherited {
-    listener: std::net::TcpListener,
-    ipc: std::os::unix::net::UnixStream,
-    handoff: Option<std::os::unix::net::UnixStream>,
-    hints: Option<std::os::fd::OwnedFd>,
-    links: Option<(usize, std::os::fd::OwnedFd)>,
 }
 
 async fn run_async<F, Fut>(

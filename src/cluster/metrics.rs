@@ -2,7 +2,7 @@
 //! for the whole cluster (each family once, every worker's numbers under a
 //! `worker="<i>"` label) and `GET /health`.
 //!
-//! Workers send their raw numbers about once a second ([`Message::Metrics`]). A
+//! Workers send their raw numbers about once a second ([`rsio_ipc::Message::Metrics`]). A
 //! worker's counters restart at 0 with the worker; the primary adds what the
 //! previous incarnations of that worker had counted, so every exposed counter stays
 //! monotonic across restarts (`resets()` is 0, `rate()` sees no dip). The lag

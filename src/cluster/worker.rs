@@ -192,7 +192,7 @@ impl WorkerContext {
     }
 }
 
-/// `--admin-ui-hosted`: the page at https://admin.socket.io may open sessions (its
+/// `--admin-ui-hosted`: the page at <https://admin.socket.io> may open sessions (its
 /// origin is allowed) and read the polling answers with credentials (CORS), unless
 /// the application set its own CORS policy.
 fn admit_hosted_admin_ui(config: &mut ServerConfig) {

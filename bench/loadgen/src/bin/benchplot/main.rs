@@ -34,7 +34,7 @@ struct Cli {
     /// One JSON result per line, from rsio-loadgen.
     #[arg(long)]
     raw: PathBuf,
-    /// Output prefix: writes <out>.json, <out>.md and <out>-*.png.
+    /// Output prefix: writes OUT.json, OUT.md and OUT-*.png.
     #[arg(long)]
     out: String,
     #[arg(long, default_value = "")]

@@ -2,6 +2,15 @@
 //! broadcasts on Redis ([`super::redis::host_reader`]) and forwards each entry
 //! or message to its workers, but for the one that published it when that
 //! worker does not need it back (see [`Message::RedisMember`]).
+//!
+//! A broadcast to named rooms (no acks) goes only to the workers whose lanes
+//! have one of its rooms in the interest hints (see [`crate::adapter::hints`]):
+//! a worker's Redis adapter sets its bit before the join that made a room
+//! returns, so a broadcast written after that join is forwarded to it.
+//! Everything else (to every socket, a room shaped like a socket id, with
+//! acks, requests, answers, joins and leaves) goes to every worker, and so
+//! does every entry to a worker with connection state recovery: it keeps the
+//! last seconds of broadcasts for sockets it restores, whatever their rooms.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -10,13 +19,16 @@ use rsio_ipc::{EncodedFrame, Message, DEFAULT_MAX_FRAME_LENGTH};
 use tracing::warn;
 
 use super::primary::{Event, Primary};
-use crate::adapter::HostReader;
+use crate::adapter::{HostReader, Route};
 
 /// The Redis identities (uids) of this host's workers.
 #[derive(Default)]
 pub(crate) struct RedisMembers {
     /// uid → (worker, generation of its process, whether it needs its own entries).
     by_uid: HashMap<Bytes, (usize, u64, bool)>,
+    /// worker → the generation of its process that needs every entry
+    /// (streams with recovery: its own, and the others for restores).
+    every: HashMap<usize, u64>,
 }
 
 impl RedisMembers {
@@ -29,6 +41,18 @@ impl RedisMembers {
             Bytes::copy_from_slice(uid.as_bytes()),
             (worker, generation, own),
         );
+        if own {
+            self.every.insert(worker, generation);
+        } else if self.every.get(&worker).is_some_and(|&g| g != generation) {
+            self.every.remove(&worker);
+        }
+    }
+
+    /// Whether worker `worker`'s process `generation` needs every entry, its
+    /// rooms or not: with recovery, a restored socket gets the broadcasts it
+    /// missed from what its worker read in the last seconds.
+    fn wants_every(&self, worker: usize, generation: u64) -> bool {
+        self.every.get(&worker) == Some(&generation)
     }
 
     /// The worker process that published under `uid` and does not need it back.
@@ -45,12 +69,12 @@ impl RedisMembers {
 pub(super) fn start(primary: &Primary) -> Option<Arc<HostReader>> {
     let options = primary.config.redis.as_ref()?;
     let events = primary.events.clone();
-    let forward = move |message: Message, from: Option<Bytes>| match EncodedFrame::encode(
+    let forward = move |message: Message, from: Option<Bytes>, to: Route| match EncodedFrame::encode(
         &message,
         DEFAULT_MAX_FRAME_LENGTH,
     ) {
         Ok(frame) => {
-            let _ = events.send(Event::Redis { frame, from });
+            let _ = events.send(Event::Redis { frame, from, to });
         }
         Err(err) => warn!(target: "cluster", "cannot forward a redis entry: {err}"),
     };
@@ -84,15 +108,32 @@ impl Primary {
         }
     }
 
-    /// Sends what the host's reader read to every worker, but for the one that
-    /// published it (when it does not need it back), and to the processes a
-    /// reload drains (they still serve their clients).
-    pub(super) fn forward_redis(&mut self, frame: &EncodedFrame, from: Option<&[u8]>) {
+    /// Sends what the host's reader read to the workers it is for (`to`, by
+    /// the interest hints), but for the one that published it (when it does
+    /// not need it back), and to the processes a reload drains (they still
+    /// serve their clients).
+    pub(super) fn forward_redis(&mut self, frame: &EncodedFrame, from: Option<&[u8]>, to: &Route) {
         let skip = from
             .and_then(|uid| self.redis_members.skip(uid))
             .filter(|&(w, g)| self.slots[w].generation == g)
             .map(|(w, _)| w);
-        self.send_all(skip, frame);
+        let lanes = match to {
+            Route::Rooms { nsp, rooms } => self.lanes.table().and_then(|t| t.lanes_of(nsp, rooms)),
+            Route::Everyone => None,
+        };
+        for j in 0..self.slots.len() {
+            let slot = &self.slots[j];
+            let wanted = match (&lanes, slot.lane) {
+                (Some(set), Some(lane)) => {
+                    set.contains(lane) || self.redis_members.wants_every(j, slot.generation)
+                }
+                // No hints for it: it may have members.
+                _ => true,
+            };
+            if wanted && Some(j) != skip {
+                self.send_to(j, frame.clone());
+            }
+        }
         for slot in &self.slots {
             if let Some(s) = slot.retiring.as_ref().and_then(|p| p.sender.as_ref()) {
                 let _ = s.send_frame(frame.clone());
@@ -117,6 +158,7 @@ mod tests {
         Event::Redis {
             frame: EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap(),
             from: Some(Bytes::from(uid.to_string())),
+            to: Route::Everyone,
         }
     }
 

@@ -189,6 +189,13 @@ impl LaneSet {
         self.words[lane / 64] &= !(1 << (lane % 64));
     }
 
+    /// Whether `lane` is in.
+    pub fn contains(&self, lane: usize) -> bool {
+        self.words
+            .get(lane / 64)
+            .is_some_and(|w| w & (1 << (lane % 64)) != 0)
+    }
+
     /// Whether no lane is in.
     pub fn is_empty(&self) -> bool {
         self.words.iter().all(|w| *w == 0)
@@ -380,6 +387,29 @@ impl HintTable {
             *out |= word.load(Ordering::SeqCst);
         }
         set.remove(self.lanes);
+    }
+
+    /// The lanes with members of any of `rooms` of `nsp` (the primary's view,
+    /// to route what it reads on Redis); `None` when any process may have
+    /// some: the table disabled, no room (every socket), a room forced, or a
+    /// room shaped like a socket id (not counted).
+    pub fn lanes_of<S: AsRef<str>>(&self, nsp: &str, rooms: &[S]) -> Option<LaneSet> {
+        if self.disabled() || rooms.is_empty() {
+            return None;
+        }
+        let mut set = LaneSet::default();
+        for room in rooms {
+            let room = room.as_ref();
+            if crate::engine::Sid::parse(room).is_some() {
+                return None;
+            }
+            let slot = self.slot(nsp, room);
+            if self.forced(slot) {
+                return None;
+            }
+            self.or_into(slot, &mut set);
+        }
+        Some(set)
     }
 
     /// Clears `lane` in every slot and its epoch: its process has exited (the

@@ -28,8 +28,8 @@ use tracing::{error, info};
 use super::config::{RedisAdapterKind, RedisOptions};
 use crate::{
     adapter::{
-        ClusterLink, Fed, HostReader, HostRelay, InterestFactory, RedisAdapterError, Route, RedisClassic, RedisClassicConfig,
-        RedisStreams, RedisStreamsConfig,
+        ClusterLink, Fed, HostReader, HostRelay, InterestFactory, RedisAdapterError, RedisClassic,
+        RedisClassicConfig, RedisStreams, RedisStreamsConfig, Route,
     },
     server::{AdapterFactory, Server},
 };
@@ -152,7 +152,8 @@ impl Member {
     /// before [`Member::factory`].
     pub(crate) fn count_rooms_in(&self, link: &Arc<ClusterLink>) {
         let link = Arc::downgrade(link);
-        let interest: InterestFactory = Box::new(move |nsp: &str| link.upgrade()?.redis_interest(nsp));
+        let interest: InterestFactory =
+            Box::new(move |nsp: &str| link.upgrade()?.redis_interest(nsp));
         match self {
             Member::Streams(node) => node.set_room_interest(interest),
             Member::Classic(node) => node.set_room_interest(interest),

@@ -228,4 +228,88 @@ mod tests {
         m.register(0, 8, "dddd", false);
         assert_eq!(m.skip(b"cccc"), Some((0, 8)));
     }
+
+    #[test]
+    fn a_worker_with_recovery_wants_every_entry_until_it_restarts() {
+        let mut m = RedisMembers::default();
+        m.register(0, 1, "aaaa", true);
+        m.register(1, 1, "bbbb", false);
+        assert!(m.wants_every(0, 1));
+        assert!(!m.wants_every(1, 1));
+        assert!(!m.wants_every(0, 2), "not its next process");
+        m.register(0, 2, "cccc", false);
+        assert!(!m.wants_every(0, 1) && !m.wants_every(0, 2));
+    }
+
+    fn routed_entry(id: &str, room: Option<&str>) -> Event {
+        let rooms = room.map_or(String::new(), |r| format!("\"{r}\""));
+        let data = format!(
+            r#"{{"packet":{{"type":2,"data":["e"]}},"opts":{{"rooms":[{rooms}],"except":[],"flags":{{}}}}}}"#
+        );
+        let fields: Vec<Bytes> = ["uid", "node", "nsp", "/", "type", "3", "data", &data]
+            .iter()
+            .map(|s| Bytes::from(s.to_string()))
+            .collect();
+        let fed = crate::adapter::Fed::Entry {
+            id: id.into(),
+            fields,
+        };
+        let to = fed.route();
+        let crate::adapter::Fed::Entry { id, fields } = fed else {
+            unreachable!()
+        };
+        Event::Redis {
+            frame: EncodedFrame::encode(
+                &Message::RedisEntry { id, fields },
+                DEFAULT_MAX_FRAME_LENGTH,
+            )
+            .unwrap(),
+            from: Some(Bytes::from_static(b"node")),
+            to,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_room_broadcast_goes_only_to_the_workers_with_members_or_recovery() {
+        use crate::adapter::hints::{HintTable, Hints};
+        let mut primary = Primary::for_tests(3);
+        primary.lanes = super::super::lanes::Lanes::new(3);
+        let mut readers = Vec::new();
+        let mut assigned = Vec::new();
+        for j in 0..3 {
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            let a = primary.lanes.assign(j).expect("a lane");
+            primary.slots[j].lane = Some(a.lane);
+            primary.slots[j].sender = Some(IpcConnection::new(ours).into_split().1);
+            readers.push(IpcConnection::new(theirs).into_split().0);
+            assigned.push(a);
+        }
+        // Worker 1 has a member of "r"; worker 2 keeps every entry (recovery).
+        let fd = primary.lanes.memfd().unwrap();
+        let lane = primary.slots[1].lane.unwrap();
+        let hints = Hints::new(HintTable::open(fd).unwrap(), lane).unwrap();
+        hints.appeared("/", "r");
+        for (worker, uid, own_entries) in [(0, "w0", false), (1, "w1", false), (2, "w2", true)] {
+            let message = Message::RedisMember {
+                nsp: "/".into(),
+                uid: uid.into(),
+                own_entries,
+            };
+            let frame = EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap();
+            primary.on_message(worker, message, frame, false);
+        }
+        for (id, room) in [("1-0", Some("r")), ("2-0", Some("nobody")), ("3-0", None)] {
+            assert!(primary.on_event(routed_entry(id, room)).is_none());
+        }
+        hints.gone("/", "r");
+        assert!(primary.on_event(routed_entry("4-0", Some("r"))).is_none());
+        // What each got, up to the last (to every socket): in order, so what
+        // comes first proves what was not sent.
+        let want: [&[&str]; 3] = [&["3-0"], &["1-0", "3-0"], &["1-0", "2-0", "3-0", "4-0"]];
+        for (j, reader) in readers.iter_mut().enumerate() {
+            for id in want[j] {
+                assert_eq!(next_id(reader).await, *id, "worker {j}");
+            }
+        }
+    }
 }

@@ -19,7 +19,8 @@ use tracing::debug;
 
 use super::super::{
     local::{InterestSink, RoomPresence},
-    EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck};
+    EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck,
+};
 use super::{direct::Direct, encoded, hints::Hints, options, ClusterAdapter};
 use crate::{
     parser::Args,

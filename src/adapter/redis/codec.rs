@@ -643,8 +643,7 @@ pub fn entry_route(fields: &[Bytes]) -> Route {
     let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(data) else {
         return Route::Everyone;
     };
-    let Ok(rmpv::ValueRef::Map(entries)) = rmpv::decode::read_value_ref(&mut raw.as_slice())
-    else {
+    let Ok(rmpv::ValueRef::Map(entries)) = rmpv::decode::read_value_ref(&mut raw.as_slice()) else {
         return Route::Everyone;
     };
     let key = |name: &str| {

@@ -55,8 +55,8 @@ use requests::Requests;
 
 pub use adapter::RedisStreamsAdapter;
 pub use classic::{RedisClassic, RedisClassicAdapter, RedisClassicConfig};
-pub use codec::{hash_code, stream_name};
 pub(crate) use codec::Route;
+pub use codec::{hash_code, stream_name};
 pub(crate) use host::{Fed, HostReader};
 
 /// Options of the adapter, with the names and defaults of Node's `createAdapter` options.

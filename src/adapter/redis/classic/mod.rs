@@ -18,8 +18,9 @@ use tokio::sync::mpsc;
 
 use super::{
     link::{Link, Member, Sub},
+    local_rooms,
     requests::Requests,
-    local_rooms, Announce, HostRelay, InterestFactory, RedisAdapterError,
+    Announce, HostRelay, InterestFactory, RedisAdapterError,
 };
 use crate::{
     adapter::{LocalAdapter, RemoteAck, SocketInfo},

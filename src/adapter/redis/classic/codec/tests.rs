@@ -274,3 +274,37 @@ fn compress_false_is_a_flag_both_ways() {
     let plain = broadcast_message("abc123", "/", &parts(&p), &opts(&[], &[], false)).unwrap();
     assert!(parse_broadcast(&plain).unwrap().opts.flags.compress);
 }
+
+#[test]
+fn the_route_of_a_broadcast_is_its_namespace_and_rooms() {
+    let route = |nsp: &str, rooms: &[&str]| Route::Rooms {
+        nsp: nsp.into(),
+        rooms: rooms.iter().map(|r| r.to_string()).collect(),
+    };
+    // notepack of ["abc123", {type: 2, data: ["ev", 1], nsp: "/chat"},
+    // {rooms: ["r1", "r2"], except: [], flags: {}}], as Node's redis adapter
+    // publishes io.of("/chat").to(["r1", "r2"]).emit("ev", 1).
+    let node = unhex("93a661626331323383a47479706502a46461746192a2657601a36e7370a52f6368617483a5726f6f6d7392a27231a27232a665786365707490a5666c61677380");
+    assert_eq!(broadcast_route(&node), route("/chat", &["r1", "r2"]));
+    // The emitter's: no nsp, the main namespace.
+    let emitter = unhex("93a7656d697474657282a47479706502a46461746192a26576a17883a5726f6f6d7391a4726f6f6da665786365707490a5666c61677380");
+    assert_eq!(broadcast_route(&emitter), route("/", &["room"]));
+    // What rsio publishes.
+    assert_eq!(broadcast_route(&unhex(BROADCAST)), route("/", &["r"]));
+    // Rooms []: every socket.
+    let all = unhex("93a661626331323383a47479706502a46461746192a2657601a36e7370a52f6368617483a5726f6f6d7390a665786365707490a5666c61677380");
+    assert_eq!(broadcast_route(&all), Route::Everyone);
+    // A room that is a number (Node allows it): everywhere.
+    let number = unhex("93a661626331323382a47479706502a46461746191a2657683a5726f6f6d739107a665786365707490a5666c61677380");
+    assert_eq!(broadcast_route(&number), Route::Everyone);
+    // Requests and answers are maps (JSON or msgpack), garbage is garbage.
+    for other in [
+        &br#"{"type":7,"requestId":"x","packet":{},"opts":{"rooms":["r"]}}"#[..],
+        &[0x81, 0xa4, b't', b'y', b'p', b'e', 0x07],
+        &[0xc1],
+        &[],
+        &[0x92, 0xa1, b'u', 0x80],
+    ] {
+        assert_eq!(broadcast_route(other), Route::Everyone, "{other:?}");
+    }
+}

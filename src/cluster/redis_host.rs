@@ -11,6 +11,10 @@
 //! acks, requests, answers, joins and leaves) goes to every worker, and so
 //! does every entry to a worker with connection state recovery: it keeps the
 //! last seconds of broadcasts for sockets it restores, whatever their rooms.
+//! A join read on Redis (`socketsJoin`) is applied by a worker after the
+//! primary read it, maybe after it read the broadcast that followed it: the
+//! rooms it joins are forced in the hints, and broadcasts to them go to every
+//! worker from then on.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -119,6 +123,16 @@ impl Primary {
             .map(|(w, _)| w);
         let lanes = match to {
             Route::Rooms { nsp, rooms } => self.lanes.table().and_then(|t| t.lanes_of(nsp, rooms)),
+            Route::Join { nsp, rooms } => {
+                // A worker may apply this join after the next broadcast to
+                // these rooms is read: they go everywhere from now on.
+                if let Some(table) = self.lanes.table() {
+                    for room in rooms {
+                        table.force(nsp, room);
+                    }
+                }
+                None
+            }
             Route::Everyone => None,
         };
         for j in 0..self.slots.len() {
@@ -303,9 +317,33 @@ mod tests {
         }
         hints.gone("/", "r");
         assert!(primary.on_event(routed_entry("4-0", Some("r"))).is_none());
-        // What each got, up to the last (to every socket): in order, so what
-        // comes first proves what was not sent.
-        let want: [&[&str]; 3] = [&["3-0"], &["1-0", "3-0"], &["1-0", "2-0", "3-0", "4-0"]];
+        // A join read on Redis: worker 0 may apply it after the primary reads
+        // the next broadcast to "j", which then goes everywhere.
+        let join = r#"{"opts":{"rooms":["x"],"except":[]},"rooms":["j"]}"#;
+        let fields: Vec<Bytes> = ["uid", "node", "nsp", "/", "type", "4", "data", join]
+            .iter()
+            .map(|s| Bytes::from(s.to_string()))
+            .collect();
+        let to = crate::adapter::Fed::Entry {
+            id: "5-0".into(),
+            fields: fields.clone(),
+        }
+        .route();
+        let message = Message::RedisEntry {
+            id: "5-0".into(),
+            fields,
+        };
+        let frame = EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap();
+        let from = Some(Bytes::from_static(b"node"));
+        assert!(primary.on_event(Event::Redis { frame, from, to }).is_none());
+        assert!(primary.on_event(routed_entry("6-0", Some("j"))).is_none());
+        // What each got, up to the last: in order, so what comes first proves
+        // what was not sent.
+        let want: [&[&str]; 3] = [
+            &["3-0", "5-0", "6-0"],
+            &["1-0", "3-0", "5-0", "6-0"],
+            &["1-0", "2-0", "3-0", "4-0", "5-0", "6-0"],
+        ];
         for (j, reader) in readers.iter_mut().enumerate() {
             for id in want[j] {
                 assert_eq!(next_id(reader).await, *id, "worker {j}");

@@ -103,6 +103,19 @@ for (const [kind, recovery] of [["streams", false], ["streams", true], ["classic
       }
     });
 
+    it("sockets the other host joins to a room then get its broadcast to it", T, async () => {
+      // The join goes over Redis too: a host's primary reads it before the
+      // broadcast, maybe before its worker applied it.
+      const [, a1, b0] = await everywhere();
+      for (let i = 0; i < 20; i++) {
+        const room = `remote-${i}`;
+        const got = once(a1, "to-remote", 5000);
+        await call(b0, "sockets-join", { in: [a1.id], rooms: [room] });
+        await call(b0, "broadcast", { event: "to-remote", to: [room], args: [i] });
+        assert.equal((await got)[0], i, `round ${i}`);
+      }
+    });
+
     it("a room with members on both workers of a host reaches each of them once", T, async () => {
       const [a0, a1, b0, b1] = await everywhere();
       await Promise.all([call(a0, "join", "both"), call(a1, "join", "both"), call(b1, "join", "both")]);

@@ -412,6 +412,12 @@ impl HintTable {
         Some(set)
     }
 
+    /// Marks `room` of `nsp` as possibly anywhere, for good (see [`Hints::force`]).
+    pub fn force(&self, nsp: &str, room: &str) {
+        let slot = self.slot(nsp, room);
+        self.set_bit(slot, self.lanes);
+    }
+
     /// Clears `lane` in every slot and its epoch: its process has exited (the
     /// primary, before it gives the lane again).
     pub fn clear_lane(&self, lane: usize) {
@@ -554,8 +560,7 @@ impl Hints {
     /// Marks `room` as possibly anywhere, for good: what this process sends to
     /// it goes through the primary.
     pub fn force(&self, nsp: &str, room: &str) {
-        let slot = self.table.slot(nsp, room);
-        self.table.set_bit(slot, self.table.lanes);
+        self.table.force(nsp, room);
     }
 
     /// As [`Hints::force`], for broadcasts to every socket of `nsp`.

@@ -558,6 +558,16 @@ pub enum Route {
         /// The target rooms, as written (a room may be shaped like a socket id).
         rooms: Vec<String>,
     },
+    /// A join of sockets to `rooms` of `nsp` (`socketsJoin`): every server.
+    /// A host's worker applies it after its primary read it, maybe after the
+    /// primary read a broadcast to these rooms that came after it: from then
+    /// on, such broadcasts go everywhere.
+    Join {
+        /// The namespace.
+        nsp: String,
+        /// The rooms joined.
+        rooms: Vec<String>,
+    },
 }
 
 impl Route {
@@ -623,6 +633,9 @@ pub fn entry_route(fields: &[Bytes]) -> Route {
             .find(|kv| kv[0] == name)
             .map(|kv| &kv[1][..])
     };
+    if field(b"type") == Some(b"4") {
+        return join_route(fields);
+    }
     let (Some(b"3"), Some(nsp), Some(data)) = (field(b"type"), field(b"nsp"), field(b"data"))
     else {
         return Route::Everyone;
@@ -657,6 +670,24 @@ pub fn entry_route(fields: &[Bytes]) -> Route {
     }
     match key("opts").map(msgpack_rooms) {
         Some(Some(rooms)) => Route::rooms(nsp, rooms),
+        _ => Route::Everyone,
+    }
+}
+
+/// The route of a SOCKETS_JOIN entry (rare: read in full).
+fn join_route(fields: &[Bytes]) -> Route {
+    let pairs = fields
+        .chunks_exact(2)
+        .map(|kv| (kv[0].as_ref(), kv[1].as_ref()));
+    match parse_entry(pairs) {
+        Ok(Message {
+            nsp,
+            data: Some(data),
+            ..
+        }) => Route::Join {
+            rooms: strings(data.json.get("rooms")),
+            nsp,
+        },
         _ => Route::Everyone,
     }
 }

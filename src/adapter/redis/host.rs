@@ -40,7 +40,7 @@ impl Fed {
     pub(crate) fn route(&self) -> Route {
         match self {
             Fed::Entry { fields, .. } => super::codec::entry_route(fields),
-            Fed::Message { payload, .. } => super::classic::broadcast_route(payload),
+            Fed::Message { channel, payload } => super::classic::message_route(channel, payload),
         }
     }
 }

@@ -29,7 +29,7 @@ use crate::{
 };
 
 pub use adapter::RedisClassicAdapter;
-pub(super) use codec::broadcast_route;
+pub(super) use codec::message_route;
 
 /// Options of the adapter, with the names and defaults of Node's `createAdapter`
 /// options (`requestsTimeout` has no counterpart: rsio's `fetch_sockets` and

@@ -369,9 +369,9 @@ fn the_route_of_a_json_entry_is_its_rooms_unless_it_wants_acks() {
             "3",
             r#"{"packet":{"type":2,"data":["e"]},"opts":{"rooms":[7],"except":[],"flags":{}}}"#,
         ),
-        // A join of sockets in a room: every server looks for them.
+        // A leave of sockets: every server looks for them.
         (
-            "4",
+            "5",
             r#"{"opts":{"rooms":["room1"],"except":[]},"rooms":["r2"]}"#,
         ),
         ("9", r#"{"packet":["ev"]}"#),
@@ -430,4 +430,23 @@ fn the_route_of_a_binary_entry_as_node_writes_it() {
         entry_route(&entry("3", Some("/"), &data)),
         rooms("/", &["r"])
     );
+}
+
+#[test]
+fn a_join_of_sockets_is_routed_as_a_join_of_its_rooms() {
+    // What Node writes for io.in("room1").socketsJoin(["r2", "r3"]).
+    let node = r#"{"opts":{"rooms":["room1"],"except":[]},"rooms":["r2","r3"]}"#;
+    assert_eq!(
+        entry_route(&entry("4", Some("/chat"), node)),
+        Route::Join {
+            nsp: "/chat".into(),
+            rooms: vec!["r2".into(), "r3".into()],
+        }
+    );
+    assert_eq!(
+        entry_route(&entry("4", None, node)),
+        Route::Everyone,
+        "no nsp"
+    );
+    assert_eq!(entry_route(&entry("4", Some("/"), "{bad")), Route::Everyone);
 }

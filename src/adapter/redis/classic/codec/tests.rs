@@ -308,3 +308,61 @@ fn the_route_of_a_broadcast_is_its_namespace_and_rooms() {
         assert_eq!(broadcast_route(other), Route::Everyone, "{other:?}");
     }
 }
+
+#[test]
+fn a_join_request_is_routed_as_a_join_of_its_rooms() {
+    let join = |nsp: &str, rooms: &[&str]| Route::Join {
+        nsp: nsp.into(),
+        rooms: rooms.iter().map(|r| r.to_string()).collect(),
+    };
+    // Node's redis adapter: JSON.stringify({uid, type: 2, opts, rooms}).
+    let node =
+        br#"{"uid":"abc123","type":2,"opts":{"rooms":["room1"],"except":[]},"rooms":["r2",7]}"#;
+    assert_eq!(
+        message_route("socket.io-request#/chat#", node),
+        join("/chat", &["r2", "7"])
+    );
+    // rsio's, and the older per-socket form.
+    let ours = rooms_request(
+        "u",
+        request::REMOTE_JOIN,
+        &opts(&["a"], &[], false),
+        &["r".into()],
+    );
+    assert_eq!(
+        message_route("socket.io-request#/#", ours.as_bytes()),
+        join("/", &["r"])
+    );
+    let older = br#"{"uid":"u","type":2,"sid":"s","room":"r9"}"#;
+    assert_eq!(
+        message_route("socket.io-request#/#", older),
+        join("/", &["r9"])
+    );
+    // Leaves, other requests, answers and other channels: everywhere.
+    let leave = rooms_request(
+        "u",
+        request::REMOTE_LEAVE,
+        &opts(&["a"], &[], false),
+        &["r".into()],
+    );
+    for (channel, payload) in [
+        ("socket.io-request#/#", leave.as_bytes()),
+        ("socket.io-request#/#", &br#"{"type":6,"data":["e"]}"#[..]),
+        ("socket.io-response#/#", &node[..]),
+        ("socket.io-request#/#", b"{bad"),
+    ] {
+        assert_eq!(
+            message_route(channel, payload),
+            Route::Everyone,
+            "{channel}"
+        );
+    }
+    // Broadcasts are arrays.
+    assert_eq!(
+        message_route("socket.io#/#r#", &unhex(BROADCAST)),
+        Route::Rooms {
+            nsp: "/".into(),
+            rooms: vec!["r".into()]
+        }
+    );
+}

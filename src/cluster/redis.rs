@@ -10,9 +10,12 @@
 //! host's one reader of them ([`host_reader`]: the stream, or the broadcast
 //! and request channels of the classic adapter, in their publishing order),
 //! and forwards each entry or message, as Redis sent it, to its workers
-//! ([`Member::feed`]). A broadcast so crosses Redis once per host, not once
-//! per worker; the workers still publish their own, answer requests and are
-//! counted as servers (`PUBSUB NUMSUB` of channels they subscribe).
+//! ([`Member::feed`]): a room broadcast only to those with members of its
+//! rooms, which the workers count in the interest hints as in a cluster
+//! without Redis ([`Member::count_rooms_in`], see [`super::redis_host`]). A
+//! broadcast so crosses Redis once per host, not once per worker; the
+//! workers still publish their own, answer requests and are counted as
+//! servers (`PUBSUB NUMSUB` of channels they subscribe).
 //!
 //! While a worker cannot write to Redis, a broadcast whose write was never
 //! sent goes to the host's other workers through the primary's relay instead

@@ -192,7 +192,7 @@ impl WorkerContext {
 
     /// With `--redis`: the stream entries or channel messages read on Redis
     /// that the primary forwarded to this worker (a room broadcast reaches
-    /// only the workers with members of its rooms, see [`super::redis_host`]).
+    /// only the workers with members of its rooms).
     pub fn redis_received(&self) -> u64 {
         self.redis_received.load(Ordering::Relaxed)
     }

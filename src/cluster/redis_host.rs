@@ -30,9 +30,10 @@ use crate::adapter::{HostReader, Route};
 pub(crate) struct RedisMembers {
     /// uid → (worker, generation of its process, whether it needs its own entries).
     by_uid: HashMap<Bytes, (usize, u64, bool)>,
-    /// worker → the generation of its process that needs every entry
-    /// (streams with recovery: its own, and the others for restores).
-    every: HashMap<usize, u64>,
+    /// (worker, generation) of the processes that need every entry (streams
+    /// with recovery: their own, and the others for restores); at most the
+    /// two newest of a worker (the one serving and, in a reload, the next).
+    every: Vec<(usize, u64)>,
 }
 
 impl RedisMembers {
@@ -45,10 +46,14 @@ impl RedisMembers {
             Bytes::copy_from_slice(uid.as_bytes()),
             (worker, generation, own),
         );
-        if own {
-            self.every.insert(worker, generation);
-        } else if self.every.get(&worker).is_some_and(|&g| g != generation) {
-            self.every.remove(&worker);
+        if own && !self.every.contains(&(worker, generation)) {
+            self.every.push((worker, generation));
+            let mine = self.every.iter().filter(|(w, _)| *w == worker);
+            if mine.clone().count() > 2 {
+                let oldest = mine.map(|&(_, g)| g).min();
+                self.every
+                    .retain(|&(w, g)| w != worker || Some(g) != oldest);
+            }
         }
     }
 
@@ -56,7 +61,7 @@ impl RedisMembers {
     /// rooms or not: with recovery, a restored socket gets the broadcasts it
     /// missed from what its worker read in the last seconds.
     fn wants_every(&self, worker: usize, generation: u64) -> bool {
-        self.every.get(&worker) == Some(&generation)
+        self.every.contains(&(worker, generation))
     }
 
     /// The worker process that published under `uid` and does not need it back.
@@ -244,15 +249,23 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_with_recovery_wants_every_entry_until_it_restarts() {
+    fn a_process_with_recovery_wants_every_entry() {
         let mut m = RedisMembers::default();
         m.register(0, 1, "aaaa", true);
         m.register(1, 1, "bbbb", false);
         assert!(m.wants_every(0, 1));
         assert!(!m.wants_every(1, 1));
         assert!(!m.wants_every(0, 2), "not its next process");
-        m.register(0, 2, "cccc", false);
-        assert!(!m.wants_every(0, 1) && !m.wants_every(0, 2));
+        // A reload: the next process registers while the old one still serves.
+        m.register(0, 2, "cccc", true);
+        m.register(0, 2, "dddd", true);
+        assert!(m.wants_every(0, 1) && m.wants_every(0, 2));
+        m.register(0, 3, "eeee", true);
+        assert!(!m.wants_every(0, 1), "the two newest of a worker are kept");
+        assert!(m.wants_every(0, 2) && m.wants_every(0, 3));
+        m.register(0, 4, "ffff", false);
+        assert!(!m.wants_every(0, 4));
+        assert_eq!(m.every.len(), 2);
     }
 
     fn routed_entry(id: &str, room: Option<&str>) -> Event {

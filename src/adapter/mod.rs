@@ -18,7 +18,7 @@ pub use self::redis::{
     hash_code, stream_name, RedisAdapterError, RedisClassic, RedisClassicAdapter,
     RedisClassicConfig, RedisStreams, RedisStreamsAdapter, RedisStreamsConfig,
 };
-pub(crate) use self::redis::{Fed, HostReader, HostRelay};
+pub(crate) use self::redis::{Fed, HostReader, HostRelay, InterestFactory, Route};
 pub(crate) use cluster::{direct, hints};
 pub use cluster::{AlreadyAttached, ClusterAdapter, ClusterLink};
 pub use local::LocalAdapter;

@@ -85,6 +85,11 @@ impl Lanes {
         self.memfd.as_ref()
     }
 
+    /// The hint table, when there is one.
+    pub(super) fn table(&self) -> Option<&hints::HintTable> {
+        self.table.as_ref()
+    }
+
     /// Gives a lane to the next process of slot `slot`, with a link to every
     /// live process (and to each of them, a link to it) written to the
     /// channels before it is spawned. `None` when there is no table, or it had

@@ -72,10 +72,11 @@ pub(super) enum Event {
         route: Route,
     },
     /// A broadcast the host's Redis reader read, for the workers; `from`: the
-    /// uid that published it, if it has one.
+    /// uid that published it, if it has one; `to`: which workers it is for.
     Redis {
         frame: EncodedFrame,
         from: Option<bytes::Bytes>,
+        to: crate::adapter::Route,
     },
 }
 
@@ -413,8 +414,8 @@ impl Primary {
                 self.route(stream, route);
                 None
             }
-            Event::Redis { frame, from } => {
-                self.forward_redis(&frame, from.as_deref());
+            Event::Redis { frame, from, to } => {
+                self.forward_redis(&frame, from.as_deref(), &to);
                 None
             }
             Event::Restart { worker } => {

@@ -10,9 +10,12 @@
 //! host's one reader of them ([`host_reader`]: the stream, or the broadcast
 //! and request channels of the classic adapter, in their publishing order),
 //! and forwards each entry or message, as Redis sent it, to its workers
-//! ([`Member::feed`]). A broadcast so crosses Redis once per host, not once
-//! per worker; the workers still publish their own, answer requests and are
-//! counted as servers (`PUBSUB NUMSUB` of channels they subscribe).
+//! ([`Member::feed`]): a room broadcast only to those with members of its
+//! rooms, which the workers count in the interest hints as in a cluster
+//! without Redis ([`Member::count_rooms_in`], see [`super::redis_host`]). A
+//! broadcast so crosses Redis once per host, not once per worker; the
+//! workers still publish their own, answer requests and are counted as
+//! servers (`PUBSUB NUMSUB` of channels they subscribe).
 //!
 //! While a worker cannot write to Redis, a broadcast whose write was never
 //! sent goes to the host's other workers through the primary's relay instead
@@ -28,8 +31,8 @@ use tracing::{error, info};
 use super::config::{RedisAdapterKind, RedisOptions};
 use crate::{
     adapter::{
-        Fed, HostReader, HostRelay, RedisAdapterError, RedisClassic, RedisClassicConfig,
-        RedisStreams, RedisStreamsConfig,
+        ClusterLink, Fed, HostReader, HostRelay, InterestFactory, RedisAdapterError, RedisClassic,
+        RedisClassicConfig, RedisStreams, RedisStreamsConfig, Route,
     },
     server::{AdapterFactory, Server},
 };
@@ -82,23 +85,23 @@ fn urls(options: &RedisOptions) -> Vec<&str> {
 /// The host's one reader of the broadcasts (the streams, or the broadcast
 /// channels), with the options its workers' members have; `forward` gets each
 /// entry or message as the ipc message to send to the workers, with the uid
-/// that published it when it has one. Start it with [`HostReader::start`] on
+/// that published it when it has one, and which workers it is for. Start it with [`HostReader::start`] on
 /// the primary's runtime.
 pub(crate) fn host_reader(
     options: &RedisOptions,
-    forward: impl Fn(Message, Option<Bytes>) + Send + Sync + 'static,
+    forward: impl Fn(Message, Option<Bytes>, Route) + Send + Sync + 'static,
 ) -> Result<Arc<HostReader>, RedisJoinError> {
-    let sink = move |fed: Fed| match fed {
-        Fed::Entry { id, fields } => {
+    let sink = move |fed: Fed| match (fed.route(), fed) {
+        (route, Fed::Entry { id, fields }) => {
             let uid = fields
                 .chunks_exact(2)
                 .find(|kv| kv[0] == "uid")
                 .map(|kv| kv[1].clone());
-            forward(Message::RedisEntry { id, fields }, uid)
+            forward(Message::RedisEntry { id, fields }, uid, route)
         }
-        Fed::Message { channel, payload } => {
+        (route, Fed::Message { channel, payload }) => {
             let uid = broadcast_uid(&payload);
-            forward(Message::RedisMessage { channel, payload }, uid)
+            forward(Message::RedisMessage { channel, payload }, uid, route)
         }
     };
     Ok(match options.adapter {
@@ -143,6 +146,20 @@ impl Member {
         match self {
             Member::Streams(node) => node.set_fed(Box::new(announce)),
             Member::Classic(node) => node.set_fed(Box::new(announce)),
+        }
+    }
+
+    /// Counts the rooms of its namespaces in this worker's interest hints (see
+    /// [`ClusterLink::redis_interest`]): the primary then forwards a room
+    /// broadcast only to the workers with members of its rooms. Call it
+    /// before [`Member::factory`].
+    pub(crate) fn count_rooms_in(&self, link: &Arc<ClusterLink>) {
+        let link = Arc::downgrade(link);
+        let interest: InterestFactory =
+            Box::new(move |nsp: &str| link.upgrade()?.redis_interest(nsp));
+        match self {
+            Member::Streams(node) => node.set_room_interest(interest),
+            Member::Classic(node) => node.set_room_interest(interest),
         }
     }
 

@@ -2,6 +2,19 @@
 //! broadcasts on Redis ([`super::redis::host_reader`]) and forwards each entry
 //! or message to its workers, but for the one that published it when that
 //! worker does not need it back (see [`Message::RedisMember`]).
+//!
+//! A broadcast to named rooms (no acks) goes only to the workers whose lanes
+//! have one of its rooms in the interest hints (see [`crate::adapter::hints`]):
+//! a worker's Redis adapter sets its bit before the join that made a room
+//! returns, so a broadcast written after that join is forwarded to it.
+//! Everything else (to every socket, a room shaped like a socket id, with
+//! acks, requests, answers, joins and leaves) goes to every worker, and so
+//! does every entry to a worker with connection state recovery: it keeps the
+//! last seconds of broadcasts for sockets it restores, whatever their rooms.
+//! A join read on Redis (`socketsJoin`) is applied by a worker after the
+//! primary read it, maybe after it read the broadcast that followed it: the
+//! rooms it joins are forced in the hints, and broadcasts to them go to every
+//! worker from then on.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -10,13 +23,17 @@ use rsio_ipc::{EncodedFrame, Message, DEFAULT_MAX_FRAME_LENGTH};
 use tracing::warn;
 
 use super::primary::{Event, Primary};
-use crate::adapter::HostReader;
+use crate::adapter::{HostReader, Route};
 
 /// The Redis identities (uids) of this host's workers.
 #[derive(Default)]
 pub(crate) struct RedisMembers {
     /// uid → (worker, generation of its process, whether it needs its own entries).
     by_uid: HashMap<Bytes, (usize, u64, bool)>,
+    /// (worker, generation) of the processes that need every entry (streams
+    /// with recovery: their own, and the others for restores); at most the
+    /// two newest of a worker (the one serving and, in a reload, the next).
+    every: Vec<(usize, u64)>,
 }
 
 impl RedisMembers {
@@ -29,6 +46,22 @@ impl RedisMembers {
             Bytes::copy_from_slice(uid.as_bytes()),
             (worker, generation, own),
         );
+        if own && !self.every.contains(&(worker, generation)) {
+            self.every.push((worker, generation));
+            let mine = self.every.iter().filter(|(w, _)| *w == worker);
+            if mine.clone().count() > 2 {
+                let oldest = mine.map(|&(_, g)| g).min();
+                self.every
+                    .retain(|&(w, g)| w != worker || Some(g) != oldest);
+            }
+        }
+    }
+
+    /// Whether worker `worker`'s process `generation` needs every entry, its
+    /// rooms or not: with recovery, a restored socket gets the broadcasts it
+    /// missed from what its worker read in the last seconds.
+    fn wants_every(&self, worker: usize, generation: u64) -> bool {
+        self.every.contains(&(worker, generation))
     }
 
     /// The worker process that published under `uid` and does not need it back.
@@ -45,12 +78,12 @@ impl RedisMembers {
 pub(super) fn start(primary: &Primary) -> Option<Arc<HostReader>> {
     let options = primary.config.redis.as_ref()?;
     let events = primary.events.clone();
-    let forward = move |message: Message, from: Option<Bytes>| match EncodedFrame::encode(
+    let forward = move |message: Message, from: Option<Bytes>, to: Route| match EncodedFrame::encode(
         &message,
         DEFAULT_MAX_FRAME_LENGTH,
     ) {
         Ok(frame) => {
-            let _ = events.send(Event::Redis { frame, from });
+            let _ = events.send(Event::Redis { frame, from, to });
         }
         Err(err) => warn!(target: "cluster", "cannot forward a redis entry: {err}"),
     };
@@ -84,15 +117,42 @@ impl Primary {
         }
     }
 
-    /// Sends what the host's reader read to every worker, but for the one that
-    /// published it (when it does not need it back), and to the processes a
-    /// reload drains (they still serve their clients).
-    pub(super) fn forward_redis(&mut self, frame: &EncodedFrame, from: Option<&[u8]>) {
+    /// Sends what the host's reader read to the workers it is for (`to`, by
+    /// the interest hints), but for the one that published it (when it does
+    /// not need it back), and to the processes a reload drains (they still
+    /// serve their clients).
+    pub(super) fn forward_redis(&mut self, frame: &EncodedFrame, from: Option<&[u8]>, to: &Route) {
         let skip = from
             .and_then(|uid| self.redis_members.skip(uid))
             .filter(|&(w, g)| self.slots[w].generation == g)
             .map(|(w, _)| w);
-        self.send_all(skip, frame);
+        let lanes = match to {
+            Route::Rooms { nsp, rooms } => self.lanes.table().and_then(|t| t.lanes_of(nsp, rooms)),
+            Route::Join { nsp, rooms } => {
+                // A worker may apply this join after the next broadcast to
+                // these rooms is read: they go everywhere from now on.
+                if let Some(table) = self.lanes.table() {
+                    for room in rooms {
+                        table.force(nsp, room);
+                    }
+                }
+                None
+            }
+            Route::Everyone => None,
+        };
+        for j in 0..self.slots.len() {
+            let slot = &self.slots[j];
+            let wanted = match (&lanes, slot.lane) {
+                (Some(set), Some(lane)) => {
+                    set.contains(lane) || self.redis_members.wants_every(j, slot.generation)
+                }
+                // No hints for it: it may have members.
+                _ => true,
+            };
+            if wanted && Some(j) != skip {
+                self.send_to(j, frame.clone());
+            }
+        }
         for slot in &self.slots {
             if let Some(s) = slot.retiring.as_ref().and_then(|p| p.sender.as_ref()) {
                 let _ = s.send_frame(frame.clone());
@@ -117,6 +177,7 @@ mod tests {
         Event::Redis {
             frame: EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap(),
             from: Some(Bytes::from(uid.to_string())),
+            to: Route::Everyone,
         }
     }
 
@@ -185,5 +246,121 @@ mod tests {
         // Another namespace of the same process keeps the first.
         m.register(0, 8, "dddd", false);
         assert_eq!(m.skip(b"cccc"), Some((0, 8)));
+    }
+
+    #[test]
+    fn a_process_with_recovery_wants_every_entry() {
+        let mut m = RedisMembers::default();
+        m.register(0, 1, "aaaa", true);
+        m.register(1, 1, "bbbb", false);
+        assert!(m.wants_every(0, 1));
+        assert!(!m.wants_every(1, 1));
+        assert!(!m.wants_every(0, 2), "not its next process");
+        // A reload: the next process registers while the old one still serves.
+        m.register(0, 2, "cccc", true);
+        m.register(0, 2, "dddd", true);
+        assert!(m.wants_every(0, 1) && m.wants_every(0, 2));
+        m.register(0, 3, "eeee", true);
+        assert!(!m.wants_every(0, 1), "the two newest of a worker are kept");
+        assert!(m.wants_every(0, 2) && m.wants_every(0, 3));
+        m.register(0, 4, "ffff", false);
+        assert!(!m.wants_every(0, 4));
+        assert_eq!(m.every.len(), 2);
+    }
+
+    fn routed_entry(id: &str, room: Option<&str>) -> Event {
+        let rooms = room.map_or(String::new(), |r| format!("\"{r}\""));
+        let data = format!(
+            r#"{{"packet":{{"type":2,"data":["e"]}},"opts":{{"rooms":[{rooms}],"except":[],"flags":{{}}}}}}"#
+        );
+        let fields: Vec<Bytes> = ["uid", "node", "nsp", "/", "type", "3", "data", &data]
+            .iter()
+            .map(|s| Bytes::from(s.to_string()))
+            .collect();
+        let fed = crate::adapter::Fed::Entry {
+            id: id.into(),
+            fields,
+        };
+        let to = fed.route();
+        let crate::adapter::Fed::Entry { id, fields } = fed else {
+            unreachable!()
+        };
+        Event::Redis {
+            frame: EncodedFrame::encode(
+                &Message::RedisEntry { id, fields },
+                DEFAULT_MAX_FRAME_LENGTH,
+            )
+            .unwrap(),
+            from: Some(Bytes::from_static(b"node")),
+            to,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_room_broadcast_goes_only_to_the_workers_with_members_or_recovery() {
+        use crate::adapter::hints::{HintTable, Hints};
+        let mut primary = Primary::for_tests(3);
+        primary.lanes = super::super::lanes::Lanes::new(3);
+        let mut readers = Vec::new();
+        let mut assigned = Vec::new();
+        for j in 0..3 {
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            let a = primary.lanes.assign(j).expect("a lane");
+            primary.slots[j].lane = Some(a.lane);
+            primary.slots[j].sender = Some(IpcConnection::new(ours).into_split().1);
+            readers.push(IpcConnection::new(theirs).into_split().0);
+            assigned.push(a);
+        }
+        // Worker 1 has a member of "r"; worker 2 keeps every entry (recovery).
+        let fd = primary.lanes.memfd().unwrap();
+        let lane = primary.slots[1].lane.unwrap();
+        let hints = Hints::new(HintTable::open(fd).unwrap(), lane).unwrap();
+        hints.appeared("/", "r");
+        for (worker, uid, own_entries) in [(0, "w0", false), (1, "w1", false), (2, "w2", true)] {
+            let message = Message::RedisMember {
+                nsp: "/".into(),
+                uid: uid.into(),
+                own_entries,
+            };
+            let frame = EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap();
+            primary.on_message(worker, message, frame, false);
+        }
+        for (id, room) in [("1-0", Some("r")), ("2-0", Some("nobody")), ("3-0", None)] {
+            assert!(primary.on_event(routed_entry(id, room)).is_none());
+        }
+        hints.gone("/", "r");
+        assert!(primary.on_event(routed_entry("4-0", Some("r"))).is_none());
+        // A join read on Redis: worker 0 may apply it after the primary reads
+        // the next broadcast to "j", which then goes everywhere.
+        let join = r#"{"opts":{"rooms":["x"],"except":[]},"rooms":["j"]}"#;
+        let fields: Vec<Bytes> = ["uid", "node", "nsp", "/", "type", "4", "data", join]
+            .iter()
+            .map(|s| Bytes::from(s.to_string()))
+            .collect();
+        let to = crate::adapter::Fed::Entry {
+            id: "5-0".into(),
+            fields: fields.clone(),
+        }
+        .route();
+        let message = Message::RedisEntry {
+            id: "5-0".into(),
+            fields,
+        };
+        let frame = EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap();
+        let from = Some(Bytes::from_static(b"node"));
+        assert!(primary.on_event(Event::Redis { frame, from, to }).is_none());
+        assert!(primary.on_event(routed_entry("6-0", Some("j"))).is_none());
+        // What each got, up to the last: in order, so what comes first proves
+        // what was not sent.
+        let want: [&[&str]; 3] = [
+            &["3-0", "5-0", "6-0"],
+            &["1-0", "3-0", "5-0", "6-0"],
+            &["1-0", "2-0", "3-0", "4-0", "5-0", "6-0"],
+        ];
+        for (j, reader) in readers.iter_mut().enumerate() {
+            for id in want[j] {
+                assert_eq!(next_id(reader).await, *id, "worker {j}");
+            }
+        }
     }
 }

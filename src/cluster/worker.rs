@@ -5,7 +5,7 @@ use std::{
     future::Future,
     process::ExitCode,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, OnceLock,
     },
     time::Duration,
@@ -69,6 +69,8 @@ pub struct WorkerContext {
     servers: Arc<Mutex<Vec<Server>>>,
     /// With `--redis`, the server's membership, fed by the primary's reader.
     redis: Arc<OnceLock<Arc<super::redis::Member>>>,
+    /// With `--redis`, the entries and messages the primary forwarded.
+    redis_received: Arc<AtomicU64>,
     /// To the primary.
     sender: IpcSender,
 }
@@ -130,6 +132,9 @@ impl WorkerContext {
                         }
                     },
                 ));
+                // Its rooms in the hints: the primary forwards a room
+                // broadcast only to the workers with members.
+                member.count_rooms_in(&self.link);
                 let member = Arc::new(member);
                 let server = Server::with_adapter(config, member.factory());
                 member.clone().attach(&server, options);
@@ -183,6 +188,13 @@ impl WorkerContext {
     /// neither.
     pub fn direct_broadcasts(&self) -> (u64, u64) {
         self.link.direct_counts()
+    }
+
+    /// With `--redis`: the stream entries or channel messages read on Redis
+    /// that the primary forwarded to this worker (a room broadcast reaches
+    /// only the workers with members of its rooms).
+    pub fn redis_received(&self) -> u64 {
+        self.redis_received.load(Ordering::Relaxed)
     }
 
     /// The port this worker serves itself: `config.port + index`, or
@@ -352,10 +364,12 @@ where
         link: link.clone(),
         servers: Arc::default(),
         redis: Arc::default(),
+        redis_received: Arc::default(),
         sender: sender.clone(),
     };
     let servers = ctx.servers.clone();
     let redis = ctx.redis.clone();
+    let redis_received = ctx.redis_received.clone();
     tokio::spawn(heartbeat(sender.clone(), drain.clone(), servers.clone()));
 
     // Messages from the primary: adapter traffic, and the order to drain.
@@ -374,6 +388,7 @@ where
                     drain_on_message.notify_one();
                 }
                 Some(Ok(message @ (Message::RedisEntry { .. } | Message::RedisMessage { .. }))) => {
+                    redis_received.fetch_add(1, Ordering::Relaxed);
                     // Before the server exists there is nobody to deliver to.
                     if let Some(member) = redis.get() {
                         member.feed(&message);
@@ -495,6 +510,7 @@ mod tests {
             link: ClusterLink::new(0, 2, sender.clone()),
             servers: Arc::default(),
             redis: Arc::default(),
+            redis_received: Arc::default(),
             sender,
         };
         (ctx, primary)

@@ -189,6 +189,13 @@ impl LaneSet {
         self.words[lane / 64] &= !(1 << (lane % 64));
     }
 
+    /// Whether `lane` is in.
+    pub fn contains(&self, lane: usize) -> bool {
+        self.words
+            .get(lane / 64)
+            .is_some_and(|w| w & (1 << (lane % 64)) != 0)
+    }
+
     /// Whether no lane is in.
     pub fn is_empty(&self) -> bool {
         self.words.iter().all(|w| *w == 0)
@@ -382,6 +389,35 @@ impl HintTable {
         set.remove(self.lanes);
     }
 
+    /// The lanes with members of any of `rooms` of `nsp` (the primary's view,
+    /// to route what it reads on Redis); `None` when any process may have
+    /// some: the table disabled, no room (every socket), a room forced, or a
+    /// room shaped like a socket id (not counted).
+    pub fn lanes_of<S: AsRef<str>>(&self, nsp: &str, rooms: &[S]) -> Option<LaneSet> {
+        if self.disabled() || rooms.is_empty() {
+            return None;
+        }
+        let mut set = LaneSet::default();
+        for room in rooms {
+            let room = room.as_ref();
+            if crate::engine::Sid::parse(room).is_some() {
+                return None;
+            }
+            let slot = self.slot(nsp, room);
+            if self.forced(slot) {
+                return None;
+            }
+            self.or_into(slot, &mut set);
+        }
+        Some(set)
+    }
+
+    /// Marks `room` of `nsp` as possibly anywhere, for good (see [`Hints::force`]).
+    pub fn force(&self, nsp: &str, room: &str) {
+        let slot = self.slot(nsp, room);
+        self.set_bit(slot, self.lanes);
+    }
+
     /// Clears `lane` in every slot and its epoch: its process has exited (the
     /// primary, before it gives the lane again).
     pub fn clear_lane(&self, lane: usize) {
@@ -524,8 +560,7 @@ impl Hints {
     /// Marks `room` as possibly anywhere, for good: what this process sends to
     /// it goes through the primary.
     pub fn force(&self, nsp: &str, room: &str) {
-        let slot = self.table.slot(nsp, room);
-        self.table.set_bit(slot, self.table.lanes);
+        self.table.force(nsp, room);
     }
 
     /// As [`Hints::force`], for broadcasts to every socket of `nsp`.

@@ -186,3 +186,38 @@ fn another_layout_disables_the_table_for_everyone() {
         Err(HintError::Layout { magic: 0, .. })
     ));
 }
+
+#[test]
+fn the_primary_reads_the_lanes_of_rooms_or_none_when_anyone_may_have_them() {
+    let (table, fd) = HintTable::create_with(1024, 4).unwrap();
+    let a = Hints::new(HintTable::open(&fd).unwrap(), 1).unwrap();
+    let b = Hints::new(HintTable::open(&fd).unwrap(), 2).unwrap();
+    let of = |rooms: &[&str]| {
+        table
+            .lanes_of("/", rooms)
+            .map(|s| s.iter().collect::<Vec<_>>())
+    };
+    assert_eq!(of(&["r"]), Some(vec![]), "nobody has it");
+    a.appeared("/", "r");
+    b.appeared("/", "s");
+    assert_eq!(of(&["r"]), Some(vec![1]));
+    assert!(table.lanes_of("/", &["r"]).unwrap().contains(1));
+    assert!(!table.lanes_of("/", &["r"]).unwrap().contains(2));
+    assert_eq!(of(&["r", "s", "t"]), Some(vec![1, 2]), "a union");
+    assert_eq!(
+        table.lanes_of("/other", &["r"]).map(|s| s.is_empty()),
+        Some(true)
+    );
+    a.gone("/", "r");
+    assert_eq!(of(&["r"]), Some(vec![]), "gone with its last member");
+    // Every socket, a socket's own room (never counted), a forced room, a
+    // disabled table: anyone may have members.
+    assert_eq!(of(&[]), None);
+    let sid = crate::engine::Sid::random().to_string();
+    assert_eq!(of(&["s", &sid]), None);
+    b.force("/", "f");
+    assert_eq!(of(&["s", "f"]), None);
+    assert_eq!(of(&["s"]), Some(vec![2]));
+    table.disable();
+    assert_eq!(of(&["s"]), None);
+}

@@ -17,7 +17,10 @@ use rsio_ipc::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
-use super::super::{local::RoomPresence, EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck};
+use super::super::{
+    local::{InterestSink, RoomPresence},
+    EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck,
+};
 use super::{direct::Direct, encoded, hints::Hints, options, ClusterAdapter};
 use crate::{
     parser::Args,
@@ -217,6 +220,28 @@ impl ClusterLink {
             local: LocalAdapter::with_interest(sink),
             link: Arc::downgrade(self),
         })
+    }
+
+    /// With `--redis`: the sink that counts the rooms of namespace `nsp` of
+    /// this worker's Redis adapter in the interest hints (in before the join
+    /// that made a room returns, out when its last member left), for the
+    /// primary to forward a room broadcast read on Redis only to the workers
+    /// with members. No report to the primary: it reads the hints. `None`
+    /// without hints (the primary then forwards everything to everyone).
+    pub(crate) fn redis_interest(self: &Arc<Self>, nsp: &str) -> Option<InterestSink> {
+        self.hints.get()?;
+        let link = Arc::downgrade(self);
+        let name = nsp.to_string();
+        Some(Box::new(move |room: &str, change: RoomPresence| {
+            let Some(link) = link.upgrade() else { return };
+            let Some(h) = link.hints.get() else { return };
+            match change {
+                RoomPresence::Appeared => h.appeared(&name, room),
+                RoomPresence::Gone => h.gone(&name, room),
+                // Only after a restore, for the primary's own bookkeeping.
+                RoomPresence::Confirmed(_) => {}
+            }
+        }))
     }
 
     /// The server whose namespaces receive what other workers send. A link has

@@ -22,7 +22,7 @@ use redis::Value;
 use super::{
     conn::{self, StreamReader},
     link::{Link, Member, Sub},
-    CodecError, RedisAdapterError, RedisClassicConfig, RedisStreamsConfig,
+    CodecError, RedisAdapterError, RedisClassicConfig, RedisStreamsConfig, Route,
 };
 
 /// What the host reader hands on, as Redis sent it.
@@ -32,6 +32,17 @@ pub(crate) enum Fed {
     Entry { id: String, fields: Vec<Bytes> },
     /// A message of a broadcast channel.
     Message { channel: String, payload: Bytes },
+}
+
+impl Fed {
+    /// Which workers of the host it is for, read from as little of it as
+    /// routing needs (see [`Route`]).
+    pub(crate) fn route(&self) -> Route {
+        match self {
+            Fed::Entry { fields, .. } => super::codec::entry_route(fields),
+            Fed::Message { channel, payload } => super::classic::message_route(channel, payload),
+        }
+    }
 }
 
 /// Where the host reader hands on what it reads.

@@ -40,7 +40,9 @@ use std::{
 
 use tokio::sync::mpsc;
 
-use super::{EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck, SocketInfo};
+use super::{
+    local::InterestSink, EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck, SocketInfo,
+};
 use crate::{
     parser::Args,
     server::{AdapterFactory, Server, ServerInnerRef},
@@ -53,6 +55,7 @@ use requests::Requests;
 
 pub use adapter::RedisStreamsAdapter;
 pub use classic::{RedisClassic, RedisClassicAdapter, RedisClassicConfig};
+pub(crate) use codec::Route;
 pub use codec::{hash_code, stream_name};
 pub(crate) use host::{Fed, HostReader};
 
@@ -104,6 +107,20 @@ pub enum RedisAdapterError {
 
 /// Tells a member's host the name and uid of each of its namespaces (see `set_fed`).
 pub(crate) type Announce = Box<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Makes the room-interest sink of a namespace's local rooms (see
+/// `set_room_interest`): a host's worker counts its rooms in the interest
+/// hints, so that its primary forwards it only the room broadcasts it has
+/// members for.
+pub(crate) type InterestFactory = Box<dyn Fn(&str) -> Option<InterestSink> + Send + Sync>;
+
+/// The local rooms of namespace `nsp`, reporting to `interest` when set.
+fn local_rooms(interest: &OnceLock<InterestFactory>, nsp: &str) -> LocalAdapter {
+    match interest.get().and_then(|make| make(nsp)) {
+        Some(sink) => LocalAdapter::with_interest(sink),
+        None => LocalAdapter::new(None),
+    }
+}
 
 /// Hands a broadcast of namespace `nsp` to the other workers of the member's
 /// host, each delivering it to its own clients (no ack, no offset). With
@@ -209,6 +226,8 @@ pub struct RedisStreams {
     /// ([`RedisStreams::on_fed_entry`]): no reader of its own. Told each
     /// namespace's uid.
     fed: OnceLock<Announce>,
+    /// Set when its host's primary routes the entries by room interest.
+    interest: OnceLock<InterestFactory>,
     /// Broadcasts delivered here because their `XADD` failed, maybe after Redis ran it.
     unconfirmed: unconfirmed::Unconfirmed,
     /// Set when the workers of its host share the broadcasts Redis did not get.
@@ -233,6 +252,7 @@ impl RedisStreams {
             server: OnceLock::new(),
             recovery: OnceLock::new(),
             fed: OnceLock::new(),
+            interest: OnceLock::new(),
             unconfirmed: unconfirmed::Unconfirmed::default(),
             host_relay: OnceLock::new(),
             this: this.clone(),
@@ -254,7 +274,7 @@ impl RedisStreams {
     pub fn adapter(self: &Arc<Self>, nsp: &str) -> Arc<RedisStreamsAdapter> {
         let state = self.register(nsp);
         Arc::new(RedisStreamsAdapter {
-            local: LocalAdapter::new(None),
+            local: local_rooms(&self.interest, nsp),
             ns: state,
             node: Arc::downgrade(self),
         })
@@ -310,6 +330,13 @@ impl RedisStreams {
     /// primary knows whose entries are whose). Call it before any adapter is made.
     pub(crate) fn set_fed(&self, announce: Announce) {
         let _ = self.fed.set(announce);
+    }
+
+    /// Each namespace's rooms appearing and disappearing here are told to the
+    /// sink `interest` makes for it (the host's interest hints). Call it
+    /// before any adapter is made.
+    pub(crate) fn set_room_interest(&self, interest: InterestFactory) {
+        let _ = self.interest.set(interest);
     }
 
     fn is_fed(&self) -> bool {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rmpv::ValueRef as MpRef;
 use serde_json::Value;
 
-use super::super::codec::{from_msgpack, CodecError, Data, EventParts};
+use super::super::codec::{from_msgpack, msgpack_rooms, CodecError, Data, EventParts, Route};
 use crate::adapter::{BroadcastFlags, BroadcastOptions};
 
 /// `RequestType` of the adapter.
@@ -315,6 +315,61 @@ pub fn parse_broadcast(payload: &[u8]) -> Result<Broadcast, CodecError> {
         attachments,
         opts: options_from(opts.as_ref()),
     })
+}
+
+/// The route of a message of `channel` (see [`Route`]): a broadcast
+/// ([`broadcast_route`]), a join request (`REMOTE_JOIN`), or anything else.
+pub fn message_route(channel: &str, payload: &[u8]) -> Route {
+    if payload.first() == Some(&0x93) {
+        return broadcast_route(payload);
+    }
+    join_route(channel, payload).unwrap_or(Route::Everyone)
+}
+
+/// A `REMOTE_JOIN` request on `<key>-request#<nsp>#`: its namespace and rooms
+/// (`rooms`, or the older per-socket form's `room`).
+fn join_route(channel: &str, payload: &[u8]) -> Option<Route> {
+    let (_, nsp) = channel.strip_suffix('#')?.split_once("-request#")?;
+    let data = parse_json_or_msgpack(payload).ok()?;
+    if data.json.get("type").and_then(Value::as_u64) != Some(request::REMOTE_JOIN) {
+        return None;
+    }
+    let mut rooms = strings(data.json.get("rooms"));
+    if let Some(room) = data.json.get("room").and_then(Value::as_str) {
+        rooms.push(room.to_string());
+    }
+    Some(Route::Join {
+        nsp: nsp.to_string(),
+        rooms,
+    })
+}
+
+/// The route of a message of a broadcast channel, `[uid, packet, opts]`,
+/// reading only the packet's namespace and the options' rooms (see
+/// [`Route`]); anything else (a request or an answer, a map) goes everywhere.
+/// Broadcasts with acks are requests: they are never such an array.
+pub fn broadcast_route(payload: &[u8]) -> Route {
+    let Ok(MpRef::Array(items)) = rmpv::decode::read_value_ref(&mut &payload[..]) else {
+        return Route::Everyone;
+    };
+    let (Some(MpRef::Map(packet)), Some(opts)) = (items.get(1), items.get(2)) else {
+        return Route::Everyone;
+    };
+    let nsp = match map_get(packet, "nsp") {
+        Some(MpRef::String(s)) => match s.as_str() {
+            Some(nsp) => nsp,
+            None => return Route::Everyone,
+        },
+        None | Some(MpRef::Nil) => "/",
+        Some(_) => return Route::Everyone,
+    };
+    match msgpack_rooms(opts) {
+        Some(rooms) if !rooms.is_empty() => Route::Rooms {
+            nsp: nsp.to_string(),
+            rooms,
+        },
+        _ => Route::Everyone,
+    }
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {

@@ -18,8 +18,9 @@ use tokio::sync::mpsc;
 
 use super::{
     link::{Link, Member, Sub},
+    local_rooms,
     requests::Requests,
-    Announce, HostRelay, RedisAdapterError,
+    Announce, HostRelay, InterestFactory, RedisAdapterError,
 };
 use crate::{
     adapter::{LocalAdapter, RemoteAck, SocketInfo},
@@ -28,6 +29,7 @@ use crate::{
 };
 
 pub use adapter::RedisClassicAdapter;
+pub(super) use codec::message_route;
 
 /// Options of the adapter, with the names and defaults of Node's `createAdapter`
 /// options (`requestsTimeout` has no counterpart: rsio's `fetch_sockets` and
@@ -115,6 +117,8 @@ pub struct RedisClassic {
     /// forwards their messages ([`RedisClassic::on_fed_message`]): no pattern
     /// of its own. Told each namespace's uid.
     fed: OnceLock<Announce>,
+    /// Set when its host's primary routes the broadcasts by room interest.
+    interest: OnceLock<InterestFactory>,
     /// Set when the workers of its host share the broadcasts Redis did not get.
     host_relay: OnceLock<HostRelay>,
     /// Itself, for the tasks it spawns.
@@ -130,6 +134,7 @@ impl RedisClassic {
             pending: Requests::default(),
             server: OnceLock::new(),
             fed: OnceLock::new(),
+            interest: OnceLock::new(),
             host_relay: OnceLock::new(),
             this: this.clone(),
         })
@@ -175,7 +180,7 @@ impl RedisClassic {
             specific_channel: format!("{response_channel}{uid}#"),
             response_channel,
             servers: AtomicUsize::new(1),
-            local: LocalAdapter::new(None),
+            local: local_rooms(&self.interest, nsp),
             uid,
         });
         match self.fed.get() {
@@ -220,6 +225,13 @@ impl RedisClassic {
     /// uid of each namespace. Call it before any adapter is made.
     pub(crate) fn set_fed(&self, announce: Announce) {
         let _ = self.fed.set(announce);
+    }
+
+    /// Each namespace's rooms appearing and disappearing here are told to the
+    /// sink `interest` makes for it (the host's interest hints). Call it
+    /// before any adapter is made.
+    pub(crate) fn set_room_interest(&self, interest: InterestFactory) {
+        let _ = self.interest.set(interest);
     }
 
     /// A broadcast whose `PUBLISH` was never sent (Redis unreachable) is also

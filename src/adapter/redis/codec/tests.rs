@@ -310,3 +310,143 @@ fn compress_false_travels_as_node_writes_it() {
     .unwrap();
     assert!(!fast.options().flags.compress);
 }
+
+fn entry(kind: &str, nsp: Option<&str>, data: &str) -> Vec<Bytes> {
+    let mut fields = vec![
+        Bytes::from_static(b"uid"),
+        Bytes::from_static(b"abc123"),
+        Bytes::from_static(b"type"),
+        Bytes::from(kind.to_string()),
+        Bytes::from_static(b"data"),
+        Bytes::from(data.to_string()),
+    ];
+    if let Some(nsp) = nsp {
+        fields.extend([Bytes::from_static(b"nsp"), Bytes::from(nsp.to_string())]);
+    }
+    fields
+}
+
+fn rooms(nsp: &str, rooms: &[&str]) -> Route {
+    Route::Rooms {
+        nsp: nsp.into(),
+        rooms: rooms.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+#[test]
+fn the_route_of_a_json_entry_is_its_rooms_unless_it_wants_acks() {
+    // What Node writes for io.to("room1").emit("hello", "world").
+    let node = r#"{"packet":{"type":2,"data":["hello","world"],"nsp":"/"},"opts":{"rooms":["room1"],"except":[],"flags":{}}}"#;
+    assert_eq!(
+        entry_route(&entry("3", Some("/"), node)),
+        rooms("/", &["room1"])
+    );
+    // And what rsio writes: the same view.
+    let p = packet("42[\"hello\",\"world\"]", &[]);
+    let opts = BroadcastOptions {
+        rooms: vec!["a\"b".into(), "c".into()],
+        except: vec!["x".into()],
+        ..Default::default()
+    };
+    let data = broadcast_entry_data(&event_parts(&p).unwrap(), &opts);
+    assert_eq!(
+        entry_route(&entry("3", Some("/chat"), &data)),
+        rooms("/chat", &["a\"b", "c"])
+    );
+    for (kind, data) in [
+        // To every socket (except some).
+        (
+            "3",
+            r#"{"packet":{"type":2,"data":["e"]},"opts":{"rooms":[],"except":["x"],"flags":{}}}"#,
+        ),
+        // With acks: every server answers with its client count.
+        (
+            "3",
+            r#"{"packet":{"type":2,"data":["e"]},"requestId":"r1","opts":{"rooms":["room1"],"except":[],"flags":{}}}"#,
+        ),
+        // Node's rooms may be numbers.
+        (
+            "3",
+            r#"{"packet":{"type":2,"data":["e"]},"opts":{"rooms":[7],"except":[],"flags":{}}}"#,
+        ),
+        // A leave of sockets: every server looks for them.
+        (
+            "5",
+            r#"{"opts":{"rooms":["room1"],"except":[]},"rooms":["r2"]}"#,
+        ),
+        ("9", r#"{"packet":["ev"]}"#),
+        ("3", "{not json"),
+        ("3", "not base64!"),
+        ("x", "{}"),
+    ] {
+        assert_eq!(
+            entry_route(&entry(kind, Some("/"), data)),
+            Route::Everyone,
+            "{kind} {data}"
+        );
+    }
+    assert_eq!(
+        entry_route(&entry("3", None, node)),
+        Route::Everyone,
+        "no nsp"
+    );
+    assert_eq!(entry_route(&[]), Route::Everyone);
+}
+
+#[test]
+fn the_route_of_a_binary_entry_as_node_writes_it() {
+    // @msgpack/msgpack of {packet: {type: 5, data: ["ev", <01 02 03>], nsp:
+    // "/chat"}, opts: {rooms: ["r1", "r2"], except: [], flags: {}}}, base64,
+    // as Node's streams adapter writes a binary broadcast.
+    let to_rooms = "gqZwYWNrZXSDpHR5cGUFpGRhdGGSomV2xAMBAgOjbnNwpS9jaGF0pG9wdHODpXJvb21zkqJyMaJyMqZleGNlcHSQpWZsYWdzgA==";
+    assert_eq!(
+        entry_route(&entry("3", Some("/chat"), to_rooms)),
+        rooms("/chat", &["r1", "r2"])
+    );
+    // The same with requestId "abc" and rooms ["r1"]: acks, every server.
+    let with_acks = "g6ZwYWNrZXSDpHR5cGUFpGRhdGGSomV2xAMBAgOjbnNwpS9jaGF0qXJlcXVlc3RJZKNhYmOkb3B0c4Olcm9vbXORonIxpmV4Y2VwdJClZmxhZ3OA";
+    assert_eq!(
+        entry_route(&entry("3", Some("/chat"), with_acks)),
+        Route::Everyone
+    );
+    // Rooms [] except ["x"]: every socket.
+    let to_all = "gqZwYWNrZXSDpHR5cGUFpGRhdGGSomV2xAMBAgOjbnNwpS9jaGF0pG9wdHODpXJvb21zkKZleGNlcHSRoXilZmxhZ3OA";
+    assert_eq!(
+        entry_route(&entry("3", Some("/chat"), to_all)),
+        Route::Everyone
+    );
+    // And what rsio writes for a binary room broadcast.
+    let p = packet(
+        "451-[\"ev\",{\"_placeholder\":true,\"num\":0}]",
+        &[&[1, 2, 3]],
+    );
+    let opts = BroadcastOptions {
+        rooms: vec!["r".into()],
+        ..Default::default()
+    };
+    let data = broadcast_entry_data(&event_parts(&p).unwrap(), &opts);
+    assert!(!data.starts_with('{'));
+    assert_eq!(
+        entry_route(&entry("3", Some("/"), &data)),
+        rooms("/", &["r"])
+    );
+}
+
+#[test]
+fn a_join_of_sockets_is_routed_as_a_join_of_its_rooms() {
+    // What Node writes for io.in("room1").socketsJoin(["r2", "r3"]).
+    let node = r#"{"opts":{"rooms":["room1"],"except":[]},"rooms":["r2","r3"]}"#;
+    assert_eq!(
+        entry_route(&entry("4", Some("/chat"), node)),
+        Route::Join {
+            nsp: "/chat".into(),
+            rooms: vec!["r2".into(), "r3".into()],
+        }
+    );
+    assert_eq!(
+        entry_route(&entry("4", None, node)),
+        Route::Everyone,
+        "no nsp"
+    );
+    assert_eq!(entry_route(&entry("4", Some("/"), "{bad")), Route::Everyone);
+}

@@ -274,3 +274,95 @@ fn compress_false_is_a_flag_both_ways() {
     let plain = broadcast_message("abc123", "/", &parts(&p), &opts(&[], &[], false)).unwrap();
     assert!(parse_broadcast(&plain).unwrap().opts.flags.compress);
 }
+
+#[test]
+fn the_route_of_a_broadcast_is_its_namespace_and_rooms() {
+    let route = |nsp: &str, rooms: &[&str]| Route::Rooms {
+        nsp: nsp.into(),
+        rooms: rooms.iter().map(|r| r.to_string()).collect(),
+    };
+    // notepack of ["abc123", {type: 2, data: ["ev", 1], nsp: "/chat"},
+    // {rooms: ["r1", "r2"], except: [], flags: {}}], as Node's redis adapter
+    // publishes io.of("/chat").to(["r1", "r2"]).emit("ev", 1).
+    let node = unhex("93a661626331323383a47479706502a46461746192a2657601a36e7370a52f6368617483a5726f6f6d7392a27231a27232a665786365707490a5666c61677380");
+    assert_eq!(broadcast_route(&node), route("/chat", &["r1", "r2"]));
+    // The emitter's: no nsp, the main namespace.
+    let emitter = unhex("93a7656d697474657282a47479706502a46461746192a26576a17883a5726f6f6d7391a4726f6f6da665786365707490a5666c61677380");
+    assert_eq!(broadcast_route(&emitter), route("/", &["room"]));
+    // What rsio publishes.
+    assert_eq!(broadcast_route(&unhex(BROADCAST)), route("/", &["r"]));
+    // Rooms []: every socket.
+    let all = unhex("93a661626331323383a47479706502a46461746192a2657601a36e7370a52f6368617483a5726f6f6d7390a665786365707490a5666c61677380");
+    assert_eq!(broadcast_route(&all), Route::Everyone);
+    // A room that is a number (Node allows it): everywhere.
+    let number = unhex("93a661626331323382a47479706502a46461746191a2657683a5726f6f6d739107a665786365707490a5666c61677380");
+    assert_eq!(broadcast_route(&number), Route::Everyone);
+    // Requests and answers are maps (JSON or msgpack), garbage is garbage.
+    for other in [
+        &br#"{"type":7,"requestId":"x","packet":{},"opts":{"rooms":["r"]}}"#[..],
+        &[0x81, 0xa4, b't', b'y', b'p', b'e', 0x07],
+        &[0xc1],
+        &[],
+        &[0x92, 0xa1, b'u', 0x80],
+    ] {
+        assert_eq!(broadcast_route(other), Route::Everyone, "{other:?}");
+    }
+}
+
+#[test]
+fn a_join_request_is_routed_as_a_join_of_its_rooms() {
+    let join = |nsp: &str, rooms: &[&str]| Route::Join {
+        nsp: nsp.into(),
+        rooms: rooms.iter().map(|r| r.to_string()).collect(),
+    };
+    // Node's redis adapter: JSON.stringify({uid, type: 2, opts, rooms}).
+    let node =
+        br#"{"uid":"abc123","type":2,"opts":{"rooms":["room1"],"except":[]},"rooms":["r2",7]}"#;
+    assert_eq!(
+        message_route("socket.io-request#/chat#", node),
+        join("/chat", &["r2", "7"])
+    );
+    // rsio's, and the older per-socket form.
+    let ours = rooms_request(
+        "u",
+        request::REMOTE_JOIN,
+        &opts(&["a"], &[], false),
+        &["r".into()],
+    );
+    assert_eq!(
+        message_route("socket.io-request#/#", ours.as_bytes()),
+        join("/", &["r"])
+    );
+    let older = br#"{"uid":"u","type":2,"sid":"s","room":"r9"}"#;
+    assert_eq!(
+        message_route("socket.io-request#/#", older),
+        join("/", &["r9"])
+    );
+    // Leaves, other requests, answers and other channels: everywhere.
+    let leave = rooms_request(
+        "u",
+        request::REMOTE_LEAVE,
+        &opts(&["a"], &[], false),
+        &["r".into()],
+    );
+    for (channel, payload) in [
+        ("socket.io-request#/#", leave.as_bytes()),
+        ("socket.io-request#/#", &br#"{"type":6,"data":["e"]}"#[..]),
+        ("socket.io-response#/#", &node[..]),
+        ("socket.io-request#/#", b"{bad"),
+    ] {
+        assert_eq!(
+            message_route(channel, payload),
+            Route::Everyone,
+            "{channel}"
+        );
+    }
+    // Broadcasts are arrays.
+    assert_eq!(
+        message_route("socket.io#/#r#", &unhex(BROADCAST)),
+        Route::Rooms {
+            nsp: "/".into(),
+            rooms: vec!["r".into()]
+        }
+    );
+}

@@ -169,6 +169,19 @@ mod tests {
 
     use super::*;
 
+    /// Each (worker, uid, needs its own entries) tells the primary it is a member of `/`.
+    fn members(primary: &mut Primary, list: &[(usize, &str, bool)]) {
+        for &(worker, uid, own_entries) in list {
+            let message = Message::RedisMember {
+                nsp: "/".into(),
+                uid: uid.into(),
+                own_entries,
+            };
+            let frame = EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap();
+            primary.on_message(worker, message, frame, false);
+        }
+    }
+
     fn entry(id: &str, uid: &str) -> Event {
         let message = Message::RedisEntry {
             id: id.into(),
@@ -198,15 +211,7 @@ mod tests {
             slot.sender = Some(IpcConnection::new(ours).into_split().1);
             readers.push(IpcConnection::new(theirs).into_split().0);
         }
-        for (worker, uid, own_entries) in [(0, "w0", false), (1, "w1", true)] {
-            let message = Message::RedisMember {
-                nsp: "/".into(),
-                uid: uid.into(),
-                own_entries,
-            };
-            let frame = EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap();
-            primary.on_message(worker, message, frame, false);
-        }
+        members(&mut primary, &[(0, "w0", false), (1, "w1", true)]);
         for (id, uid) in [("1-0", "w0"), ("2-0", "w1"), ("3-0", "node")] {
             assert!(primary.on_event(entry(id, uid)).is_none());
         }
@@ -316,15 +321,10 @@ mod tests {
         let lane = primary.slots[1].lane.unwrap();
         let hints = Hints::new(HintTable::open(fd).unwrap(), lane).unwrap();
         hints.appeared("/", "r");
-        for (worker, uid, own_entries) in [(0, "w0", false), (1, "w1", false), (2, "w2", true)] {
-            let message = Message::RedisMember {
-                nsp: "/".into(),
-                uid: uid.into(),
-                own_entries,
-            };
-            let frame = EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap();
-            primary.on_message(worker, message, frame, false);
-        }
+        members(
+            &mut primary,
+            &[(0, "w0", false), (1, "w1", false), (2, "w2", true)],
+        );
         for (id, room) in [("1-0", Some("r")), ("2-0", Some("nobody")), ("3-0", None)] {
             assert!(primary.on_event(routed_entry(id, room)).is_none());
         }

@@ -6,8 +6,8 @@
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { connectWorker, closeAll, once, fires, call, waitFor, startCluster, clusterSkipReason, TEST_TIMEOUT } from "./harness.mjs";
-import { redisSkipReason, redisClusterSkipReason, startRedis } from "./redis-harness.mjs";
+import { closeAll, once, fires, call, waitFor, clusterSkipReason, TEST_TIMEOUT } from "./harness.mjs";
+import { redisSkipReason, redisClusterSkipReason, startRedisHosts, connectEverywhere } from "./redis-harness.mjs";
 
 const skip = redisSkipReason() || redisClusterSkipReason() || clusterSkipReason();
 const T = { timeout: TEST_TIMEOUT * 4 };
@@ -42,29 +42,18 @@ function clients(redis) {
 for (const [kind, recovery] of [["streams", true], ["streams", false], ["classic", false]]) {
   const label = `${kind}${recovery ? ", recovery" : ""}`;
   describe(`two rsio hosts on Redis (${label}): one read of a broadcast per host`, { skip, timeout: 120000 }, () => {
-    let redis, hosts, sockets;
+    let setup, redis, hosts, sockets;
     before(async () => {
-      redis = await startRedis();
-      const args = ["--redis", redis.url, "--redis-adapter", kind, ...(recovery ? ["--recovery"] : [])];
-      hosts = await Promise.all(Array.from({ length: HOSTS }, () => startCluster({ workers: WORKERS, args })));
+      setup = await startRedisHosts({ kind, recovery, count: HOSTS, workers: WORKERS });
+      ({ redis, hosts } = setup);
     });
     afterEach(() => closeAll());
     after(async () => {
       closeAll();
-      await Promise.all((hosts ?? []).map((h) => h.stop()));
-      await redis?.stop();
+      await setup?.stop();
     });
 
-    /** One client on each worker of each host, once every worker counts every other. */
-    async function everywhere() {
-      const list = [];
-      for (const h of hosts) for (let i = 0; i < WORKERS; i++) list.push(await connectWorker(h, i));
-      await waitFor(async () => {
-        const counts = await Promise.all(list.map((c) => call(c, "server-count")));
-        return counts.every((n) => n === HOSTS * WORKERS);
-      }, 20000, 100);
-      return list;
-    }
+    const everywhere = () => connectEverywhere(hosts, WORKERS);
 
     it("every broadcast reaches every worker, and each host reads it once", T, async () => {
       sockets = await everywhere();

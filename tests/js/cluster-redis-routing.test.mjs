@@ -6,8 +6,8 @@
 // last seconds of broadcasts for the sockets it restores, whatever their rooms.
 import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { connectWorker, closeAll, once, fires, call, waitFor, startCluster, clusterSkipReason, workerStats, collect, TEST_TIMEOUT } from "./harness.mjs";
-import { redisSkipReason, startRedis } from "./redis-harness.mjs";
+import { closeAll, once, fires, call, waitFor, clusterSkipReason, workerStats, collect, TEST_TIMEOUT } from "./harness.mjs";
+import { redisSkipReason, startRedisHosts, connectEverywhere } from "./redis-harness.mjs";
 
 const skip = redisSkipReason() || clusterSkipReason();
 const T = { timeout: TEST_TIMEOUT * 4 };
@@ -17,27 +17,20 @@ const WORKERS = 2;
 for (const [kind, recovery] of [["streams", false], ["streams", true], ["classic", false]]) {
   const label = `${kind}${recovery ? ", recovery" : ""}`;
   describe(`two rsio hosts on Redis (${label}): room broadcasts go to the workers with members`, { skip, timeout: 120000 }, () => {
-    let redis, hosts;
+    let setup, redis, hosts;
     before(async () => {
-      redis = await startRedis();
-      const args = ["--redis", redis.url, "--redis-adapter", kind, ...(recovery ? ["--recovery"] : [])];
-      hosts = await Promise.all(Array.from({ length: HOSTS }, () => startCluster({ workers: WORKERS, args })));
+      setup = await startRedisHosts({ kind, recovery, count: HOSTS, workers: WORKERS });
+      ({ redis, hosts } = setup);
     });
     afterEach(() => closeAll());
     after(async () => {
       closeAll();
-      await Promise.all((hosts ?? []).map((h) => h.stop()));
-      await redis?.stop();
+      await setup?.stop();
     });
 
     /** One client on each worker of each host ([a0, a1, b0, b1]), once every worker counts every other and broadcasts cross. */
     async function everywhere() {
-      const list = [];
-      for (const h of hosts) for (let i = 0; i < WORKERS; i++) list.push(await connectWorker(h, i));
-      await waitFor(async () => {
-        const counts = await Promise.all(list.map((c) => call(c, "server-count")));
-        return counts.every((n) => n === HOSTS * WORKERS);
-      }, 20000, 100);
+      const list = await connectEverywhere(hosts, WORKERS);
       // The first broadcast crosses once every reader is up (they may be in backoff).
       await waitFor(async () => {
         const got = list.map((c) => fires(c, "warm", 300));

@@ -5,7 +5,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { REPO_ROOT } from "./harness.mjs";
+import { REPO_ROOT, startCluster, connectWorker, call, waitFor } from "./harness.mjs";
 
 const START_TIMEOUT_MS = 15000;
 
@@ -174,4 +174,34 @@ export function redisClusterSkipReason() {
   const probe = spawnSync("redis-cli", ["--version"], { stdio: "ignore" });
   if (probe.error || probe.status !== 0) return "redis-cli is not installed (scripts/setup installs redis-tools)";
   return false;
+}
+
+/**
+ * A throwaway redis-server and `count` rsio hosts (clusters of `workers`) on
+ * it, with `--redis-adapter kind` (and `--recovery` when `recovery`): for a
+ * describe block's `before`. `stop()` stops the hosts, then Redis.
+ */
+export async function startRedisHosts({ kind, recovery = false, count = 2, workers = 2 }) {
+  const redis = await startRedis();
+  const args = ["--redis", redis.url, "--redis-adapter", kind, ...(recovery ? ["--recovery"] : [])];
+  const hosts = await Promise.all(Array.from({ length: count }, () => startCluster({ workers, args })));
+  return {
+    redis,
+    hosts,
+    async stop() {
+      await Promise.all(hosts.map((h) => h.stop()));
+      await redis.stop();
+    },
+  };
+}
+
+/** One client on each worker of each host (host by host), once every worker counts every other as a server. */
+export async function connectEverywhere(hosts, workers) {
+  const list = [];
+  for (const h of hosts) for (let i = 0; i < workers; i++) list.push(await connectWorker(h, i));
+  await waitFor(async () => {
+    const counts = await Promise.all(list.map((c) => call(c, "server-count")));
+    return counts.every((n) => n === hosts.length * workers);
+  }, 20000, 100);
+  return list;
 }

@@ -3,11 +3,11 @@
 // broadcasts (the stream, or the broadcast channels), so Redis serves each
 // broadcast once per host, not once per worker, while every worker stays a
 // server as Node counts them (one request-channel subscriber each).
-import { describe, it, before, after, afterEach } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { closeAll, once, fires, call, waitFor, clusterSkipReason, TEST_TIMEOUT } from "./harness.mjs";
-import { redisSkipReason, redisClusterSkipReason, startRedisHosts, connectEverywhere } from "./redis-harness.mjs";
+import { once, fires, call, waitFor, clusterSkipReason, TEST_TIMEOUT } from "./harness.mjs";
+import { redisSkipReason, redisClusterSkipReason, redisHostsFor, connectEverywhere } from "./redis-harness.mjs";
 
 const skip = redisSkipReason() || redisClusterSkipReason() || clusterSkipReason();
 const T = { timeout: TEST_TIMEOUT * 4 };
@@ -42,18 +42,10 @@ function clients(redis) {
 for (const [kind, recovery] of [["streams", true], ["streams", false], ["classic", false]]) {
   const label = `${kind}${recovery ? ", recovery" : ""}`;
   describe(`two rsio hosts on Redis (${label}): one read of a broadcast per host`, { skip, timeout: 120000 }, () => {
-    let setup, redis, hosts, sockets;
-    before(async () => {
-      setup = await startRedisHosts({ kind, recovery, count: HOSTS, workers: WORKERS });
-      ({ redis, hosts } = setup);
-    });
-    afterEach(() => closeAll());
-    after(async () => {
-      closeAll();
-      await setup?.stop();
-    });
+    const env = redisHostsFor({ kind, recovery, count: HOSTS, workers: WORKERS });
+    let sockets;
 
-    const everywhere = () => connectEverywhere(hosts, WORKERS);
+    const everywhere = () => connectEverywhere(env.hosts, WORKERS);
 
     it("every broadcast reaches every worker, and each host reads it once", T, async () => {
       sockets = await everywhere();
@@ -63,7 +55,7 @@ for (const [kind, recovery] of [["streams", true], ["streams", false], ["classic
         await call(sockets[0], "broadcast", { event: "warm", args: [] });
         return (await Promise.all(got)).every(Boolean);
       }, 20000, 50);
-      redisCli(redis, "config", "resetstat");
+      redisCli(env.redis, "config", "resetstat");
       const started = Date.now();
       for (let i = 0; i < BROADCASTS; i++) {
         // From every worker in turn; each is awaited everywhere, so each is read apart.
@@ -74,25 +66,25 @@ for (const [kind, recovery] of [["streams", true], ["streams", false], ["classic
       if (kind === "streams") {
         // One XREAD per host and broadcast, plus the block timeouts (5 s) of
         // each reader meanwhile; a reader per worker would read 2 × as often.
-        const xread = calls(redis, "xread");
+        const xread = calls(env.redis, "xread");
         const timeouts = HOSTS * (Math.ceil((Date.now() - started) / 5000) + 1);
         assert.ok(xread >= BROADCASTS * HOSTS, `xread calls ${xread}`);
         assert.ok(xread <= BROADCASTS * HOSTS + timeouts, `xread calls ${xread} for ${BROADCASTS} broadcasts and ${HOSTS} hosts`);
-        assert.equal(calls(redis, "xadd"), BROADCASTS, "each broadcast is written once");
+        assert.equal(calls(env.redis, "xadd"), BROADCASTS, "each broadcast is written once");
       }
     });
 
     it("one reader of the broadcasts per host, and every worker a server", T, async () => {
       await everywhere();
-      const list = clients(redis);
+      const list = clients(env.redis);
       if (kind === "streams") {
         // Blocked in XREAD: the readers.
-        await waitFor(() => clients(redis).filter((c) => c.cmd === "xread").length === HOSTS, 10000, 100);
+        await waitFor(() => clients(env.redis).filter((c) => c.cmd === "xread").length === HOSTS, 10000, 100);
       } else {
         const patterns = list.filter((c) => Number(c.psub) > 0);
         assert.equal(patterns.length, HOSTS, `pattern subscribers: ${patterns.map((c) => c.name || c.addr)}`);
         // Node's serverCount: the subscribers of the request channel, one per worker.
-        const numsub = redisCli(redis, "pubsub", "numsub", "socket.io-request#/#").trim().split("\n");
+        const numsub = redisCli(env.redis, "pubsub", "numsub", "socket.io-request#/#").trim().split("\n");
         assert.equal(Number(numsub[1]), HOSTS * WORKERS);
       }
     });

@@ -4,10 +4,10 @@
 // hints (`redisReceived` in a worker's /stats counts what it was forwarded);
 // with recovery (streams) every worker still gets every entry: it keeps the
 // last seconds of broadcasts for the sockets it restores, whatever their rooms.
-import { describe, it, before, after, afterEach } from "node:test";
+import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { closeAll, once, fires, call, waitFor, clusterSkipReason, workerStats, collect, TEST_TIMEOUT } from "./harness.mjs";
-import { redisSkipReason, startRedisHosts, connectEverywhere } from "./redis-harness.mjs";
+import { once, fires, call, waitFor, clusterSkipReason, workerStats, collect, TEST_TIMEOUT } from "./harness.mjs";
+import { redisSkipReason, redisHostsFor, connectEverywhere } from "./redis-harness.mjs";
 
 const skip = redisSkipReason() || clusterSkipReason();
 const T = { timeout: TEST_TIMEOUT * 4 };
@@ -17,20 +17,11 @@ const WORKERS = 2;
 for (const [kind, recovery] of [["streams", false], ["streams", true], ["classic", false]]) {
   const label = `${kind}${recovery ? ", recovery" : ""}`;
   describe(`two rsio hosts on Redis (${label}): room broadcasts go to the workers with members`, { skip, timeout: 120000 }, () => {
-    let setup, redis, hosts;
-    before(async () => {
-      setup = await startRedisHosts({ kind, recovery, count: HOSTS, workers: WORKERS });
-      ({ redis, hosts } = setup);
-    });
-    afterEach(() => closeAll());
-    after(async () => {
-      closeAll();
-      await setup?.stop();
-    });
+    const env = redisHostsFor({ kind, recovery, count: HOSTS, workers: WORKERS });
 
     /** One client on each worker of each host ([a0, a1, b0, b1]), once every worker counts every other and broadcasts cross. */
     async function everywhere() {
-      const list = await connectEverywhere(hosts, WORKERS);
+      const list = await connectEverywhere(env.hosts, WORKERS);
       // The first broadcast crosses once every reader is up (they may be in backoff).
       await waitFor(async () => {
         const got = list.map((c) => fires(c, "warm", 300));
@@ -42,7 +33,7 @@ for (const [kind, recovery] of [["streams", false], ["streams", true], ["classic
 
     /** `redisReceived` of worker `i` of host `h`. */
     async function received(h, i) {
-      const stats = await workerStats(hosts[h], i);
+      const stats = await workerStats(env.hosts[h], i);
       assert.equal(typeof stats.redisReceived, "number", JSON.stringify(stats));
       return stats.redisReceived;
     }

@@ -5,7 +5,8 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { REPO_ROOT, startCluster, connectWorker, call, waitFor } from "./harness.mjs";
+import { before, after, afterEach } from "node:test";
+import { REPO_ROOT, startCluster, connectWorker, call, waitFor, closeAll } from "./harness.mjs";
 
 const START_TIMEOUT_MS = 15000;
 
@@ -193,6 +194,27 @@ export async function startRedisHosts({ kind, recovery = false, count = 2, worke
       await redis.stop();
     },
   };
+}
+
+/**
+ * In the calling describe block: [startRedisHosts] before its tests, the
+ * clients closed after each, the hosts and Redis stopped after all. Returns
+ * `{ redis, hosts }`, set once they run.
+ */
+export function redisHostsFor(options) {
+  const env = { redis: undefined, hosts: undefined };
+  let setup;
+  before(async () => {
+    setup = await startRedisHosts(options);
+    env.redis = setup.redis;
+    env.hosts = setup.hosts;
+  });
+  afterEach(() => closeAll());
+  after(async () => {
+    closeAll();
+    await setup?.stop();
+  });
+  return env;
 }
 
 /** One client on each worker of each host (host by host), once every worker counts every other as a server. */

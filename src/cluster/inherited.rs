@@ -8,7 +8,7 @@ use std::{
     sync::Arc,
 };
 
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::spawn::{
     HANDOFF_FD, HINTS_ENV, HINTS_FD, IPC_FD, LANE_ENV, LINKS_FD, LISTEN_FD, WORKER_ENV,
@@ -166,7 +166,12 @@ pub(super) fn use_hints(
     let table = match hints::HintTable::open(fd) {
         Ok(table) => table,
         Err(err) => {
-            warn!(target: "cluster", "{err}: every room broadcast goes through the primary");
+            // This process cannot count its rooms in: no other may trust the
+            // table (nor, with --redis, the primary's routing by it).
+            warn!(target: "cluster", "{err}: interest hints disabled, every broadcast goes through the primary");
+            if let Err(err) = hints::HintTable::disable_fd(fd) {
+                error!(target: "cluster", "cannot disable the hint table either: {err}");
+            }
             return;
         }
     };

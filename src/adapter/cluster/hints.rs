@@ -329,6 +329,20 @@ impl HintTable {
         self.map.header()[H_DISABLED].store(1, Ordering::SeqCst);
     }
 
+    /// Disables the table on `fd` for every process without mapping it: for
+    /// a process whose [`HintTable::open`] failed (it cannot count its rooms
+    /// in, so no other process may trust the table). Writes the header's
+    /// flag through the descriptor; the other processes' mappings share the
+    /// same pages.
+    pub fn disable_fd(fd: impl AsFd) -> Result<(), HintError> {
+        let flag = 1u32.to_ne_bytes();
+        let written = nix::sys::uio::pwrite(fd, &flag, (H_DISABLED * 4) as i64)?;
+        if written != flag.len() {
+            return Err(HintError::Short { len: written });
+        }
+        Ok(())
+    }
+
     /// Whether some process disabled the table.
     pub fn disabled(&self) -> bool {
         self.map.header()[H_DISABLED].load(Ordering::SeqCst) != 0

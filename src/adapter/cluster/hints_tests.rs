@@ -221,3 +221,15 @@ fn the_primary_reads_the_lanes_of_rooms_or_none_when_anyone_may_have_them() {
     table.disable();
     assert_eq!(of(&["s"]), None);
 }
+
+#[test]
+fn a_process_that_cannot_map_the_table_disables_it_through_its_descriptor() {
+    let (table, fd) = HintTable::create(4).unwrap();
+    assert!(!table.disabled());
+    HintTable::disable_fd(&fd).unwrap();
+    assert!(table.disabled(), "the primary's mapping sees it");
+    assert!(
+        HintTable::open(&fd).unwrap().disabled(),
+        "and a new mapping too"
+    );
+}

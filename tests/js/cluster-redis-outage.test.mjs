@@ -10,24 +10,11 @@
 // Black-box: one rsio host (2 workers), the official client, redis-server.
 import { describe, it, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import net from "node:net";
-import { connectWorker, closeAll, call, waitFor, sleep, startCluster, clusterSkipReason } from "./harness.mjs";
+import { connectWorker, closeAll, call, waitFor, sleep, startCluster, clusterSkipReason, freePort } from "./harness.mjs";
 import { redisSkipReason, startRedis } from "./redis-harness.mjs";
 
 const skip = redisSkipReason() || clusterSkipReason();
 const EVENTS = ["all", "room", "ext", "vol", "probe"];
-
-/** A loopback port nothing listens on (one that was free a moment ago). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Records every event of EVENTS a socket gets: { all: [{ i, off }], … }. */
 function record(socket) {

@@ -9,6 +9,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { existsSync } from "node:fs";
+import net from "node:net";
 import { before, after, afterEach } from "node:test";
 import { io as ioClient } from "socket.io-client";
 
@@ -514,4 +515,16 @@ export function processExists(pid) {
   } catch (e) {
     return e.code === "EPERM";
   }
+}
+
+/** A loopback port that was free a moment ago (bound, then released). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
 }

@@ -9,23 +9,11 @@ import { existsSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import {
-  REPO_ROOT, client, closeAll, once, ack, sleep, stripOffset, TEST_TIMEOUT,
+  REPO_ROOT, client, closeAll, once, ack, sleep, stripOffset, TEST_TIMEOUT, freePort,
 } from "./harness.mjs";
 
 const T = { timeout: TEST_TIMEOUT };
 const BIN = path.join(REPO_ROOT, "target", "debug", "examples", "library_tour");
-
-/** A loopback port free a moment ago (the example takes its port from PORT). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 /** Resolves once `port` accepts connections; rejects after `ms`. */
 async function listening(port, ms = 5000) {

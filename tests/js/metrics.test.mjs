@@ -9,11 +9,10 @@ import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import {
-  startCluster, connectWorker, clusterSkipReason, closeAll, call, waitFor, sleep,
+  startCluster, connectWorker, clusterSkipReason, closeAll, call, waitFor, sleep, freePort,
 } from "./harness.mjs";
 
 function prometheusSkipReason() {
@@ -27,18 +26,6 @@ function prometheusSkipReason() {
 
 const skip = clusterSkipReason() || prometheusSkipReason();
 const HOOK = { timeout: 30000 };
-
-/** A free loopback port (bound then released). */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 async function get(url, ms = 2000) {
   const res = await fetch(url, { signal: AbortSignal.timeout(ms) });

@@ -27,12 +27,11 @@ import {
   writeFileSync,
 } from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 // socket.io-client's own Engine.IO client (pinned through it in package-lock.json)
 import { Socket as EngineSocket } from "engine.io-client";
-import { REPO_ROOT, client, connect, call, once, collect, sleep, waitFor, closeAll, stripOffset } from "./harness.mjs";
+import { REPO_ROOT, client, connect, call, once, collect, sleep, waitFor, closeAll, stripOffset, freePort } from "./harness.mjs";
 import { startChat } from "./chat-cluster.mjs";
 
 const NGINX = process.env.NGINX || "/usr/sbin/nginx";
@@ -59,18 +58,6 @@ function renderConf(template, { listen, workers }) {
     else out.push(line.replaceAll("@LISTEN@", listen));
   }
   return out.join("\n");
-}
-
-/** A loopback port that was free a moment ago. */
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /**

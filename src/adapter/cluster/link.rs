@@ -187,61 +187,54 @@ impl ClusterLink {
 
     /// The adapter of namespace `nsp` on this worker.
     pub fn adapter(self: &Arc<Self>, nsp: &str) -> Arc<ClusterAdapter> {
-        let link = Arc::downgrade(self);
-        let name = nsp.to_string();
-        // Rooms appearing and disappearing here are told to the primary, which
-        // then relays room operations only to the workers with members, and
-        // counted in the hints: in before the report, out after it, so that
-        // the hints never count fewer processes than the primary knows of.
-        let sink = Box::new(move |room: &str, change: RoomPresence| {
-            let Some(link) = link.upgrade() else { return };
-            let hints = link.hints.get();
-            let present = match change {
-                RoomPresence::Appeared => {
-                    if let Some(h) = hints {
-                        h.appeared(&name, room);
-                    }
-                    true
-                }
-                RoomPresence::Gone => false,
-                RoomPresence::Confirmed(present) => present,
-            };
-            link.send(Message::RoomInterest {
-                nsp: name.clone(),
-                room: room.to_string(),
-                present,
-            });
-            if let (RoomPresence::Gone, Some(h)) = (change, hints) {
-                h.gone(&name, room);
-            }
-        });
         Arc::new(ClusterAdapter {
             nsp: nsp.to_string(),
-            local: LocalAdapter::with_interest(sink),
+            local: LocalAdapter::with_interest(self.interest_sink(nsp, true)),
             link: Arc::downgrade(self),
         })
     }
 
     /// With `--redis`: the sink that counts the rooms of namespace `nsp` of
-    /// this worker's Redis adapter in the interest hints (in before the join
-    /// that made a room returns, out when its last member left), for the
-    /// primary to forward a room broadcast read on Redis only to the workers
-    /// with members. No report to the primary: it reads the hints. `None`
-    /// without hints (the primary then forwards everything to everyone).
+    /// this worker's Redis adapter in the interest hints, for the primary to
+    /// forward a room broadcast read on Redis only to the workers with
+    /// members. No report to the primary: it reads the hints. `None` without
+    /// hints (the primary then forwards everything to everyone).
     pub(crate) fn redis_interest(self: &Arc<Self>, nsp: &str) -> Option<InterestSink> {
         self.hints.get()?;
+        Some(self.interest_sink(nsp, false))
+    }
+
+    /// Rooms of `nsp` appearing and disappearing here: counted in the hints
+    /// (in before the join that made the room returns, out after its last
+    /// member left) and, when `report`, told to the primary, which then
+    /// relays room operations only to the workers with members. In before
+    /// the report, out after it, so that the hints never count fewer
+    /// processes than the primary knows of.
+    fn interest_sink(self: &Arc<Self>, nsp: &str, report: bool) -> InterestSink {
         let link = Arc::downgrade(self);
         let name = nsp.to_string();
-        Some(Box::new(move |room: &str, change: RoomPresence| {
+        Box::new(move |room: &str, change: RoomPresence| {
             let Some(link) = link.upgrade() else { return };
-            let Some(h) = link.hints.get() else { return };
-            match change {
-                RoomPresence::Appeared => h.appeared(&name, room),
-                RoomPresence::Gone => h.gone(&name, room),
-                // Only after a restore, for the primary's own bookkeeping.
-                RoomPresence::Confirmed(_) => {}
+            let hints = link.hints.get();
+            if let (RoomPresence::Appeared, Some(h)) = (change, hints) {
+                h.appeared(&name, room);
             }
-        }))
+            if report {
+                let present = match change {
+                    RoomPresence::Appeared => true,
+                    RoomPresence::Gone => false,
+                    RoomPresence::Confirmed(present) => present,
+                };
+                link.send(Message::RoomInterest {
+                    nsp: name.clone(),
+                    room: room.to_string(),
+                    present,
+                });
+            }
+            if let (RoomPresence::Gone, Some(h)) = (change, hints) {
+                h.gone(&name, room);
+            }
+        })
     }
 
     /// The server whose namespaces receive what other workers send. A link has

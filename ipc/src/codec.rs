@@ -80,6 +80,7 @@ mod tag {
     pub const ROOM_INTEREST: u8 = 11;
     pub const METRICS: u8 = 12;
     pub const RETIRE: u8 = 13;
+    pub const FENCE: u8 = 14;
     pub const BROADCAST: u8 = 16;
     pub const SOCKETS_JOIN: u8 = 17;
     pub const SOCKETS_LEAVE: u8 = 18;
@@ -108,6 +109,7 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) {
         Message::Retire => dst.put_u8(tag::RETIRE),
         Message::WorkerExited { worker } => put(dst, tag::WORKER_EXITED, worker),
         Message::WorkerJoined { worker } => put(dst, tag::WORKER_JOINED, worker),
+        Message::Fence { id } => put(dst, tag::FENCE, id),
         Message::Stats { connections } => put(dst, tag::STATS, connections),
         Message::RoomInterest { nsp, room, present } => {
             put(dst, tag::ROOM_INTEREST, &(nsp, room, present))
@@ -305,6 +307,7 @@ pub fn decode(frame: Bytes) -> Result<Message, CodecError> {
         tag::WORKER_JOINED => Message::WorkerJoined {
             worker: exact(body)?,
         },
+        tag::FENCE => Message::Fence { id: exact(body)? },
         tag::STATS => Message::Stats {
             connections: exact(body)?,
         },

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// Version of the wire protocol, sent in [`Message::Hello`]. Bump it on any wire change.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Identifies one request of one worker; `(worker, id)` is unique cluster-wide.
 pub type RequestId = u64;
@@ -346,6 +346,15 @@ pub enum Message {
         /// The client's ack argument.
         payload: EventPayload,
     },
+    /// Either way, for operations that force rooms through the primary
+    /// (`SocketsJoin`, `SocketsLeave`, `DisconnectSockets`): the primary sends
+    /// it to each worker it relayed such an operation to, right after it; the
+    /// worker sends it back once it has handled everything before it. When
+    /// every worker reached has answered, the primary ends the force.
+    Fence {
+        /// Chosen by the primary, echoed by the worker.
+        id: u64,
+    },
 }
 
 impl Message {
@@ -406,6 +415,7 @@ impl Message {
             Message::RedisEntry { .. } => "redis-entry",
             Message::RedisMessage { .. } => "redis-message",
             Message::RedisMember { .. } => "redis-member",
+            Message::Fence { .. } => "fence",
         }
     }
 }

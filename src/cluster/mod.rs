@@ -30,6 +30,7 @@
 #[doc(hidden)]
 pub mod bench;
 mod config;
+mod fences;
 mod inbox;
 mod inherited;
 mod interest;

@@ -21,6 +21,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{
     config::{ClusterConfig, PinMode},
+    fences::Fences,
     inbox::{Inbox, Reading},
     interest::RoomInterest,
     lanes::Lanes,
@@ -94,6 +95,8 @@ pub(super) struct Primary {
     pub sessions: SessionStore,
     /// Which workers have members of which rooms.
     pub interest: RoomInterest,
+    /// Forced rooms waiting for their operation to be handled.
+    pub fences: Fences,
     /// The interest hint table every worker maps, and the lanes and direct
     /// links of the worker processes (see [`super::lanes`]).
     pub lanes: Lanes,
@@ -228,6 +231,7 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
         shutting_down: false,
         sessions: SessionStore::new(),
         interest: RoomInterest::default(),
+        fences: Fences::default(),
         lanes,
         reload: Reload::default(),
         redis_members: RedisMembers::default(),
@@ -360,6 +364,7 @@ impl Primary {
             shutting_down: false,
             sessions: SessionStore::new(),
             interest: RoomInterest::default(),
+            fences: Fences::default(),
             lanes: Lanes::none(workers),
             reload: Reload::default(),
             redis_members: RedisMembers::default(),
@@ -507,6 +512,8 @@ impl Primary {
                 self.interest.set(worker, nsp, room, *present)
             }
             Message::Heartbeat => self.slots[worker].last_heartbeat = Instant::now(),
+            // A draining process was not waited for once it was replaced.
+            Message::Fence { id } if !retiring => self.fenced(worker, *id),
             // A draining process's uids are of no use: it publishes no more.
             Message::RedisMember {
                 nsp,

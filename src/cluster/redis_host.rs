@@ -131,10 +131,8 @@ impl Primary {
             Route::Join { nsp, rooms } => {
                 // A worker may apply this join after the next broadcast to
                 // these rooms is read: they go everywhere from now on.
-                if let Some(table) = self.lanes.table() {
-                    for room in rooms {
-                        table.force(nsp, room);
-                    }
+                if let Some(table) = self.lanes.table().filter(|_| !rooms.is_empty()) {
+                    table.force(&table.forced_slots(nsp, rooms));
                 }
                 None
             }

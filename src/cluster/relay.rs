@@ -13,6 +13,7 @@ use rsio_ipc::{
 use tracing::{error, warn};
 
 use super::{interest::Reach, primary::Primary};
+use crate::adapter::hints::forced_by;
 
 impl Primary {
     /// Sends `message` to every worker but `from` (control messages: rare).
@@ -97,12 +98,14 @@ impl Primary {
             | Message::FetchSockets { nsp, target, .. } => self.interest.reach(nsp, &target.rooms),
             _ => Reach::All,
         };
+        let mut reached = Vec::new();
         for j in 0..self.slots.len() {
             if (j == from && !retiring) || self.slots[j].sender.is_none() {
                 continue;
             }
             if reach.contains(j) {
                 self.send_to(j, frame.clone());
+                reached.push(j);
                 if let Message::SocketsJoin { nsp, rooms, .. } = message {
                     // What the joiner sends next must reach the sockets this join
                     // adds there: count the worker in until it says otherwise.
@@ -117,6 +120,54 @@ impl Primary {
                 }
             }
         }
+        // With `--redis` no worker forces rooms (its adapter is Redis').
+        if self.config.redis.is_none() {
+            self.fence(message, reached);
+        }
+    }
+
+    /// Follows an operation that forced rooms (see [`forced_by`]) with a fence
+    /// to each worker it `reached`; ends the force at once when it reached none.
+    fn fence(&mut self, message: &Message, reached: Vec<usize>) {
+        let Some(slots) = forced_by(message)
+            .zip(self.lanes.table())
+            .map(|((nsp, rooms), table)| table.forced_slots(nsp, rooms))
+        else {
+            return;
+        };
+        match self.fences.open(slots, reached.clone()) {
+            Ok(id) => {
+                match EncodedFrame::encode(&Message::Fence { id }, DEFAULT_MAX_FRAME_LENGTH) {
+                    Ok(frame) => {
+                        for j in reached {
+                            self.send_to(j, frame.clone());
+                        }
+                    }
+                    Err(err) => error!(target: "cluster", "cannot encode a fence: {err}"),
+                }
+            }
+            Err(slots) => self.release(&slots),
+        }
+    }
+
+    /// Ends one force on each of `slots`.
+    pub(super) fn release(&self, slots: &[usize]) {
+        if let Some(table) = self.lanes.table() {
+            table.release(slots);
+        }
+    }
+
+    /// `worker` answered fence `id`.
+    pub(super) fn fenced(&mut self, worker: usize, id: u64) {
+        if let Some(slots) = self.fences.answered(worker, id) {
+            self.release(&slots);
+        }
+    }
+
+    /// `worker`'s process is gone or replaced: no fence waits for it.
+    pub(super) fn unfence(&mut self, worker: usize) {
+        let slots = self.fences.worker_gone(worker);
+        self.release(&slots);
     }
 }
 
@@ -215,5 +266,105 @@ mod tests {
         // Without Redis, room interest keeps it from workers without members.
         let all = Bytes::from_static(b"42[\"all\"]");
         assert_eq!(first_received(false).await, vec![all.clone(), all]);
+    }
+
+    async fn next_message(reader: &mut IpcReader) -> Message {
+        match tokio::time::timeout(Duration::from_secs(5), reader.next()).await {
+            Ok(Some(Ok(m))) => m,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// A primary of 3 workers with a hint table, and what each worker reads.
+    fn with_table() -> (Primary, Vec<IpcReader>) {
+        let mut primary = Primary::for_tests(3);
+        primary.lanes = super::super::lanes::Lanes::new(3);
+        let mut readers = Vec::new();
+        for slot in &mut primary.slots {
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            slot.sender = Some(IpcConnection::new(ours).into_split().1);
+            readers.push(IpcConnection::new(theirs).into_split().0);
+        }
+        (primary, readers)
+    }
+
+    /// Worker `from` sends `op` as a worker does: its rooms forced first.
+    fn send_forcing(primary: &mut Primary, from: usize, op: Message) {
+        let table = primary.lanes.table().unwrap();
+        let (nsp, rooms) = forced_by(&op).unwrap();
+        table.force(&table.forced_slots(nsp, rooms));
+        let frame = EncodedFrame::encode(&op, DEFAULT_MAX_FRAME_LENGTH).unwrap();
+        primary.on_message(from, op, frame, false);
+    }
+
+    fn answer(primary: &mut Primary, from: usize, fence: Message) {
+        let frame = EncodedFrame::encode(&fence, DEFAULT_MAX_FRAME_LENGTH).unwrap();
+        primary.on_message(from, fence, frame, false);
+    }
+
+    fn join(rooms: &[&str]) -> Message {
+        Message::SocketsJoin {
+            nsp: "/".into(),
+            target: Target::default(),
+            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_forced_room_is_released_once_every_worker_reached_handled_the_operation() {
+        let (mut primary, mut readers) = with_table();
+        send_forcing(&mut primary, 0, join(&["j"]));
+        let slot = primary.lanes.table().unwrap().slot("/", "j");
+        let mut fences = Vec::new();
+        for reader in &mut readers[1..] {
+            assert!(matches!(
+                next_message(reader).await,
+                Message::SocketsJoin { .. }
+            ));
+            let fence = next_message(reader).await;
+            assert!(
+                matches!(fence, Message::Fence { .. }),
+                "right after it: {fence:?}"
+            );
+            fences.push(fence);
+        }
+        let forced = |p: &Primary| p.lanes.table().unwrap().forced(slot);
+        assert!(forced(&primary));
+        answer(&mut primary, 1, fences[0].clone());
+        assert!(forced(&primary), "worker 2 has not handled it yet");
+        answer(&mut primary, 0, fences[1].clone());
+        assert!(forced(&primary), "worker 0 was not waited for");
+        answer(&mut primary, 2, fences[1].clone());
+        assert!(!forced(&primary), "released");
+    }
+
+    #[tokio::test]
+    async fn a_worker_gone_is_not_waited_for_and_an_operation_reaching_none_releases_at_once() {
+        let (mut primary, mut readers) = with_table();
+        send_forcing(&mut primary, 0, join(&["g"]));
+        let slot = primary.lanes.table().unwrap().slot("/", "g");
+        let forced = |p: &Primary| p.lanes.table().unwrap().forced(slot);
+        let _ = next_message(&mut readers[1]).await;
+        let fence = next_message(&mut readers[1]).await;
+        answer(&mut primary, 1, fence);
+        assert!(forced(&primary));
+        primary.unfence(2);
+        assert!(
+            !forced(&primary),
+            "worker 2 exited: nobody left to wait for"
+        );
+
+        // A leave of a room no other worker has: relayed to nobody.
+        let leave = Message::SocketsLeave {
+            nsp: "/".into(),
+            target: Target {
+                rooms: vec!["only-here".into()],
+                ..Target::default()
+            },
+            rooms: vec!["l".into()],
+        };
+        send_forcing(&mut primary, 0, leave);
+        let slot = primary.lanes.table().unwrap().slot("/", "l");
+        assert!(!primary.lanes.table().unwrap().forced(slot));
     }
 }

@@ -198,6 +198,7 @@ impl Primary {
         // Whatever the slot's rooms were, they were the old process's: it gets nothing
         // relayed any more, and the new one reports its own.
         self.interest.worker_gone(i);
+        self.unfence(i);
         for (nsp, room, present) in &rooms {
             self.interest.set(i, nsp, room, *present);
         }

@@ -423,6 +423,7 @@ impl Primary {
         );
         self.sessions.worker_gone(worker);
         self.interest.worker_gone(worker);
+        self.unfence(worker);
         if self.shutting_down {
             info!(target: "cluster", worker, "worker exited ({status})");
             return None;

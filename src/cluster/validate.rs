@@ -125,7 +125,8 @@ pub(crate) fn check(
         | Message::RedisMember { .. }
         | Message::SocketsJoin { .. }
         | Message::SocketsLeave { .. }
-        | Message::DisconnectSockets { .. } => Ok(()),
+        | Message::DisconnectSockets { .. }
+        | Message::Fence { .. } => Ok(()),
     }
 }
 
@@ -177,6 +178,7 @@ mod tests {
             },
             Message::Ready,
             Message::Heartbeat,
+            Message::Fence { id: 7 },
             Message::Stats { connections: 3 },
             Message::Metrics {
                 counters: vec![1],

@@ -151,6 +151,58 @@ describe("direct links between workers", { skip: clusterSkipReason() }, () => {
     }
   });
 
+  it("a socketsJoin, socketsLeave or disconnectSockets forces its rooms through the primary only until every worker handled it", T, async (t) => {
+    /** Broadcasts from worker 0 to `room` until one reaches worker 1 straight; the tries it took. */
+    const untilStraight = async (room, target, event) => {
+      for (let tries = 1; tries <= 40; tries++) {
+        const token = fresh(event);
+        const r = await received(cluster, 1, async () => {
+          const got = waitToken(target, event, token);
+          await call(a, "broadcast", { event, args: [token], to: [room] });
+          await got;
+        });
+        if (r.direct === 1 && r.primary === 0) return tries;
+        await sleep(25);
+      }
+      assert.fail(`worker 0's broadcasts to ${room} still go through the primary after 40 tries`);
+    };
+
+    // Worker 0 joins b (worker 1) to a room: its next broadcast reaches b at once
+    // (through the primary), and once worker 1 has handled the join, they go straight.
+    const joined = fresh("joined");
+    await call(a, "sockets-join", { in: [b.id], rooms: [joined] });
+    const first = fresh("j");
+    const got = waitToken(b, "joined", first);
+    await call(a, "broadcast", { event: "joined", args: [first], to: [joined] });
+    await got;
+    const tries = await untilStraight(joined, b, "joined");
+    t.diagnostic(`straight again after ${tries} tries`);
+
+    // A leave of a room worker 1 had: once handled, worker 0's broadcasts to
+    // it never leave worker 0 (nobody else has it), instead of going through the primary.
+    const kept = async () => (await stats(cluster, 0)).keptLocal;
+    await call(a, "sockets-leave", { in: [b.id], rooms: [joined] });
+    await waitFor(async () => {
+      const k = await kept();
+      await call(a, "broadcast", { event: "joined", args: ["nobody"], to: [joined] });
+      return (await kept()) === k + 1;
+    }, 5000, 25);
+
+    // A disconnect of a room's sockets: the same.
+    const doomedRoom = fresh("doomed");
+    const doomed = await connectWorker(cluster, 1);
+    doomed.io.opts.reconnection = false;
+    await call(doomed, "join", doomedRoom);
+    const closed = once(doomed, "disconnect");
+    await call(a, "disconnect-sockets", { in: [doomedRoom] });
+    await closed;
+    await waitFor(async () => {
+      const k = await kept();
+      await call(a, "broadcast", { event: "x", args: [1], to: [doomedRoom] });
+      return (await kept()) === k + 1;
+    }, 5000, 25);
+  });
+
   it("a killed worker's successor gets links, and its dead lane is cleared", { timeout: 40000 }, async () => {
     const only = fresh("only-victim");
     const victim = await connectWorker(cluster, 2);

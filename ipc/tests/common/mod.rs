@@ -8,7 +8,7 @@ use proptest::strategy::{BoxedStrategy, Union};
 use rsio_ipc::{Broadcast, EventPayload, Frame, Message, Session, SocketInfo, Target};
 
 /// Number of `Message` variants; `samples()` must cover each of them.
-pub const VARIANTS: usize = 28;
+pub const VARIANTS: usize = 29;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -47,6 +47,7 @@ pub fn samples() -> Vec<Message> {
             connections: u64::MAX,
         },
         Message::Heartbeat,
+        Message::Fence { id: u64::MAX },
         Message::Metrics {
             counters: vec![0, 1, u64::MAX],
             gauges: vec![7],
@@ -294,6 +295,7 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
             .prop_map(|connections| Message::Stats { connections })
             .boxed(),
         Just(Message::Heartbeat).boxed(),
+        any::<u64>().prop_map(|id| Message::Fence { id }).boxed(),
         (
             proptest::collection::vec(any::<u64>(), 0..8),
             proptest::collection::vec(any::<u64>(), 0..8),

@@ -23,9 +23,18 @@
 //! it was made for, so a link to a dead process is never taken for a link to
 //! its successor.
 //!
+//! A slot can also be *forced*: broadcasts to its rooms go through the
+//! primary, whoever has members. A worker forces the rooms of a `socketsJoin`,
+//! `socketsLeave` or `disconnectSockets` it sends through the primary, before
+//! it sends it (its next broadcasts to them must not overtake it, and must
+//! reach the sockets it adds); the primary ends that force once every worker
+//! it relayed the operation to has handled it (see [`forced_by`] and
+//! `Message::Fence`). Each slot keeps a count of the forces on it, so two
+//! operations on one slot (or two rooms of one slot) each end only their own.
+//!
 //! The layout is fixed by [`LAYOUT`]: a header of 16 `u32` words (magic, layout,
 //! slot count, disabled flag, lanes, words per slot), the epochs (one `u64` per
-//! lane), then the slots (`words` `u64` each). The magic and the disabled flag
+//! lane), the slots (`words` `u64` each), then the forces (one `u32` per slot). The magic and the disabled flag
 //! stay where they are in every layout: a process that finds another layout
 //! sets the flag, and then no process skips the primary any more (it could not
 //! count its own rooms in).
@@ -41,16 +50,17 @@ use std::{
 };
 
 use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
+use rsio_ipc::Message;
 
 /// Slots in a table made by [`HintTable::create`].
 pub const SLOTS: usize = 1 << 18;
 /// The most `u64` words of lanes a slot may have (so a lane set lives on the
-/// stack): 8 words, lanes for 255 workers and the [`FORCED`](HintTable) bit.
+/// stack): 8 words, 512 lanes, for 256 workers.
 pub const MAX_WORDS: usize = 8;
 /// "rsih", little-endian.
 const MAGIC: u32 = 0x6869_7372;
 /// The layout and hash of this file; bumped on any change to either.
-pub const LAYOUT: u32 = 2;
+pub const LAYOUT: u32 = 3;
 const HEADER_BYTES: usize = 64;
 const H_MAGIC: usize = 0;
 const H_LAYOUT: usize = 1;
@@ -234,13 +244,18 @@ impl std::fmt::Debug for HintTable {
     }
 }
 
-/// `u64` words a slot of `lanes` lanes takes (the lanes and the forced bit).
+/// `u64` words a slot of `lanes` lanes takes.
 fn words_for(lanes: usize) -> usize {
-    (lanes + 1).div_ceil(64)
+    lanes.div_ceil(64)
+}
+
+/// Where the forces begin: after the header, the epochs and the slots.
+fn forces_at(slots: usize, lanes: usize) -> usize {
+    HEADER_BYTES + 8 * lanes + 8 * slots * words_for(lanes)
 }
 
 fn table_len(slots: usize, lanes: usize) -> usize {
-    HEADER_BYTES + 8 * lanes + 8 * slots * words_for(lanes)
+    forces_at(slots, lanes) + 4 * slots
 }
 
 impl HintTable {
@@ -390,17 +405,52 @@ impl HintTable {
         self.words(slot)[bit / 64].load(Ordering::SeqCst) & (1 << (bit % 64)) != 0
     }
 
-    /// Whether `slot` is forced through the primary.
-    pub fn forced(&self, slot: usize) -> bool {
-        self.has_bit(slot, self.lanes)
+    /// The count of forces on `slot`.
+    fn force_count(&self, slot: usize) -> &AtomicU32 {
+        &self
+            .map
+            .u32s(forces_at(self.slots, self.lanes) + 4 * slot, 1)[0]
     }
 
-    /// Adds the lanes of `slot` to `set` (the forced bit left out).
+    /// Whether `slot` is forced through the primary.
+    pub fn forced(&self, slot: usize) -> bool {
+        self.force_count(slot).load(Ordering::SeqCst) != 0
+    }
+
+    /// The slots an operation on `rooms` of `nsp` forces (none: the slot of
+    /// every socket), one per room: the same list for [`HintTable::force`]
+    /// and [`HintTable::release`].
+    pub fn forced_slots<S: AsRef<str>>(&self, nsp: &str, rooms: &[S]) -> Vec<usize> {
+        if rooms.is_empty() {
+            return vec![self.everyone(nsp)];
+        }
+        rooms.iter().map(|r| self.slot(nsp, r.as_ref())).collect()
+    }
+
+    /// Adds a force to each of `slots`: broadcasts to their rooms go through
+    /// the primary until it is released.
+    pub fn force(&self, slots: &[usize]) {
+        for &slot in slots {
+            self.force_count(slot).fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes one force off each of `slots` (never below none: a release
+    /// without its force, from a process that could not count, ends nothing
+    /// of another's for good).
+    pub fn release(&self, slots: &[usize]) {
+        for &slot in slots {
+            let _ = self
+                .force_count(slot)
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Adds the lanes of `slot` to `set`.
     fn or_into(&self, slot: usize, set: &mut LaneSet) {
         for (out, word) in set.words.iter_mut().zip(self.words(slot)) {
             *out |= word.load(Ordering::SeqCst);
         }
-        set.remove(self.lanes);
     }
 
     /// The lanes with members of any of `rooms` of `nsp` (the primary's view,
@@ -424,12 +474,6 @@ impl HintTable {
             self.or_into(slot, &mut set);
         }
         Some(set)
-    }
-
-    /// Marks `room` of `nsp` as possibly anywhere, for good (see [`Hints::force`]).
-    pub fn force(&self, nsp: &str, room: &str) {
-        let slot = self.slot(nsp, room);
-        self.set_bit(slot, self.lanes);
     }
 
     /// Clears `lane` in every slot and its epoch: its process has exited (the
@@ -480,6 +524,23 @@ fn mix(mut h: u64) -> u64 {
     h ^= h >> 27;
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
+}
+
+/// The rooms of `nsp` that `message` forces through the primary while it is
+/// on its way (none: every socket of `nsp`), or `None` when it forces none:
+/// the joined rooms of a `SocketsJoin` (what the joiner sends them next must
+/// reach the sockets it adds), the left rooms of a `SocketsLeave` and the
+/// target rooms of a `DisconnectSockets` (what the sender sends them next
+/// must not overtake it). The worker that sends it forces these, and the
+/// primary releases them once every worker it relayed the operation to has
+/// handled it: both read them here, so each release matches its force.
+pub fn forced_by(message: &Message) -> Option<(&str, &[String])> {
+    match message {
+        Message::SocketsJoin { nsp, rooms, .. } => Some((nsp, rooms)),
+        Message::SocketsLeave { nsp, rooms, .. } if !rooms.is_empty() => Some((nsp, rooms)),
+        Message::DisconnectSockets { nsp, target, .. } => Some((nsp, &target.rooms)),
+        _ => None,
+    }
 }
 
 /// Where a broadcast of this process must go, by the hints.
@@ -569,18 +630,6 @@ impl Hints {
                 own.fetch_sub(1, Ordering::SeqCst);
             }
         }
-    }
-
-    /// Marks `room` as possibly anywhere, for good: what this process sends to
-    /// it goes through the primary.
-    pub fn force(&self, nsp: &str, room: &str) {
-        self.table.force(nsp, room);
-    }
-
-    /// As [`Hints::force`], for broadcasts to every socket of `nsp`.
-    pub fn force_everyone(&self, nsp: &str) {
-        let slot = self.table.everyone(nsp);
-        self.table.set_bit(slot, self.table.lanes);
     }
 
     /// Where a broadcast to `rooms` of `nsp` (none: every socket) must go. A

@@ -86,12 +86,20 @@ fn everyone_and_socket_ids_reach_every_other_lane() {
     assert!(!a.alone("/", &rooms(&[&sid])));
 }
 
+/// Forces `rooms` of `nsp` (none: every socket) as an operation would.
+fn force(h: &Hints, nsp: &str, rooms: &[&str]) -> Vec<usize> {
+    let slots = h.table().forced_slots(nsp, rooms);
+    h.table().force(&slots);
+    slots
+}
+
 #[test]
-fn forced_rooms_and_everyone_go_through_the_primary() {
-    let (table, _fd) = HintTable::create_with(1024, 4).unwrap();
+fn forced_rooms_and_everyone_go_through_the_primary_until_released() {
+    let (table, fd) = HintTable::create_with(1024, 4).unwrap();
+    let primary = HintTable::open(&fd).unwrap();
     let a = Hints::new(table, 0).unwrap();
     a.appeared("/", "j");
-    a.force("/", "j");
+    let j = force(&a, "/", &["j"]);
     assert_eq!(a.reach("/", &rooms(&["j"])), Reach::Primary);
     assert_eq!(a.reach("/", &rooms(&["x", "j"])), Reach::Primary);
     assert!(
@@ -99,12 +107,83 @@ fn forced_rooms_and_everyone_go_through_the_primary() {
         "forced, even with own members"
     );
     a.gone("/", "j");
-    assert!(!a.alone("/", &rooms(&["j"])), "forced for good");
+    assert!(!a.alone("/", &rooms(&["j"])), "forced until released");
+    // A second operation on the same room: each release ends its own force.
+    let again = force(&a, "/", &["j"]);
+    primary.release(&j);
+    assert_eq!(
+        a.reach("/", &rooms(&["j"])),
+        Reach::Primary,
+        "one force left"
+    );
+    primary.release(&again);
+    assert!(
+        a.alone("/", &rooms(&["j"])),
+        "released: routed by the lanes again"
+    );
+    primary.release(&again);
+    let j2 = force(&a, "/", &["j"]);
+    assert_eq!(
+        a.reach("/", &rooms(&["j"])),
+        Reach::Primary,
+        "a release too many ended nothing in advance"
+    );
+    primary.release(&j2);
+
     assert!(matches!(a.reach("/", &[]), Reach::Lanes(_)));
-    a.force_everyone("/");
+    let everyone = force(&a, "/", &[]);
+    assert_eq!(everyone, vec![primary.everyone("/")]);
     assert_eq!(a.reach("/", &[]), Reach::Primary);
     assert!(matches!(a.reach("/other", &[]), Reach::Lanes(_)));
     assert!(matches!(a.reach("/", &rooms(&["x"])), Reach::Lanes(_)));
+    primary.release(&everyone);
+    assert!(matches!(a.reach("/", &[]), Reach::Lanes(_)));
+}
+
+#[test]
+fn what_an_operation_forces() {
+    use rsio_ipc::Target;
+    let target = |rooms: &[&str]| Target {
+        rooms: rooms.iter().map(|r| r.to_string()).collect(),
+        ..Target::default()
+    };
+    let join = Message::SocketsJoin {
+        nsp: "/".into(),
+        target: target(&["user"]),
+        rooms: rooms(&["a", "b"]),
+    };
+    assert_eq!(
+        forced_by(&join),
+        Some(("/", &rooms(&["a", "b"])[..])),
+        "the joined rooms"
+    );
+    let leave = Message::SocketsLeave {
+        nsp: "/".into(),
+        target: target(&[]),
+        rooms: rooms(&["a"]),
+    };
+    assert_eq!(
+        forced_by(&leave),
+        Some(("/", &rooms(&["a"])[..])),
+        "the rooms left"
+    );
+    let leave_none = Message::SocketsLeave {
+        nsp: "/".into(),
+        target: target(&[]),
+        rooms: Vec::new(),
+    };
+    assert_eq!(forced_by(&leave_none), None);
+    let kick = Message::DisconnectSockets {
+        nsp: "/".into(),
+        target: target(&["user"]),
+        close: false,
+    };
+    assert_eq!(
+        forced_by(&kick),
+        Some(("/", &rooms(&["user"])[..])),
+        "the target rooms"
+    );
+    assert_eq!(forced_by(&Message::Heartbeat), None);
 }
 
 #[test]
@@ -118,7 +197,7 @@ fn clearing_a_lane_forgets_a_dead_process_and_nothing_else() {
         dead.appeared("/", &format!("r{i}"));
     }
     live.appeared("/", "r5");
-    live.force("/", "f");
+    force(&live, "/", &["f"]);
     assert_eq!(lanes(live.reach("/", &rooms(&["r5", "r6"]))), vec![2]);
     // The process of lane 2 was killed with its rooms: the primary clears it.
     drop(dead);
@@ -151,8 +230,9 @@ fn lanes_past_64() {
     assert_eq!(lanes(b.reach("/", &rooms(&["r"]))), vec![129]);
     assert_eq!(a.table().lanes(), 130);
     assert!(Hints::new(HintTable::open(&fd).unwrap(), 130).is_err());
+    assert!(HintTable::create_with(64, MAX_WORDS * 64).is_ok());
     assert!(matches!(
-        HintTable::create_with(64, MAX_WORDS * 64),
+        HintTable::create_with(64, MAX_WORDS * 64 + 1),
         Err(HintError::TooManyLanes { .. })
     ));
 }
@@ -215,7 +295,7 @@ fn the_primary_reads_the_lanes_of_rooms_or_none_when_anyone_may_have_them() {
     assert_eq!(of(&[]), None);
     let sid = crate::engine::Sid::random().to_string();
     assert_eq!(of(&["s", &sid]), None);
-    b.force("/", "f");
+    force(&b, "/", &["f"]);
     assert_eq!(of(&["s", "f"]), None);
     assert_eq!(of(&["s"]), Some(vec![2]));
     table.disable();

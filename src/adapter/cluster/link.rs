@@ -144,18 +144,18 @@ impl ClusterLink {
         alone
     }
 
-    /// From now on, broadcasts of this process to `rooms` of `nsp` (none:
-    /// to every socket of it) go through the primary (see
-    /// [`super::hints::Hints::force`]).
-    pub(super) fn force_relay(&self, nsp: &str, rooms: &[String]) {
-        if let Some(hints) = self.hints.get() {
-            if rooms.is_empty() {
-                hints.force_everyone(nsp);
-            }
-            for room in rooms {
-                hints.force(nsp, room);
-            }
+    /// Sends `operation` to the primary, having first forced the rooms it
+    /// forces (see [`super::hints::forced_by`]): broadcasts to them, from any
+    /// process, go through the primary, behind it, until every worker it
+    /// reaches has handled it.
+    pub(super) fn send_forcing(&self, operation: Message) {
+        if let (Some(hints), Some((nsp, rooms))) =
+            (self.hints.get(), super::hints::forced_by(&operation))
+        {
+            let table = hints.table();
+            table.force(&table.forced_slots(nsp, rooms));
         }
+        self.send(operation);
     }
 
     /// Room broadcasts of this worker that no other worker had recipients of,
@@ -437,6 +437,9 @@ impl ClusterLink {
                     self.peers().insert(worker);
                 }
             }
+            // Everything the primary sent before it is handled (in order, above):
+            // the operation it follows is applied here, and its force can end.
+            Message::Fence { id } => self.send(Message::Fence { id }),
             other => debug!(target: "socket.io:adapter", kind = other.kind_name(), "ignored"),
         }
     }

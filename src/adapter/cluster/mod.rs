@@ -325,10 +325,9 @@ impl Adapter for ClusterAdapter {
     fn sockets_join_remote(&self, opts: &BroadcastOptions, rooms: &[String]) {
         if let Some(link) = self.link() {
             // The sockets this adds on other workers are not there yet when this
-            // returns, and may be anywhere: what this worker sends to these rooms
-            // from now on goes through the primary, which counts them in.
-            link.force_relay(&self.nsp, rooms);
-            link.send(Message::SocketsJoin {
+            // returns, and may be anywhere: until they are, what is sent to these
+            // rooms goes through the primary, which counts them in.
+            link.send_forcing(Message::SocketsJoin {
                 nsp: self.nsp.clone(),
                 target: target(opts),
                 rooms: rooms.to_vec(),
@@ -339,12 +338,8 @@ impl Adapter for ClusterAdapter {
     fn sockets_leave_remote(&self, opts: &BroadcastOptions, rooms: &[String]) {
         if let Some(link) = self.link() {
             // A direct broadcast to these rooms could overtake this leave, which
-            // goes through the primary: what this worker sends to them from now
-            // on goes that way too, in order.
-            if !rooms.is_empty() {
-                link.force_relay(&self.nsp, rooms);
-            }
-            link.send(Message::SocketsLeave {
+            // goes through the primary: until it is done, they go that way too.
+            link.send_forcing(Message::SocketsLeave {
                 nsp: self.nsp.clone(),
                 target: target(opts),
                 rooms: rooms.to_vec(),
@@ -356,8 +351,7 @@ impl Adapter for ClusterAdapter {
         if let Some(link) = self.link() {
             // As for a leave: the sockets' rooms (every socket, with none) stay
             // behind the disconnect.
-            link.force_relay(&self.nsp, &opts.rooms);
-            link.send(Message::DisconnectSockets {
+            link.send_forcing(Message::DisconnectSockets {
                 nsp: self.nsp.clone(),
                 target: target(opts),
                 close,

@@ -6,7 +6,9 @@ use std::{
     sync::{Mutex, MutexGuard, RwLock},
 };
 
+pub(crate) use super::interest::{InterestSink, RoomPresence};
 use super::{
+    interest::tracked,
     recovery::{PersistedSession, RecoveryConfig, RecoveryLog},
     Adapter, BroadcastOptions, EncodedPacket, Restored, RoomEvent, RoomListener, SocketId,
 };
@@ -45,33 +47,10 @@ impl RoomIndex {
     }
 }
 
-/// Whether interest in `room` is reported: not for rooms named like a socket
-/// id, which the primary sends everywhere (every socket has its own).
-fn tracked(room: &str) -> bool {
-    SocketId::parse(room).is_none()
-}
-
 /// Whether `room` names the own room of `id`.
 fn is_own_room(room: &str, id: SocketId) -> bool {
     SocketId::parse(room) == Some(id)
 }
-
-/// What the interest sink is told about a named room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RoomPresence {
-    /// It got its first member here.
-    Appeared,
-    /// It lost its last member here.
-    Gone,
-    /// No change: whether it has members here now (a confirmation the
-    /// primary waits for after a restore or a relayed join).
-    Confirmed(bool),
-}
-
-/// Told, under the index lock, when a named room gets its first member or
-/// loses its last one: the cluster adapter reports it to the primary, in the
-/// same order as the changes happened.
-pub(crate) type InterestSink = Box<dyn Fn(&str, RoomPresence) + Send + Sync>;
 
 /// The default adapter: everything stays in this process.
 #[derive(Default)]
@@ -406,6 +385,7 @@ impl Adapter for LocalAdapter {
                     session,
                     missed,
                     horizon: None,
+                    hold: None,
                 });
         Box::pin(std::future::ready(restored))
     }

@@ -3,6 +3,7 @@
 //! the default and only knows this process).
 
 mod cluster;
+mod interest;
 mod local;
 mod recovery;
 mod redis;
@@ -21,6 +22,7 @@ pub use self::redis::{
 pub(crate) use self::redis::{Fed, HostReader, HostRelay, InterestFactory, Route};
 pub(crate) use cluster::{direct, hints};
 pub use cluster::{AlreadyAttached, ClusterAdapter, ClusterLink};
+pub use interest::RoomHold;
 pub use local::LocalAdapter;
 pub use recovery::{PersistedSession, RecoveryConfig};
 
@@ -100,6 +102,10 @@ pub struct Restored {
     pub missed: Vec<EncodedPacket>,
     /// The last offset `missed` covers (in a cluster).
     pub horizon: Option<u64>,
+    /// The session's rooms, held in the cluster's interest hints while it is
+    /// restored (with `--redis`): drop it once the socket joined them.
+    /// `None` where nothing routes by those hints.
+    pub hold: Option<Arc<RoomHold>>,
 }
 
 /// What `fetch_sockets` learns of a socket on another server.

@@ -8,9 +8,11 @@
 //! a worker's Redis adapter sets its bit before the join that made a room
 //! returns, so a broadcast written after that join is forwarded to it.
 //! Everything else (to every socket, a room shaped like a socket id, with
-//! acks, requests, answers, joins and leaves) goes to every worker, and so
-//! does every entry to a worker with connection state recovery: it keeps the
-//! last seconds of broadcasts for sockets it restores, whatever their rooms.
+//! acks, requests, answers, joins and leaves) goes to every worker. With
+//! connection state recovery, a worker restoring a session sets its bit for
+//! the session's rooms before it reads the stream for what it missed (see
+//! `adapter::redis::session::restore`): what this reads after that reaches
+//! it, what it read before is in the stream.
 //! A join read on Redis (`socketsJoin`) is applied by a worker after the
 //! primary read it, maybe after it read the broadcast that followed it: the
 //! rooms it joins are forced in the hints, and broadcasts to them go to every
@@ -30,10 +32,6 @@ use crate::adapter::{HostReader, Route};
 pub(crate) struct RedisMembers {
     /// uid → (worker, generation of its process, whether it needs its own entries).
     by_uid: HashMap<Bytes, (usize, u64, bool)>,
-    /// (worker, generation) of the processes that need every entry (streams
-    /// with recovery: their own, and the others for restores); at most the
-    /// two newest of a worker (the one serving and, in a reload, the next).
-    every: Vec<(usize, u64)>,
 }
 
 impl RedisMembers {
@@ -46,22 +44,6 @@ impl RedisMembers {
             Bytes::copy_from_slice(uid.as_bytes()),
             (worker, generation, own),
         );
-        if own && !self.every.contains(&(worker, generation)) {
-            self.every.push((worker, generation));
-            let mine = self.every.iter().filter(|(w, _)| *w == worker);
-            if mine.clone().count() > 2 {
-                let oldest = mine.map(|&(_, g)| g).min();
-                self.every
-                    .retain(|&(w, g)| w != worker || Some(g) != oldest);
-            }
-        }
-    }
-
-    /// Whether worker `worker`'s process `generation` needs every entry, its
-    /// rooms or not: with recovery, a restored socket gets the broadcasts it
-    /// missed from what its worker read in the last seconds.
-    fn wants_every(&self, worker: usize, generation: u64) -> bool {
-        self.every.contains(&(worker, generation))
     }
 
     /// The worker process that published under `uid` and does not need it back.
@@ -119,8 +101,8 @@ impl Primary {
 
     /// Sends what the host's reader read to the workers it is for (`to`, by
     /// the interest hints), but for the one that published it (when it does
-    /// not need it back), and to the processes a reload drains (they still
-    /// serve their clients).
+    /// not need it back), to the processes a reload drains (they still
+    /// serve their clients), and to those it starts (by the hints too).
     pub(super) fn forward_redis(&mut self, frame: &EncodedFrame, from: Option<&[u8]>, to: &Route) {
         let skip = from
             .and_then(|uid| self.redis_members.skip(uid))
@@ -138,22 +120,27 @@ impl Primary {
             }
             Route::Everyone => None,
         };
+        let wanted = |lane: Option<usize>| match (&lanes, lane) {
+            (Some(set), Some(lane)) => set.contains(lane),
+            // No hints for it: it may have members.
+            _ => true,
+        };
         for j in 0..self.slots.len() {
-            let slot = &self.slots[j];
-            let wanted = match (&lanes, slot.lane) {
-                (Some(set), Some(lane)) => {
-                    set.contains(lane) || self.redis_members.wants_every(j, slot.generation)
-                }
-                // No hints for it: it may have members.
-                _ => true,
-            };
-            if wanted && Some(j) != skip {
+            if wanted(self.slots[j].lane) && Some(j) != skip {
                 self.send_to(j, frame.clone());
             }
         }
         for slot in &self.slots {
             if let Some(s) = slot.retiring.as_ref().and_then(|p| p.sender.as_ref()) {
                 let _ = s.send_frame(frame.clone());
+            }
+            // A reload's new process serves clients from its `Ready` on, maybe
+            // before the primary handled it (and swapped): it may restore a
+            // session, or join a room, before then. Routed by its own lane.
+            if let Some(p) = slot.incoming.as_ref().filter(|p| wanted(p.lane)) {
+                if let Some(s) = &p.sender {
+                    let _ = s.send_frame(frame.clone());
+                }
             }
         }
     }
@@ -251,26 +238,6 @@ mod tests {
         assert_eq!(m.skip(b"cccc"), Some((0, 8)));
     }
 
-    #[test]
-    fn a_process_with_recovery_wants_every_entry() {
-        let mut m = RedisMembers::default();
-        m.register(0, 1, "aaaa", true);
-        m.register(1, 1, "bbbb", false);
-        assert!(m.wants_every(0, 1));
-        assert!(!m.wants_every(1, 1));
-        assert!(!m.wants_every(0, 2), "not its next process");
-        // A reload: the next process registers while the old one still serves.
-        m.register(0, 2, "cccc", true);
-        m.register(0, 2, "dddd", true);
-        assert!(m.wants_every(0, 1) && m.wants_every(0, 2));
-        m.register(0, 3, "eeee", true);
-        assert!(!m.wants_every(0, 1), "the two newest of a worker are kept");
-        assert!(m.wants_every(0, 2) && m.wants_every(0, 3));
-        m.register(0, 4, "ffff", false);
-        assert!(!m.wants_every(0, 4));
-        assert_eq!(m.every.len(), 2);
-    }
-
     fn routed_entry(id: &str, room: Option<&str>) -> Event {
         let rooms = room.map_or(String::new(), |r| format!("\"{r}\""));
         let data = format!(
@@ -300,7 +267,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_room_broadcast_goes_only_to_the_workers_with_members_or_recovery() {
+    async fn a_room_broadcast_goes_only_to_the_workers_with_members_recovery_or_not() {
         use crate::adapter::hints::{HintTable, Hints};
         let mut primary = Primary::for_tests(3);
         primary.lanes = super::super::lanes::Lanes::new(3);
@@ -314,10 +281,14 @@ mod tests {
             readers.push(IpcConnection::new(theirs).into_split().0);
             assigned.push(a);
         }
-        // Worker 1 has a member of "r"; worker 2 keeps every entry (recovery).
-        let fd = primary.lanes.memfd().unwrap();
-        let lane = primary.slots[1].lane.unwrap();
-        let hints = Hints::new(HintTable::open(fd).unwrap(), lane).unwrap();
+        // Worker 1 has a member of "r"; worker 2 has recovery (it wants its
+        // own entries back), which alone brings it nothing.
+        let hints_of = |primary: &Primary, j: usize| {
+            let fd = primary.lanes.memfd().unwrap();
+            let lane = primary.slots[j].lane.unwrap();
+            Hints::new(HintTable::open(fd).unwrap(), lane).unwrap()
+        };
+        let hints = hints_of(&primary, 1);
         hints.appeared("/", "r");
         members(
             &mut primary,
@@ -348,17 +319,60 @@ mod tests {
         let from = Some(Bytes::from_static(b"node"));
         assert!(primary.on_event(Event::Redis { frame, from, to }).is_none());
         assert!(primary.on_event(routed_entry("6-0", Some("j"))).is_none());
+        // Worker 2 restores a session of "h": its bit is held (as a member's)
+        // while it reads what the session missed, then let go.
+        let restoring = hints_of(&primary, 2);
+        restoring.appeared("/", "h");
+        assert!(primary.on_event(routed_entry("7-0", Some("h"))).is_none());
+        restoring.gone("/", "h");
+        assert!(primary.on_event(routed_entry("8-0", Some("h"))).is_none());
+        assert!(primary.on_event(routed_entry("9-0", None)).is_none());
         // What each got, up to the last: in order, so what comes first proves
         // what was not sent.
         let want: [&[&str]; 3] = [
-            &["3-0", "5-0", "6-0"],
-            &["1-0", "3-0", "5-0", "6-0"],
-            &["1-0", "2-0", "3-0", "4-0", "5-0", "6-0"],
+            &["3-0", "5-0", "6-0", "9-0"],
+            &["1-0", "3-0", "5-0", "6-0", "9-0"],
+            &["3-0", "5-0", "6-0", "7-0", "9-0"],
         ];
         for (j, reader) in readers.iter_mut().enumerate() {
             for id in want[j] {
                 assert_eq!(next_id(reader).await, *id, "worker {j}");
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reload_s_new_process_gets_what_it_holds_before_its_swap() {
+        use super::super::supervise::Process;
+        use crate::adapter::hints::{HintTable, Hints};
+        let mut primary = Primary::for_tests(1);
+        primary.lanes = super::super::lanes::Lanes::new(1);
+        let pair = || {
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            let sender = IpcConnection::new(ours).into_split().1;
+            (sender, IpcConnection::new(theirs).into_split().0)
+        };
+        let (serving, mut serving_reader) = pair();
+        let (next, mut next_reader) = pair();
+        let serving_lanes = primary.lanes.assign(0).expect("a lane");
+        primary.slots[0].lane = Some(serving_lanes.lane);
+        primary.slots[0].sender = Some(serving);
+        // Its new process is ready, not yet swapped in, and restores a
+        // session of "h" (on the slot's other lane).
+        let next_lanes = primary.lanes.assign(0).expect("the slot's other lane");
+        let mut incoming = Process::fake(2);
+        incoming.lane = Some(next_lanes.lane);
+        incoming.sender = Some(next);
+        primary.slots[0].incoming = Some(incoming);
+        let fd = primary.lanes.memfd().unwrap();
+        let restoring = Hints::new(HintTable::open(fd).unwrap(), next_lanes.lane).unwrap();
+        restoring.appeared("/", "h");
+        for (id, room) in [("1-0", Some("h")), ("2-0", Some("x")), ("3-0", None)] {
+            assert!(primary.on_event(routed_entry(id, room)).is_none());
+        }
+        assert_eq!(next_id(&mut serving_reader).await, "3-0");
+        for id in ["1-0", "3-0"] {
+            assert_eq!(next_id(&mut next_reader).await, id);
         }
     }
 }

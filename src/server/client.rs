@@ -18,7 +18,7 @@ use super::{
     v2_client, ServerInner,
 };
 use crate::{
-    adapter::{EncodedPacket, Restored},
+    adapter::{EncodedPacket, Restored, RoomHold},
     engine::{CloseReason, EngineHandler, Message, Session, Sid},
     parser::{Decoder, Packet, PacketData},
 };
@@ -253,7 +253,7 @@ fn accept(
     if recovered {
         crate::metrics::add(crate::metrics::counter::RECOVERY_SUCCESSES, 1);
     }
-    let (id, pid, data, rooms, missed, horizon) = match restored {
+    let (id, pid, data, rooms, missed, horizon, hold) = match restored {
         Some(r) => (
             r.session.id,
             Some(r.session.pid),
@@ -261,6 +261,7 @@ fn accept(
             r.session.rooms,
             r.missed,
             r.horizon,
+            r.hold,
         ),
         None => (
             // Node gives a v2 client's main-namespace socket the engine's sid,
@@ -275,6 +276,7 @@ fn accept(
             Vec::new(),
             Vec::new(),
             None,
+            None,
         ),
     };
     let socket = Socket::new(id, pid, ns.clone(), session, handshake, recovered, data);
@@ -282,6 +284,7 @@ fn accept(
         rooms,
         missed,
         horizon,
+        hold,
     };
     let skip = recovered && recovery.is_some_and(|r| r.skip_middlewares);
     let middlewares = if skip {
@@ -315,6 +318,9 @@ struct Joined {
     rooms: Vec<String>,
     missed: Vec<EncodedPacket>,
     horizon: Option<u64>,
+    /// Its rooms held in the interest hints until it joined them (released
+    /// when dropped: joined, refused or closed).
+    hold: Option<Arc<RoomHold>>,
 }
 
 pub(super) fn refuse(socket: &Socket, err: ConnectError) {
@@ -343,6 +349,7 @@ fn finish_connect(socket: Socket, joined: Joined) {
         rooms,
         mut missed,
         horizon,
+        hold,
     } = joined;
     let session = socket.0.session.clone();
     let ns = socket.namespace().clone();
@@ -373,6 +380,8 @@ fn finish_connect(socket: Socket, joined: Joined) {
     all.push(socket.id().to_string());
     all.extend(rooms);
     ns.adapter().add_all(socket.id(), &all);
+    // Its rooms count it in now (or, closed meanwhile, it needs them no more).
+    drop(hold);
     if !socket.connected() {
         // Closed meanwhile: that close may have left the rooms before they were
         // joined, so leave them again (leaving twice is harmless).

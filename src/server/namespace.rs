@@ -259,6 +259,18 @@ impl Namespace {
         opts: &BroadcastOptions,
         event: Option<(&str, &Args)>,
     ) -> usize {
+        self.deliver_skipping(packet, opts, event, &[])
+    }
+
+    /// As [`Namespace::deliver`], but not to the sockets `skip` (restored
+    /// with this packet already).
+    pub(crate) fn deliver_skipping(
+        &self,
+        packet: &EncodedPacket,
+        opts: &BroadcastOptions,
+        event: Option<(&str, &Args)>,
+        skip: &[SocketId],
+    ) -> usize {
         let flags = BroadcastCompress::new(&packet.0, opts.flags.compress);
         let send =
             |socket: &Socket| usize::from(socket.send_shared(packet, &flags, opts.flags.volatile));
@@ -270,7 +282,7 @@ impl Namespace {
         {
             let sockets = self.sockets_map();
             self.0.adapter.for_each_local(opts, &mut |id| {
-                let Some(socket) = sockets.get(&id) else {
+                let Some(socket) = sockets.get(&id).filter(|_| !skip.contains(&id)) else {
                     return;
                 };
                 if event.is_some() && socket.has_outgoing_listeners() {

@@ -209,29 +209,31 @@ impl ClusterLink {
     /// member left) and, when `report`, told to the primary, which then
     /// relays room operations only to the workers with members. In before
     /// the report, out after it, so that the hints never count fewer
-    /// processes than the primary knows of.
+    /// processes than the primary knows of. A hold (a session being
+    /// restored, see [`super::super::RoomHold`]) is counted, never reported.
     fn interest_sink(self: &Arc<Self>, nsp: &str, report: bool) -> InterestSink {
         let link = Arc::downgrade(self);
         let name = nsp.to_string();
         Box::new(move |room: &str, change: RoomPresence| {
             let Some(link) = link.upgrade() else { return };
             let hints = link.hints.get();
-            if let (RoomPresence::Appeared, Some(h)) = (change, hints) {
+            if let (RoomPresence::Appeared | RoomPresence::Held, Some(h)) = (change, hints) {
                 h.appeared(&name, room);
             }
-            if report {
-                let present = match change {
-                    RoomPresence::Appeared => true,
-                    RoomPresence::Gone => false,
-                    RoomPresence::Confirmed(present) => present,
-                };
+            let present = match change {
+                RoomPresence::Appeared => Some(true),
+                RoomPresence::Gone => Some(false),
+                RoomPresence::Confirmed(present) => Some(present),
+                RoomPresence::Held | RoomPresence::Released => None,
+            };
+            if let (true, Some(present)) = (report, present) {
                 link.send(Message::RoomInterest {
                     nsp: name.clone(),
                     room: room.to_string(),
                     present,
                 });
             }
-            if let (RoomPresence::Gone, Some(h)) = (change, hints) {
+            if let (RoomPresence::Gone | RoomPresence::Released, Some(h)) = (change, hints) {
                 h.gone(&name, room);
             }
         })

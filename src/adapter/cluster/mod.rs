@@ -237,6 +237,8 @@ impl Adapter for ClusterAdapter {
                 },
                 missed,
                 horizon: Some(horizon),
+                // The primary counts this worker in the session's rooms itself.
+                hold: None,
             })
         })
     }

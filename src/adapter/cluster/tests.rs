@@ -183,3 +183,26 @@ async fn emitter_forgets_its_remote_acks_when_it_stops_waiting() {
     drop(acks);
     assert_eq!(w.link.acks().len(), 0);
 }
+
+#[tokio::test]
+async fn a_restore_holds_its_rooms_in_the_hints_apart_from_their_members() {
+    use super::hints::{HintTable, Hints};
+    use crate::adapter::{LocalAdapter, RoomHold};
+    let w = worker(Duration::from_secs(1));
+    let (table, fd) = HintTable::create_with(64, 4).unwrap();
+    w.link
+        .use_hints(Hints::new(HintTable::open(&fd).unwrap(), 0).unwrap());
+    let bit = |room: &str| table.has_lane(table.slot("/", room), 0);
+    let sink = || w.link.redis_interest("/").expect("hints");
+    let hold = RoomHold::new(sink(), &["r".into(), "s".into()]);
+    assert!(bit("r") && bit("s"), "held before the stream is read");
+    // The restored socket joins "r": its membership counts apart.
+    let rooms = LocalAdapter::with_interest(sink());
+    let id = crate::engine::Sid::random();
+    rooms.add_all(id, &["r".into()]);
+    drop(hold);
+    assert!(bit("r"), "its member keeps it");
+    assert!(!bit("s"), "let go with the hold");
+    rooms.del_all(id);
+    assert!(!bit("r"), "and with its last member");
+}

@@ -148,12 +148,7 @@ impl Adapter for RedisStreamsAdapter {
     }
 
     fn missed_after(&self, horizon: u64, rooms: &[String]) -> Vec<EncodedPacket> {
-        self.ns
-            .recent()
-            .iter()
-            .filter(|r| r.order > horizon && crate::adapter::reaches(&r.rooms, &r.except, rooms))
-            .map(|r| r.packet.clone())
-            .collect()
+        self.ns.replay().missed_after(horizon, rooms)
     }
 
     /// `XADD`s the packet; this server delivered it already. One Redis never

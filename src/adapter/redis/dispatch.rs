@@ -202,10 +202,11 @@ impl RedisStreams {
             debug!(target: "socket.io:redis", "broadcast with an invalid packet");
             return;
         };
-        if let Some(order) = offset.and_then(codec::entry_order) {
-            state.remember(order, opts, &encoded);
-        }
-        ns.deliver(&encoded, opts, None);
+        let skip = match offset.and_then(codec::entry_order) {
+            Some(order) => state.replay().remember(order, opts, &encoded),
+            None => Vec::new(),
+        };
+        ns.deliver_skipping(&encoded, opts, None, &skip);
     }
 
     /// Handles a stream entry. The common case, a JSON BROADCAST without ack, is

@@ -25,17 +25,18 @@ mod conn;
 mod dispatch;
 mod host;
 mod link;
+mod replay;
 mod requests;
 mod session;
 mod unconfirmed;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex, MutexGuard, OnceLock, RwLock, Weak,
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use tokio::sync::mpsc;
@@ -51,6 +52,7 @@ use crate::{
 use codec::CodecError;
 use conn::StreamReader;
 use link::{Link, Member, Sub};
+use replay::Replay;
 use requests::Requests;
 
 pub use adapter::RedisStreamsAdapter;
@@ -152,19 +154,6 @@ fn relay_if_not_sent<N: Send + 'static>(
     })
 }
 
-/// A recoverable packet this server delivered, kept briefly for sockets whose
-/// restore raced with it.
-struct Recent {
-    order: u64,
-    at: Instant,
-    rooms: Vec<String>,
-    except: Vec<String>,
-    packet: EncodedPacket,
-}
-
-const RECENT_PACKETS: usize = 4096;
-const RECENT_WINDOW: Duration = Duration::from_secs(10);
-
 /// One namespace's identity on Redis.
 pub(crate) struct NsState {
     nsp: String,
@@ -173,7 +162,7 @@ pub(crate) struct NsState {
     stream: String,
     public: String,
     servers: AtomicUsize,
-    recent: Mutex<VecDeque<Recent>>,
+    replay: Mutex<Replay>,
 }
 
 impl NsState {
@@ -181,27 +170,8 @@ impl NsState {
         format!("{prefix}#{}#{uid}#", self.nsp)
     }
 
-    fn recent(&self) -> MutexGuard<'_, VecDeque<Recent>> {
-        self.recent.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn remember(&self, order: u64, opts: &super::BroadcastOptions, packet: &EncodedPacket) {
-        let now = Instant::now();
-        let mut recent = self.recent();
-        while recent.len() >= RECENT_PACKETS
-            || recent
-                .front()
-                .is_some_and(|r| now.duration_since(r.at) > RECENT_WINDOW)
-        {
-            recent.pop_front();
-        }
-        recent.push_back(Recent {
-            order,
-            at: now,
-            rooms: opts.rooms.clone(),
-            except: opts.except.clone(),
-            packet: packet.clone(),
-        });
+    fn replay(&self) -> MutexGuard<'_, Replay> {
+        self.replay.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -293,7 +263,7 @@ impl RedisStreams {
             stream: stream_name(&self.config.stream_name, self.config.stream_count, nsp),
             public: format!("{prefix}#{nsp}#"),
             servers: AtomicUsize::new(1),
-            recent: Mutex::default(),
+            replay: Mutex::default(),
             uid,
         });
         self.link.subscribe(Sub::Channel(state.public.clone()));

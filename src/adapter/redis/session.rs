@@ -2,6 +2,8 @@
 //! session under `<sessionKeyPrefix><pid>` (base64 msgpack, expiring after the
 //! maximum disconnection duration), the missed packets read back from the stream.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use rmpv::Value as Mp;
 use serde_json::Value;
@@ -12,7 +14,7 @@ use super::{
     conn, NsState, RedisStreams,
 };
 use crate::{
-    adapter::{PersistedSession, Restored},
+    adapter::{PersistedSession, Restored, RoomHold},
     engine::Sid,
 };
 
@@ -85,28 +87,52 @@ pub(super) async fn restore(
     let (mut ms, mut seq) = codec::parse_entry_id(offset)?;
     let mut c = node.link.conn().await.ok()?;
     let key = format!("{}{pid}", node.config.session_key_prefix);
-    // MULTI GET DEL EXEC (not GETDEL: Redis < 6.2), and the offset's existence.
+    // MULTI GET DEL EXEC (not GETDEL: Redis < 6.2).
     let taken: redis::RedisResult<(Option<Vec<u8>>, i64)> = redis::pipe()
         .atomic()
         .get(&key)
         .del(&key)
         .query_async(&mut c)
         .await;
+    let Ok((Some(raw), _)) = taken else {
+        debug!(target: "socket.io:redis", pid, "session not restored: redis error or no session");
+        return None;
+    };
+    let session = parse_session(&raw)?;
+    // With `--redis`, the host's primary forwards a room broadcast only to
+    // the workers whose bit is set for its rooms, and this worker may have
+    // no member of the session's rooms yet. The bits are set here, before
+    // the first XRANGE below is written; the primary routes an entry only
+    // after its XREAD returned it, so after Redis appended it. An entry
+    // appended before Redis ran the last XRANGE is in what they return (up
+    // to `horizon`). One appended after is read by the primary after the
+    // bits were set, and forwarded here: before the socket joined its rooms
+    // it is kept in `recent` and replayed by `missed_after` (later than
+    // `horizon`), after it is delivered live. One both returned and
+    // forwarded (appended after the bits, before the last XRANGE) reaches
+    // the socket once: live, it is skipped for it up to `horizon`
+    // (`Replay::replayed`). The hold ends once the socket joined its rooms,
+    // whose own count then keeps the bits, or with the restore (dropped on
+    // any failure below or later).
+    let hold = node
+        .interest
+        .get()
+        .and_then(|make| make(&ns.nsp))
+        .map(|sink| Arc::new(RoomHold::new(sink, &session.rooms)));
     let at_offset: redis::RedisResult<redis::Value> = redis::cmd("XRANGE")
         .arg(&ns.stream)
         .arg(offset)
         .arg(offset)
         .query_async(&mut c)
         .await;
-    let (Ok((Some(raw), _)), Ok(at_offset)) = (taken, at_offset) else {
-        debug!(target: "socket.io:redis", pid, "session not restored: redis error or no session");
+    let Ok(at_offset) = at_offset else {
+        debug!(target: "socket.io:redis", pid, "session not restored: redis error");
         return None;
     };
     if conn::entries(&at_offset).is_empty() {
         debug!(target: "socket.io:redis", pid, offset, "session not restored: offset not found");
         return None;
     }
-    let session = parse_session(&raw)?;
     let mut rooms = session.rooms.clone();
     rooms.push(session.id.to_string());
     let mut missed = Vec::new();
@@ -154,9 +180,12 @@ pub(super) async fn restore(
             }
         }
     }
+    let horizon = codec::order(ms, seq);
+    ns.replay().replayed(session.id, horizon);
     Some(Restored {
         session,
         missed,
-        horizon: Some(codec::order(ms, seq)),
+        horizon: Some(horizon),
+        hold,
     })
 }

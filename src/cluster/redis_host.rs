@@ -16,7 +16,9 @@
 //! A join read on Redis (`socketsJoin`) is applied by a worker after the
 //! primary read it, maybe after it read the broadcast that followed it: the
 //! rooms it joins are forced in the hints, and broadcasts to them go to every
-//! worker from then on.
+//! worker until each worker it was forwarded to has echoed the fence sent
+//! right behind it (see [`super::fences`]); for good when it was read during
+//! a reload.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -108,13 +110,17 @@ impl Primary {
             .and_then(|uid| self.redis_members.skip(uid))
             .filter(|&(w, g)| self.slots[w].generation == g)
             .map(|(w, _)| w);
+        let mut forced = None;
         let lanes = match to {
             Route::Rooms { nsp, rooms } => self.lanes.table().and_then(|t| t.lanes_of(nsp, rooms)),
             Route::Join { nsp, rooms } => {
                 // A worker may apply this join after the next broadcast to
-                // these rooms is read: they go everywhere from now on.
+                // these rooms is read: they go everywhere until every worker
+                // has applied it (a fence behind it, below).
                 if let Some(table) = self.lanes.table().filter(|_| !rooms.is_empty()) {
-                    table.force(&table.forced_slots(nsp, rooms));
+                    let slots = table.forced_slots(nsp, rooms);
+                    table.force(&slots);
+                    forced = Some(slots);
                 }
                 None
             }
@@ -125,10 +131,15 @@ impl Primary {
             // No hints for it: it may have members.
             _ => true,
         };
+        let mut reached = Vec::new();
         for j in 0..self.slots.len() {
             if wanted(self.slots[j].lane) && Some(j) != skip {
                 self.send_to(j, frame.clone());
+                reached.push(j);
             }
+        }
+        if let Some(slots) = forced {
+            self.fence_join(slots, reached);
         }
         for slot in &self.slots {
             if let Some(s) = slot.retiring.as_ref().and_then(|p| p.sender.as_ref()) {
@@ -143,6 +154,19 @@ impl Primary {
                 }
             }
         }
+    }
+}
+
+impl Primary {
+    /// Follows a join read on Redis, which forced `slots`, with a fence to
+    /// each worker it `reached`. During a reload it stays forced for good: the
+    /// incoming process gets the join too, and is not one of the workers a
+    /// fence waits for.
+    fn fence_join(&mut self, slots: Vec<usize>, reached: Vec<usize>) {
+        if self.slots.iter().any(|s| s.incoming.is_some()) {
+            return;
+        }
+        self.fence_slots(slots, reached);
     }
 }
 
@@ -179,11 +203,15 @@ mod tests {
         }
     }
 
+    /// The id of the next entry `reader` gets (the fences behind joins skipped).
     async fn next_id(reader: &mut IpcReader) -> String {
-        let got = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
-        match got {
-            Ok(Some(Ok(Message::RedisEntry { id, .. }))) => id,
-            other => panic!("expected an entry, got {other:?}"),
+        loop {
+            let got = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
+            match got {
+                Ok(Some(Ok(Message::RedisEntry { id, .. }))) => return id,
+                Ok(Some(Ok(Message::Fence { .. }))) => {}
+                other => panic!("expected an entry, got {other:?}"),
+            }
         }
     }
 
@@ -300,7 +328,8 @@ mod tests {
         hints.gone("/", "r");
         assert!(primary.on_event(routed_entry("4-0", Some("r"))).is_none());
         // A join read on Redis: worker 0 may apply it after the primary reads
-        // the next broadcast to "j", which then goes everywhere.
+        // the next broadcast to "j", which goes everywhere until every worker
+        // echoed the fence behind the join (none does here).
         let join = r#"{"opts":{"rooms":["x"],"except":[]},"rooms":["j"]}"#;
         let fields: Vec<Bytes> = ["uid", "node", "nsp", "/", "type", "4", "data", join]
             .iter()
@@ -374,5 +403,57 @@ mod tests {
         for id in ["1-0", "3-0"] {
             assert_eq!(next_id(&mut next_reader).await, id);
         }
+    }
+
+    #[tokio::test]
+    async fn a_join_read_on_redis_forces_its_rooms_until_every_worker_echoed_its_fence() {
+        let mut primary = Primary::for_tests(3);
+        primary.lanes = super::super::lanes::Lanes::new(3);
+        let mut readers = Vec::new();
+        for slot in &mut primary.slots {
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            slot.sender = Some(IpcConnection::new(ours).into_split().1);
+            readers.push(IpcConnection::new(theirs).into_split().0);
+        }
+        let join = Message::RedisEntry {
+            id: "1-0".into(),
+            fields: Vec::new(),
+        };
+        primary.on_event(Event::Redis {
+            frame: EncodedFrame::encode(&join, DEFAULT_MAX_FRAME_LENGTH).unwrap(),
+            from: None,
+            to: Route::Join {
+                nsp: "/".into(),
+                rooms: vec!["j".into()],
+            },
+        });
+        let table = |p: &Primary| {
+            p.lanes
+                .table()
+                .unwrap()
+                .forced(p.lanes.table().unwrap().slot("/", "j"))
+        };
+        assert!(
+            table(&primary),
+            "forced while the workers may not have applied it"
+        );
+        let mut fences = Vec::new();
+        for reader in &mut readers {
+            assert_eq!(next_id(reader).await, "1-0");
+            let got = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
+            match got {
+                Ok(Some(Ok(fence @ Message::Fence { .. }))) => fences.push(fence),
+                other => panic!("expected a fence right after the join, got {other:?}"),
+            }
+        }
+        for (j, fence) in fences.into_iter().enumerate() {
+            assert!(table(&primary), "worker {j} has not echoed yet");
+            let frame = EncodedFrame::encode(&fence, DEFAULT_MAX_FRAME_LENGTH).unwrap();
+            primary.on_message(j, fence, frame, false);
+        }
+        assert!(
+            !table(&primary),
+            "every worker applied it: routed by the lanes again"
+        );
     }
 }

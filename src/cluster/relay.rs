@@ -135,6 +135,13 @@ impl Primary {
         else {
             return;
         };
+        self.fence_slots(slots, reached);
+    }
+
+    /// Sends a fence to each worker `reached` by an operation that forced
+    /// `slots`, which are released once all of them echoed it (at once when
+    /// it reached none).
+    pub(super) fn fence_slots(&mut self, slots: Vec<usize>, reached: Vec<usize>) {
         match self.fences.open(slots, reached.clone()) {
             Ok(id) => {
                 match EncodedFrame::encode(&Message::Fence { id }, DEFAULT_MAX_FRAME_LENGTH) {

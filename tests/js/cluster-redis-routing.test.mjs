@@ -106,6 +106,16 @@ for (const [kind, recovery] of [["streams", false], ["streams", true], ["classic
         await call(b0, "broadcast", { event: "to-remote", to: [room], args: [i] });
         assert.equal((await got)[0], i, `round ${i}`);
       }
+      // Once each worker of host A applied the join, the room is routed by
+      // members again: worker 0 of host A, which has none, gets no entry of it.
+      await waitFor(async () => {
+        const before = await received(0, 0);
+        const got = once(a1, "to-remote", 5000);
+        await call(b0, "broadcast", { event: "to-remote", to: ["remote-19"], args: [-1] });
+        await got;
+        await sleep(50);
+        return (await received(0, 0)) === before;
+      }, 10000, 50);
     });
 
     if (recovery) {

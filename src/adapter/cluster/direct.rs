@@ -19,10 +19,12 @@
 //! A link carries [`Message::Broadcast`]s without acks or offsets, each frame
 //! encoded once by the sender and written as it is to every link. A link whose
 //! peer is gone (end of stream, a write error) is dropped quietly: the primary
-//! reports deaths as before. Once a link's backlog reaches the ipc limit (its
-//! peer does not read), the broadcasts that would go to it go through the
-//! primary instead, which kills a worker that lets its backlog pass the limit,
-//! as it always did.
+//! reports deaths as before. A broadcast is never rerouted through the
+//! primary, where a later one sent straight could overtake it: once a link's
+//! backlog reaches the ipc limit (its peer does not read), the worker tells the
+//! primary ([`Message::LinkStuck`]), once, which kills that process if it still
+//! has that lane and epoch, as it kills a worker that lets the primary's own
+//! backlog pass the limit; until it is gone, what is sent to it is dropped.
 
 use std::{
     io::{IoSlice, IoSliceMut},
@@ -37,7 +39,7 @@ use nix::{
     errno::Errno,
     sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags},
 };
-use rsio_ipc::{EncodedFrame, IpcConnection, IpcReader, IpcSender, Message};
+use rsio_ipc::{EncodedFrame, IpcConnection, IpcReader, IpcSender, Message, SendError};
 use tokio::io::{unix::AsyncFd, Interest};
 use tracing::{debug, warn};
 
@@ -131,6 +133,9 @@ pub(crate) fn recv_link(channel: BorrowedFd<'_>) -> nix::Result<Received> {
 struct Peer {
     epoch: u64,
     sender: IpcSender,
+    /// Its backlog reached the limit, and the primary was told: nothing more
+    /// is written to it (the primary kills its process).
+    stuck: bool,
 }
 
 /// A worker process's direct links, by lane.
@@ -196,51 +201,67 @@ impl Direct {
     }
 
     /// Writes `frame` to the link of every lane in `lanes` whose process lives
-    /// (by `table`'s epochs), reading the channel first if one is missing.
-    /// `false`, and nothing written, when a link's backlog has reached the
-    /// limit: its peer does not read, and the broadcast goes through the
-    /// primary instead, which kills a worker that does not read.
-    pub(crate) fn send(&self, table: &HintTable, lanes: &LaneSet, frame: &EncodedFrame) -> bool {
-        let mut peers = self.peers();
-        let mut read = false;
-        let mut targets = LaneSet::default();
-        for lane in lanes.iter() {
-            let epoch = table.epoch(lane);
-            if epoch == 0 || lane >= peers.len() {
-                // No process on this lane.
-                continue;
-            }
-            let linked = |p: &[Option<Peer>]| p[lane].as_ref().is_some_and(|p| p.epoch == epoch);
-            if !linked(&peers) && !read {
-                // Its record is in the channel (written before its process started).
-                self.read_channel(&mut peers);
-                read = true;
-            }
-            match peers[lane].as_ref().filter(|p| p.epoch == epoch) {
-                Some(peer) if peer.sender.queued_bytes() >= self.max_queued => return false,
-                Some(_) => targets.insert(lane),
-                None => {
-                    debug!(target: "socket.io:adapter", lane, "no link to lane {lane}: its process is gone")
+    /// (by `table`'s epochs), reading the channel first if one is missing;
+    /// returns the lanes it was written to. A broadcast is never rerouted
+    /// (through the primary, it could be overtaken by a later one sent
+    /// straight): a link whose backlog reached the limit is skipped, its
+    /// process does not read. The first time, the primary is told, which kills
+    /// that process; until it is gone, what is sent to it is dropped (its
+    /// clients reconnect, as when the primary's own backlog to it overflows).
+    pub(crate) fn send(&self, table: &HintTable, lanes: &LaneSet, frame: &EncodedFrame) -> LaneSet {
+        let mut written = LaneSet::default();
+        // Rare: allocates only when a link is found stuck.
+        let mut stuck = Vec::new();
+        {
+            let mut peers = self.peers();
+            let mut read = false;
+            for lane in lanes.iter() {
+                let epoch = table.epoch(lane);
+                if epoch == 0 || lane >= peers.len() {
+                    // No process on this lane.
+                    continue;
+                }
+                let linked =
+                    |p: &[Option<Peer>]| p[lane].as_ref().is_some_and(|p| p.epoch == epoch);
+                if !linked(&peers) && !read {
+                    // Its record is in the channel (written before its process started).
+                    self.read_channel(&mut peers);
+                    read = true;
+                }
+                let Some(peer) = peers[lane].as_mut().filter(|p| p.epoch == epoch) else {
+                    debug!(target: "socket.io:adapter", lane, "no link to lane {lane}: its process is gone");
+                    continue;
+                };
+                if peer.stuck {
+                    continue;
+                }
+                match peer.sender.send_frame(frame.clone()) {
+                    Ok(()) => {
+                        self.sent.fetch_add(1, Ordering::Relaxed);
+                        written.insert(lane);
+                    }
+                    Err(SendError::Backlog { .. }) => {
+                        peer.stuck = true;
+                        stuck.push((lane, epoch));
+                    }
+                    Err(err) => {
+                        // Its peer is gone: the primary reports it.
+                        debug!(target: "socket.io:adapter", lane, "direct link dropped: {err}");
+                        peers[lane] = None;
+                    }
                 }
             }
         }
-        // Under the lock since the check: no backlog grew meanwhile.
-        for lane in targets.iter() {
-            let Some(peer) = peers[lane].as_ref() else {
-                continue;
-            };
-            match peer.sender.send_frame(frame.clone()) {
-                Ok(()) => {
-                    self.sent.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(err) => {
-                    // Its peer is gone: the primary reports it.
-                    debug!(target: "socket.io:adapter", lane, "direct link dropped: {err}");
-                    peers[lane] = None;
-                }
+        for (lane, epoch) in stuck {
+            warn!(target: "socket.io:adapter", lane, epoch, "the process of lane {lane} does not read its direct link (backlog over {} bytes): told the primary; what is sent to it is dropped until it is gone", self.max_queued);
+            if let Some(link) = self.link.upgrade() {
+                link.send(Message::LinkStuck {
+                    lane: lane as u32,
+                    epoch,
+                });
             }
         }
-        true
+        written
     }
 
     /// Takes in every link record waiting in the channel; `false` once the
@@ -250,7 +271,13 @@ impl Direct {
             match recv_link(self.channel.as_fd()) {
                 Ok(Received::Link { lane, epoch, fd }) if lane < peers.len() => {
                     match self.connect(lane, epoch, fd) {
-                        Ok(sender) => peers[lane] = Some(Peer { epoch, sender }),
+                        Ok(sender) => {
+                            peers[lane] = Some(Peer {
+                                epoch,
+                                sender,
+                                stuck: false,
+                            })
+                        }
                         Err(err) => {
                             warn!(target: "socket.io:adapter", lane, "cannot use the direct link to lane {lane}: {err}")
                         }
@@ -354,16 +381,17 @@ impl ClusterLink {
         }
     }
 
-    /// Writes `message` (encoded once) to the direct links of `lanes`; through
-    /// the primary when a link does not take it (see [`Direct::send`]).
-    pub(super) fn send_direct(&self, lanes: &LaneSet, message: Message) {
-        let (Some(direct), Some(hints)) = (self.direct.get(), self.hints.get()) else {
-            return self.send(message);
-        };
-        match rsio_ipc::EncodedFrame::encode(&message, rsio_ipc::DEFAULT_MAX_FRAME_LENGTH) {
-            Ok(frame) if direct.send(hints.table(), lanes, &frame) => {}
-            Ok(_) => self.send(message),
-            Err(err) => debug!(target: "socket.io:adapter", "direct broadcast: {err}"),
+    /// Writes `message` (encoded once) to the direct links of `lanes` (see
+    /// [`Direct::send`]); returns the lanes it was written to. `None`, and
+    /// nothing sent, without links (see [`ClusterLink::route`]).
+    pub(super) fn send_direct(&self, lanes: &LaneSet, message: &Message) -> Option<LaneSet> {
+        let (direct, hints) = (self.direct.get()?, self.hints.get()?);
+        match rsio_ipc::EncodedFrame::encode(message, rsio_ipc::DEFAULT_MAX_FRAME_LENGTH) {
+            Ok(frame) => Some(direct.send(hints.table(), lanes, &frame)),
+            Err(err) => {
+                debug!(target: "socket.io:adapter", "direct broadcast: {err}");
+                Some(LaneSet::default())
+            }
         }
     }
 
@@ -510,6 +538,102 @@ mod tests {
                 .unwrap_or_else(|_| panic!("{kind} on a link: still open"))
                 .unwrap();
         }
+    }
+
+    /// A peer process that reads its link to the end, counting the bytes.
+    fn reading(peer: std::os::unix::net::UnixStream) -> Arc<AtomicU64> {
+        let read = Arc::new(AtomicU64::new(0));
+        let count = read.clone();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n @ 1..) = (&peer).read(&mut buf) {
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        });
+        read
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_link_whose_peer_does_not_read_is_skipped_and_reported_once() {
+        const MAX_QUEUED: usize = 64 * 1024;
+        let (to_primary, primary) = tokio::net::UnixStream::pair().unwrap();
+        let (_, sender) = IpcConnection::new(to_primary).into_split();
+        let (mut from_worker, _) = IpcConnection::new(primary).into_split();
+        let link = ClusterLink::new(0, 3, sender);
+        let (table, _fd) = HintTable::create(6).unwrap();
+        let (channel, theirs) = channel();
+        let direct = Direct::start(&link, theirs, 6, MAX_QUEUED).unwrap();
+        // Lane 1 reads its link; lane 2 never does.
+        let (a1, b1) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (a2, _b2) = std::os::unix::net::UnixStream::pair().unwrap();
+        for (lane, epoch, fd) in [(1, 11, &a1), (2, 12, &a2)] {
+            table.set_epoch(lane, epoch);
+            send_link(channel.as_fd(), lane, epoch, fd.as_fd()).unwrap();
+        }
+        drop((a1, a2));
+        let read_by_1 = reading(b1);
+        let frame = EncodedFrame::encode(
+            &Message::Broadcast(rsio_ipc::Broadcast {
+                nsp: "/".into(),
+                target: rsio_ipc::Target::default(),
+                ack: None,
+                offset: None,
+                frames: vec![rsio_ipc::Frame::Text(bytes::Bytes::from(
+                    "x".repeat(16 * 1024),
+                ))],
+            }),
+            rsio_ipc::DEFAULT_MAX_FRAME_LENGTH,
+        )
+        .unwrap();
+        let mut both = LaneSet::default();
+        both.insert(1);
+        both.insert(2);
+        let only_1 = {
+            let mut s = LaneSet::default();
+            s.insert(1);
+            s
+        };
+        // Lane 2's socket buffer, then its backlog, fill up: from then on the
+        // frame goes to lane 1 only.
+        let mut sent = 0u64;
+        let mut stuck_after = None;
+        for i in 0..1000 {
+            let written = direct.send(&table, &both, &frame);
+            assert!(written.contains(1), "lane 1 reads: it gets every frame");
+            sent += 1;
+            if !written.contains(2) {
+                stuck_after = Some(i);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(
+            stuck_after.is_some(),
+            "lane 2 never reached its backlog limit"
+        );
+        for _ in 0..20 {
+            assert_eq!(direct.send(&table, &both, &frame), only_1);
+            sent += 1;
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Lane 1 got every frame.
+        let expected = sent * frame.len() as u64;
+        for _ in 0..500 {
+            if read_by_1.load(Ordering::Relaxed) >= expected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(read_by_1.load(Ordering::Relaxed), expected);
+        // The primary was told once, with lane 2's epoch.
+        let told = tokio::time::timeout(Duration::from_secs(2), from_worker.next())
+            .await
+            .expect("a report")
+            .expect("open")
+            .unwrap();
+        assert_eq!(told, Message::LinkStuck { lane: 2, epoch: 12 });
+        let more = tokio::time::timeout(Duration::from_millis(300), from_worker.next()).await;
+        assert!(more.is_err(), "reported again: {more:?}");
     }
 
     #[test]

@@ -282,9 +282,12 @@ impl Adapter for ClusterAdapter {
                 offset: None,
                 frames: ipc_frames(packet),
             });
-            match route {
-                Route::Direct(lanes) => link.send_direct(&lanes, message),
-                _ => link.send(message),
+            let sent = match &route {
+                Route::Direct(lanes) => link.send_direct(lanes, &message).is_some(),
+                _ => false,
+            };
+            if !sent {
+                link.send(message);
             }
         }
     }

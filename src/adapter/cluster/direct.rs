@@ -16,8 +16,11 @@
 //! it (the process, and its clients, are gone). Nothing is queued for later,
 //! so one sender's broadcasts reach a receiver in the order they were sent.
 //!
-//! A link carries [`Message::Broadcast`]s without acks or offsets, each frame
-//! encoded once by the sender and written as it is to every link. A link whose
+//! A link carries [`Message::Broadcast`]s without offsets, each frame encoded
+//! once by the sender and written as it is to every link, and, the other way,
+//! the answers to those with acks ([`Message::BroadcastClientCount`],
+//! [`Message::BroadcastAck`], see [`super::acks`]); anything else closes it,
+//! as does a message that says it is from another worker. A link whose
 //! peer is gone (end of stream, a write error) is dropped quietly: the primary
 //! reports deaths as before. A broadcast is never rerouted through the
 //! primary, where a later one sent straight could overtake it: once a link's
@@ -39,7 +42,9 @@ use nix::{
     errno::Errno,
     sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags},
 };
-use rsio_ipc::{EncodedFrame, IpcConnection, IpcReader, IpcSender, Message, SendError};
+use rsio_ipc::{
+    EncodedFrame, IpcConnection, IpcReader, IpcSender, Message, SendError, WorkerIndex,
+};
 use tokio::io::{unix::AsyncFd, Interest};
 use tracing::{debug, warn};
 
@@ -150,6 +155,10 @@ pub(crate) struct Direct {
     received: AtomicU64,
     /// Broadcasts sent over links (one per receiving process).
     sent: AtomicU64,
+    /// Answers to this worker's acked broadcasts received over links.
+    answers: AtomicU64,
+    /// Workers in the cluster: lane `l` is a process of worker `l % workers`.
+    workers: usize,
 }
 
 impl std::fmt::Debug for Direct {
@@ -181,6 +190,9 @@ impl Direct {
             max_queued,
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            answers: AtomicU64::new(0),
+            // Two lanes a slot (see `crate::cluster::lanes`).
+            workers: (lanes / 2).max(1),
         });
         tokio::spawn(watch(Arc::downgrade(&direct), watched));
         Ok(direct)
@@ -198,6 +210,11 @@ impl Direct {
     /// Frames sent over links.
     pub(crate) fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Answers to acked broadcasts received over links.
+    pub(crate) fn answers(&self) -> u64 {
+        self.answers.load(Ordering::Relaxed)
     }
 
     /// Writes `frame` to the link of every lane in `lanes` whose process lives
@@ -309,8 +326,13 @@ impl Direct {
         let (reader, sender) =
             IpcConnection::with_limits(stream, rsio_ipc::DEFAULT_MAX_FRAME_LENGTH, self.max_queued)
                 .into_split();
+        let peer = LinkPeer {
+            lane,
+            epoch,
+            worker: (lane % self.workers) as WorkerIndex,
+        };
         self.runtime
-            .spawn(read_link(self.link.clone(), lane, epoch, reader));
+            .spawn(read_link(self.link.clone(), peer, reader, sender.clone()));
         Ok(sender)
     }
 
@@ -402,6 +424,13 @@ impl ClusterLink {
             .get()
             .map_or((0, 0), |d| (d.received(), d.sent()))
     }
+
+    /// Answers to this worker's acked broadcasts (client counts and client
+    /// acks) that came straight back over the direct links, not through the
+    /// primary.
+    pub fn direct_answers(&self) -> u64 {
+        self.direct.get().map_or(0, |d| d.answers())
+    }
 }
 
 /// Reads the channel whenever it is readable, until it ends.
@@ -423,18 +452,54 @@ async fn watch(direct: Weak<Direct>, channel: AsyncFd<OwnedFd>) {
     }
 }
 
-/// Hands what a peer sends on its link to the link's adapter, until it ends.
-async fn read_link(link: Weak<ClusterLink>, lane: usize, epoch: u64, mut reader: IpcReader) {
+/// The process at the other end of a link.
+#[derive(Debug, Clone, Copy)]
+struct LinkPeer {
+    lane: usize,
+    epoch: u64,
+    /// Its worker index: what it must say it is.
+    worker: WorkerIndex,
+}
+
+/// Hands what a peer sends on its link to the link's adapter, until it ends;
+/// answers to an acked broadcast go back on `reply`, the link's other half.
+/// Then the acked broadcasts written to it stop waiting for its answers.
+async fn read_link(
+    link: Weak<ClusterLink>,
+    peer: LinkPeer,
+    mut reader: IpcReader,
+    reply: IpcSender,
+) {
+    let LinkPeer {
+        lane,
+        epoch,
+        worker,
+    } = peer;
     while let Some(item) = reader.next().await {
         let Some(cluster) = link.upgrade() else {
             return;
         };
+        let direct = cluster.direct();
         match item {
-            Ok(Message::Broadcast(b)) if b.ack.is_none() && b.offset.is_none() => {
-                if let Some(direct) = cluster.direct() {
+            // Its own broadcasts only: answers go back here, to it.
+            Ok(Message::Broadcast(b))
+                if b.offset.is_none() && b.ack.is_none_or(|(from, ..)| from == worker) =>
+            {
+                if let Some(direct) = direct {
                     direct.received.fetch_add(1, Ordering::Relaxed);
                 }
-                cluster.dispatch(Message::Broadcast(b));
+                cluster.receive_direct(b, &reply);
+            }
+            Ok(m @ (Message::BroadcastClientCount { .. } | Message::BroadcastAck { .. })) => {
+                let kind = m.kind_name();
+                // Counted before the emitter may see it (and its caller read the count).
+                if let Some(direct) = direct {
+                    direct.answers.fetch_add(1, Ordering::Relaxed);
+                }
+                if !cluster.direct_answer(lane, worker, m) {
+                    warn!(target: "socket.io:adapter", lane, "{kind} on a direct link from worker {worker}, not from it or not to this worker: closing it");
+                    break;
+                }
             }
             Ok(other) => {
                 warn!(target: "socket.io:adapter", lane, "{} on a direct link: closing it", other.kind_name());
@@ -446,201 +511,14 @@ async fn read_link(link: Weak<ClusterLink>, lane: usize, epoch: u64, mut reader:
             }
         }
     }
-    if let Some(direct) = link.upgrade().as_deref().and_then(ClusterLink::direct) {
-        direct.forget(lane, epoch);
+    if let Some(cluster) = link.upgrade() {
+        if let Some(direct) = cluster.direct() {
+            direct.forget(lane, epoch);
+        }
+        cluster.acks_link_gone(lane, worker);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::{
-        io::{Read, Write},
-        time::Duration,
-    };
-
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-
-    use super::*;
-
-    fn channel() -> (OwnedFd, OwnedFd) {
-        socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn a_link_record_carries_its_lane_epoch_and_descriptor() {
-        let (primary, worker) = channel();
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        send_link(primary.as_fd(), 5, 42, theirs.as_fd()).unwrap();
-        drop(theirs);
-        let Received::Link { lane, epoch, fd } = recv_link(worker.as_fd()).unwrap() else {
-            panic!("expected a link");
-        };
-        assert_eq!((lane, epoch), (5, 42));
-        // The descriptor received is the peer's end of the pair.
-        let mut link = std::os::unix::net::UnixStream::from(fd);
-        link.write_all(b"hi").unwrap();
-        let mut buf = [0u8; 2];
-        (&ours).read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"hi");
-        assert!(
-            matches!(recv_link(worker.as_fd()), Err(Errno::EAGAIN)),
-            "nothing more"
-        );
-        drop(primary);
-        assert!(matches!(recv_link(worker.as_fd()), Ok(Received::End)));
-    }
-
-    /// A peer's broadcast as a link carries it: `ack` and `offset` as given.
-    fn broadcast(ack: Option<(u16, u64, u64)>, offset: Option<u64>) -> Message {
-        Message::Broadcast(rsio_ipc::Broadcast {
-            nsp: "/".into(),
-            target: rsio_ipc::Target::default(),
-            ack,
-            offset,
-            frames: vec![rsio_ipc::Frame::Text(bytes::Bytes::from_static(
-                b"42[\"e\"]",
-            ))],
-        })
-    }
-
-    #[tokio::test]
-    async fn a_link_that_carries_anything_but_a_plain_broadcast_is_closed() {
-        for bad in [
-            broadcast(Some((1, 7, 3)), None),
-            broadcast(None, Some(9)),
-            Message::SocketsJoin {
-                nsp: "/".into(),
-                target: rsio_ipc::Target::default(),
-                rooms: vec!["r".into()],
-            },
-        ] {
-            let (to_primary, _primary) = tokio::net::UnixStream::pair().unwrap();
-            let (_, sender) = IpcConnection::new(to_primary).into_split();
-            let link = ClusterLink::new(0, 2, sender);
-            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
-            let (reader, _) = IpcConnection::new(ours).into_split();
-            let peer = IpcConnection::new(theirs);
-            let task = tokio::spawn(read_link(Arc::downgrade(&link), 1, 1, reader));
-            // A plain broadcast is taken, and the link stays open.
-            peer.sender().send(broadcast(None, None)).unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            assert!(!task.is_finished(), "a plain broadcast closed the link");
-            let kind = bad.kind_name();
-            peer.sender().send(bad).unwrap();
-            tokio::time::timeout(Duration::from_secs(2), task)
-                .await
-                .unwrap_or_else(|_| panic!("{kind} on a link: still open"))
-                .unwrap();
-        }
-    }
-
-    /// A peer process that reads its link to the end, counting the bytes.
-    fn reading(peer: std::os::unix::net::UnixStream) -> Arc<AtomicU64> {
-        let read = Arc::new(AtomicU64::new(0));
-        let count = read.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; 64 * 1024];
-            while let Ok(n @ 1..) = (&peer).read(&mut buf) {
-                count.fetch_add(n as u64, Ordering::Relaxed);
-            }
-        });
-        read
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_link_whose_peer_does_not_read_is_skipped_and_reported_once() {
-        const MAX_QUEUED: usize = 64 * 1024;
-        let (to_primary, primary) = tokio::net::UnixStream::pair().unwrap();
-        let (_, sender) = IpcConnection::new(to_primary).into_split();
-        let (mut from_worker, _) = IpcConnection::new(primary).into_split();
-        let link = ClusterLink::new(0, 3, sender);
-        let (table, _fd) = HintTable::create(6).unwrap();
-        let (channel, theirs) = channel();
-        let direct = Direct::start(&link, theirs, 6, MAX_QUEUED).unwrap();
-        // Lane 1 reads its link; lane 2 never does.
-        let (a1, b1) = std::os::unix::net::UnixStream::pair().unwrap();
-        let (a2, _b2) = std::os::unix::net::UnixStream::pair().unwrap();
-        for (lane, epoch, fd) in [(1, 11, &a1), (2, 12, &a2)] {
-            table.set_epoch(lane, epoch);
-            send_link(channel.as_fd(), lane, epoch, fd.as_fd()).unwrap();
-        }
-        drop((a1, a2));
-        let read_by_1 = reading(b1);
-        let frame = EncodedFrame::encode(
-            &Message::Broadcast(rsio_ipc::Broadcast {
-                nsp: "/".into(),
-                target: rsio_ipc::Target::default(),
-                ack: None,
-                offset: None,
-                frames: vec![rsio_ipc::Frame::Text(bytes::Bytes::from(
-                    "x".repeat(16 * 1024),
-                ))],
-            }),
-            rsio_ipc::DEFAULT_MAX_FRAME_LENGTH,
-        )
-        .unwrap();
-        let mut both = LaneSet::default();
-        both.insert(1);
-        both.insert(2);
-        let only_1 = {
-            let mut s = LaneSet::default();
-            s.insert(1);
-            s
-        };
-        // Lane 2's socket buffer, then its backlog, fill up: from then on the
-        // frame goes to lane 1 only.
-        let mut sent = 0u64;
-        let mut stuck_after = None;
-        for i in 0..1000 {
-            let written = direct.send(&table, &both, &frame);
-            assert!(written.contains(1), "lane 1 reads: it gets every frame");
-            sent += 1;
-            if !written.contains(2) {
-                stuck_after = Some(i);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        assert!(
-            stuck_after.is_some(),
-            "lane 2 never reached its backlog limit"
-        );
-        for _ in 0..20 {
-            assert_eq!(direct.send(&table, &both, &frame), only_1);
-            sent += 1;
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        // Lane 1 got every frame.
-        let expected = sent * frame.len() as u64;
-        for _ in 0..500 {
-            if read_by_1.load(Ordering::Relaxed) >= expected {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(read_by_1.load(Ordering::Relaxed), expected);
-        // The primary was told once, with lane 2's epoch.
-        let told = tokio::time::timeout(Duration::from_secs(2), from_worker.next())
-            .await
-            .expect("a report")
-            .expect("open")
-            .unwrap();
-        assert_eq!(told, Message::LinkStuck { lane: 2, epoch: 12 });
-        let more = tokio::time::timeout(Duration::from_millis(300), from_worker.next()).await;
-        assert!(more.is_err(), "reported again: {more:?}");
-    }
-
-    #[test]
-    fn a_record_without_a_descriptor_is_skipped() {
-        let (primary, worker) = channel();
-        nix::sys::socket::send(primary.as_raw_fd(), &[0u8; RECORD], MsgFlags::MSG_NOSIGNAL)
-            .unwrap();
-        assert!(matches!(recv_link(worker.as_fd()), Ok(Received::Garbled)));
-    }
-}
+#[path = "direct_tests.rs"]
+mod tests;

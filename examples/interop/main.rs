@@ -84,6 +84,7 @@ fn main() -> ExitCode {
                 relayed: worker.relayed_operations(),
                 kept_local: worker.kept_local_broadcasts(),
                 direct: worker.direct_broadcasts(),
+                direct_answers: worker.direct_answers(),
                 redis_received: worker.redis_received(),
             };
             Ok(io

@@ -7,7 +7,7 @@ use serde_json::json;
 /// `scripts/soak` (leak checks):
 ///
 /// ```text
-/// {"worker": 0, "pid": 1234, "engineClients": 3, "sockets": 3, "rooms": 4, "rssKiB": 9876, "relayed": 12, "keptLocal": 5, "directIn": 10, "directOut": 7, "redisReceived": 40}
+/// {"worker": 0, "pid": 1234, "engineClients": 3, "sockets": 3, "rooms": 4, "rssKiB": 9876, "relayed": 12, "keptLocal": 5, "directIn": 10, "directOut": 7, "directAnswers": 4, "redisReceived": 40}
 /// ```
 ///
 /// `worker`: the cluster index (0 in one process); `engineClients`: open
@@ -19,6 +19,8 @@ use serde_json::json;
 /// `directIn`: broadcasts of other workers received straight from them, not
 /// through the primary (counted in `relayed` too); `directOut`: frames this
 /// worker sent straight to other workers, one per receiving process;
+/// `directAnswers`: answers to this worker's acked broadcasts (client counts
+/// and client acks) that came straight back over the links;
 /// `redisReceived`: with `--redis`, the entries or messages read on Redis that
 /// the primary forwarded to this worker (a room broadcast only to the workers
 /// with members of its rooms);
@@ -41,6 +43,7 @@ pub fn stats_router(
                 relayed,
                 kept_local,
                 direct: (direct_in, direct_out),
+                direct_answers,
                 redis_received,
             } = counts();
             async move {
@@ -57,6 +60,7 @@ pub fn stats_router(
                     "keptLocal": kept_local,
                     "directIn": direct_in,
                     "directOut": direct_out,
+                    "directAnswers": direct_answers,
                     "redisReceived": redis_received,
                 });
                 (
@@ -77,6 +81,8 @@ pub struct ClusterCounts {
     pub kept_local: u64,
     /// Broadcasts received straight from other workers, and frames sent straight to them.
     pub direct: (u64, u64),
+    /// Answers to acked broadcasts that came straight back over the links.
+    pub direct_answers: u64,
     /// With `--redis`: what the primary forwarded of what it read on Redis.
     pub redis_received: u64,
 }

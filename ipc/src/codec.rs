@@ -94,6 +94,7 @@ mod tag {
     pub const REDIS_ENTRY: u8 = 40;
     pub const REDIS_MESSAGE: u8 = 41;
     pub const REDIS_MEMBER: u8 = 42;
+    pub const LINK_STUCK: u8 = 43;
 }
 
 /// Appends the encoding of `msg` (tag, then body) to `dst`.
@@ -254,6 +255,7 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) {
             uid,
             own_entries,
         } => put(dst, tag::REDIS_MEMBER, &(nsp, uid, own_entries)),
+        Message::LinkStuck { lane, epoch } => put(dst, tag::LINK_STUCK, &(lane, epoch)),
     }
 }
 
@@ -510,6 +512,10 @@ pub fn decode(frame: Bytes) -> Result<Message, CodecError> {
                 uid,
                 own_entries,
             }
+        }
+        tag::LINK_STUCK => {
+            let (lane, epoch) = exact(body)?;
+            Message::LinkStuck { lane, epoch }
         }
         other => return Err(CodecError::UnknownTag(other)),
     };

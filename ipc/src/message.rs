@@ -302,6 +302,16 @@ pub enum Message {
         /// Whether the worker needs what it published itself.
         own_entries: bool,
     },
+    /// Worker → primary: the sender's direct link to the process of `lane`
+    /// and `epoch` reached its backlog limit: that process does not read it.
+    /// Sent once per link; the primary kills that process if it still serves
+    /// that lane with that epoch (never a newer one).
+    LinkStuck {
+        /// The lane of the process that does not read.
+        lane: u32,
+        /// Its epoch, as the sender's link knows it.
+        epoch: u64,
+    },
     /// Response to `FetchSockets`, routed by the primary to `to` only.
     FetchSocketsResponse {
         /// The worker that sent it.
@@ -416,6 +426,7 @@ impl Message {
             Message::RedisMessage { .. } => "redis-message",
             Message::RedisMember { .. } => "redis-member",
             Message::Fence { .. } => "fence",
+            Message::LinkStuck { .. } => "link-stuck",
         }
     }
 }

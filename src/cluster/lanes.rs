@@ -162,6 +162,17 @@ impl Lanes {
         })
     }
 
+    /// The epoch of the process now on `lane`; `None` when none is (or the
+    /// lane does not exist).
+    pub(super) fn epoch(&self, lane: usize) -> Option<u64> {
+        self.live.get(lane)?.as_ref().map(|l| l.epoch)
+    }
+
+    /// The slot whose processes get `lane`.
+    pub(super) fn slot_of(&self, lane: usize) -> usize {
+        lane % self.workers.max(1)
+    }
+
     /// The process of `lane` has exited (or was never started): its column
     /// and epoch are cleared, and the lane may be given again.
     pub(super) fn release(&mut self, lane: usize) {

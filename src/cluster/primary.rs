@@ -568,6 +568,9 @@ impl Primary {
                     }
                 }
             }
+            Message::LinkStuck { lane, epoch } => {
+                self.link_stuck(worker, retiring, *lane as usize, *epoch)
+            }
             Message::Broadcast(b) if b.offset.is_some() => self.relay_sequenced(worker, b),
             _ => {
                 if let Some(to) = message.is_response() {

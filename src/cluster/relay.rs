@@ -3,7 +3,9 @@
 //! the workers left out of a request, and the writes to each worker's socket.
 //! Broadcasts that need no sequencing (no recovery, no acks, no room forced
 //! through the primary) do not come here: the workers send them to each other
-//! over the direct links the primary set up (see [`super::lanes`]). With
+//! over the direct links the primary set up (see [`super::lanes`]), and report
+//! a link whose process does not read it ([`Message::LinkStuck`]), never
+//! rerouting a broadcast here (see [`super::supervise`]). With
 //! `--redis`, the only broadcasts here are those a worker could not write to
 //! Redis: they go to every other worker (see [`super::redis`]).
 
@@ -34,7 +36,8 @@ impl Primary {
     }
 
     /// Sends `frame` to worker `j`; a worker that lets its backlog pass the limit
-    /// does not read (stopped, stuck): it is killed and restarted.
+    /// does not read (stopped, stuck): it is killed and restarted (as is one
+    /// that does not read a direct link: [`Primary::link_stuck`]).
     pub(super) fn send_to(&mut self, j: usize, frame: EncodedFrame) {
         if let Some((_, ipc)) = &mut self.metrics {
             ipc[j].1 += frame.len() as u64;

@@ -343,6 +343,47 @@ impl Primary {
         }
     }
 
+    /// Worker `from` (its draining process, when `retiring`) found its direct
+    /// link to the process of `lane` and `epoch` at its backlog limit: that
+    /// process does not read. It is killed as for the primary's own backlog
+    /// (see [`Primary::send_to`]), and restarted, if it still has that lane
+    /// and epoch; a report about a process gone, or a lane given again since,
+    /// is ignored (never a newer process killed for an older one).
+    pub(super) fn link_stuck(&mut self, from: usize, retiring: bool, lane: usize, epoch: u64) {
+        if lane >= 2 * self.slots.len() {
+            warn!(target: "cluster", worker = from, "worker {from} reports a stuck direct link to lane {lane}, which does not exist: ignored");
+            return;
+        }
+        if self.lanes.epoch(lane) != Some(epoch) {
+            debug!(target: "cluster", worker = from, lane, epoch, "a stuck direct link to a process gone: ignored");
+            return;
+        }
+        let own = match retiring {
+            true => self.slots[from].retiring.as_ref().and_then(|p| p.lane),
+            false => self.slots[from].lane,
+        };
+        if own == Some(lane) {
+            warn!(target: "cluster", worker = from, "worker {from} reports its own lane {lane} stuck: ignored");
+            return;
+        }
+        let j = self.lanes.slot_of(lane);
+        let reason = format!(
+            "it does not read its direct link from worker {from} (backlog over {} bytes)",
+            self.config.max_ipc_backlog_bytes
+        );
+        let slot = &mut self.slots[j];
+        if slot.alive && slot.lane == Some(lane) {
+            self.kill(j, format_args!("{reason}"));
+        } else if let Some(p) = slot.retiring.as_mut().filter(|p| p.lane == Some(lane)) {
+            warn!(target: "cluster", worker = j, "killing the draining worker {j} (pid {}): {reason}", p.pid);
+            p.kill();
+        } else if let Some(p) = slot.incoming.as_mut().filter(|p| p.lane == Some(lane)) {
+            warn!(target: "cluster", worker = j, "killing the new worker {j} (pid {}): {reason}", p.pid);
+            // Its exit stops the reload.
+            p.kill();
+        }
+    }
+
     /// SIGKILLs every live worker (a drain that took too long, a failed start).
     pub(super) fn kill_all(&mut self) {
         for i in 0..self.slots.len() {
@@ -462,5 +503,71 @@ impl Primary {
             tokio::time::sleep(delay).await;
             let _ = events.send(Event::Restart { worker });
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rsio_ipc::{EncodedFrame, DEFAULT_MAX_FRAME_LENGTH};
+
+    use super::*;
+    use crate::cluster::lanes::Lanes;
+
+    /// Worker `from` (its process of generation 1) reports `lane` and `epoch` stuck.
+    fn report(primary: &mut Primary, from: usize, lane: usize, epoch: u64) {
+        let message = Message::LinkStuck {
+            lane: lane as u32,
+            epoch,
+        };
+        let frame = EncodedFrame::encode(&message, DEFAULT_MAX_FRAME_LENGTH).unwrap();
+        primary.on_event(Event::Frame {
+            worker: from,
+            generation: primary.slots[from].generation,
+            message,
+            frame,
+        });
+    }
+
+    fn killed(primary: &Primary) -> Vec<usize> {
+        (0..primary.slots.len())
+            .filter(|&i| primary.slots[i].killed_at.is_some())
+            .collect()
+    }
+
+    /// Serves slot `i` with a process of `generation` on a new lane.
+    fn serve(primary: &mut Primary, i: usize, generation: u64) -> crate::cluster::lanes::Assigned {
+        let assigned = primary.lanes.assign(i).expect("a lane");
+        let mut process = Process::fake(generation);
+        process.lane = Some(assigned.lane);
+        primary.slots[i].serve(process, true);
+        assigned
+    }
+
+    #[tokio::test]
+    async fn a_stuck_link_kills_the_process_of_its_lane_and_epoch_only() {
+        let mut primary = Primary::for_tests(3);
+        primary.lanes = Lanes::new(3);
+        let _channels: Vec<_> = (0..3).map(|i| serve(&mut primary, i, 1)).collect();
+        let first = primary.lanes.epoch(1).unwrap();
+
+        // Worker 1's process died and its successor has lane 1 again, with a
+        // new epoch: a report about the old one kills nobody.
+        primary.on_exit(1, "signal: 9");
+        let _again = serve(&mut primary, 1, 2);
+        let second = primary.lanes.epoch(1).unwrap();
+        assert_ne!(first, second);
+        report(&mut primary, 0, 1, first);
+        assert_eq!(killed(&primary), Vec::<usize>::new(), "a stale epoch");
+        // Nor does one about a lane that does not exist, or that has no
+        // process, or about the reporter itself.
+        report(&mut primary, 0, 99, second);
+        report(&mut primary, 0, 4, second);
+        report(&mut primary, 1, 1, second);
+        assert_eq!(killed(&primary), Vec::<usize>::new());
+
+        // The current process of lane 1 is killed (once), no other.
+        report(&mut primary, 0, 1, second);
+        report(&mut primary, 2, 1, second);
+        assert_eq!(killed(&primary), vec![1]);
     }
 }

@@ -123,6 +123,9 @@ pub(crate) fn check(
         | Message::SessionClosed { .. }
         | Message::RoomInterest { .. }
         | Message::RedisMember { .. }
+        // About another process, by its lane and epoch: the primary checks
+        // both against its own view (see `Primary::link_stuck`).
+        | Message::LinkStuck { .. }
         | Message::SocketsJoin { .. }
         | Message::SocketsLeave { .. }
         | Message::DisconnectSockets { .. }
@@ -209,6 +212,7 @@ mod tests {
                 request: 1,
                 sockets: Vec::new(),
             },
+            Message::LinkStuck { lane: 2, epoch: 5 },
         ];
         for m in &ok {
             let said_hello = !matches!(m, Message::Hello { .. });

@@ -190,6 +190,13 @@ impl WorkerContext {
         self.link.direct_counts()
     }
 
+    /// Answers to this worker's acked broadcasts (client counts and client
+    /// acks) that came straight back over the direct links: the primary
+    /// relayed none of them.
+    pub fn direct_answers(&self) -> u64 {
+        self.link.direct_answers()
+    }
+
     /// With `--redis`: the stream entries or channel messages read on Redis
     /// that the primary forwarded to this worker (a room broadcast reaches
     /// only the workers with members of its rooms).

@@ -2,15 +2,18 @@
 // - a worker whose event loop is stuck (a handler that blocks its thread for 60 s)
 //   stops heartbeating: the primary kills it within 3 s and restarts it, while the
 //   other worker keeps serving;
-// - a worker that stops reading its ipc socket (SIGSTOP) under a broadcast load is
-//   killed once its backlog passes --max-ipc-backlog-bytes: the primary's memory stays
-//   bounded, the other workers' clients lose nothing, the stopped worker's clients
-//   reconnect (and, with recovery on, recover on its successor).
+// - a worker that stops reading (SIGSTOP) under a broadcast load is killed once the
+//   backlog of its ipc socket, or of the direct link of a worker that broadcasts to
+//   it, passes --max-ipc-backlog-bytes: the primary's memory stays bounded, the other
+//   workers' clients lose nothing (and get everything straight, nothing rerouted
+//   through the primary), the stopped worker's clients reconnect (and, with
+//   recovery on, recover on its successor).
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import {
   startCluster, connectWorker, clusterSkipReason, closeAll, call, waitFor, sleep, processExists,
+  workerStats,
 } from "./harness.mjs";
 
 const skip = clusterSkipReason();
@@ -128,6 +131,7 @@ describe("cluster supervision: a worker that stops reading (SIGSTOP) under a bro
     receiver.on("n", (i) => got.receiver.push(i));
     const oldPid = cluster.pids.get(1);
     const rssBefore = rss(cluster.pid);
+    const statsBefore = await workerStats(cluster, 2);
 
     const logFrom = cluster.log().length;
     const back = reconnected(victim, 20000);
@@ -154,9 +158,10 @@ describe("cluster supervision: a worker that stops reading (SIGSTOP) under a bro
     }
     const loadMs = Date.now() - started;
 
-    // The stopped worker was killed for its backlog, and restarted.
+    // The stopped worker was killed for the backlog of worker 0's direct link
+    // to it (the broadcasts to everyone go straight), and restarted.
     const m = await cluster.waitForLog(
-      new RegExp(`killing worker 1 \\(pid (\\d+)\\): it does not read its ipc socket \\(backlog over ${LIMIT} bytes\\)`),
+      new RegExp(`killing worker 1 \\(pid (\\d+)\\): it does not read its direct link from worker 0 \\(backlog over ${LIMIT} bytes\\)`),
       5000, logFrom);
     assert.equal(Number(m[1]), oldPid);
     const fresh = await cluster.waitForLog(/worker 1 \(pid (\d+)\) listening/, 8000, logFrom);
@@ -168,6 +173,13 @@ describe("cluster supervision: a worker that stops reading (SIGSTOP) under a bro
     const expected = Array.from({ length: TOTAL }, (_, i) => i);
     assert.deepEqual(got.receiver, expected, `receiver on worker 2: ${got.receiver.length} events`);
     assert.deepEqual(got.sender, expected, `sender on worker 0: ${got.sender.length} events`);
+    // All of them straight over worker 0's link to worker 2: the stuck link to
+    // worker 1 rerouted none through the primary.
+    const statsAfter = await workerStats(cluster, 2);
+    assert.deepEqual(
+      { any: statsAfter.relayed - statsBefore.relayed, direct: statsAfter.directIn - statsBefore.directIn },
+      { any: TOTAL, direct: TOTAL },
+      "worker 2 got every broadcast over its direct link");
 
     // The primary held at most about the limit for the stopped worker, not the 24 MiB sent.
     const growth = maxRss - rssBefore;

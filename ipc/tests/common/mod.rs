@@ -8,7 +8,7 @@ use proptest::strategy::{BoxedStrategy, Union};
 use rsio_ipc::{Broadcast, EventPayload, Frame, Message, Session, SocketInfo, Target};
 
 /// Number of `Message` variants; `samples()` must cover each of them.
-pub const VARIANTS: usize = 29;
+pub const VARIANTS: usize = 30;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -206,6 +206,7 @@ pub fn samples() -> Vec<Message> {
             uid: s("0123456789abcdef"),
             own_entries: true,
         },
+        Message::LinkStuck { lane: 4, epoch: 17 },
     ]
 }
 
@@ -462,6 +463,9 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
                 uid,
                 own_entries,
             })
+            .boxed(),
+        (any::<u32>(), any::<u64>())
+            .prop_map(|(lane, epoch)| Message::LinkStuck { lane, epoch })
             .boxed(),
     ];
     assert_eq!(arms.len(), VARIANTS);

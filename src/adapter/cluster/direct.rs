@@ -16,13 +16,18 @@
 //! it (the process, and its clients, are gone). Nothing is queued for later,
 //! so one sender's broadcasts reach a receiver in the order they were sent.
 //!
-//! A link carries [`Message::Broadcast`]s without acks or offsets, each frame
-//! encoded once by the sender and written as it is to every link. A link whose
+//! A link carries [`Message::Broadcast`]s without offsets, each frame encoded
+//! once by the sender and written as it is to every link, and, the other way,
+//! the answers to those with acks ([`Message::BroadcastClientCount`],
+//! [`Message::BroadcastAck`], see [`super::acks`]); anything else closes it,
+//! as does a message that says it is from another worker. A link whose
 //! peer is gone (end of stream, a write error) is dropped quietly: the primary
-//! reports deaths as before. Once a link's backlog reaches the ipc limit (its
-//! peer does not read), the broadcasts that would go to it go through the
-//! primary instead, which kills a worker that lets its backlog pass the limit,
-//! as it always did.
+//! reports deaths as before. A broadcast is never rerouted through the
+//! primary, where a later one sent straight could overtake it: once a link's
+//! backlog reaches the ipc limit (its peer does not read), the worker tells the
+//! primary ([`Message::LinkStuck`]), once, which kills that process if it still
+//! has that lane and epoch, as it kills a worker that lets the primary's own
+//! backlog pass the limit; until it is gone, what is sent to it is dropped.
 
 use std::{
     io::{IoSlice, IoSliceMut},
@@ -37,7 +42,9 @@ use nix::{
     errno::Errno,
     sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags},
 };
-use rsio_ipc::{EncodedFrame, IpcConnection, IpcReader, IpcSender, Message};
+use rsio_ipc::{
+    EncodedFrame, IpcConnection, IpcReader, IpcSender, Message, SendError, WorkerIndex,
+};
 use tokio::io::{unix::AsyncFd, Interest};
 use tracing::{debug, warn};
 
@@ -131,6 +138,9 @@ pub(crate) fn recv_link(channel: BorrowedFd<'_>) -> nix::Result<Received> {
 struct Peer {
     epoch: u64,
     sender: IpcSender,
+    /// Its backlog reached the limit, and the primary was told: nothing more
+    /// is written to it (the primary kills its process).
+    stuck: bool,
 }
 
 /// A worker process's direct links, by lane.
@@ -145,6 +155,10 @@ pub(crate) struct Direct {
     received: AtomicU64,
     /// Broadcasts sent over links (one per receiving process).
     sent: AtomicU64,
+    /// Answers to this worker's acked broadcasts received over links.
+    answers: AtomicU64,
+    /// Workers in the cluster: lane `l` is a process of worker `l % workers`.
+    workers: usize,
 }
 
 impl std::fmt::Debug for Direct {
@@ -176,6 +190,9 @@ impl Direct {
             max_queued,
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
+            answers: AtomicU64::new(0),
+            // Two lanes a slot (see `crate::cluster::lanes`).
+            workers: (lanes / 2).max(1),
         });
         tokio::spawn(watch(Arc::downgrade(&direct), watched));
         Ok(direct)
@@ -195,52 +212,73 @@ impl Direct {
         self.sent.load(Ordering::Relaxed)
     }
 
+    /// Answers to acked broadcasts received over links.
+    pub(crate) fn answers(&self) -> u64 {
+        self.answers.load(Ordering::Relaxed)
+    }
+
     /// Writes `frame` to the link of every lane in `lanes` whose process lives
-    /// (by `table`'s epochs), reading the channel first if one is missing.
-    /// `false`, and nothing written, when a link's backlog has reached the
-    /// limit: its peer does not read, and the broadcast goes through the
-    /// primary instead, which kills a worker that does not read.
-    pub(crate) fn send(&self, table: &HintTable, lanes: &LaneSet, frame: &EncodedFrame) -> bool {
-        let mut peers = self.peers();
-        let mut read = false;
-        let mut targets = LaneSet::default();
-        for lane in lanes.iter() {
-            let epoch = table.epoch(lane);
-            if epoch == 0 || lane >= peers.len() {
-                // No process on this lane.
-                continue;
-            }
-            let linked = |p: &[Option<Peer>]| p[lane].as_ref().is_some_and(|p| p.epoch == epoch);
-            if !linked(&peers) && !read {
-                // Its record is in the channel (written before its process started).
-                self.read_channel(&mut peers);
-                read = true;
-            }
-            match peers[lane].as_ref().filter(|p| p.epoch == epoch) {
-                Some(peer) if peer.sender.queued_bytes() >= self.max_queued => return false,
-                Some(_) => targets.insert(lane),
-                None => {
-                    debug!(target: "socket.io:adapter", lane, "no link to lane {lane}: its process is gone")
+    /// (by `table`'s epochs), reading the channel first if one is missing;
+    /// returns the lanes it was written to. A broadcast is never rerouted
+    /// (through the primary, it could be overtaken by a later one sent
+    /// straight): a link whose backlog reached the limit is skipped, its
+    /// process does not read. The first time, the primary is told, which kills
+    /// that process; until it is gone, what is sent to it is dropped (its
+    /// clients reconnect, as when the primary's own backlog to it overflows).
+    pub(crate) fn send(&self, table: &HintTable, lanes: &LaneSet, frame: &EncodedFrame) -> LaneSet {
+        let mut written = LaneSet::default();
+        // Rare: allocates only when a link is found stuck.
+        let mut stuck = Vec::new();
+        {
+            let mut peers = self.peers();
+            let mut read = false;
+            for lane in lanes.iter() {
+                let epoch = table.epoch(lane);
+                if epoch == 0 || lane >= peers.len() {
+                    // No process on this lane.
+                    continue;
+                }
+                let linked =
+                    |p: &[Option<Peer>]| p[lane].as_ref().is_some_and(|p| p.epoch == epoch);
+                if !linked(&peers) && !read {
+                    // Its record is in the channel (written before its process started).
+                    self.read_channel(&mut peers);
+                    read = true;
+                }
+                let Some(peer) = peers[lane].as_mut().filter(|p| p.epoch == epoch) else {
+                    debug!(target: "socket.io:adapter", lane, "no link to lane {lane}: its process is gone");
+                    continue;
+                };
+                if peer.stuck {
+                    continue;
+                }
+                match peer.sender.send_frame(frame.clone()) {
+                    Ok(()) => {
+                        self.sent.fetch_add(1, Ordering::Relaxed);
+                        written.insert(lane);
+                    }
+                    Err(SendError::Backlog { .. }) => {
+                        peer.stuck = true;
+                        stuck.push((lane, epoch));
+                    }
+                    Err(err) => {
+                        // Its peer is gone: the primary reports it.
+                        debug!(target: "socket.io:adapter", lane, "direct link dropped: {err}");
+                        peers[lane] = None;
+                    }
                 }
             }
         }
-        // Under the lock since the check: no backlog grew meanwhile.
-        for lane in targets.iter() {
-            let Some(peer) = peers[lane].as_ref() else {
-                continue;
-            };
-            match peer.sender.send_frame(frame.clone()) {
-                Ok(()) => {
-                    self.sent.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(err) => {
-                    // Its peer is gone: the primary reports it.
-                    debug!(target: "socket.io:adapter", lane, "direct link dropped: {err}");
-                    peers[lane] = None;
-                }
+        for (lane, epoch) in stuck {
+            warn!(target: "socket.io:adapter", lane, epoch, "the process of lane {lane} does not read its direct link (backlog over {} bytes): told the primary; what is sent to it is dropped until it is gone", self.max_queued);
+            if let Some(link) = self.link.upgrade() {
+                link.send(Message::LinkStuck {
+                    lane: lane as u32,
+                    epoch,
+                });
             }
         }
-        true
+        written
     }
 
     /// Takes in every link record waiting in the channel; `false` once the
@@ -250,7 +288,13 @@ impl Direct {
             match recv_link(self.channel.as_fd()) {
                 Ok(Received::Link { lane, epoch, fd }) if lane < peers.len() => {
                     match self.connect(lane, epoch, fd) {
-                        Ok(sender) => peers[lane] = Some(Peer { epoch, sender }),
+                        Ok(sender) => {
+                            peers[lane] = Some(Peer {
+                                epoch,
+                                sender,
+                                stuck: false,
+                            })
+                        }
                         Err(err) => {
                             warn!(target: "socket.io:adapter", lane, "cannot use the direct link to lane {lane}: {err}")
                         }
@@ -282,8 +326,13 @@ impl Direct {
         let (reader, sender) =
             IpcConnection::with_limits(stream, rsio_ipc::DEFAULT_MAX_FRAME_LENGTH, self.max_queued)
                 .into_split();
+        let peer = LinkPeer {
+            lane,
+            epoch,
+            worker: (lane % self.workers) as WorkerIndex,
+        };
         self.runtime
-            .spawn(read_link(self.link.clone(), lane, epoch, reader));
+            .spawn(read_link(self.link.clone(), peer, reader, sender.clone()));
         Ok(sender)
     }
 
@@ -354,16 +403,17 @@ impl ClusterLink {
         }
     }
 
-    /// Writes `message` (encoded once) to the direct links of `lanes`; through
-    /// the primary when a link does not take it (see [`Direct::send`]).
-    pub(super) fn send_direct(&self, lanes: &LaneSet, message: Message) {
-        let (Some(direct), Some(hints)) = (self.direct.get(), self.hints.get()) else {
-            return self.send(message);
-        };
-        match rsio_ipc::EncodedFrame::encode(&message, rsio_ipc::DEFAULT_MAX_FRAME_LENGTH) {
-            Ok(frame) if direct.send(hints.table(), lanes, &frame) => {}
-            Ok(_) => self.send(message),
-            Err(err) => debug!(target: "socket.io:adapter", "direct broadcast: {err}"),
+    /// Writes `message` (encoded once) to the direct links of `lanes` (see
+    /// [`Direct::send`]); returns the lanes it was written to. `None`, and
+    /// nothing sent, without links (see [`ClusterLink::route`]).
+    pub(super) fn send_direct(&self, lanes: &LaneSet, message: &Message) -> Option<LaneSet> {
+        let (direct, hints) = (self.direct.get()?, self.hints.get()?);
+        match rsio_ipc::EncodedFrame::encode(message, rsio_ipc::DEFAULT_MAX_FRAME_LENGTH) {
+            Ok(frame) => Some(direct.send(hints.table(), lanes, &frame)),
+            Err(err) => {
+                debug!(target: "socket.io:adapter", "direct broadcast: {err}");
+                Some(LaneSet::default())
+            }
         }
     }
 
@@ -373,6 +423,13 @@ impl ClusterLink {
         self.direct
             .get()
             .map_or((0, 0), |d| (d.received(), d.sent()))
+    }
+
+    /// Answers to this worker's acked broadcasts (client counts and client
+    /// acks) that came straight back over the direct links, not through the
+    /// primary.
+    pub fn direct_answers(&self) -> u64 {
+        self.direct.get().map_or(0, |d| d.answers())
     }
 }
 
@@ -395,18 +452,54 @@ async fn watch(direct: Weak<Direct>, channel: AsyncFd<OwnedFd>) {
     }
 }
 
-/// Hands what a peer sends on its link to the link's adapter, until it ends.
-async fn read_link(link: Weak<ClusterLink>, lane: usize, epoch: u64, mut reader: IpcReader) {
+/// The process at the other end of a link.
+#[derive(Debug, Clone, Copy)]
+struct LinkPeer {
+    lane: usize,
+    epoch: u64,
+    /// Its worker index: what it must say it is.
+    worker: WorkerIndex,
+}
+
+/// Hands what a peer sends on its link to the link's adapter, until it ends;
+/// answers to an acked broadcast go back on `reply`, the link's other half.
+/// Then the acked broadcasts written to it stop waiting for its answers.
+async fn read_link(
+    link: Weak<ClusterLink>,
+    peer: LinkPeer,
+    mut reader: IpcReader,
+    reply: IpcSender,
+) {
+    let LinkPeer {
+        lane,
+        epoch,
+        worker,
+    } = peer;
     while let Some(item) = reader.next().await {
         let Some(cluster) = link.upgrade() else {
             return;
         };
+        let direct = cluster.direct();
         match item {
-            Ok(Message::Broadcast(b)) if b.ack.is_none() && b.offset.is_none() => {
-                if let Some(direct) = cluster.direct() {
+            // Its own broadcasts only: answers go back here, to it.
+            Ok(Message::Broadcast(b))
+                if b.offset.is_none() && b.ack.is_none_or(|(from, ..)| from == worker) =>
+            {
+                if let Some(direct) = direct {
                     direct.received.fetch_add(1, Ordering::Relaxed);
                 }
-                cluster.dispatch(Message::Broadcast(b));
+                cluster.receive_direct(b, &reply);
+            }
+            Ok(m @ (Message::BroadcastClientCount { .. } | Message::BroadcastAck { .. })) => {
+                let kind = m.kind_name();
+                // Counted before the emitter may see it (and its caller read the count).
+                if let Some(direct) = direct {
+                    direct.answers.fetch_add(1, Ordering::Relaxed);
+                }
+                if !cluster.direct_answer(lane, worker, m) {
+                    warn!(target: "socket.io:adapter", lane, "{kind} on a direct link from worker {worker}, not from it or not to this worker: closing it");
+                    break;
+                }
             }
             Ok(other) => {
                 warn!(target: "socket.io:adapter", lane, "{} on a direct link: closing it", other.kind_name());
@@ -418,105 +511,14 @@ async fn read_link(link: Weak<ClusterLink>, lane: usize, epoch: u64, mut reader:
             }
         }
     }
-    if let Some(direct) = link.upgrade().as_deref().and_then(ClusterLink::direct) {
-        direct.forget(lane, epoch);
+    if let Some(cluster) = link.upgrade() {
+        if let Some(direct) = cluster.direct() {
+            direct.forget(lane, epoch);
+        }
+        cluster.acks_link_gone(lane, worker);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::{
-        io::{Read, Write},
-        time::Duration,
-    };
-
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-
-    use super::*;
-
-    fn channel() -> (OwnedFd, OwnedFd) {
-        socketpair(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn a_link_record_carries_its_lane_epoch_and_descriptor() {
-        let (primary, worker) = channel();
-        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
-        send_link(primary.as_fd(), 5, 42, theirs.as_fd()).unwrap();
-        drop(theirs);
-        let Received::Link { lane, epoch, fd } = recv_link(worker.as_fd()).unwrap() else {
-            panic!("expected a link");
-        };
-        assert_eq!((lane, epoch), (5, 42));
-        // The descriptor received is the peer's end of the pair.
-        let mut link = std::os::unix::net::UnixStream::from(fd);
-        link.write_all(b"hi").unwrap();
-        let mut buf = [0u8; 2];
-        (&ours).read_exact(&mut buf).unwrap();
-        assert_eq!(&buf, b"hi");
-        assert!(
-            matches!(recv_link(worker.as_fd()), Err(Errno::EAGAIN)),
-            "nothing more"
-        );
-        drop(primary);
-        assert!(matches!(recv_link(worker.as_fd()), Ok(Received::End)));
-    }
-
-    /// A peer's broadcast as a link carries it: `ack` and `offset` as given.
-    fn broadcast(ack: Option<(u16, u64, u64)>, offset: Option<u64>) -> Message {
-        Message::Broadcast(rsio_ipc::Broadcast {
-            nsp: "/".into(),
-            target: rsio_ipc::Target::default(),
-            ack,
-            offset,
-            frames: vec![rsio_ipc::Frame::Text(bytes::Bytes::from_static(
-                b"42[\"e\"]",
-            ))],
-        })
-    }
-
-    #[tokio::test]
-    async fn a_link_that_carries_anything_but_a_plain_broadcast_is_closed() {
-        for bad in [
-            broadcast(Some((1, 7, 3)), None),
-            broadcast(None, Some(9)),
-            Message::SocketsJoin {
-                nsp: "/".into(),
-                target: rsio_ipc::Target::default(),
-                rooms: vec!["r".into()],
-            },
-        ] {
-            let (to_primary, _primary) = tokio::net::UnixStream::pair().unwrap();
-            let (_, sender) = IpcConnection::new(to_primary).into_split();
-            let link = ClusterLink::new(0, 2, sender);
-            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
-            let (reader, _) = IpcConnection::new(ours).into_split();
-            let peer = IpcConnection::new(theirs);
-            let task = tokio::spawn(read_link(Arc::downgrade(&link), 1, 1, reader));
-            // A plain broadcast is taken, and the link stays open.
-            peer.sender().send(broadcast(None, None)).unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            assert!(!task.is_finished(), "a plain broadcast closed the link");
-            let kind = bad.kind_name();
-            peer.sender().send(bad).unwrap();
-            tokio::time::timeout(Duration::from_secs(2), task)
-                .await
-                .unwrap_or_else(|_| panic!("{kind} on a link: still open"))
-                .unwrap();
-        }
-    }
-
-    #[test]
-    fn a_record_without_a_descriptor_is_skipped() {
-        let (primary, worker) = channel();
-        nix::sys::socket::send(primary.as_raw_fd(), &[0u8; RECORD], MsgFlags::MSG_NOSIGNAL)
-            .unwrap();
-        assert!(matches!(recv_link(worker.as_fd()), Ok(Received::Garbled)));
-    }
-}
+#[path = "direct_tests.rs"]
+mod tests;

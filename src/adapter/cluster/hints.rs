@@ -206,6 +206,11 @@ impl LaneSet {
             .is_some_and(|w| w & (1 << (lane % 64)) != 0)
     }
 
+    /// How many lanes are in.
+    pub fn len(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
     /// Whether no lane is in.
     pub fn is_empty(&self) -> bool {
         self.words.iter().all(|w| *w == 0)
@@ -665,7 +670,9 @@ impl Hints {
 
     /// Whether a broadcast to `rooms` of `nsp` has no recipient outside this
     /// process: named rooms only, each of which no other process has, none
-    /// forced, and the table in use.
+    /// forced, and the table in use (what [`Hints::reach`] tells as an empty
+    /// set of lanes; for tests).
+    #[cfg(test)]
     pub fn alone(&self, nsp: &str, rooms: &[String]) -> bool {
         !rooms.is_empty() && matches!(self.reach(nsp, rooms), Reach::Lanes(s) if s.is_empty())
     }

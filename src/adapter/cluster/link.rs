@@ -5,7 +5,7 @@ use std::{
     collections::{BTreeSet, HashMap, VecDeque},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, MutexGuard, OnceLock, Weak,
+        Arc, Mutex, MutexGuard, OnceLock,
     },
     time::{Duration, Instant},
 };
@@ -14,17 +14,23 @@ use rsio_ipc::{
     Broadcast, EventPayload, Frame as IpcFrame, IpcSender, Message, PendingRequests, RequestId,
     Session, SocketInfo as IpcSocketInfo, WorkerIndex,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::super::{
     local::{InterestSink, RoomPresence},
     EncodedPacket, LocalAdapter, RecoveryConfig, RemoteAck,
 };
-use super::{direct::Direct, encoded, hints::Hints, options, ClusterAdapter};
+use super::{
+    acks::{Forward, ForwardKey, PendingAck, Reply},
+    direct::Direct,
+    encoded,
+    hints::Hints,
+    options, ClusterAdapter,
+};
 use crate::{
     parser::Args,
-    server::{AckSender, Server, ServerInnerRef, Socket},
+    server::{AckSender, Server, ServerInnerRef},
 };
 
 /// How long a worker forwards the client acks of a broadcast it received.
@@ -47,20 +53,6 @@ pub(super) struct Recent {
 
 pub(super) type RestoreAnswer = (Option<Session>, Vec<Vec<IpcFrame>>, u64);
 
-/// A broadcast of another worker whose client acks this worker forwards: the
-/// emitter and its request id.
-type ForwardKey = (WorkerIndex, RequestId);
-
-/// One forward in progress, as the link knows it.
-struct Forward {
-    /// Unique on this link: a restarted emitter starts its request ids again.
-    id: u64,
-    /// Dropped to end the forward early (its emitter left the cluster).
-    _cancel: oneshot::Sender<()>,
-    /// The sender in the sockets' ack maps: its strong count is how many still wait.
-    waiters: mpsc::WeakUnboundedSender<Args>,
-}
-
 /// [`ClusterLink::attach`] was given a second server.
 #[derive(Debug, thiserror::Error)]
 #[error("the cluster link already carries the traffic of another server")]
@@ -73,10 +65,12 @@ pub struct ClusterLink {
     pub(super) peers: Mutex<BTreeSet<WorkerIndex>>,
     pub(super) fetches: PendingRequests<Vec<IpcSocketInfo>>,
     pub(super) server_side: PendingRequests<EventPayload>,
-    broadcast_acks: Mutex<HashMap<RequestId, mpsc::UnboundedSender<RemoteAck>>>,
-    forwards: Mutex<HashMap<ForwardKey, Forward>>,
-    next_forward: AtomicU64,
-    remote_ack_window: Duration,
+    /// This worker's acked broadcasts waiting for answers (see [`super::acks`]).
+    pub(super) broadcast_acks: Mutex<HashMap<RequestId, PendingAck>>,
+    /// Other workers' acked broadcasts whose client acks this worker forwards.
+    pub(super) forwards: Mutex<HashMap<ForwardKey, Forward>>,
+    pub(super) next_forward: AtomicU64,
+    pub(super) remote_ack_window: Duration,
     pub(super) next_broadcast: AtomicU64,
     server: OnceLock<ServerInnerRef>,
     pub(super) recovery: OnceLock<RecoveryConfig>,
@@ -132,16 +126,6 @@ impl ClusterLink {
     /// on this worker. A second table is ignored.
     pub(crate) fn use_hints(&self, hints: Hints) {
         let _ = self.hints.set(hints);
-    }
-
-    /// Whether a broadcast to `rooms` of `nsp` has no recipient on another
-    /// worker, by the hints (counted in [`ClusterLink::kept_local`]).
-    pub(super) fn kept_here(&self, nsp: &str, rooms: &[String]) -> bool {
-        let alone = self.hints.get().is_some_and(|h| h.alone(nsp, rooms));
-        if alone {
-            self.kept_local.fetch_add(1, Ordering::Relaxed);
-        }
-        alone
     }
 
     /// Sends `operation` to the primary, having first forced the rooms it
@@ -286,7 +270,7 @@ impl ClusterLink {
         match message {
             Message::Broadcast(b) => {
                 crate::metrics::add(crate::metrics::counter::BROADCASTS_RECEIVED, 1);
-                self.on_broadcast(b)
+                self.on_broadcast(b, Reply::Primary)
             }
             Message::SocketsJoin { nsp, target, rooms } => {
                 if let Some(ns) = self.namespace(&nsp) {
@@ -398,21 +382,7 @@ impl ClusterLink {
                 self.peers().remove(&worker);
                 self.fetches.worker_gone(worker);
                 self.server_side.worker_gone(worker);
-                let senders: Vec<_> = self.acks().values().cloned().collect();
-                for tx in senders {
-                    let _ = tx.send(RemoteAck::ServerGone(worker));
-                }
-                // Nobody is left to forward to: dropping a forward's entry ends it.
-                let gone: Vec<Forward> = {
-                    let mut forwards = self.forwards();
-                    let keys: Vec<ForwardKey> = forwards
-                        .keys()
-                        .filter(|(from, _)| *from == worker)
-                        .copied()
-                        .collect();
-                    keys.iter().filter_map(|k| forwards.remove(k)).collect()
-                };
-                drop(gone);
+                self.acks_worker_gone(worker);
             }
             Message::RestoreSessionResponse {
                 request,
@@ -446,43 +416,17 @@ impl ClusterLink {
         }
     }
 
-    pub(super) fn acks(
-        &self,
-    ) -> MutexGuard<'_, HashMap<RequestId, mpsc::UnboundedSender<RemoteAck>>> {
-        self.broadcast_acks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    /// Another worker's broadcast straight over its direct link, which the
+    /// answers of an acked one go back on (`reply`).
+    pub(super) fn receive_direct(self: &Arc<Self>, b: Broadcast, reply: &IpcSender) {
+        self.relayed.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::add(crate::metrics::counter::BROADCASTS_RECEIVED, 1);
+        self.on_broadcast(b, Reply::Link(reply.clone()));
     }
 
-    fn forward_ack(&self, request: RequestId, ack: RemoteAck) {
-        let tx = self.acks().get(&request).cloned();
-        if let Some(tx) = tx {
-            let _ = tx.send(ack);
-        }
-    }
-
-    fn forwards(&self) -> MutexGuard<'_, HashMap<ForwardKey, Forward>> {
-        self.forwards.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Broadcasts of other workers whose client acks this worker still forwards,
-    /// and the sockets that still wait for an ack of one of them.
-    pub fn pending_remote_acks(&self) -> (usize, usize) {
-        let forwards = self.forwards();
-        let sockets = forwards.values().map(|f| f.waiters.strong_count()).sum();
-        (forwards.len(), sockets)
-    }
-
-    /// The senders in the sockets' ack maps of the forwards now pending.
-    #[cfg(test)]
-    pub(super) fn remote_ack_waiters(&self) -> Vec<mpsc::WeakUnboundedSender<Args>> {
-        self.forwards()
-            .values()
-            .map(|f| f.waiters.clone())
-            .collect()
-    }
-
-    fn on_broadcast(self: &Arc<Self>, b: Broadcast) {
+    /// Delivers a broadcast of another worker; the answers of an acked one go
+    /// to its emitter by `reply`.
+    fn on_broadcast(self: &Arc<Self>, b: Broadcast, reply: Reply) {
         let Some(ns) = self.namespace(&b.nsp) else {
             return;
         };
@@ -514,110 +458,6 @@ impl ClusterLink {
             ns.deliver(&packet, &opts, None);
             return;
         };
-        // Our clients answer with the emitter's ack id; forward each answer to it.
-        let (tx, rx) = mpsc::unbounded_channel();
-        let waiters = tx.downgrade();
-        let targets = ns.select(&opts);
-        let count = ns.deliver_with_ack(&packet, &targets, opts.flags, ack_id, tx);
-        self.send(Message::BroadcastClientCount {
-            to: from,
-            from: self.index,
-            request,
-            count: count as u64,
-        });
-        if count == 0 {
-            return;
-        }
-        // Weak: a socket that disconnects is not kept alive by the forward.
-        let sockets: Vec<_> = targets.iter().map(|s| Arc::downgrade(&s.0)).collect();
-        let forget = move || {
-            for socket in sockets.iter().filter_map(Weak::upgrade) {
-                Socket(socket).forget_ack(ack_id);
-            }
-        };
-        let id = self.next_forward.fetch_add(1, Ordering::Relaxed);
-        let (cancel, cancelled) = oneshot::channel();
-        let key = (from, request);
-        let replaced = self.forwards().insert(
-            key,
-            Forward {
-                id,
-                _cancel: cancel,
-                waiters: waiters.clone(),
-            },
-        );
-        drop(replaced);
-        tokio::spawn(forward_acks(
-            Arc::downgrade(self),
-            ForwardTask {
-                key,
-                id,
-                window: self.remote_ack_window,
-                count,
-                rx,
-                waiters,
-                forget,
-                cancelled,
-            },
-        ));
-    }
-}
-
-/// What [`forward_acks`] needs of one broadcast.
-struct ForwardTask<F> {
-    key: ForwardKey,
-    id: u64,
-    window: Duration,
-    count: usize,
-    rx: mpsc::UnboundedReceiver<Args>,
-    waiters: mpsc::WeakUnboundedSender<Args>,
-    /// Removes the broadcast's waiter from every socket that is still there.
-    forget: F,
-    cancelled: oneshot::Receiver<()>,
-}
-
-/// Forwards the client acks of a broadcast to its emitter until all came, the
-/// window ends, the emitter leaves or every waiting socket disconnected; then
-/// removes the waiters it left in the sockets' ack maps, and its entry.
-async fn forward_acks<F: FnOnce()>(link: Weak<ClusterLink>, task: ForwardTask<F>) {
-    let ForwardTask {
-        key: (from, request),
-        id,
-        window,
-        count,
-        mut rx,
-        waiters,
-        forget,
-        cancelled,
-    } = task;
-    let forward = async {
-        // `None`: every socket that waited has disconnected (its ack map is gone).
-        for _ in 0..count {
-            let Some(args) = rx.recv().await else { break };
-            let Some(link) = link.upgrade() else { break };
-            let (json, attachments) = args.into_parts();
-            link.send(Message::BroadcastAck {
-                to: from,
-                from: link.index,
-                request,
-                payload: EventPayload { json, attachments },
-            });
-        }
-    };
-    tokio::select! {
-        _ = forward => {}
-        _ = tokio::time::sleep(window) => {}
-        _ = cancelled => {}
-    }
-    drop(rx);
-    // Each waiter left holds the sender until its socket closes: take them out.
-    if waiters.strong_count() > 0 {
-        forget();
-    }
-    if let Some(link) = link.upgrade() {
-        let mut forwards = link.forwards();
-        if forwards.get(&(from, request)).is_some_and(|f| f.id == id) {
-            forwards.remove(&(from, request));
-        }
+        self.deliver_acked(&ns, &packet, &opts, (from, request, ack_id), reply);
     }
 }

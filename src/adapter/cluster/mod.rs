@@ -5,9 +5,11 @@
 //! A broadcast is encoded once, on the emitting worker: the relayed message
 //! carries the encoded frames and the room filters, so the receiving workers only
 //! look up rooms and write bytes. One that needs no sequencing (no recovery, no
-//! acks, no room forced through the primary) goes straight to the worker
-//! processes with recipients over the [`direct`] links, not through the primary.
+//! room forced through the primary) goes straight to the worker processes with
+//! recipients over the [`direct`] links, not through the primary; one with acks
+//! too, answered back over the same links (see [`acks`]).
 
+mod acks;
 pub(crate) mod direct;
 pub(crate) mod hints;
 mod link;
@@ -36,6 +38,7 @@ use crate::{
     parser::Args,
 };
 
+use acks::PendingAck;
 use direct::Route;
 use link::RESTORE_TIMEOUT;
 pub use link::{AlreadyAttached, ClusterLink};
@@ -284,9 +287,12 @@ impl Adapter for ClusterAdapter {
                 offset: None,
                 frames: ipc_frames(packet),
             });
-            match route {
-                Route::Direct(lanes) => link.send_direct(&lanes, message),
-                _ => link.send(message),
+            let sent = match &route {
+                Route::Direct(lanes) => link.send_direct(lanes, &message).is_some(),
+                _ => false,
+            };
+            if !sent {
+                link.send(message);
             }
         }
     }
@@ -298,25 +304,46 @@ impl Adapter for ClusterAdapter {
         ack_id: u64,
     ) -> Option<RemoteAcks> {
         let link = self.link()?;
-        let servers = link.peers().len();
+        if link.peers().is_empty() {
+            return None;
+        }
         // No other worker has a recipient: every count it would answer is 0.
-        if servers == 0 || link.kept_here(&self.nsp, &opts.rooms) {
+        let route = link.route(&self.nsp, &opts.rooms);
+        if matches!(route, Route::Here) {
             return None;
         }
         let request = link.next_broadcast.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
-        link.acks().insert(request, tx);
-        link.send(Message::Broadcast(Broadcast {
+        let message = Message::Broadcast(Broadcast {
             nsp: self.nsp.clone(),
             target: target(opts),
             ack: Some((link.index, request, ack_id)),
             offset: None,
             frames: ipc_frames(packet),
-        }));
+        });
+        // Registered before it is sent: an answer may come at once.
+        let servers = match &route {
+            Route::Direct(lanes) => {
+                link.acks().insert(request, PendingAck::direct(tx, lanes));
+                // `Direct` comes only with links: never `None` here.
+                let written = link.send_direct(lanes, &message).unwrap_or_default();
+                link.written(request, &written);
+                written.len()
+            }
+            _ => {
+                link.acks().insert(request, PendingAck::relayed(tx));
+                link.send(message);
+                link.peers().len()
+            }
+        };
         let guard = RemoteAckGuard {
             link: Arc::downgrade(&link),
             request,
         };
+        if servers == 0 {
+            // Written to no process (their links stuck or gone): nobody answers.
+            return None;
+        }
         Some(RemoteAcks {
             servers,
             events: rx,

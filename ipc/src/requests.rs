@@ -76,9 +76,16 @@ fn lock<T>(table: &Mutex<Table<T>>) -> MutexGuard<'_, Table<T>> {
 impl<T> PendingRequests<T> {
     /// An empty table; ids start at 1.
     pub fn new() -> Self {
+        Self::starting_at(1)
+    }
+
+    /// An empty table whose ids start at `first` (0 is never an id): a
+    /// process that shares its worker index with another (the old and the
+    /// new process of a reload) starts where the other's ids do not reach.
+    pub fn starting_at(first: RequestId) -> Self {
         PendingRequests {
             table: Arc::new(Mutex::new(Table {
-                next_id: 1,
+                next_id: first.max(1),
                 entries: HashMap::new(),
             })),
         }

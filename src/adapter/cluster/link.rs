@@ -86,6 +86,12 @@ pub struct ClusterLink {
     pub(super) direct: OnceLock<Arc<Direct>>,
 }
 
+/// The first id of this process's requests: its pid in the high half, so
+/// that two live processes of one worker index never use the same ids.
+fn first_request_id() -> RequestId {
+    (u64::from(std::process::id()) << 32) | 1
+}
+
 impl ClusterLink {
     /// The link of worker `index` in a cluster of `count`, all assumed alive.
     pub fn new(index: WorkerIndex, count: usize, sender: IpcSender) -> Arc<ClusterLink> {
@@ -99,17 +105,20 @@ impl ClusterLink {
         remote_ack_window: Duration,
     ) -> Arc<ClusterLink> {
         let peers = (0..count as WorkerIndex).filter(|&w| w != index).collect();
+        // Answers are routed by worker index, and during a reload the old and
+        // the new process of one index both ask: their ids must not meet.
+        let first = first_request_id();
         Arc::new(ClusterLink {
             index,
             sender,
             peers: Mutex::new(peers),
-            fetches: PendingRequests::new(),
-            server_side: PendingRequests::new(),
+            fetches: PendingRequests::starting_at(first),
+            server_side: PendingRequests::starting_at(first),
             broadcast_acks: Mutex::default(),
             forwards: Mutex::default(),
             next_forward: AtomicU64::new(0),
             remote_ack_window,
-            next_broadcast: AtomicU64::new(1),
+            next_broadcast: AtomicU64::new(first),
             server: OnceLock::new(),
             recovery: OnceLock::new(),
             restores: Mutex::default(),

@@ -206,3 +206,21 @@ async fn a_restore_holds_its_rooms_in_the_hints_apart_from_their_members() {
     rooms.del_all(id);
     assert!(!bit("r"), "and with its last member");
 }
+
+#[tokio::test]
+async fn request_ids_carry_the_process_id_so_two_processes_of_one_worker_never_share_one() {
+    // During a reload the old and the new process of a worker both ask, and
+    // answers are routed by worker index: each process's ids are its own.
+    let Worker {
+        io,
+        _primary: (mut primary, _),
+        ..
+    } = worker(Duration::from_secs(1));
+    let fetch = tokio::spawn(async move { io.fetch_sockets().await });
+    let asked = tokio::time::timeout(Duration::from_secs(5), primary.next()).await;
+    let Ok(Some(Ok(Message::FetchSockets { request, .. }))) = asked else {
+        panic!("expected a fetch, got {asked:?}");
+    };
+    assert_eq!(request >> 32, u64::from(std::process::id()), "{request:#x}");
+    fetch.abort();
+}

@@ -34,23 +34,22 @@
 //!
 //! The layout is fixed by [`LAYOUT`]: a header of 16 `u32` words (magic, layout,
 //! slot count, disabled flag, lanes, words per slot), the epochs (one `u64` per
-//! lane), the slots (`words` `u64` each), then the forces (one `u32` per slot). The magic and the disabled flag
-//! stay where they are in every layout: a process that finds another layout
-//! sets the flag, and then no process skips the primary any more (it could not
-//! count its own rooms in).
+//! lane), the slots (`words` `u64` each), then the forces (one `u32` per
+//! slot). The magic and the disabled flag stay where they are in every
+//! layout: a process that finds another layout sets the flag, and then no
+//! process skips the primary any more (it could not count its own rooms in).
 
 use std::{
-    num::NonZeroUsize,
     os::fd::{AsFd, OwnedFd},
-    ptr::NonNull,
     sync::{
         atomic::{AtomicU32, AtomicU64, Ordering},
         Mutex,
     },
 };
 
-use nix::sys::mman::{mmap, mmap_anonymous, munmap, MapFlags, ProtFlags};
 use rsio_ipc::Message;
+
+use super::mapping::Mapping;
 
 /// Slots in a table made by [`HintTable::create`].
 pub const SLOTS: usize = 1 << 18;
@@ -68,6 +67,11 @@ const H_SLOTS: usize = 2;
 const H_DISABLED: usize = 3;
 const H_LANES: usize = 4;
 const H_WORDS: usize = 5;
+
+/// The header's words.
+fn header(map: &Mapping) -> &[AtomicU32] {
+    map.u32s(0, HEADER_BYTES / 4)
+}
 
 /// Why a hint table cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -105,81 +109,6 @@ pub enum HintError {
         /// The table's lanes.
         lanes: usize,
     },
-}
-
-/// A memory mapping of `len` bytes, unmapped on drop.
-struct Mapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-// SAFETY: the mapping is only accessed through atomics.
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    fn shared(fd: impl AsFd, len: usize) -> Result<Mapping, HintError> {
-        let size = NonZeroUsize::new(len).ok_or(HintError::Short { len })?;
-        // SAFETY: a fresh mapping of our own descriptor; nothing else aliases it
-        // in this process but through atomics.
-        let ptr = unsafe {
-            mmap(
-                None,
-                size,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                fd,
-                0,
-            )?
-        };
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-
-    /// Zeroed private memory, committed page by page as it is touched.
-    fn private(len: usize) -> Result<Mapping, HintError> {
-        let size = NonZeroUsize::new(len).ok_or(HintError::Short { len })?;
-        // SAFETY: a fresh anonymous mapping.
-        let ptr = unsafe {
-            mmap_anonymous(
-                None,
-                size,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
-            )?
-        };
-        Ok(Mapping {
-            ptr: ptr.cast(),
-            len,
-        })
-    }
-
-    fn u32s(&self, offset: usize, count: usize) -> &[AtomicU32] {
-        assert!(offset % 4 == 0 && offset + count * 4 <= self.len);
-        // SAFETY: in bounds (checked) of a page-aligned mapping that lives as
-        // long as `self`, aligned for u32; AtomicU32 has the layout of u32.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast(), count) }
-    }
-
-    fn u64s(&self, offset: usize, count: usize) -> &[AtomicU64] {
-        assert!(offset % 8 == 0 && offset + count * 8 <= self.len);
-        // SAFETY: as in `u32s`, aligned for u64.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(offset).cast(), count) }
-    }
-
-    fn header(&self) -> &[AtomicU32] {
-        self.u32s(0, HEADER_BYTES / 4)
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping; no reference to it outlives `self`.
-        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
-    }
 }
 
 /// A set of lanes, on the stack.
@@ -282,7 +211,7 @@ impl HintTable {
         let len = table_len(slots, lanes);
         nix::unistd::ftruncate(&fd, len as i64)?;
         let map = Mapping::shared(&fd, len)?;
-        let header = map.header();
+        let header = header(&map);
         header[H_LAYOUT].store(LAYOUT, Ordering::Relaxed);
         header[H_SLOTS].store(slots as u32, Ordering::Relaxed);
         header[H_LANES].store(lanes as u32, Ordering::Relaxed);
@@ -307,7 +236,7 @@ impl HintTable {
             return Err(HintError::Short { len });
         }
         let map = Mapping::shared(fd, len)?;
-        let header = map.header();
+        let header = header(&map);
         let magic = header[H_MAGIC].load(Ordering::Acquire);
         let found = header[H_LAYOUT].load(Ordering::Relaxed);
         let slots = header[H_SLOTS].load(Ordering::Relaxed);
@@ -346,7 +275,7 @@ impl HintTable {
     /// Disables the table for every process (one that cannot count its rooms
     /// in): every broadcast then goes through the primary.
     pub fn disable(&self) {
-        self.map.header()[H_DISABLED].store(1, Ordering::SeqCst);
+        header(&self.map)[H_DISABLED].store(1, Ordering::SeqCst);
     }
 
     /// Disables the table on `fd` for every process without mapping it: for
@@ -365,7 +294,7 @@ impl HintTable {
 
     /// Whether some process disabled the table.
     pub fn disabled(&self) -> bool {
-        self.map.header()[H_DISABLED].load(Ordering::SeqCst) != 0
+        header(&self.map)[H_DISABLED].load(Ordering::SeqCst) != 0
     }
 
     /// The slot of `(nsp, room)`.

@@ -243,7 +243,7 @@ fn another_layout_disables_the_table_for_everyone() {
     let a = Hints::new(table, 0).unwrap();
     assert!(a.alone("/", &rooms(&["r"])));
     // A build of another layout maps the same table.
-    a.table.map.header()[H_LAYOUT].store(LAYOUT + 1, Ordering::SeqCst);
+    header(&a.table.map)[H_LAYOUT].store(LAYOUT + 1, Ordering::SeqCst);
     let err = HintTable::open(&fd).unwrap_err();
     assert!(
         matches!(err, HintError::Layout { found, .. } if found == LAYOUT + 1),
@@ -252,7 +252,7 @@ fn another_layout_disables_the_table_for_everyone() {
     assert!(!a.alone("/", &rooms(&["r"])), "the table is disabled");
     assert_eq!(a.reach("/", &rooms(&["r"])), Reach::Primary);
     // The previous layout (counters, no lanes) is another layout too.
-    a.table.map.header()[H_LAYOUT].store(1, Ordering::SeqCst);
+    header(&a.table.map)[H_LAYOUT].store(1, Ordering::SeqCst);
     assert!(matches!(
         HintTable::open(&fd),
         Err(HintError::Layout { found: 1, .. })
@@ -260,7 +260,7 @@ fn another_layout_disables_the_table_for_everyone() {
     // Not a table at all.
     let (_, other) = HintTable::create_with(4, 4).unwrap();
     let map = Mapping::shared(&other, HEADER_BYTES).unwrap();
-    map.header()[H_MAGIC].store(0, Ordering::SeqCst);
+    header(&map)[H_MAGIC].store(0, Ordering::SeqCst);
     assert!(matches!(
         HintTable::open(&other),
         Err(HintError::Layout { magic: 0, .. })

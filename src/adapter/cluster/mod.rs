@@ -13,6 +13,7 @@ mod acks;
 pub(crate) mod direct;
 pub(crate) mod hints;
 mod link;
+mod mapping;
 #[cfg(test)]
 mod tests;
 

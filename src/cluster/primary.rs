@@ -340,6 +340,20 @@ async fn run_async(config: ClusterConfig) -> ExitCode {
 }
 
 impl Primary {
+    /// What each worker of `primary` would read: its socket is one end of a
+    /// socketpair, and the other end is returned (for tests).
+    #[cfg(test)]
+    pub(super) fn connect_for_tests(&mut self) -> Vec<rsio_ipc::IpcReader> {
+        use rsio_ipc::IpcConnection;
+        let mut readers = Vec::new();
+        for slot in &mut self.slots {
+            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
+            slot.sender = Some(IpcConnection::new(ours).into_split().1);
+            readers.push(IpcConnection::new(theirs).into_split().0);
+        }
+        readers
+    }
+
     /// A primary of `workers` slots with no process and no port (for tests of
     /// its bookkeeping).
     #[cfg(test)]

@@ -218,12 +218,7 @@ mod tests {
     #[tokio::test]
     async fn the_publisher_gets_its_own_entries_back_only_when_it_needs_them() {
         let mut primary = Primary::for_tests(3);
-        let mut readers = Vec::new();
-        for slot in &mut primary.slots {
-            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
-            slot.sender = Some(IpcConnection::new(ours).into_split().1);
-            readers.push(IpcConnection::new(theirs).into_split().0);
-        }
+        let mut readers = primary.connect_for_tests();
         members(&mut primary, &[(0, "w0", false), (1, "w1", true)]);
         for (id, uid) in [("1-0", "w0"), ("2-0", "w1"), ("3-0", "node")] {
             assert!(primary.on_event(entry(id, uid)).is_none());
@@ -409,12 +404,7 @@ mod tests {
     async fn a_join_read_on_redis_forces_its_rooms_until_every_worker_echoed_its_fence() {
         let mut primary = Primary::for_tests(3);
         primary.lanes = super::super::lanes::Lanes::new(3);
-        let mut readers = Vec::new();
-        for slot in &mut primary.slots {
-            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
-            slot.sender = Some(IpcConnection::new(ours).into_split().1);
-            readers.push(IpcConnection::new(theirs).into_split().0);
-        }
+        let mut readers = primary.connect_for_tests();
         let join = Message::RedisEntry {
             id: "1-0".into(),
             fields: Vec::new(),

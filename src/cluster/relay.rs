@@ -212,7 +212,7 @@ mod tests {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use rsio_ipc::{Frame, IpcConnection, IpcReader, Target};
+    use rsio_ipc::{Frame, IpcReader, Target};
 
     use super::*;
     use crate::cluster::config::{RedisAdapterKind, RedisOptions};
@@ -248,12 +248,7 @@ mod tests {
                 adapter: RedisAdapterKind::Streams,
             });
         }
-        let mut readers = Vec::new();
-        for slot in &mut primary.slots {
-            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
-            slot.sender = Some(IpcConnection::new(ours).into_split().1);
-            readers.push(IpcConnection::new(theirs).into_split().0);
-        }
+        let mut readers = primary.connect_for_tests();
         for message in [
             broadcast(&["r"], "42[\"room\"]"),
             broadcast(&[], "42[\"all\"]"),
@@ -289,12 +284,7 @@ mod tests {
     fn with_table() -> (Primary, Vec<IpcReader>) {
         let mut primary = Primary::for_tests(3);
         primary.lanes = super::super::lanes::Lanes::new(3);
-        let mut readers = Vec::new();
-        for slot in &mut primary.slots {
-            let (ours, theirs) = tokio::net::UnixStream::pair().unwrap();
-            slot.sender = Some(IpcConnection::new(ours).into_split().1);
-            readers.push(IpcConnection::new(theirs).into_split().0);
-        }
+        let readers = primary.connect_for_tests();
         (primary, readers)
     }
 

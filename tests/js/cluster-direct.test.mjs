@@ -247,6 +247,105 @@ describe("direct links between workers", { skip: clusterSkipReason() }, () => {
     assert.deepEqual(back, { any: 1, direct: 1, primary: 0 });
     await call(b, "leave", room);
   });
+
+  describe("acked broadcasts over the direct links", () => {
+    // On the same cluster, with clients of their own: a: worker 0 (the emitter); b: worker 1; c: worker 2.
+    let a;
+    let b;
+    let c;
+    const sorted = (xs) => [...xs].sort();
+    /** `directAnswers` of worker 0 (answers that came straight back) while `action` ran. */
+    async function answersBack(action) {
+      const before = (await stats(cluster, 0)).directAnswers;
+      const out = await action();
+      return { out, answers: (await stats(cluster, 0)).directAnswers - before };
+    }
+    before(async () => {
+      a = await connectWorker(cluster, 0);
+      b = await connectWorker(cluster, 1);
+      c = await connectWorker(cluster, 2);
+      for (const [s, name] of [[b, "b"], [c, "c"]]) s.on("ask", (q, cb) => cb(`${name}:${q}`));
+    }, HOOK);
+    it("to a room on workers 1 and 2: straight there, every ack straight back; the primary relays nothing", T, async () => {
+      const room = fresh("acked-spread");
+      await call(b, "join", room);
+      await call(c, "join", room);
+      let onC;
+      let back;
+      const onB = await received(cluster, 1, async () => {
+        onC = await received(cluster, 2, async () => {
+          back = await answersBack(() =>
+            call(a, "broadcast-with-ack", { event: "ask", args: ["q"], to: [room], timeout: 3000 }));
+        });
+      });
+      assert.deepEqual({ ...back.out, responses: sorted(back.out.responses) }, { err: null, responses: ["b:q", "c:q"] });
+      assert.deepEqual(onB, { any: 1, direct: 1, primary: 0 }, "worker 1: straight");
+      assert.deepEqual(onC, { any: 1, direct: 1, primary: 0 }, "worker 2: straight");
+      assert.equal(back.answers, 4, "two client counts and two acks, over the links");
+    });
+
+    it("to a room only on worker 1: worker 2's process gets nothing", T, async () => {
+      const room = fresh("acked-one");
+      await call(b, "join", room);
+      let onB;
+      let back;
+      const onC = await received(cluster, 2, async () => {
+        onB = await received(cluster, 1, async () => {
+          back = await answersBack(() =>
+            call(a, "broadcast-with-ack", { event: "ask", args: ["r"], to: [room], timeout: 3000 }));
+        });
+      });
+      assert.deepEqual(back.out, { err: null, responses: ["b:r"] });
+      assert.deepEqual(onB, { any: 1, direct: 1, primary: 0 });
+      assert.deepEqual(onC, { any: 0, direct: 0, primary: 0 }, "worker 2 reached");
+      assert.equal(back.answers, 2, "one count and one ack, over the link");
+    });
+
+    it("50 alternating plain and acked broadcasts to a room on worker 1 arrive in emit order", T, async () => {
+      const room = fresh("acked-order");
+      const d = await connectWorker(cluster, 1);
+      await call(d, "join", room);
+      const seen = [];
+      d.on("ord", (i, cb) => {
+        seen.push(i);
+        if (typeof cb === "function") cb(i);
+      });
+      // Emitted back to back, none awaited: the handlers on worker 0 run in order.
+      const answers = [];
+      for (let i = 0; i < 50; i++) {
+        const op = i % 2 === 0 ? "broadcast" : "broadcast-with-ack";
+        answers.push(call(a, op, { event: "ord", args: [i], to: [room], timeout: 5000 }));
+      }
+      const res = await Promise.all(answers);
+      await waitFor(() => seen.length >= 50);
+      assert.deepEqual(seen, [...Array(50).keys()]);
+      res.forEach((r, i) => {
+        if (i % 2 === 0) assert.equal(r, "ok");
+        else assert.deepEqual(r, { err: null, responses: [i] });
+      });
+    });
+
+    it("a receiver killed while the emitter waits: its wait ends at once with the acks that came", { timeout: 30000 }, async () => {
+      const room = fresh("acked-kill");
+      const d = await connectWorker(cluster, 2, { reconnection: false });
+      await call(b, "join", room);
+      await call(d, "join", room);
+      let asked = false;
+      d.on("ask", () => { asked = true; }); // never acks
+      const pid = cluster.pids.get(2);
+      const from = cluster.log().length;
+      const pending = call(a, "broadcast-with-ack", { event: "ask", args: ["k"], to: [room], timeout: 10000 });
+      await waitFor(() => asked);
+      const killedAt = Date.now();
+      process.kill(pid, "SIGKILL");
+      const res = await pending;
+      const took = Date.now() - killedAt;
+      // As through the primary: the emit ends, as timed out, with the acks that came.
+      assert.deepEqual(res, { err: "operation has timed out", responses: ["b:k"] });
+      assert.ok(took < 5000, `the emitter waited ${took} ms after the kill`);
+      await cluster.waitForLog(/worker 2 \(pid \d+\) listening/, 15000, from);
+    });
+  });
 });
 
 describe("direct links across a reload", { skip: clusterSkipReason() }, () => {
@@ -319,111 +418,5 @@ describe("direct links across a reload", { skip: clusterSkipReason() }, () => {
     const s0 = await stats(cluster, 0);
     const s1 = await stats(cluster, 1);
     assert.ok(s0.directIn >= 1 && s1.directIn >= 1, "both came straight");
-  });
-});
-
-describe("acked broadcasts over the direct links", { skip: clusterSkipReason() }, () => {
-  let cluster;
-  // a: worker 0 (the emitter); b: worker 1; c: worker 2.
-  let a;
-  let b;
-  let c;
-  const sorted = (xs) => [...xs].sort();
-  /** `directAnswers` of worker 0 (answers that came straight back) while `action` ran. */
-  async function answersBack(action) {
-    const before = (await stats(cluster, 0)).directAnswers;
-    const out = await action();
-    return { out, answers: (await stats(cluster, 0)).directAnswers - before };
-  }
-  before(async () => {
-    cluster = await startCluster({ workers: 3 });
-    a = await connectWorker(cluster, 0);
-    b = await connectWorker(cluster, 1);
-    c = await connectWorker(cluster, 2);
-    for (const [s, name] of [[b, "b"], [c, "c"]]) s.on("ask", (q, cb) => cb(`${name}:${q}`));
-  }, HOOK);
-  after(async () => {
-    closeAll();
-    if (cluster) assert.equal((await cluster.stop()).code, 0);
-  }, HOOK);
-
-  it("to a room on workers 1 and 2: straight there, every ack straight back; the primary relays nothing", T, async () => {
-    const room = fresh("acked-spread");
-    await call(b, "join", room);
-    await call(c, "join", room);
-    let onC;
-    let back;
-    const onB = await received(cluster, 1, async () => {
-      onC = await received(cluster, 2, async () => {
-        back = await answersBack(() =>
-          call(a, "broadcast-with-ack", { event: "ask", args: ["q"], to: [room], timeout: 3000 }));
-      });
-    });
-    assert.deepEqual({ ...back.out, responses: sorted(back.out.responses) }, { err: null, responses: ["b:q", "c:q"] });
-    assert.deepEqual(onB, { any: 1, direct: 1, primary: 0 }, "worker 1: straight");
-    assert.deepEqual(onC, { any: 1, direct: 1, primary: 0 }, "worker 2: straight");
-    assert.equal(back.answers, 4, "two client counts and two acks, over the links");
-  });
-
-  it("to a room only on worker 1: worker 2's process gets nothing", T, async () => {
-    const room = fresh("acked-one");
-    await call(b, "join", room);
-    let onB;
-    let back;
-    const onC = await received(cluster, 2, async () => {
-      onB = await received(cluster, 1, async () => {
-        back = await answersBack(() =>
-          call(a, "broadcast-with-ack", { event: "ask", args: ["r"], to: [room], timeout: 3000 }));
-      });
-    });
-    assert.deepEqual(back.out, { err: null, responses: ["b:r"] });
-    assert.deepEqual(onB, { any: 1, direct: 1, primary: 0 });
-    assert.deepEqual(onC, { any: 0, direct: 0, primary: 0 }, "worker 2 reached");
-    assert.equal(back.answers, 2, "one count and one ack, over the link");
-  });
-
-  it("50 alternating plain and acked broadcasts to a room on worker 1 arrive in emit order", T, async () => {
-    const room = fresh("acked-order");
-    const d = await connectWorker(cluster, 1);
-    await call(d, "join", room);
-    const seen = [];
-    d.on("ord", (i, cb) => {
-      seen.push(i);
-      if (typeof cb === "function") cb(i);
-    });
-    // Emitted back to back, none awaited: the handlers on worker 0 run in order.
-    const answers = [];
-    for (let i = 0; i < 50; i++) {
-      const op = i % 2 === 0 ? "broadcast" : "broadcast-with-ack";
-      answers.push(call(a, op, { event: "ord", args: [i], to: [room], timeout: 5000 }));
-    }
-    const res = await Promise.all(answers);
-    await waitFor(() => seen.length >= 50);
-    assert.deepEqual(seen, [...Array(50).keys()]);
-    res.forEach((r, i) => {
-      if (i % 2 === 0) assert.equal(r, "ok");
-      else assert.deepEqual(r, { err: null, responses: [i] });
-    });
-  });
-
-  it("a receiver killed while the emitter waits: its wait ends at once with the acks that came", { timeout: 30000 }, async () => {
-    const room = fresh("acked-kill");
-    const d = await connectWorker(cluster, 2, { reconnection: false });
-    await call(b, "join", room);
-    await call(d, "join", room);
-    let asked = false;
-    d.on("ask", () => { asked = true; }); // never acks
-    const pid = cluster.pids.get(2);
-    const from = cluster.log().length;
-    const pending = call(a, "broadcast-with-ack", { event: "ask", args: ["k"], to: [room], timeout: 10000 });
-    await waitFor(() => asked);
-    const killedAt = Date.now();
-    process.kill(pid, "SIGKILL");
-    const res = await pending;
-    const took = Date.now() - killedAt;
-    // As through the primary: the emit ends, as timed out, with the acks that came.
-    assert.deepEqual(res, { err: "operation has timed out", responses: ["b:k"] });
-    assert.ok(took < 5000, `the emitter waited ${took} ms after the kill`);
-    await cluster.waitForLog(/worker 2 \(pid \d+\) listening/, 15000, from);
   });
 });

@@ -36,6 +36,7 @@ use super::{
 use crate::{
     engine::{Frame, Sid},
     parser::Args,
+    server::Handshake,
 };
 
 use acks::PendingAck;
@@ -417,6 +418,9 @@ impl Adapter for ClusterAdapter {
                 .filter_map(|s| {
                     Some(SocketInfo {
                         id: Sid::parse(&s.id)?,
+                        handshake: serde_json::from_slice(&s.handshake)
+                            .ok()
+                            .and_then(|json| Handshake::from_json(&json)),
                         rooms: s.rooms,
                         data: serde_json::from_slice(&s.data).unwrap_or_default(),
                     })

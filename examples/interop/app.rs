@@ -62,6 +62,8 @@ pub(crate) struct BroadcastOpts {
     close: bool,
     /// `compress(false)` when `false`.
     compress: Option<bool>,
+    /// fetch-sockets: each socket's handshake (auth, query, address) too.
+    handshake: bool,
 }
 
 /// A JSON value whose binary placeholders were resolved to the packet's
@@ -296,7 +298,19 @@ fn main_namespace(io: &Server, reasons: Reasons) {
                             .map(|s| {
                                 let mut rooms = s.rooms.clone();
                                 rooms.sort();
-                                json!({"id": s.id.to_string(), "rooms": rooms, "data": s.data})
+                                let mut entry =
+                                    json!({"id": s.id.to_string(), "rooms": rooms, "data": s.data});
+                                if o.handshake {
+                                    entry["handshake"] =
+                                        s.handshake.as_ref().map_or(Value::Null, |h| {
+                                            json!({
+                                                "auth": h.auth(),
+                                                "query": h.query(),
+                                                "address": h.address().map(|a| a.ip().to_string()),
+                                            })
+                                        });
+                                }
+                                entry
                             })
                             .collect();
                         ack_json(ack, json!(list));

@@ -13,7 +13,7 @@ use std::{sync::Arc, time::Duration};
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-use crate::{engine::Frame, engine::Sid, parser::Args};
+use crate::{engine::Frame, engine::Sid, parser::Args, server::Handshake};
 
 pub use self::redis::{
     hash_code, stream_name, RedisAdapterError, RedisClassic, RedisClassicAdapter,
@@ -113,6 +113,9 @@ pub struct Restored {
 pub struct SocketInfo {
     /// The socket's id.
     pub id: SocketId,
+    /// Its handshake, as the other server described it (`None` when the
+    /// answer carried none, or one [`Handshake::from_json`] could not read).
+    pub handshake: Option<Handshake>,
     /// Its rooms (its own id room included).
     pub rooms: Vec<String>,
     /// Its `socket.data`.

@@ -243,7 +243,7 @@ impl BroadcastOperator {
                 .await?;
             out.extend(remote.into_iter().map(|info| FetchedSocket {
                 id: info.id,
-                handshake: None,
+                handshake: info.handshake,
                 rooms: info.rooms,
                 data: info.data,
                 ns: self.ns.clone(),
@@ -314,7 +314,10 @@ pub enum BroadcastEmitError {
 pub struct FetchedSocket {
     /// The socket's id.
     pub id: SocketId,
-    /// Known for local sockets.
+    /// Its handshake: for a socket on another server, as that server
+    /// described it (see [`Handshake::from_json`]: the address without its
+    /// port, the issue time in milliseconds). `None` only when a remote
+    /// answer carried no readable handshake.
     pub handshake: Option<Handshake>,
     /// Its rooms (its own id room included).
     pub rooms: Vec<String>,

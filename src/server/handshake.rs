@@ -2,15 +2,17 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
+use serde_json::Value;
+use tracing::debug;
 
-use crate::engine::HandshakeRequest;
+use crate::engine::{HandshakeRequest, RequestHeaders};
 
 /// Node's `socket.handshake`.
 ///
@@ -122,6 +124,133 @@ impl Handshake {
         };
         serde_json::to_value(view).unwrap_or_default()
     }
+
+    /// Reads a handshake back from its JSON: [`Handshake::to_json`]'s, or a
+    /// Node server's `socket.handshake` as its Redis adapters send it (how
+    /// `fetch_sockets` learns the handshake of a socket on another server).
+    ///
+    /// A missing field takes its default (no headers, empty url, no address,
+    /// not secure, issued at the epoch, `{}` auth); a field of the wrong type
+    /// gives `None` (logged at debug). `time`, `xdomain` and `query` are
+    /// derived from `issued`, `headers` and `url`, as for a local socket, so
+    /// their JSON is not read. The address carries no port (the JSON has
+    /// none): it reads back with port 0. A header name or value that HTTP
+    /// cannot carry is left out.
+    pub fn from_json(json: &Value) -> Option<Handshake> {
+        match parse(json) {
+            Ok(handshake) => Some(handshake),
+            Err(field) => {
+                debug!(target: "socket.io", field, "handshake JSON: field of the wrong type");
+                None
+            }
+        }
+    }
+}
+
+/// Equal when every field [`Handshake::to_json`] carries is equal (headers
+/// compared as a map, in any order).
+impl PartialEq for Handshake {
+    fn eq(&self, other: &Handshake) -> bool {
+        let (a, b) = (&*self.request, &*other.request);
+        self.auth == other.auth
+            && a.url == b.url
+            && a.remote_addr == b.remote_addr
+            && a.secure == b.secure
+            && a.issued == b.issued
+            && self.headers() == other.headers()
+    }
+}
+
+/// [`Handshake::from_json`]; `Err` names the field of the wrong type.
+fn parse(json: &Value) -> Result<Handshake, &'static str> {
+    let obj = json.as_object().ok_or("handshake")?;
+    // Node's `JSON.stringify` leaves `undefined` out; `null` means the same.
+    let field = |name: &str| obj.get(name).filter(|v| !v.is_null());
+    let headers = match field("headers") {
+        Some(v) => parse_headers(v)?,
+        None => HeaderMap::new(),
+    };
+    let url = match field("url") {
+        Some(v) => v.as_str().ok_or("url")?,
+        None => "",
+    };
+    let remote_addr = match field("address") {
+        Some(v) => {
+            let text = v.as_str().ok_or("address")?;
+            match text.parse::<IpAddr>() {
+                Ok(ip) => Some(SocketAddr::new(ip, 0)),
+                Err(_) => {
+                    debug!(target: "socket.io", address = text, "handshake JSON: address is no IP");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let secure = match field("secure") {
+        Some(v) => v.as_bool().ok_or("secure")?,
+        None => false,
+    };
+    let issued = match field("issued") {
+        Some(v) => {
+            // `+new Date()` is an integer, but any JSON number is a number to Node.
+            let ms = v
+                .as_u64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.is_finite() && *f >= 0.0)
+                        .map(|f| f as u64)
+                })
+                .ok_or("issued")?;
+            UNIX_EPOCH
+                .checked_add(Duration::from_millis(ms))
+                .ok_or("issued")?
+        }
+        None => UNIX_EPOCH,
+    };
+    let auth = field("auth")
+        .cloned()
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let request = HandshakeRequest {
+        headers: RequestHeaders::new(&headers),
+        url: url.into(),
+        remote_addr,
+        secure,
+        issued,
+    };
+    Ok(Handshake::new(Arc::new(request), auth))
+}
+
+/// Headers as Node keeps them: a string per name, or an array of strings
+/// (`set-cookie`).
+fn parse_headers(json: &Value) -> Result<HeaderMap, &'static str> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in json.as_object().ok_or("headers")? {
+        let values: Vec<&str> = match value {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(list) => list
+                .iter()
+                .map(Value::as_str)
+                .collect::<Option<_>>()
+                .ok_or("headers")?,
+            _ => return Err("headers"),
+        };
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            debug!(target: "socket.io", name = name.as_str(), "handshake JSON: header name left out");
+            continue;
+        };
+        for value in values {
+            match HeaderValue::from_str(value) {
+                Ok(value) => {
+                    headers.append(header.clone(), value);
+                }
+                Err(_) => {
+                    debug!(target: "socket.io", name = name.as_str(), "handshake JSON: header value left out")
+                }
+            }
+        }
+    }
+    Ok(headers)
 }
 
 /// RFC 7231 date (`Mon, 23 Nov 2026 11:29:22 GMT`), without a dependency.
@@ -213,6 +342,105 @@ mod tests {
         let json = hs.to_json();
         assert_eq!(json["query"]["transport"], "polling");
         assert_eq!(json["headers"]["origin"], "http://a.example");
+    }
+
+    fn sample(addr: Option<SocketAddr>, issued: SystemTime) -> Handshake {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("origin", http::HeaderValue::from_static("http://a.example"));
+        headers.insert("user-agent", http::HeaderValue::from_static("test/1"));
+        let request = HandshakeRequest {
+            headers: crate::engine::RequestHeaders::new(&headers),
+            url: "/socket.io/?q=1&EIO=4&transport=websocket".into(),
+            remote_addr: addr,
+            secure: true,
+            issued,
+        };
+        Handshake::new(
+            Arc::new(request),
+            serde_json::json!({"token": "x", "n": [1]}),
+        )
+    }
+
+    #[test]
+    fn reads_back_its_own_json() {
+        let issued = UNIX_EPOCH + Duration::from_millis(1_795_433_362_123);
+        let hs = sample(Some("10.0.0.7:0".parse().unwrap()), issued);
+        assert_eq!(Handshake::from_json(&hs.to_json()), Some(hs.clone()));
+        // A live handshake: the JSON keeps the address' IP and the issue time in ms.
+        let live = sample(
+            Some("[::1]:51234".parse().unwrap()),
+            issued + Duration::from_nanos(456_789),
+        );
+        let back = Handshake::from_json(&live.to_json()).unwrap();
+        assert_eq!(back.address(), Some("[::1]:0".parse().unwrap()));
+        assert_eq!(back.to_json(), live.to_json());
+        assert_ne!(back, live);
+    }
+
+    #[test]
+    fn reads_a_node_handshake() {
+        // `JSON.stringify(socket.handshake)` of socket.io 4.8.4, for a client
+        // with `auth: {token: "x"}, query: {q: "1"}`.
+        let node = serde_json::json!({
+            "headers": {"user-agent": "node-XMLHttpRequest", "accept": "*/*",
+                        "host": "127.0.0.1:43113", "connection": "close",
+                        "set-cookie": ["a=1", "b=2"]},
+            "time": "Fri Dec 04 2026 06:28:40 GMT+0000 (Coordinated Universal Time)",
+            "address": "::ffff:127.0.0.1",
+            "xdomain": false,
+            "secure": false,
+            "issued": 1796365720364u64,
+            "url": "/socket.io/?q=1&EIO=4&transport=polling&t=lroqkp0j",
+            "query": {"q": "1", "EIO": "4", "transport": "polling", "t": "lroqkp0j"},
+            "auth": {"token": "x"}
+        });
+        let hs = Handshake::from_json(&node).unwrap();
+        assert_eq!(hs.auth(), &serde_json::json!({"token": "x"}));
+        assert_eq!(hs.query().get("q").map(String::as_str), Some("1"));
+        assert_eq!(hs.query().len(), 4);
+        assert_eq!(hs.address(), Some("[::ffff:127.0.0.1]:0".parse().unwrap()));
+        assert_eq!(hs.issued(), 1_796_365_720_364);
+        assert_eq!(hs.time(), "Fri, 04 Dec 2026 06:28:40 GMT");
+        assert!(!hs.xdomain() && !hs.secure());
+        assert_eq!(hs.headers()["host"], "127.0.0.1:43113");
+        let cookies: Vec<_> = hs.headers().get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(hs.url(), node["url"]);
+    }
+
+    #[test]
+    fn missing_fields_default_and_wrong_types_are_refused() {
+        let hs = Handshake::from_json(&serde_json::json!({"address": null})).unwrap();
+        assert_eq!(hs.auth(), &serde_json::json!({}));
+        assert_eq!(
+            (hs.address(), hs.issued(), hs.url()),
+            (None, 0, String::new())
+        );
+        assert!(hs.headers().is_empty() && hs.query().is_empty());
+        // Unusable contents of the right type are left out.
+        let hs = Handshake::from_json(&serde_json::json!({
+            "address": "not an ip", "headers": {"bad name": "v", "x-ok": "1", "x-bad": "a\nb"}
+        }))
+        .unwrap();
+        assert_eq!(hs.address(), None);
+        assert_eq!(hs.headers().len(), 1);
+        for bad in [
+            serde_json::json!("handshake"),
+            serde_json::json!({"headers": []}),
+            serde_json::json!({"headers": {"a": 1}}),
+            serde_json::json!({"headers": {"a": ["x", 2]}}),
+            serde_json::json!({"url": 1}),
+            serde_json::json!({"address": 127}),
+            serde_json::json!({"secure": "yes"}),
+            serde_json::json!({"issued": "now"}),
+            serde_json::json!({"issued": -1}),
+        ] {
+            assert_eq!(Handshake::from_json(&bad), None, "{bad}");
+        }
+        // Far-future times read without overflow.
+        let far = Handshake::from_json(&serde_json::json!({"issued": 1e300})).unwrap();
+        assert_eq!(far.issued(), u64::MAX);
+        assert!(!far.time().is_empty());
     }
 
     #[test]

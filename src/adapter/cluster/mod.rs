@@ -37,6 +37,7 @@ use super::{
 use crate::{
     engine::{Frame, Sid},
     parser::Args,
+    server::Handshake,
 };
 
 use acks::PendingAck;
@@ -418,6 +419,9 @@ impl Adapter for ClusterAdapter {
                 .filter_map(|s| {
                     Some(SocketInfo {
                         id: Sid::parse(&s.id)?,
+                        handshake: serde_json::from_slice(&s.handshake)
+                            .ok()
+                            .and_then(|json| Handshake::from_json(&json)),
                         rooms: s.rooms,
                         data: serde_json::from_slice(&s.data).unwrap_or_default(),
                     })

@@ -15,7 +15,7 @@ use crate::{
     adapter::{BroadcastOptions, RemoteAck, SocketInfo},
     engine::Sid,
     parser::Args,
-    server::{AckSender, Namespace},
+    server::{AckSender, Handshake, Namespace},
 };
 
 /// How long client acks of a broadcast from another server are forwarded.
@@ -373,6 +373,10 @@ pub(super) fn rooms(data: &Value) -> Vec<String> {
 pub(super) fn socket_info(v: &Value) -> Option<SocketInfo> {
     Some(SocketInfo {
         id: Sid::parse(v.get("id")?.as_str()?)?,
+        handshake: v
+            .get("handshake")
+            .filter(|h| !h.is_null())
+            .and_then(Handshake::from_json),
         rooms: rooms(v),
         data: v.get("data").cloned().unwrap_or(Value::Null),
     })

@@ -81,6 +81,8 @@ mod tag {
     pub const METRICS: u8 = 12;
     pub const RETIRE: u8 = 13;
     pub const FENCE: u8 = 14;
+    pub const FENCE_REQUEST: u8 = 15;
+    pub const FENCE_DONE: u8 = 44;
     pub const BROADCAST: u8 = 16;
     pub const SOCKETS_JOIN: u8 = 17;
     pub const SOCKETS_LEAVE: u8 = 18;
@@ -111,6 +113,8 @@ pub fn encode(msg: &Message, dst: &mut BytesMut) {
         Message::WorkerExited { worker } => put(dst, tag::WORKER_EXITED, worker),
         Message::WorkerJoined { worker } => put(dst, tag::WORKER_JOINED, worker),
         Message::Fence { id } => put(dst, tag::FENCE, id),
+        Message::FenceRequest { id } => put(dst, tag::FENCE_REQUEST, id),
+        Message::FenceDone { id } => put(dst, tag::FENCE_DONE, id),
         Message::Stats { connections } => put(dst, tag::STATS, connections),
         Message::RoomInterest { nsp, room, present } => {
             put(dst, tag::ROOM_INTEREST, &(nsp, room, present))
@@ -310,6 +314,8 @@ pub fn decode(frame: Bytes) -> Result<Message, CodecError> {
             worker: exact(body)?,
         },
         tag::FENCE => Message::Fence { id: exact(body)? },
+        tag::FENCE_REQUEST => Message::FenceRequest { id: exact(body)? },
+        tag::FENCE_DONE => Message::FenceDone { id: exact(body)? },
         tag::STATS => Message::Stats {
             connections: exact(body)?,
         },

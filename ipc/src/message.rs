@@ -365,6 +365,19 @@ pub enum Message {
         /// Chosen by the primary, echoed by the worker.
         id: u64,
     },
+    /// Worker → primary: a fence behind everything this worker sent so far.
+    /// The primary sends a `Fence` to every other worker and answers
+    /// `FenceDone` once each has echoed it: each has then handled every
+    /// broadcast of this worker that went through the primary before it.
+    FenceRequest {
+        /// Chosen by the worker, given back in `FenceDone`.
+        id: u64,
+    },
+    /// Primary → worker: the answer to its `FenceRequest` of `id`.
+    FenceDone {
+        /// The request's id.
+        id: u64,
+    },
 }
 
 impl Message {
@@ -426,6 +439,8 @@ impl Message {
             Message::RedisMessage { .. } => "redis-message",
             Message::RedisMember { .. } => "redis-member",
             Message::Fence { .. } => "fence",
+            Message::FenceRequest { .. } => "fence-request",
+            Message::FenceDone { .. } => "fence-done",
             Message::LinkStuck { .. } => "link-stuck",
         }
     }

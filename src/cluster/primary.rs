@@ -528,6 +528,8 @@ impl Primary {
             Message::Heartbeat => self.slots[worker].last_heartbeat = Instant::now(),
             // A draining process was not waited for once it was replaced.
             Message::Fence { id } if !retiring => self.fenced(worker, *id),
+            // A draining process keeps its broadcasts on the primary's path.
+            Message::FenceRequest { id } if !retiring => self.fence_request(worker, *id),
             // A draining process's uids are of no use: it publishes no more.
             Message::RedisMember {
                 nsp,

@@ -14,7 +14,7 @@ use rsio_ipc::{
 };
 use tracing::{error, warn};
 
-use super::{interest::Reach, primary::Primary};
+use super::{fences::Then, interest::Reach, primary::Primary};
 use crate::adapter::hints::forced_by;
 
 impl Primary {
@@ -125,13 +125,13 @@ impl Primary {
         }
         // With `--redis` no worker forces rooms (its adapter is Redis').
         if self.config.redis.is_none() {
-            self.fence(message, reached);
+            self.fence_forced(message, reached);
         }
     }
 
     /// Follows an operation that forced rooms (see [`forced_by`]) with a fence
     /// to each worker it `reached`; ends the force at once when it reached none.
-    fn fence(&mut self, message: &Message, reached: Vec<usize>) {
+    fn fence_forced(&mut self, message: &Message, reached: Vec<usize>) {
         let Some(slots) = forced_by(message)
             .zip(self.lanes.table())
             .map(|((nsp, rooms), table)| table.forced_slots(nsp, rooms))
@@ -145,18 +145,47 @@ impl Primary {
     /// `slots`, which are released once all of them echoed it (at once when
     /// it reached none).
     pub(super) fn fence_slots(&mut self, slots: Vec<usize>, reached: Vec<usize>) {
-        match self.fences.open(slots, reached.clone()) {
+        self.fence(Then::Release(slots), reached);
+    }
+
+    /// Worker `from` asks for a fence behind everything it sent so far (see
+    /// `adapter::cluster::sticky`): one to every other worker, then
+    /// `FenceDone { id }` back to it.
+    pub(super) fn fence_request(&mut self, from: usize, id: u64) {
+        let others = (0..self.slots.len())
+            .filter(|&j| j != from && self.slots[j].sender.is_some())
+            .collect();
+        self.fence(Then::Reply { to: from, id }, others);
+    }
+
+    /// Sends a fence to each of `workers`, to do `then` once all echoed it (at
+    /// once when there is none).
+    fn fence(&mut self, then: Then, workers: Vec<usize>) {
+        match self.fences.open(then, workers.clone()) {
             Ok(id) => {
                 match EncodedFrame::encode(&Message::Fence { id }, DEFAULT_MAX_FRAME_LENGTH) {
                     Ok(frame) => {
-                        for j in reached {
+                        for j in workers {
                             self.send_to(j, frame.clone());
                         }
                     }
                     Err(err) => error!(target: "cluster", "cannot encode a fence: {err}"),
                 }
             }
-            Err(slots) => self.release(&slots),
+            Err(then) => self.then(then),
+        }
+    }
+
+    /// What a fence does once all its workers echoed it.
+    fn then(&mut self, then: Then) {
+        match then {
+            Then::Release(slots) => self.release(&slots),
+            Then::Reply { to, id } => {
+                match EncodedFrame::encode(&Message::FenceDone { id }, DEFAULT_MAX_FRAME_LENGTH) {
+                    Ok(frame) => self.send_to(to, frame),
+                    Err(err) => error!(target: "cluster", "cannot encode a fence's answer: {err}"),
+                }
+            }
         }
     }
 
@@ -169,15 +198,16 @@ impl Primary {
 
     /// `worker` answered fence `id`.
     pub(super) fn fenced(&mut self, worker: usize, id: u64) {
-        if let Some(slots) = self.fences.answered(worker, id) {
-            self.release(&slots);
+        if let Some(then) = self.fences.answered(worker, id) {
+            self.then(then);
         }
     }
 
     /// `worker`'s process is gone or replaced: no fence waits for it.
     pub(super) fn unfence(&mut self, worker: usize) {
-        let slots = self.fences.worker_gone(worker);
-        self.release(&slots);
+        for then in self.fences.worker_gone(worker) {
+            self.then(then);
+        }
     }
 }
 
@@ -366,5 +396,26 @@ mod tests {
         send_forcing(&mut primary, 0, leave);
         let slot = primary.lanes.table().unwrap().slot("/", "l");
         assert!(!primary.lanes.table().unwrap().forced(slot));
+    }
+
+    #[tokio::test]
+    async fn a_worker_s_fence_request_is_answered_once_every_other_worker_echoed_a_fence() {
+        let (mut primary, mut readers) = with_table();
+        answer(&mut primary, 0, Message::FenceRequest { id: 9 });
+        let mut fences = Vec::new();
+        for reader in &mut readers[1..] {
+            let fence = next_message(reader).await;
+            assert!(matches!(fence, Message::Fence { .. }), "{fence:?}");
+            fences.push(fence);
+        }
+        answer(&mut primary, 1, fences[0].clone());
+        answer(&mut primary, 2, fences[1].clone());
+        assert!(
+            matches!(
+                next_message(&mut readers[0]).await,
+                Message::FenceDone { id: 9 }
+            ),
+            "answered to the worker that asked, after both echoes"
+        );
     }
 }

@@ -79,7 +79,8 @@ pub(crate) fn check(
         | Message::WorkerJoined { .. }
         | Message::RestoreSessionResponse { .. }
         | Message::RedisEntry { .. }
-        | Message::RedisMessage { .. } => Err(Violation::PrimaryOnly(kind)),
+        | Message::RedisMessage { .. }
+        | Message::FenceDone { .. } => Err(Violation::PrimaryOnly(kind)),
         Message::RestoreSession { from, .. }
         | Message::FetchSockets { from, .. }
         | Message::ServerSideEmit { from, .. } => own("from", *from),
@@ -129,7 +130,8 @@ pub(crate) fn check(
         | Message::SocketsJoin { .. }
         | Message::SocketsLeave { .. }
         | Message::DisconnectSockets { .. }
-        | Message::Fence { .. } => Ok(()),
+        | Message::Fence { .. }
+        | Message::FenceRequest { .. } => Ok(()),
     }
 }
 
@@ -182,6 +184,7 @@ mod tests {
             Message::Ready,
             Message::Heartbeat,
             Message::Fence { id: 7 },
+            Message::FenceRequest { id: 8 },
             Message::Stats { connections: 3 },
             Message::Metrics {
                 counters: vec![1],
@@ -246,6 +249,7 @@ mod tests {
             // the primary's messages
             (Message::Drain, true),
             (Message::WorkerJoined { worker: 0 }, true),
+            (Message::FenceDone { id: 1 }, true),
             (Message::WorkerExited { worker: 2 }, true),
             (
                 Message::RestoreSessionResponse {

@@ -8,7 +8,7 @@ use proptest::strategy::{BoxedStrategy, Union};
 use rsio_ipc::{Broadcast, EventPayload, Frame, Message, Session, SocketInfo, Target};
 
 /// Number of `Message` variants; `samples()` must cover each of them.
-pub const VARIANTS: usize = 30;
+pub const VARIANTS: usize = 32;
 
 fn s(x: &str) -> String {
     x.to_string()
@@ -48,6 +48,8 @@ pub fn samples() -> Vec<Message> {
         },
         Message::Heartbeat,
         Message::Fence { id: u64::MAX },
+        Message::FenceRequest { id: 3 },
+        Message::FenceDone { id: 0 },
         Message::Metrics {
             counters: vec![0, 1, u64::MAX],
             gauges: vec![7],
@@ -297,6 +299,12 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
             .boxed(),
         Just(Message::Heartbeat).boxed(),
         any::<u64>().prop_map(|id| Message::Fence { id }).boxed(),
+        any::<u64>()
+            .prop_map(|id| Message::FenceRequest { id })
+            .boxed(),
+        any::<u64>()
+            .prop_map(|id| Message::FenceDone { id })
+            .boxed(),
         (
             proptest::collection::vec(any::<u64>(), 0..8),
             proptest::collection::vec(any::<u64>(), 0..8),

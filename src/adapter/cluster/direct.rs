@@ -398,7 +398,26 @@ impl ClusterLink {
                 self.kept_local.fetch_add(1, Ordering::Relaxed);
                 Route::Here
             }
-            Reach::Lanes(set) if self.direct.get().is_some() => Route::Direct(set),
+            Reach::Lanes(set) if self.direct.get().is_some() => {
+                if self.sticky.is_empty() {
+                    return Route::Direct(set);
+                }
+                // Sent through the primary while forced: straight again only
+                // behind a fence of this worker's (see [`super::sticky`]).
+                let table = hints.table();
+                if self.sticky.holds(&table.forced_slots(nsp, rooms)) {
+                    Route::Primary
+                } else {
+                    Route::Direct(set)
+                }
+            }
+            Reach::Primary if self.direct.get().is_some() && !hints.table().disabled() => {
+                // A forced room: what follows must not overtake this one.
+                let table = hints.table();
+                self.sticky
+                    .sent_through_primary(&table.forced_slots(nsp, rooms));
+                Route::Primary
+            }
             _ => Route::Primary,
         }
     }

@@ -84,6 +84,8 @@ pub struct ClusterLink {
     pub(super) kept_local: AtomicU64,
     /// The direct links to the other worker processes, when the primary set them up.
     pub(super) direct: OnceLock<Arc<Direct>>,
+    /// Slots sent to through the primary while forced (see [`super::sticky`]).
+    pub(super) sticky: super::sticky::Sticky,
 }
 
 /// The first id of this process's requests: its pid in the high half, so
@@ -127,6 +129,7 @@ impl ClusterLink {
             hints: OnceLock::new(),
             kept_local: AtomicU64::new(0),
             direct: OnceLock::new(),
+            sticky: super::sticky::Sticky::default(),
         })
     }
 
@@ -247,6 +250,12 @@ impl ClusterLink {
     pub(super) fn send(&self, message: Message) {
         if let Err(err) = self.sender.send(message) {
             debug!(target: "socket.io:adapter", "ipc send: {err}");
+        }
+        // Behind the broadcast that found its slots held (see [`super::sticky`]).
+        if let Some(id) = self.sticky.take_ask() {
+            if let Err(err) = self.sender.send(Message::FenceRequest { id }) {
+                debug!(target: "socket.io:adapter", "ipc send: {err}");
+            }
         }
     }
 
@@ -421,6 +430,7 @@ impl ClusterLink {
             // Everything the primary sent before it is handled (in order, above):
             // the operation it follows is applied here, and its force can end.
             Message::Fence { id } => self.send(Message::Fence { id }),
+            Message::FenceDone { id } => self.sticky.done(id),
             other => debug!(target: "socket.io:adapter", kind = other.kind_name(), "ignored"),
         }
     }

@@ -14,6 +14,7 @@ pub(crate) mod direct;
 pub(crate) mod hints;
 mod link;
 mod mapping;
+mod sticky;
 #[cfg(test)]
 mod tests;
 

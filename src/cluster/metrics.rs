@@ -166,6 +166,71 @@ impl ClusterMetrics {
     }
 }
 
+/// The per-worker counters of [`State::encode_traffic`] with no other label:
+/// name, help, counter index.
+const TRAFFIC_COUNTERS: [(&str, &str, usize); 12] = [
+    (
+        "rsio_packets_received",
+        "Engine.IO message packets received from clients.",
+        counter::PACKETS_RECEIVED,
+    ),
+    (
+        "rsio_received_bytes",
+        "Bytes of the message packets received from clients.",
+        counter::BYTES_RECEIVED,
+    ),
+    (
+        "rsio_broadcasts_received",
+        "Broadcasts received from other workers.",
+        counter::BROADCASTS_RECEIVED,
+    ),
+    (
+        "rsio_packets_sent",
+        "Engine.IO frames queued for clients.",
+        counter::PACKETS_SENT,
+    ),
+    (
+        "rsio_sent_bytes",
+        "Bytes of the frames queued for clients.",
+        counter::BYTES_SENT,
+    ),
+    (
+        "rsio_broadcasts_sent",
+        "Broadcasts emitted by the worker's server.",
+        counter::BROADCASTS_SENT,
+    ),
+    (
+        "rsio_broadcast_deliveries",
+        "Packets of broadcasts written to the worker's sockets, one per socket reached.",
+        counter::BROADCAST_DELIVERIES,
+    ),
+    (
+        "rsio_broadcast_ack_timeouts",
+        "Broadcasts with acknowledgements whose answers did not all come in time.",
+        counter::BROADCAST_ACK_TIMEOUTS,
+    ),
+    (
+        "rsio_volatile_drops",
+        "Volatile packets dropped: the client's transport was not writable.",
+        counter::VOLATILE_DROPS,
+    ),
+    (
+        "rsio_ack_timeouts",
+        "Acks of socket.timeout(..).emit_with_ack that timed out.",
+        counter::ACK_TIMEOUTS,
+    ),
+    (
+        "rsio_recovery_attempts",
+        "Connections that asked to recover their session.",
+        counter::RECOVERY_ATTEMPTS,
+    ),
+    (
+        "rsio_recovery_successes",
+        "Connections that got their session back.",
+        counter::RECOVERY_SUCCESSES,
+    ),
+];
+
 /// Labels `worker="<i>"` plus one more.
 type Labels<'a> = [(&'static str, &'a str); 2];
 
@@ -227,14 +292,17 @@ impl Collector for ClusterMetrics {
 }
 
 impl State {
+    /// Each worker with its `worker` label.
+    fn labelled(&self) -> impl Iterator<Item = (String, &WorkerState)> {
+        self.workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (i.to_string(), w))
+    }
+
     /// Connections, sockets, connects and disconnects.
     fn encode_clients(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let workers = || {
-            self.workers
-                .iter()
-                .enumerate()
-                .map(|(i, w)| (i.to_string(), w))
-        };
+        let workers = || self.labelled();
         let count = |i: usize| workers().map(move |(n, w)| (n, w.counter(i)));
         let mut rows = Vec::new();
         for (n, w) in workers() {
@@ -304,31 +372,10 @@ impl State {
 
     /// Packets, bytes, broadcasts, drops, acks, recovery and refusals.
     fn encode_traffic(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let workers = || {
-            self.workers
-                .iter()
-                .enumerate()
-                .map(|(i, w)| (i.to_string(), w))
-        };
-        let count = |i: usize| workers().map(move |(n, w)| (n, w.counter(i)));
-        counter_family(
-            enc,
-            "rsio_packets_received",
-            "Engine.IO message packets received from clients.",
-            count(counter::PACKETS_RECEIVED),
-        )?;
-        counter_family(
-            enc,
-            "rsio_received_bytes",
-            "Bytes of the message packets received from clients.",
-            count(counter::BYTES_RECEIVED),
-        )?;
-        counter_family(
-            enc,
-            "rsio_broadcasts_received",
-            "Broadcasts received from other workers.",
-            count(counter::BROADCASTS_RECEIVED),
-        )?;
+        let workers = || self.labelled();
+        for (name, help, i) in TRAFFIC_COUNTERS {
+            counter_family(enc, name, help, workers().map(|(n, w)| (n, w.counter(i))))?;
+        }
         let mut rows = Vec::new();
         for (n, w) in workers() {
             let origin = w.counter(counter::ORIGIN_REFUSALS);
@@ -350,71 +397,12 @@ impl State {
             MetricType::Counter,
         )?;
         labelled_family(&mut m, "reason", &rows, true)?;
-        counter_family(
-            enc,
-            "rsio_packets_sent",
-            "Engine.IO frames queued for clients.",
-            count(counter::PACKETS_SENT),
-        )?;
-        counter_family(
-            enc,
-            "rsio_sent_bytes",
-            "Bytes of the frames queued for clients.",
-            count(counter::BYTES_SENT),
-        )?;
-        counter_family(
-            enc,
-            "rsio_broadcasts_sent",
-            "Broadcasts emitted by the worker's server.",
-            count(counter::BROADCASTS_SENT),
-        )?;
-        counter_family(
-            enc,
-            "rsio_broadcast_deliveries",
-            "Packets of broadcasts written to the worker's sockets, one per socket reached.",
-            count(counter::BROADCAST_DELIVERIES),
-        )?;
-        counter_family(
-            enc,
-            "rsio_broadcast_ack_timeouts",
-            "Broadcasts with acknowledgements whose answers did not all come in time.",
-            count(counter::BROADCAST_ACK_TIMEOUTS),
-        )?;
-        counter_family(
-            enc,
-            "rsio_volatile_drops",
-            "Volatile packets dropped: the client's transport was not writable.",
-            count(counter::VOLATILE_DROPS),
-        )?;
-        counter_family(
-            enc,
-            "rsio_ack_timeouts",
-            "Acks of socket.timeout(..).emit_with_ack that timed out.",
-            count(counter::ACK_TIMEOUTS),
-        )?;
-        counter_family(
-            enc,
-            "rsio_recovery_attempts",
-            "Connections that asked to recover their session.",
-            count(counter::RECOVERY_ATTEMPTS),
-        )?;
-        counter_family(
-            enc,
-            "rsio_recovery_successes",
-            "Connections that got their session back.",
-            count(counter::RECOVERY_SUCCESSES),
-        )?;
         Ok(())
     }
 
     /// The workers themselves: acks pending, ipc, restarts, readiness and event-loop lag.
     fn encode_workers(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let workers = || {
-            self.workers
-                .iter()
-                .enumerate()
-                .map(|(i, w)| (i.to_string(), w))
-        };
+        let workers = || self.labelled();
         let gauge = |i: usize| workers().map(move |(n, w)| (n, w.gauge(i)));
         gauge_family(
             enc,

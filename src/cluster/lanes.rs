@@ -170,7 +170,7 @@ impl Lanes {
 
     /// The slot whose processes get `lane`.
     pub(super) fn slot_of(&self, lane: usize) -> usize {
-        lane % self.workers.max(1)
+        hints::worker_of_lane(lane, 2 * self.workers)
     }
 
     /// The process of `lane` has exited (or was never started): its column

@@ -135,7 +135,9 @@ impl Primary {
         for j in 0..self.slots.len() {
             if wanted(self.slots[j].lane) && Some(j) != skip {
                 self.send_to(j, frame.clone());
-                reached.push(j);
+                if forced.is_some() {
+                    reached.push(j);
+                }
             }
         }
         if let Some(slots) = forced {

@@ -101,6 +101,8 @@ impl Primary {
             | Message::FetchSockets { nsp, target, .. } => self.interest.reach(nsp, &target.rooms),
             _ => Reach::All,
         };
+        // With `--redis` no worker forces rooms (its adapter is Redis').
+        let fenced = self.config.redis.is_none() && forced_by(message).is_some();
         let mut reached = Vec::new();
         for j in 0..self.slots.len() {
             if (j == from && !retiring) || self.slots[j].sender.is_none() {
@@ -108,7 +110,9 @@ impl Primary {
             }
             if reach.contains(j) {
                 self.send_to(j, frame.clone());
-                reached.push(j);
+                if fenced {
+                    reached.push(j);
+                }
                 if let Message::SocketsJoin { nsp, rooms, .. } = message {
                     // What the joiner sends next must reach the sockets this join
                     // adds there: count the worker in until it says otherwise.
@@ -123,8 +127,7 @@ impl Primary {
                 }
             }
         }
-        // With `--redis` no worker forces rooms (its adapter is Redis').
-        if self.config.redis.is_none() {
+        if fenced {
             self.fence_forced(message, reached);
         }
     }

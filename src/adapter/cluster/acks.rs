@@ -199,9 +199,9 @@ impl ClusterLink {
     /// stop waiting (through the primary: every one), and the forwards of its
     /// broadcasts' acks end.
     pub(super) fn acks_worker_gone(&self, worker: WorkerIndex) {
-        // Its lanes (see `crate::cluster::lanes`).
-        let workers = self.hints.get().map_or(0, |h| h.table().lanes() / 2);
-        let lanes = [worker as usize, workers + worker as usize];
+        let lanes = self.hints.get().map_or([worker as usize; 2], |h| {
+            super::hints::lanes_of_worker(worker as usize, h.table().lanes())
+        });
         let senders: Vec<_> = self
             .acks()
             .values()

@@ -157,8 +157,8 @@ pub(crate) struct Direct {
     sent: AtomicU64,
     /// Answers to this worker's acked broadcasts received over links.
     answers: AtomicU64,
-    /// Workers in the cluster: lane `l` is a process of worker `l % workers`.
-    workers: usize,
+    /// Lanes of the hint table (see [`super::hints::worker_of_lane`]).
+    lanes: usize,
 }
 
 impl std::fmt::Debug for Direct {
@@ -191,8 +191,7 @@ impl Direct {
             received: AtomicU64::new(0),
             sent: AtomicU64::new(0),
             answers: AtomicU64::new(0),
-            // Two lanes a slot (see `crate::cluster::lanes`).
-            workers: (lanes / 2).max(1),
+            lanes,
         });
         tokio::spawn(watch(Arc::downgrade(&direct), watched));
         Ok(direct)
@@ -329,7 +328,7 @@ impl Direct {
         let peer = LinkPeer {
             lane,
             epoch,
-            worker: (lane % self.workers) as WorkerIndex,
+            worker: super::hints::worker_of_lane(lane, self.lanes) as WorkerIndex,
         };
         self.runtime
             .spawn(read_link(self.link.clone(), peer, reader, sender.clone()));

@@ -429,6 +429,18 @@ impl HintTable {
     }
 }
 
+/// The worker whose process owns `lane` in a table of `lanes` lanes: two
+/// lanes a worker index (`w` and `workers + w`, see `crate::cluster::lanes`),
+/// so that a reload's old and new process differ.
+pub fn worker_of_lane(lane: usize, lanes: usize) -> usize {
+    lane % (lanes / 2).max(1)
+}
+
+/// The two lanes the processes of `worker` get (see [`worker_of_lane`]).
+pub fn lanes_of_worker(worker: usize, lanes: usize) -> [usize; 2] {
+    [worker, (lanes / 2).max(1) + worker]
+}
+
 /// A fixed hash of (namespace, room), the same in every process and release of
 /// one [`LAYOUT`]: FNV-1a over the namespace, a 0xff separator (never in
 /// UTF-8) and the room, then a final mix so that the low bits spread.

@@ -313,3 +313,13 @@ fn a_process_that_cannot_map_the_table_disables_it_through_its_descriptor() {
         "and a new mapping too"
     );
 }
+
+#[test]
+fn a_worker_s_two_lanes_map_back_to_it() {
+    // 3 workers: lanes 0..6, worker w on w and 3 + w.
+    for w in 0..3 {
+        let lanes = lanes_of_worker(w, 6);
+        assert_eq!(lanes, [w, 3 + w]);
+        assert!(lanes.iter().all(|&l| worker_of_lane(l, 6) == w));
+    }
+}

@@ -288,7 +288,7 @@ impl ClusterLink {
         match message {
             Message::Broadcast(b) => {
                 crate::metrics::add(crate::metrics::counter::BROADCASTS_RECEIVED, 1);
-                self.on_broadcast(b, Reply::Primary)
+                self.on_broadcast(b, None)
             }
             Message::SocketsJoin { nsp, target, rooms } => {
                 if let Some(ns) = self.namespace(&nsp) {
@@ -440,12 +440,13 @@ impl ClusterLink {
     pub(super) fn receive_direct(self: &Arc<Self>, b: Broadcast, reply: &IpcSender) {
         self.relayed.fetch_add(1, Ordering::Relaxed);
         crate::metrics::add(crate::metrics::counter::BROADCASTS_RECEIVED, 1);
-        self.on_broadcast(b, Reply::Link(reply.clone()));
+        self.on_broadcast(b, Some(reply));
     }
 
     /// Delivers a broadcast of another worker; the answers of an acked one go
-    /// to its emitter by `reply`.
-    fn on_broadcast(self: &Arc<Self>, b: Broadcast, reply: Reply) {
+    /// to its emitter over `link` (the direct link it came on), or through the
+    /// primary.
+    fn on_broadcast(self: &Arc<Self>, b: Broadcast, link: Option<&IpcSender>) {
         let Some(ns) = self.namespace(&b.nsp) else {
             return;
         };
@@ -477,6 +478,8 @@ impl ClusterLink {
             ns.deliver(&packet, &opts, None);
             return;
         };
+        // Only an acked broadcast keeps its way back.
+        let reply = link.map_or(Reply::Primary, |s| Reply::Link(s.clone()));
         self.deliver_acked(&ns, &packet, &opts, (from, request, ack_id), reply);
     }
 }

@@ -45,6 +45,18 @@ struct Owed {
     lane: usize,
     /// `None`: its client count; then that many acks.
     acks: Option<u64>,
+    /// Known to be written to (see [`ClusterLink::written`]): until then, the
+    /// lane may be dropped as never written.
+    written: bool,
+    /// Its link ended (its worker the one given) before it was known to be
+    /// written to: the emitter stops waiting only if it was.
+    gone: Option<WorkerIndex>,
+}
+
+impl Owed {
+    fn owes(&self) -> bool {
+        self.acks != Some(0)
+    }
 }
 
 /// One of this worker's acked broadcasts waiting for answers.
@@ -64,19 +76,35 @@ impl PendingAck {
 
     /// A broadcast about to be written to the direct links of `lanes`.
     pub(super) fn direct(tx: mpsc::UnboundedSender<RemoteAck>, lanes: &LaneSet) -> PendingAck {
-        let lanes = lanes.iter().map(|lane| Owed { lane, acks: None });
+        let lanes = lanes.iter().map(|lane| Owed {
+            lane,
+            acks: None,
+            written: false,
+            gone: None,
+        });
         PendingAck {
             tx,
             lanes: Some(lanes.collect()),
         }
     }
 
-    /// Whether the process of `lane` may still answer, and has not answered everything.
-    fn owed_by(&self, lane: usize) -> bool {
-        self.lanes
-            .iter()
-            .flatten()
-            .any(|o| o.lane == lane && o.acks != Some(0))
+    /// The processes of `lanes` (of worker `peer`) are gone: whether the
+    /// emitter stops waiting now, because one of them was written to and still
+    /// owed answers. One not yet known to be written to is marked, for
+    /// [`ClusterLink::written`] to tell.
+    fn lanes_gone(&mut self, lanes: &[usize], peer: WorkerIndex) -> bool {
+        let mut stop = false;
+        for owed in self.lanes.iter_mut().flatten() {
+            if !lanes.contains(&owed.lane) || !owed.owes() {
+                continue;
+            }
+            if owed.written {
+                stop = true;
+            } else {
+                owed.gone = Some(peer);
+            }
+        }
+        stop
     }
 }
 
@@ -99,9 +127,23 @@ impl ClusterLink {
 
     /// Keeps, of the lanes `request` was about to be written to, those it was
     /// written to: only they answer.
+    /// A lane whose link ended in between stops the wait only if it was
+    /// written to.
     pub(super) fn written(&self, request: RequestId, written: &LaneSet) {
-        if let Some(lanes) = self.acks().get_mut(&request).and_then(|p| p.lanes.as_mut()) {
-            lanes.retain(|o| written.contains(o.lane));
+        let mut gone = None;
+        if let Some(pending) = self.acks().get_mut(&request) {
+            for owed in pending.lanes.iter_mut().flatten() {
+                owed.written = written.contains(owed.lane);
+                if owed.written && owed.owes() {
+                    gone = gone.or(owed.gone.map(|peer| (pending.tx.clone(), peer)));
+                }
+            }
+            if let Some(lanes) = pending.lanes.as_mut() {
+                lanes.retain(|o| o.written);
+            }
+        }
+        if let Some((tx, peer)) = gone {
+            let _ = tx.send(RemoteAck::ServerGone(peer));
         }
     }
 
@@ -186,9 +228,8 @@ impl ClusterLink {
     pub(super) fn acks_link_gone(&self, lane: usize, peer: WorkerIndex) {
         let senders: Vec<_> = self
             .acks()
-            .values()
-            .filter(|p| p.owed_by(lane))
-            .map(|p| p.tx.clone())
+            .values_mut()
+            .filter_map(|p| p.lanes_gone(&[lane], peer).then(|| p.tx.clone()))
             .collect();
         for tx in senders {
             let _ = tx.send(RemoteAck::ServerGone(peer));
@@ -204,9 +245,10 @@ impl ClusterLink {
         });
         let senders: Vec<_> = self
             .acks()
-            .values()
-            .filter(|p| p.lanes.is_none() || lanes.iter().any(|&l| p.owed_by(l)))
-            .map(|p| p.tx.clone())
+            .values_mut()
+            .filter_map(|p| {
+                (p.lanes.is_none() || p.lanes_gone(&lanes, worker)).then(|| p.tx.clone())
+            })
             .collect();
         for tx in senders {
             let _ = tx.send(RemoteAck::ServerGone(worker));

@@ -153,6 +153,7 @@ async fn answers_over_a_link_reach_the_emitter_and_its_end_stops_what_it_owes() 
         let (tx, events) = tokio::sync::mpsc::unbounded_channel();
         link.acks()
             .insert(request, PendingAck::direct(tx, &written));
+        link.written(request, &written);
         rx.push(events);
     }
     peer.sender().send(count(1, 0, 3, 1)).unwrap();
@@ -182,6 +183,40 @@ async fn answers_over_a_link_reach_the_emitter_and_its_end_stops_what_it_owes() 
         next(&mut rx[2]),
         "Err(Empty)",
         "request 3 had all it owed: it waits for lane 2 only"
+    );
+}
+
+#[tokio::test]
+async fn a_link_that_ends_before_its_write_is_known_stops_the_wait_only_if_written() {
+    use super::super::acks::PendingAck;
+    let (link, _primary, _task, _peer) = linked();
+    let lanes = |l: &[usize]| {
+        let mut set = LaneSet::default();
+        l.iter().for_each(|&l| set.insert(l));
+        set
+    };
+    // Both registered for lanes 1 and 2; lane 1's link ends before the
+    // writes are known. Request 1 reached lane 2 only, request 2 both.
+    let mut rx = Vec::new();
+    for request in [1, 2] {
+        let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+        link.acks()
+            .insert(request, PendingAck::direct(tx, &lanes(&[1, 2])));
+        rx.push(events);
+    }
+    link.acks_link_gone(1, 1);
+    assert!(rx[0].try_recv().is_err(), "not known to be written: waits");
+    assert!(rx[1].try_recv().is_err(), "not known to be written: waits");
+    link.written(1, &lanes(&[2]));
+    link.written(2, &lanes(&[1, 2]));
+    assert!(
+        rx[0].try_recv().is_err(),
+        "never written to the lane that went: waits for lane 2"
+    );
+    assert_eq!(
+        format!("{:?}", rx[1].try_recv()),
+        "Ok(ServerGone(1))",
+        "written to the lane that went: its answers will not come"
     );
 }
 

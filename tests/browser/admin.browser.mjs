@@ -13,17 +13,12 @@
 // fonts on CDNs: every request that is not to the cluster is aborted.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { existsSync, mkdirSync } from "node:fs";
-import { createRequire } from "node:module";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const REPO_ROOT = path.resolve(here, "..", "..");
+import { REPO_ROOT, SHOTS, launchChromium, load, skipReason, startCluster } from "./harness.mjs";
+
 const BIN = process.env.RSIO_CLUSTER_BIN || path.join(REPO_ROOT, "target", "debug", "examples", "interop");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const SHOTS = path.join(REPO_ROOT, "target", "screenshots");
 const DIST = path.join(REPO_ROOT, "admin-ui/node_modules/@socket.io/admin-ui/ui/dist/index.html");
 const WAIT = 8000;
 const USER = "admin";
@@ -31,86 +26,18 @@ const PASSWORD = "s3cret-pass";
 // bcryptjs.hashSync(PASSWORD, 4)
 const HASH = "$2a$04$QMWzuhrxcodfTUdmwSuYzucvjfkSBm2wOte0ulLkUbjTDUHdfwCFG";
 
-function load(from, name) {
-  try {
-    return createRequire(from)(name);
-  } catch {
-    return null;
-  }
-}
-const playwright = load(import.meta.url, "playwright-core");
 const ioClient = load(path.join(REPO_ROOT, "tests/js/package.json"), "socket.io-client");
 
-/** A missing part fails the test (scripts/setup installs them); RSIO_SKIP_BROWSER=1 skips it. */
-function skipReason() {
-  if (process.env.RSIO_SKIP_BROWSER === "1") return "RSIO_SKIP_BROWSER=1";
-  if (!playwright) throw new Error("playwright-core is not installed (run scripts/setup)");
-  if (!ioClient) throw new Error("socket.io-client is not installed in tests/js (run scripts/setup)");
-  if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM} (run scripts/setup)`);
-  if (!existsSync(DIST)) throw new Error(`no Admin UI page at ${DIST} (run scripts/setup)`);
-  if (!existsSync(BIN)) throw new Error(`no ${BIN} (cargo build --example interop)`);
-  return false;
-}
+const NEEDS = [
+  [ioClient, "socket.io-client is not installed in tests/js (run scripts/setup)"],
+  [existsSync(DIST), `no Admin UI page at ${DIST} (run scripts/setup)`],
+  [existsSync(BIN), `no ${BIN} (cargo build --example interop)`],
+];
 
 /** `interop --cluster` on 2 workers at a random base port with the admin UI on. */
-async function startCluster(workers = 2) {
-  for (let attempt = 0; ; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000);
-    try {
-      return await spawnCluster(base, workers);
-    } catch (e) {
-      if (!e.bindFailure || attempt >= 5) throw e;
-    }
-  }
-}
-
-function spawnCluster(base, workers) {
-  const env = { ...process.env };
-  delete env.NOTIFY_SOCKET;
-  const args = ["--cluster", "--workers", String(workers), "--port", String(base), "--admin-ui", `${USER}:${HASH}`];
-  const proc = spawn(BIN, args, { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
-  let err = "";
-  proc.stdout.resume();
-  proc.stderr.setEncoding("utf8");
-  proc.stderr.on("data", (d) => {
-    if (err.length < 2_000_000) err += d;
-    if (process.env.INTEROP_SERVER_LOG) process.stderr.write(d);
-  });
-  const exited = new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal })));
-  const cluster = {
-    urls: Array.from({ length: workers }, (_, i) => `http://127.0.0.1:${base + i}`),
-    stderr: () => err,
-    async stop() {
-      if (proc.exitCode !== null || proc.signalCode !== null) return exited;
-      proc.kill("SIGTERM");
-      const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
-      const res = await exited;
-      clearTimeout(timer);
-      return res;
-    },
-  };
-  const ready = new RegExp(`ready: http://127\\.0\\.0\\.1:${base}\\.\\.${base + workers - 1} \\(${workers} workers\\)`);
-  return new Promise((resolve, reject) => {
-    const poll = setInterval(() => {
-      if (ready.test(err)) {
-        clearInterval(poll);
-        clearTimeout(deadline);
-        resolve(cluster);
-      }
-    }, 20);
-    const deadline = setTimeout(async () => {
-      clearInterval(poll);
-      await cluster.stop();
-      reject(new Error(`cluster not ready within 15 s; stderr:\n${err.slice(-4000)}`));
-    }, 15000);
-    exited.then(({ code }) => {
-      clearInterval(poll);
-      clearTimeout(deadline);
-      const e = new Error(`cluster exited early (code ${code}); stderr:\n${err.slice(-4000)}`);
-      e.bindFailure = code === 69 && /cannot listen on/.test(err);
-      reject(e);
-    });
-  });
+function startAdminCluster(workers = 2) {
+  const args = (base) => ["--cluster", "--workers", String(workers), "--port", String(base), "--admin-ui", `${USER}:${HASH}`];
+  return startCluster(BIN, args, { workers, label: "cluster" });
 }
 
 /** A socket.io-client on `url`, connected, in `room` (the interop app's `join`). */
@@ -128,7 +55,7 @@ function waitForText(page, text) {
   return page.waitForFunction((t) => document.body.innerText.includes(t), text, { timeout: WAIT });
 }
 
-describe("Admin UI page in Chromium (2 workers)", { skip: skipReason(), timeout: 90_000 }, () => {
+describe("Admin UI page in Chromium (2 workers)", { skip: skipReason(NEEDS), timeout: 90_000 }, () => {
   let cluster;
   let browser;
   const clients = [];
@@ -136,13 +63,8 @@ describe("Admin UI page in Chromium (2 workers)", { skip: skipReason(), timeout:
 
   before(async () => {
     mkdirSync(SHOTS, { recursive: true });
-    cluster = await startCluster();
-    browser = await playwright.chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-      timeout: 30_000,
-    });
+    cluster = await startAdminCluster();
+    browser = await launchChromium();
   });
 
   after(async () => {

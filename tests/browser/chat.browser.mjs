@@ -12,108 +12,19 @@
 // RSIO_CHAT_BIN, else target/debug/examples/chat.
 import { describe, it, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import { createRequire } from "node:module";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const REPO_ROOT = path.resolve(here, "..", "..");
+import { REPO_ROOT, SHOTS, launchChromium, skipReason, startCluster } from "./harness.mjs";
+
 const CHAT_BIN = process.env.RSIO_CHAT_BIN || path.join(REPO_ROOT, "target", "debug", "examples", "chat");
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
-const SHOTS = path.join(REPO_ROOT, "target", "screenshots");
 const WAIT = 8000;
 
-function loadPlaywright() {
-  try {
-    return createRequire(import.meta.url)("playwright-core");
-  } catch {
-    return null;
-  }
-}
-const playwright = loadPlaywright();
-
-/** Why the browser cannot run here, or false. A missing browser fails the test
- * (scripts/setup installs it); only RSIO_SKIP_BROWSER=1 skips it on purpose. */
-function missingReason() {
-  if (!playwright) return "playwright-core is not installed (run scripts/setup, or npm ci in tests/browser)";
-  if (!existsSync(CHROMIUM)) return `no Chromium at ${CHROMIUM} (run scripts/setup: apt-get install chromium)`;
-  return false;
-}
-
-function skipReason() {
-  if (process.env.RSIO_SKIP_BROWSER === "1") return "RSIO_SKIP_BROWSER=1";
-  const missing = missingReason();
-  if (missing) throw new Error(missing);
-  return false;
-}
-
 /** The chat on `workers` workers at a random base port; resolves once the primary logged `ready:`. */
-async function startChat(dbPath, workers = 2, extra = []) {
-  if (!existsSync(CHAT_BIN)) throw new Error(`chat binary not found: ${CHAT_BIN} (cargo build --example chat)`);
-  for (let attempt = 0; ; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000);
-    try {
-      return await spawnChat(base, workers, dbPath, extra);
-    } catch (e) {
-      if (!e.bindFailure || attempt >= 5) throw e;
-    }
-  }
-}
-
-function spawnChat(base, workers, dbPath, extra) {
-  const env = { ...process.env };
-  delete env.NOTIFY_SOCKET;
-  const args = ["--workers", String(workers), "--port", String(base), "--db", dbPath, ...extra];
-  const proc = spawn(CHAT_BIN, args, {
-    cwd: REPO_ROOT,
-    env,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let err = "";
-  proc.stdout.resume();
-  proc.stderr.setEncoding("utf8");
-  proc.stderr.on("data", (d) => {
-    if (err.length < 2_000_000) err += d;
-    if (process.env.INTEROP_SERVER_LOG) process.stderr.write(d);
-  });
-  const exited = new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal })));
-  const chat = {
-    urls: Array.from({ length: workers }, (_, i) => `http://127.0.0.1:${base + i}`),
-    stderr: () => err,
-    async stop() {
-      if (proc.exitCode !== null || proc.signalCode !== null) return exited;
-      proc.kill("SIGTERM");
-      const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
-      const res = await exited;
-      clearTimeout(timer);
-      return res;
-    },
-  };
-  const ready = new RegExp(`ready: http://127\\.0\\.0\\.1:${base}\\.\\.${base + workers - 1} \\(${workers} workers\\)`);
-  return new Promise((resolve, reject) => {
-    const poll = setInterval(() => {
-      if (ready.test(err)) {
-        clearInterval(poll);
-        clearTimeout(deadline);
-        resolve(chat);
-      }
-    }, 20);
-    const deadline = setTimeout(async () => {
-      clearInterval(poll);
-      await chat.stop();
-      reject(new Error(`chat did not get ready within 15 s; stderr:\n${err.slice(-4000)}`));
-    }, 15000);
-    exited.then(({ code }) => {
-      clearInterval(poll);
-      clearTimeout(deadline);
-      const e = new Error(`chat exited early (code ${code}); stderr:\n${err.slice(-4000)}`);
-      e.bindFailure = code === 69 && /cannot listen on/.test(err);
-      reject(e);
-    });
-  });
+function startChat(dbPath, workers = 2, extra = []) {
+  const args = (base) => ["--workers", String(workers), "--port", String(base), "--db", dbPath, ...extra];
+  return startCluster(CHAT_BIN, args, { workers, label: "chat" });
 }
 
 // ---- page helpers (run in the browser) ------------------------------------------
@@ -169,12 +80,7 @@ describe("chat page in Chromium (2 workers)", { skip: skipReason(), timeout: 90_
     tmp = mkdtempSync(path.join(os.tmpdir(), "rsio-chat-browser-"));
     mkdirSync(SHOTS, { recursive: true });
     chat = await startChat(path.join(tmp, "chat.db"));
-    browser = await playwright.chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-      timeout: 30_000,
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {
@@ -304,12 +210,7 @@ describe("chat page in Chromium with --per-message-deflate (2 workers)", { skip:
     tmp = mkdtempSync(path.join(os.tmpdir(), "rsio-chat-deflate-"));
     mkdirSync(SHOTS, { recursive: true });
     chat = await startChat(path.join(tmp, "chat.db"), 2, ["--per-message-deflate"]);
-    browser = await playwright.chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-      timeout: 30_000,
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {

@@ -5,8 +5,9 @@ import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { before, after, afterEach } from "node:test";
-import { REPO_ROOT, startCluster, connectWorker, call, waitFor, closeAll } from "./harness.mjs";
+import assert from "node:assert/strict";
+import { before, after, afterEach, it } from "node:test";
+import { REPO_ROOT, startCluster, connectWorker, call, once, waitFor, closeAll, TEST_TIMEOUT } from "./harness.mjs";
 
 const START_TIMEOUT_MS = 15000;
 
@@ -226,4 +227,50 @@ export async function connectEverywhere(hosts, workers) {
     return counts.every((n) => n === hosts.length * workers);
   }, 20000, 100);
   return list;
+}
+
+/** The server-side operations between an rsio and a Node server on one Redis,
+ * whichever adapter they speak: `pair()` gives a client of each (rsio's first).
+ * fetchSockets sees both sides' sockets, rooms and data; socketsJoin,
+ * socketsLeave and disconnectSockets apply across, both ways. */
+export function serverOpsAcross(pair) {
+  it("fetchSockets from either side sees both sides' sockets, rooms and data", { timeout: TEST_TIMEOUT }, async () => {
+    const [a, b] = await pair();
+    await Promise.all([call(a, "join", "fs"), call(b, "join", "fs")]);
+    await Promise.all([call(a, "set-data", { side: "rsio" }), call(b, "set-data", { side: "node" })]);
+    for (const asker of [a, b]) {
+      const list = await call(asker, "fetch-sockets", { in: ["fs"] });
+      const byId = Object.fromEntries(list.map((s) => [s.id, s]));
+      assert.deepEqual(Object.keys(byId).sort(), [a.id, b.id].sort());
+      assert.deepEqual(byId[a.id].rooms, [a.id, "fs"].sort());
+      assert.deepEqual(byId[b.id].rooms, [b.id, "fs"].sort());
+      assert.deepEqual(byId[b.id].data, { side: "node" });
+      assert.deepEqual(byId[a.id].data, { side: "rsio" });
+    }
+  });
+
+  it("socketsJoin and socketsLeave apply across", { timeout: TEST_TIMEOUT }, async () => {
+    const [a, b] = await pair();
+    const roomsOf = async (asker, id) => (await call(asker, "fetch-sockets", { in: [id] }))[0]?.rooms ?? [];
+    // rsio makes Node's socket join, Node makes rsio's socket join.
+    await call(a, "sockets-join", { in: [b.id], rooms: ["j1"] });
+    await call(b, "sockets-join", { in: [a.id], rooms: ["j2"] });
+    await waitFor(async () => (await roomsOf(a, b.id)).includes("j1"));
+    await waitFor(async () => (await roomsOf(b, a.id)).includes("j2"));
+    await call(a, "sockets-leave", { in: [b.id], rooms: ["j1"] });
+    await call(b, "sockets-leave", { in: [a.id], rooms: ["j2"] });
+    await waitFor(async () => !(await roomsOf(a, b.id)).includes("j1"));
+    await waitFor(async () => !(await roomsOf(b, a.id)).includes("j2"));
+  });
+
+  it("disconnectSockets applies across, both ways", { timeout: TEST_TIMEOUT }, async () => {
+    const [a, b] = await pair();
+    const [a2, b2] = await pair();
+    const gone = [once(b, "disconnect"), once(a, "disconnect")];
+    await call(a2, "disconnect-sockets", { in: [b.id] });
+    await call(b2, "disconnect-sockets", { in: [a.id] });
+    const [[rb], [ra]] = await Promise.all(gone);
+    assert.equal(rb, "io server disconnect");
+    assert.equal(ra, "io server disconnect");
+  });
 }

@@ -5,7 +5,7 @@ import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createClient } from "redis";
 import { client, connect, closeAll, once, fires, call, waitFor, sleep, TEST_TIMEOUT } from "./harness.mjs";
-import { redisSkipReason, startRedis, startRsio, startNode } from "./redis-harness.mjs";
+import { redisSkipReason, startRedis, startRsio, startNode, serverOpsAcross } from "./redis-harness.mjs";
 
 const skip = redisSkipReason();
 const OFFSET = /^\d+-\d+$/;
@@ -136,44 +136,7 @@ describe("redis streams: rsio and Node on one Redis", { skip, timeout: 60000 }, 
     });
   }
 
-  it("fetchSockets from either side sees both sides' sockets, rooms and data", { timeout: TEST_TIMEOUT }, async () => {
-    const [a, b] = await pair();
-    await Promise.all([call(a, "join", "fs"), call(b, "join", "fs")]);
-    await Promise.all([call(a, "set-data", { side: "rsio" }), call(b, "set-data", { side: "node" })]);
-    for (const asker of [a, b]) {
-      const list = await call(asker, "fetch-sockets", { in: ["fs"] });
-      const byId = Object.fromEntries(list.map((s) => [s.id, s]));
-      assert.deepEqual(Object.keys(byId).sort(), [a.id, b.id].sort());
-      assert.deepEqual(byId[a.id].rooms, [a.id, "fs"].sort());
-      assert.deepEqual(byId[b.id].data, { side: "node" });
-      assert.deepEqual(byId[a.id].data, { side: "rsio" });
-    }
-  });
-
-  it("socketsJoin and socketsLeave apply across", { timeout: TEST_TIMEOUT }, async () => {
-    const [a, b] = await pair();
-    const roomsOf = async (asker, id) => (await call(asker, "fetch-sockets", { in: [id] }))[0]?.rooms ?? [];
-    // rsio makes Node's socket join, Node makes rsio's socket join.
-    await call(a, "sockets-join", { in: [b.id], rooms: ["j1"] });
-    await call(b, "sockets-join", { in: [a.id], rooms: ["j2"] });
-    await waitFor(async () => (await roomsOf(a, b.id)).includes("j1"));
-    await waitFor(async () => (await roomsOf(b, a.id)).includes("j2"));
-    await call(a, "sockets-leave", { in: [b.id], rooms: ["j1"] });
-    await call(b, "sockets-leave", { in: [a.id], rooms: ["j2"] });
-    await waitFor(async () => !(await roomsOf(a, b.id)).includes("j1"));
-    await waitFor(async () => !(await roomsOf(b, a.id)).includes("j2"));
-  });
-
-  it("disconnectSockets applies across, both ways", { timeout: TEST_TIMEOUT }, async () => {
-    const [a, b] = await pair();
-    const [a2, b2] = await pair();
-    const gone = [once(b, "disconnect"), once(a, "disconnect")];
-    await call(a2, "disconnect-sockets", { in: [b.id] });
-    await call(b2, "disconnect-sockets", { in: [a.id] });
-    const [[rb], [ra]] = await Promise.all(gone);
-    assert.equal(rb, "io server disconnect");
-    assert.equal(ra, "io server disconnect");
-  });
+  serverOpsAcross(pair);
 
   for (const [fromSide, toSide] of [["rsio", "node"], ["node", "rsio"]]) {
     it(`a session recovers after moving from ${fromSide} to ${toSide}`, { timeout: TEST_TIMEOUT }, async () => {

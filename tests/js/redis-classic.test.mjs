@@ -9,7 +9,7 @@ import { createRequire } from "node:module";
 import { Redis } from "ioredis";
 import { client, connect, closeAll, once, fires, call, waitFor, sleep, TEST_TIMEOUT } from "./harness.mjs";
 import {
-  redisSkipReason, redisClusterSkipReason, startRedis, startRedisCluster, startRsio, startNode, serverOpsAcross,
+  redisSkipReason, redisClusterSkipReason, startRedis, startRedisCluster, startRsio, startNode, serverOpsAcross, broadcastsAcross,
 } from "./redis-harness.mjs";
 
 // The msgpack encoder the adapter itself uses (notepack.io 3.0.x).
@@ -53,50 +53,8 @@ describe("redis classic: rsio and Node on one Redis", { skip: redisSkipReason(),
       assert.equal(await call(clients[from], "broadcast", { event: "hello", args: [1, "two", { three: [3] }, 4.5, -7] }), "ok");
       for (const args of await Promise.all(got)) assert.deepEqual(args, [1, "two", { three: [3] }, 4.5, -7]);
     });
-
-    it(`broadcast to a room and except a room, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
-      const [a1, b1] = await pair();
-      const [a2, b2] = await pair();
-      await Promise.all([call(a1, "join", "r1"), call(b1, "join", "r1"), call(b2, "join", "muted")]);
-      const sender = [a2, b2][from];
-      const inRoom = [once(a1, "to-room"), once(b1, "to-room")];
-      const outside = [fires(a2, "to-room", 400), fires(b2, "to-room", 400)];
-      await call(sender, "broadcast", { event: "to-room", to: ["r1"], args: ["x"] });
-      for (const args of await Promise.all(inRoom)) assert.deepEqual(args, ["x"]);
-      assert.deepEqual(await Promise.all(outside), [false, false]);
-
-      const except = [a1, a2, b1].map((c) => once(c, "not-muted"));
-      const muted = fires(b2, "not-muted", 400);
-      await call(sender, "broadcast", { event: "not-muted", except: ["muted"], args: [] });
-      await Promise.all(except);
-      assert.equal(await muted, false);
-    });
-
-    it(`binary arguments cross as binary, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
-      const clients = await pair();
-      const got = clients.map((c) => once(c, "bin"));
-      await call(clients[from], "broadcast", { event: "bin", args: [Buffer.from([1, 2, 3]), { nested: Buffer.from([4]) }] });
-      for (const args of await Promise.all(got)) {
-        assert.deepEqual([...args[0]], [1, 2, 3]);
-        assert.deepEqual([...args[1].nested], [4]);
-      }
-    });
-
-    it(`broadcast with acks collects both servers' clients, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
-      const clients = await pair();
-      for (const [i, c] of clients.entries()) c.on("ask", (cb) => cb(`answer-${i}`));
-      const res = await call(clients[from], "broadcast-with-ack", { event: "ask", args: [], timeout: 2000 });
-      assert.equal(res.err, null, JSON.stringify(res));
-      assert.deepEqual(res.responses.sort(), ["answer-0", "answer-1"]);
-    });
-
-    it(`serverSideEmit with acks reaches the other server, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
-      const clients = await pair();
-      const res = await call(clients[from], "server-side-emit", { event: "which-worker", args: [], timeout: 2000 });
-      assert.equal(res.err, null, JSON.stringify(res));
-      assert.deepEqual(res.responses, [from === 0 ? "node" : 0]);
-    });
   }
+  broadcastsAcross(pair, (args) => args);
 
   it("rsio publishes the same broadcast bytes as Node (but for the uid)", { timeout: TEST_TIMEOUT }, async () => {
     const [a, b] = await pair();

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import assert from "node:assert/strict";
 import { before, after, afterEach, it } from "node:test";
-import { REPO_ROOT, startCluster, connectWorker, call, once, waitFor, closeAll, TEST_TIMEOUT } from "./harness.mjs";
+import { REPO_ROOT, startCluster, connectWorker, call, once, fires, waitFor, closeAll, TEST_TIMEOUT } from "./harness.mjs";
 
 const START_TIMEOUT_MS = 15000;
 
@@ -273,4 +273,57 @@ export function serverOpsAcross(pair) {
     assert.equal(rb, "io server disconnect");
     assert.equal(ra, "io server disconnect");
   });
+}
+
+/** Broadcasts between an rsio and a Node server on one Redis, each way:
+ * `pair()` gives a client of each (rsio's first), `argsOf` takes an event's
+ * arguments as sent out of those received (the streams adapter appends the
+ * offset). Rooms and except, binary, acks of both servers' clients, and
+ * serverSideEmit with acks. */
+export function broadcastsAcross(pair, argsOf) {
+  for (const [from, label] of [[0, "rsio → Node"], [1, "Node → rsio"]]) {
+    it(`broadcast to a room and except a room, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
+      const [a1, b1] = await pair();
+      const [a2, b2] = await pair();
+      await Promise.all([call(a1, "join", "r1"), call(b1, "join", "r1"), call(b2, "join", "muted")]);
+      const sender = [a2, b2][from];
+      const inRoom = [once(a1, "to-room"), once(b1, "to-room")];
+      const outside = [fires(a2, "to-room", 400), fires(b2, "to-room", 400)];
+      await call(sender, "broadcast", { event: "to-room", to: ["r1"], args: ["x"] });
+      for (const args of await Promise.all(inRoom)) assert.deepEqual(argsOf(args), ["x"]);
+      assert.deepEqual(await Promise.all(outside), [false, false]);
+
+      const except = [a1, a2, b1].map((c) => once(c, "not-muted"));
+      const muted = fires(b2, "not-muted", 400);
+      await call(sender, "broadcast", { event: "not-muted", except: ["muted"], args: [] });
+      await Promise.all(except);
+      assert.equal(await muted, false);
+    });
+
+    it(`binary arguments cross as binary, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
+      const clients = await pair();
+      const got = clients.map((c) => once(c, "bin"));
+      await call(clients[from], "broadcast", { event: "bin", args: [Buffer.from([1, 2, 3]), { nested: Buffer.from([4]) }] });
+      for (const args of await Promise.all(got)) {
+        const rest = argsOf(args);
+        assert.deepEqual([...rest[0]], [1, 2, 3]);
+        assert.deepEqual([...rest[1].nested], [4]);
+      }
+    });
+
+    it(`broadcast with acks collects both servers' clients, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
+      const clients = await pair();
+      for (const [i, c] of clients.entries()) c.on("ask", (cb) => cb(`answer-${i}`));
+      const res = await call(clients[from], "broadcast-with-ack", { event: "ask", args: [], timeout: 2000 });
+      assert.equal(res.err, null, JSON.stringify(res));
+      assert.deepEqual(res.responses.sort(), ["answer-0", "answer-1"]);
+    });
+
+    it(`serverSideEmit with acks reaches the other server, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
+      const clients = await pair();
+      const res = await call(clients[from], "server-side-emit", { event: "which-worker", args: [], timeout: 2000 });
+      assert.equal(res.err, null, JSON.stringify(res));
+      assert.deepEqual(res.responses, [from === 0 ? "node" : 0]);
+    });
+  }
 }

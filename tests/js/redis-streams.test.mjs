@@ -5,7 +5,7 @@ import { describe, it, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { createClient } from "redis";
 import { client, connect, closeAll, once, fires, call, waitFor, sleep, TEST_TIMEOUT } from "./harness.mjs";
-import { redisSkipReason, startRedis, startRsio, startNode, serverOpsAcross } from "./redis-harness.mjs";
+import { redisSkipReason, startRedis, startRsio, startNode, serverOpsAcross, broadcastsAcross } from "./redis-harness.mjs";
 
 const skip = redisSkipReason();
 const OFFSET = /^\d+-\d+$/;
@@ -54,51 +54,8 @@ describe("redis streams: rsio and Node on one Redis", { skip, timeout: 60000 }, 
       assert.deepEqual(argsB, argsA);
       assert.equal(offA, offB, "the stream entry id is the offset on both servers");
     });
-
-    it(`broadcast to a room and except a room, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
-      const [a1, b1] = await pair();
-      const [a2, b2] = await pair();
-      await Promise.all([call(a1, "join", "r1"), call(b1, "join", "r1"), call(b2, "join", "muted")]);
-      const sender = [a2, b2][from];
-      const inRoom = [once(a1, "to-room"), once(b1, "to-room")];
-      const outside = [fires(a2, "to-room", 400), fires(b2, "to-room", 400)];
-      await call(sender, "broadcast", { event: "to-room", to: ["r1"], args: ["x"] });
-      for (const args of await Promise.all(inRoom)) assert.deepEqual(split(args)[0], ["x"]);
-      assert.deepEqual(await Promise.all(outside), [false, false]);
-
-      const except = [a1, a2, b1].map((c) => once(c, "not-muted"));
-      const muted = fires(b2, "not-muted", 400);
-      await call(sender, "broadcast", { event: "not-muted", except: ["muted"], args: [] });
-      await Promise.all(except);
-      assert.equal(await muted, false);
-    });
-
-    it(`binary arguments cross as binary, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
-      const clients = await pair();
-      const got = clients.map((c) => once(c, "bin"));
-      await call(clients[from], "broadcast", { event: "bin", args: [Buffer.from([1, 2, 3]), { nested: Buffer.from([4]) }] });
-      for (const args of await Promise.all(got)) {
-        const [rest] = split(args);
-        assert.deepEqual([...rest[0]], [1, 2, 3]);
-        assert.deepEqual([...rest[1].nested], [4]);
-      }
-    });
-
-    it(`broadcast with acks collects both servers' clients, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
-      const clients = await pair();
-      for (const [i, c] of clients.entries()) c.on("ask", (cb) => cb(`answer-${i}`));
-      const res = await call(clients[from], "broadcast-with-ack", { event: "ask", args: [], timeout: 2000 });
-      assert.equal(res.err, null, JSON.stringify(res));
-      assert.deepEqual(res.responses.sort(), ["answer-0", "answer-1"]);
-    });
-
-    it(`serverSideEmit with acks reaches the other server, ${label}`, { timeout: TEST_TIMEOUT }, async () => {
-      const clients = await pair();
-      const res = await call(clients[from], "server-side-emit", { event: "which-worker", args: [], timeout: 2000 });
-      assert.equal(res.err, null, JSON.stringify(res));
-      assert.deepEqual(res.responses, [from === 0 ? "node" : 0]);
-    });
   }
+  broadcastsAcross(pair, (args) => split(args)[0]);
 
   it("rsio writes the same stream entry as Node for the same broadcast", { timeout: TEST_TIMEOUT }, async () => {
     const [a, b] = await pair();

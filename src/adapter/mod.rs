@@ -100,7 +100,8 @@ pub struct Restored {
     pub session: PersistedSession,
     /// The packets it missed while away.
     pub missed: Vec<EncodedPacket>,
-    /// The last offset `missed` covers (in a cluster).
+    /// The last offset `missed` covers: later packets of its rooms that come
+    /// before it joined them are [`Adapter::join_restored`]'s.
     pub horizon: Option<u64>,
     /// The session's rooms, held in the cluster's interest hints while it is
     /// restored (with `--redis`): drop it once the socket joined them.
@@ -224,6 +225,16 @@ pub trait Adapter: Send + Sync + 'static {
     /// socket in `rooms` should get (they raced with its restore).
     fn missed_after(&self, _horizon: u64, _rooms: &[String]) -> Vec<EncodedPacket> {
         Vec::new()
+    }
+    /// Joins a restored socket to `rooms` (its own id room among them) and
+    /// returns the recoverable packets of those rooms that reached this server
+    /// after `horizon` (its restore) and before it joined: it gets those after
+    /// `Restored::missed`, the later ones live. By default [`Adapter::add_all`],
+    /// then [`Adapter::missed_after`]: right where a packet comes in later than
+    /// the join (numbered elsewhere, it comes back over a link).
+    fn join_restored(&self, id: SocketId, rooms: &[String], horizon: u64) -> Vec<EncodedPacket> {
+        self.add_all(id, rooms);
+        self.missed_after(horizon, rooms)
     }
 
     /// Where this server's acknowledgement ids start (servers of a cluster use

@@ -108,11 +108,13 @@ impl RecoveryLog {
         self.sessions.insert(session.pid, (session, now));
     }
 
+    /// The session of `pid`, the packets of its rooms after `offset`, and the
+    /// last offset those cover (the horizon of [`RecoveryLog::between`]).
     pub(crate) fn restore(
         &mut self,
         pid: &str,
         offset: &str,
-    ) -> Option<(PersistedSession, Vec<EncodedPacket>)> {
+    ) -> Option<(PersistedSession, Vec<EncodedPacket>, u64)> {
         self.expire(Instant::now());
         let pid = Sid::parse(pid)?;
         let offset: u64 = offset.parse().ok()?;
@@ -131,7 +133,26 @@ impl RecoveryLog {
             .filter(|p| super::reaches(&p.rooms, &p.except, &rooms))
             .map(|p| p.packet.clone())
             .collect();
-        Some((session, missed))
+        Some((session, missed, self.last_offset()))
+    }
+
+    /// The offset of the last packet stored (0: none).
+    pub(crate) fn last_offset(&self) -> u64 {
+        self.packets.back().map_or(0, |p| p.offset)
+    }
+
+    /// The packets stored after `horizon` and up to `upto` that reach `rooms`,
+    /// in order: what a restored socket missed between its restore and its
+    /// join (see `LocalAdapter::join_restored`).
+    pub(crate) fn between(&self, horizon: u64, upto: u64, rooms: &[String]) -> Vec<EncodedPacket> {
+        let start = self.packets.partition_point(|p| p.offset <= horizon);
+        self.packets
+            .iter()
+            .skip(start)
+            .take_while(|p| p.offset <= upto)
+            .filter(|p| super::reaches(&p.rooms, &p.except, rooms))
+            .map(|p| p.packet.clone())
+            .collect()
     }
 }
 
@@ -186,8 +207,9 @@ mod tests {
                 &packet(text),
             );
         }
-        let (session, missed) = log.restore(pid.as_str(), &first).unwrap();
+        let (session, missed, horizon) = log.restore(pid.as_str(), &first).unwrap();
         assert_eq!(session.id, id);
+        assert_eq!(horizon, log.last_offset(), "it covers the whole log");
         let texts: Vec<_> = missed.iter().map(|p| p.0[0].clone()).collect();
         assert_eq!(
             texts,
@@ -201,6 +223,33 @@ mod tests {
             log.restore(pid.as_str(), &first).is_none(),
             "a session is restored once"
         );
+    }
+
+    #[test]
+    fn between_gives_what_came_after_the_horizon_up_to_the_join_for_the_rooms() {
+        let mut log = RecoveryLog::new(RecoveryConfig::default());
+        let mut offsets = Vec::new();
+        for room in ["r", "r", "s", "r", "r"] {
+            let o = log.next_offset();
+            log.store(&o, &opts(&[room]), &packet(&format!("{room}{o}")));
+            offsets.push(o.parse::<u64>().unwrap());
+        }
+        let texts = |from: u64, upto: u64| -> Vec<Frame> {
+            log.between(from, upto, &["r".to_string()])
+                .iter()
+                .map(|p| p.0[0].clone())
+                .collect()
+        };
+        // After the 2nd, up to the 4th: the 3rd is another room's.
+        assert_eq!(
+            texts(offsets[1], offsets[3]),
+            vec![Frame::message(&format!("r{}", offsets[3]))]
+        );
+        assert!(
+            texts(offsets[4], offsets[4]).is_empty(),
+            "nothing after the last"
+        );
+        assert_eq!(texts(offsets[0], offsets[4]).len(), 3);
     }
 
     #[test]

@@ -379,7 +379,15 @@ fn finish_connect(socket: Socket, joined: Joined) {
     let mut all = Vec::with_capacity(1 + rooms.len());
     all.push(socket.id().to_string());
     all.extend(rooms);
-    ns.adapter().add_all(socket.id(), &all);
+    // A restored socket also gets the packets that reached this server while
+    // its restore (and its middlewares) were on their way.
+    let late = match horizon {
+        Some(horizon) => ns.adapter().join_restored(socket.id(), &all, horizon),
+        None => {
+            ns.adapter().add_all(socket.id(), &all);
+            Vec::new()
+        }
+    };
     // Its rooms count it in now (or, closed meanwhile, it needs them no more).
     drop(hold);
     if !socket.connected() {
@@ -388,10 +396,7 @@ fn finish_connect(socket: Socket, joined: Joined) {
         ns.adapter().del_all(socket.id());
         return;
     }
-    // Packets that reached this server while the restore was on its way.
-    if let Some(horizon) = horizon {
-        missed.extend(ns.adapter().missed_after(horizon, &all));
-    }
+    missed.extend(late);
     socket.report_session();
     let reply = match socket.pid() {
         // A v2 client's CONNECT reply has no payload.

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     adapter::{
         Adapter, AdapterError, BroadcastOptions, EncodedPacket, LocalAdapter, PartialResponses,
-        PersistedSession, RemoteAcks, Restored, SocketInfo,
+        PersistedSession, RemoteAcks, Restored, SocketId, SocketInfo,
     },
     parser::Args,
 };
@@ -149,6 +149,15 @@ impl Adapter for RedisStreamsAdapter {
 
     fn missed_after(&self, horizon: u64, rooms: &[String]) -> Vec<EncodedPacket> {
         self.ns.replay().missed_after(horizon, rooms)
+    }
+
+    /// Live packets skip the socket from before its join until the packets
+    /// kept since `horizon` are taken (see `Replay::joining`): once each, on a
+    /// multi-thread runtime too.
+    fn join_restored(&self, id: SocketId, rooms: &[String], horizon: u64) -> Vec<EncodedPacket> {
+        self.ns.replay().joining(id);
+        self.add_all(id, rooms);
+        self.ns.replay().joined(id, horizon, rooms)
     }
 
     /// `XADD`s the packet; this server delivered it already. One Redis never

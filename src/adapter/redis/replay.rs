@@ -95,6 +95,42 @@ impl Replay {
         });
     }
 
+    /// Socket `id`, restored, is about to join its rooms: until
+    /// [`Replay::joined`], no packet that comes live is delivered to it (it
+    /// gets them from `joined` instead), so none comes twice or is lost to a
+    /// delivery on another thread between its join and that call.
+    pub(super) fn joining(&mut self, id: SocketId) {
+        let now = Instant::now();
+        match self.replayed.iter_mut().find(|r| r.id == id) {
+            Some(r) => {
+                r.through = u64::MAX;
+                r.at = now;
+            }
+            None => self.replayed.push(Replayed {
+                id,
+                through: u64::MAX,
+                at: now,
+            }),
+        }
+    }
+
+    /// Socket `id` (restored up to `horizon`) joined `rooms`: the packets kept
+    /// since `horizon` for them, in stream order. Those that come live after
+    /// this are delivered to it again.
+    pub(super) fn joined(
+        &mut self,
+        id: SocketId,
+        horizon: u64,
+        rooms: &[String],
+    ) -> Vec<EncodedPacket> {
+        let missed = self.missed_after(horizon, rooms);
+        let last = self.recent.back().map_or(horizon, |r| r.order.max(horizon));
+        if let Some(r) = self.replayed.iter_mut().find(|r| r.id == id) {
+            r.through = last;
+        }
+        missed
+    }
+
     /// The packets kept that are later than `horizon` and reach a socket in
     /// `rooms`, in stream order.
     pub(super) fn missed_after(&self, horizon: u64, rooms: &[String]) -> Vec<EncodedPacket> {
@@ -146,6 +182,24 @@ mod tests {
         assert_eq!(replay.remember(8, &to("r"), &packet(8)), [b]);
         assert!(replay.remember(9, &to("r"), &packet(9)).is_empty());
         assert!(replay.replayed.is_empty(), "none at or before 8 follows 9");
+    }
+
+    #[test]
+    fn what_comes_live_while_a_restored_socket_joins_is_given_by_the_join_once() {
+        let mut replay = Replay::default();
+        let (a, b) = (Sid::random(), Sid::random());
+        // `a` read the stream up to 5 at its restore.
+        replay.remember(5, &to("r"), &packet(5));
+        replay.replayed(a, 5);
+        replay.joining(a);
+        // Delivered live to others (on another thread, say) while `a` joins.
+        assert_eq!(replay.remember(6, &to("r"), &packet(6)), [a]);
+        assert_eq!(replay.remember(7, &to("s"), &packet(7)), [a]);
+        assert_eq!(texts(&replay.joined(a, 5, &["r".into()])), ["6"]);
+        // After the join it gets them live, and `b` never waited.
+        assert!(replay.remember(8, &to("r"), &packet(8)).is_empty());
+        replay.joining(b);
+        assert_eq!(replay.remember(9, &to("r"), &packet(9)), [b]);
     }
 
     #[test]

@@ -16,7 +16,8 @@ import assert from "node:assert/strict";
 import { existsSync, mkdirSync } from "node:fs";
 import path from "node:path";
 
-import { REPO_ROOT, SHOTS, launchChromium, load, skipReason, startCluster } from "./harness.mjs";
+import { REPO_ROOT, SHOTS, launchChromium, load, skipReason } from "./harness.mjs";
+import { startCluster } from "../js/harness.mjs";
 
 const BIN = process.env.RSIO_CLUSTER_BIN || path.join(REPO_ROOT, "target", "debug", "examples", "interop");
 const DIST = path.join(REPO_ROOT, "admin-ui/node_modules/@socket.io/admin-ui/ui/dist/index.html");
@@ -36,8 +37,7 @@ const NEEDS = [
 
 /** `interop --cluster` on 2 workers at a random base port with the admin UI on. */
 function startAdminCluster(workers = 2) {
-  const args = (base) => ["--cluster", "--workers", String(workers), "--port", String(base), "--admin-ui", `${USER}:${HASH}`];
-  return startCluster(BIN, args, { workers, label: "cluster" });
+  return startCluster({ workers, args: ["--admin-ui", `${USER}:${HASH}`] });
 }
 
 /** A socket.io-client on `url`, connected, in `room` (the interop app's `join`). */
@@ -72,7 +72,7 @@ describe("Admin UI page in Chromium (2 workers)", { skip: skipReason(NEEDS), tim
     await browser?.close().catch(() => {});
     if (cluster) {
       const res = await cluster.stop();
-      assert.equal(res.code, 0, `cluster exit status; stderr:\n${cluster.stderr().slice(-2000)}`);
+      assert.equal(res.code, 0, `cluster exit status; stderr:\n${cluster.log().slice(-2000)}`);
     }
   });
 

@@ -16,16 +16,10 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 
-import { REPO_ROOT, SHOTS, launchChromium, skipReason, startCluster } from "./harness.mjs";
+import { SHOTS, launchChromium, skipReason } from "./harness.mjs";
+import { startChat } from "../js/chat-cluster.mjs";
 
-const CHAT_BIN = process.env.RSIO_CHAT_BIN || path.join(REPO_ROOT, "target", "debug", "examples", "chat");
 const WAIT = 8000;
-
-/** The chat on `workers` workers at a random base port; resolves once the primary logged `ready:`. */
-function startChat(dbPath, workers = 2, extra = []) {
-  const args = (base) => ["--workers", String(workers), "--port", String(base), "--db", dbPath, ...extra];
-  return startCluster(CHAT_BIN, args, { workers, label: "chat" });
-}
 
 // ---- page helpers (run in the browser) ------------------------------------------
 

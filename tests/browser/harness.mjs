@@ -1,7 +1,6 @@
-// What the headless-Chromium tests share: the paths, playwright-core, the
-// browser's launch, and a cluster process started on a random base port that
-// resolves once its primary logged `ready:`.
-import { spawn } from "node:child_process";
+// What the headless-Chromium tests share: the paths, playwright-core and the
+// browser's launch. The servers they load pages from are started as the Node
+// tests start them (tests/js/harness.mjs, tests/js/chat-cluster.mjs).
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -40,68 +39,5 @@ export function launchChromium() {
     headless: true,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
     timeout: 30_000,
-  });
-}
-
-/** `bin` with `argsAt(base)` as a cluster of `workers` at a random base port
- * (another port on a bind failure); resolves once the primary logged `ready:`.
- * `label` names it in errors. */
-export async function startCluster(bin, argsAt, { workers = 2, label = "cluster" } = {}) {
-  if (!existsSync(bin)) throw new Error(`${label} binary not found: ${bin}`);
-  for (let attempt = 0; ; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000);
-    try {
-      return await spawnCluster(bin, argsAt(base), base, workers, label);
-    } catch (e) {
-      if (!e.bindFailure || attempt >= 5) throw e;
-    }
-  }
-}
-
-function spawnCluster(bin, args, base, workers, label) {
-  const env = { ...process.env };
-  delete env.NOTIFY_SOCKET;
-  const proc = spawn(bin, args, { cwd: REPO_ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
-  let err = "";
-  proc.stdout.resume();
-  proc.stderr.setEncoding("utf8");
-  proc.stderr.on("data", (d) => {
-    if (err.length < 2_000_000) err += d;
-    if (process.env.INTEROP_SERVER_LOG) process.stderr.write(d);
-  });
-  const exited = new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal })));
-  const cluster = {
-    urls: Array.from({ length: workers }, (_, i) => `http://127.0.0.1:${base + i}`),
-    stderr: () => err,
-    async stop() {
-      if (proc.exitCode !== null || proc.signalCode !== null) return exited;
-      proc.kill("SIGTERM");
-      const timer = setTimeout(() => proc.kill("SIGKILL"), 5000);
-      const res = await exited;
-      clearTimeout(timer);
-      return res;
-    },
-  };
-  const ready = new RegExp(`ready: http://127\\.0\\.0\\.1:${base}\\.\\.${base + workers - 1} \\(${workers} workers\\)`);
-  return new Promise((resolve, reject) => {
-    const poll = setInterval(() => {
-      if (ready.test(err)) {
-        clearInterval(poll);
-        clearTimeout(deadline);
-        resolve(cluster);
-      }
-    }, 20);
-    const deadline = setTimeout(async () => {
-      clearInterval(poll);
-      await cluster.stop();
-      reject(new Error(`${label} not ready within 15 s; stderr:\n${err.slice(-4000)}`));
-    }, 15000);
-    exited.then(({ code }) => {
-      clearInterval(poll);
-      clearTimeout(deadline);
-      const e = new Error(`${label} exited early (code ${code}); stderr:\n${err.slice(-4000)}`);
-      e.bindFailure = code === 69 && /cannot listen on/.test(err);
-      reject(e);
-    });
   });
 }

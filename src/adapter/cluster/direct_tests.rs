@@ -136,16 +136,18 @@ async fn a_link_carries_its_peers_broadcasts_and_answers_and_nothing_else() {
     }
 }
 
+/// The set of `l`.
+fn lanes(l: &[usize]) -> LaneSet {
+    let mut set = LaneSet::default();
+    l.iter().for_each(|&l| set.insert(l));
+    set
+}
+
 #[tokio::test]
 async fn answers_over_a_link_reach_the_emitter_and_its_end_stops_what_it_owes() {
     use super::super::acks::PendingAck;
     use crate::adapter::RemoteAck;
     let (link, _primary, task, peer) = linked();
-    let lanes = |l: &[usize]| {
-        let mut set = LaneSet::default();
-        l.iter().for_each(|&l| set.insert(l));
-        set
-    };
     // Request 1 was written to lane 1, which answers nothing; request 2 to
     // lane 2 only; request 3 to lanes 1 and 2, and lane 1 answers it all.
     let mut rx = Vec::new();
@@ -190,11 +192,6 @@ async fn answers_over_a_link_reach_the_emitter_and_its_end_stops_what_it_owes() 
 async fn a_link_that_ends_before_its_write_is_known_stops_the_wait_only_if_written() {
     use super::super::acks::PendingAck;
     let (link, _primary, _task, _peer) = linked();
-    let lanes = |l: &[usize]| {
-        let mut set = LaneSet::default();
-        l.iter().for_each(|&l| set.insert(l));
-        set
-    };
     // Both registered for lanes 1 and 2; lane 1's link ends before the
     // writes are known. Request 1 reached lane 2 only, request 2 both.
     let mut rx = Vec::new();

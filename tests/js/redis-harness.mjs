@@ -2,7 +2,7 @@
 // throwaway redis-server on a free loopback port (no persistence, its own
 // temporary directory), and servers started with extra arguments.
 import { spawn, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import assert from "node:assert/strict";
@@ -72,9 +72,22 @@ function stop(proc) {
   });
 }
 
-/** A random loopback port for a Redis that is not started yet. */
+/** The first port of the kernel's ephemeral range (client sockets' ports). */
+function ephemeralLow() {
+  try {
+    const low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 12000 ? low : 32768;
+  } catch {
+    return 32768;
+  }
+}
+
+/** A random loopback port for a Redis that is not started yet: below the
+ * ephemeral range, so that no client socket of another test takes it before
+ * the Redis binds it ("Redis down at start" starts it seconds later). */
 export function randomPort() {
-  return 20000 + Math.floor(Math.random() * 40000);
+  const from = 10000;
+  return from + Math.floor(Math.random() * (ephemeralLow() - from));
 }
 
 /**

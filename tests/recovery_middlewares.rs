@@ -1,155 +1,371 @@
-//! Connection state recovery with `skip_middlewares: false` on one server: a
-//! restored socket whose middleware takes its time still gets, once and in
-//! order, what its rooms got while it was away, while its middleware ran, and
-//! after; one its middleware refuses is in no room.
+//! Connection state recovery with the in-process adapter while the namespace
+//! middlewares run: a recovered socket gets every recoverable packet of its
+//! rooms stored after its offset exactly once and in order, the ones broadcast
+//! while a slow middleware waits included; a refused one gets none and is in
+//! no room; with `skip_middlewares` the middlewares do not run at all.
+//!
+//! Server and raw WebSocket client share the test's runtime; the middleware
+//! waits on a gate the test opens, so "during the middleware" is exact.
 
-mod inproc;
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
 
-use std::{sync::Arc, time::Duration};
+use futures_util::{SinkExt, StreamExt};
+use rsio::{
+    adapter::RoomEvent,
+    server::{ConnectError, Server, Socket},
+    RecoveryConfig,
+};
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
+use tokio_tungstenite::tungstenite::Message;
 
-use inproc::{within, Client};
-use rsio::prelude::*;
-use tokio::sync::{mpsc, Semaphore};
+/// Bound of every wait.
+const WAIT: Duration = Duration::from_secs(5);
 
-/// A server that keeps sessions and runs the middleware on a restore too.
-/// The middleware refuses `{"refuse": true}`, and for `{"slow": true}` says
-/// so on `entered` and waits for a permit of `release`.
-fn server(entered: mpsc::UnboundedSender<()>, release: Arc<Semaphore>) -> Server {
+/// What the middleware does with a recovered socket.
+#[derive(Default)]
+struct Gate {
+    /// Opened by the test: the middleware then returns.
+    open: Notify,
+    /// Refuse the recovered socket once the gate opens.
+    refuse: AtomicBool,
+    /// The middleware has run (with `skip_middlewares` it must not).
+    ran: AtomicBool,
+}
+
+/// A server and what the test observes of it.
+struct Running {
+    io: Server,
+    addr: SocketAddr,
+    gate: Arc<Gate>,
+    /// A recovered socket entered the middleware.
+    waiting: mpsc::UnboundedReceiver<()>,
+    /// `(id, recovered)` of each connection handler run.
+    connected: mpsc::UnboundedReceiver<(String, bool)>,
+    /// The socket the connection handler ran for last.
+    last: Arc<Mutex<Option<Socket>>>,
+    /// Ids of the sockets that disconnected.
+    disconnected: mpsc::UnboundedReceiver<String>,
+}
+
+/// A server with recovery on; its main namespace joins a new socket to room
+/// `r`. Its middleware holds a recovered socket until the gate opens (after
+/// emitting `mw` to it straight, a packet it must get once).
+async fn start(skip_middlewares: bool) -> Running {
     let mut recovery = RecoveryConfig::default();
-    recovery.max_disconnection_duration = Duration::from_secs(10);
-    recovery.skip_middlewares = false;
+    recovery.max_disconnection_duration = Duration::from_secs(5);
+    recovery.skip_middlewares = skip_middlewares;
     let io = Server::builder()
         .connection_state_recovery(recovery)
         .build();
-    io.use_middleware(move |s: Socket| {
-        let entered = entered.clone();
-        let release = release.clone();
+    let gate = Arc::new(Gate::default());
+    let (waiting_tx, waiting) = mpsc::unbounded_channel();
+    let (connected_tx, connected) = mpsc::unbounded_channel();
+    let (disconnected_tx, disconnected) = mpsc::unbounded_channel();
+    let last = Arc::new(Mutex::new(None));
+    let ns = io.of("/");
+    let middleware_gate = gate.clone();
+    ns.use_middleware(move |socket: Socket| {
+        let (gate, waiting) = (middleware_gate.clone(), waiting_tx.clone());
         async move {
-            let auth = s.handshake().auth().clone();
-            if auth["refuse"] == true {
-                return Err(ConnectError::new("refused"));
+            if !socket.recovered() {
+                return Ok(());
             }
-            if auth["slow"] == true {
-                let _ = entered.send(());
-                release.acquire().await.expect("open").forget();
+            gate.ran.store(true, Ordering::SeqCst);
+            if !gate.refuse.load(Ordering::SeqCst) {
+                let _ = socket.emit("mw", &("straight",));
             }
-            Ok(())
+            let _ = waiting.send(());
+            gate.open.notified().await;
+            match gate.refuse.load(Ordering::SeqCst) {
+                true => Err(ConnectError::new("refused")),
+                false => Ok(()),
+            }
         }
     });
-    io.ns("/", |socket: Socket| async move {
-        socket.on("join", |s: Socket, ack: AckSender| async move {
-            s.join("r");
-            let _ = ack.send(());
-        });
-    });
-    io
-}
-
-/// The JSON of a `40{…}` CONNECT reply.
-fn connect_reply(text: &str) -> serde_json::Value {
-    let json = text
-        .strip_prefix("40")
-        .unwrap_or_else(|| panic!("expected a CONNECT reply, got {text}"));
-    serde_json::from_str(json).expect("CONNECT reply JSON")
-}
-
-/// `42["m",n,"<offset>"]`: n and the offset.
-fn event_m(text: &str) -> (i64, String) {
-    let json = text
-        .strip_prefix("42")
-        .unwrap_or_else(|| panic!("expected an event, got {text}"));
-    let v: serde_json::Value = serde_json::from_str(json).expect("event JSON");
-    assert_eq!(v[0], "m", "event {text}");
-    (
-        v[1].as_i64().expect("n"),
-        v[2].as_str().expect("an offset").to_string(),
-    )
-}
-
-/// A client joined to room `r`, with its CONNECT reply.
-async fn member(addr: std::net::SocketAddr) -> (Client, serde_json::Value) {
-    let mut c = Client::open(addr, "/socket.io/").await;
-    let reply = connect_reply(&c.join("/").await);
-    c.send("421[\"join\"]").await;
-    assert_eq!(c.recv().await.as_deref(), Some("431[]"));
-    (c, reply)
-}
-
-/// Waits until room `r` has `n` sockets on `io`.
-async fn members(io: &Server, n: usize) {
-    within("the room's sockets", async {
-        while io.to("r").fetch_sockets().await.expect("local").len() != n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    let handler_last = last.clone();
+    io.ns("/", move |socket: Socket| {
+        let (connected, disconnected) = (connected_tx.clone(), disconnected_tx.clone());
+        *handler_last.lock().unwrap() = Some(socket.clone());
+        async move {
+            if !socket.recovered() {
+                socket.join("r");
+            }
+            socket.on_disconnect(move |s: Socket, _| {
+                let _ = disconnected.send(s.id().to_string());
+            });
+            let _ = connected.send((socket.id().to_string(), socket.recovered()));
         }
-    })
-    .await
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn a_restored_socket_gets_what_its_rooms_got_while_its_middleware_ran() {
-    let (entered_tx, mut entered) = mpsc::unbounded_channel();
-    let release = Arc::new(Semaphore::new(0));
-    let io = server(entered_tx, release.clone());
-    let addr = inproc::serve(io.router()).await;
-
-    let (mut c, first) = member(addr).await;
-    io.to("r").emit("m", &1).unwrap();
-    let (n, offset) = event_m(&c.recv().await.expect("m 1"));
-    assert_eq!(n, 1);
-    c.close().await;
-    members(&io, 0).await;
-    // Missed while away: in the log.
-    io.to("r").emit("m", &2).unwrap();
-
-    let mut back = Client::open(addr, "/socket.io/").await;
-    let pid = first["pid"].as_str().expect("a pid");
-    back.send(&format!(
-        "40{{\"pid\":\"{pid}\",\"offset\":\"{offset}\",\"slow\":true}}"
-    ))
-    .await;
-    within("the middleware to run", entered.recv()).await;
-    // While its middleware waits: the socket is in no room yet.
-    io.to("r").emit("m", &3).unwrap();
-    release.add_permits(1);
-
-    let reply = connect_reply(&back.recv().await.expect("the CONNECT reply"));
-    assert_eq!(reply["sid"], first["sid"], "the session is restored");
-    let mut got = Vec::new();
-    for _ in 0..2 {
-        got.push(event_m(&back.recv().await.expect("a missed packet")).0);
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(rsio::http::serve(
+        listener,
+        io.router(),
+        rsio::http::ServeConfig::default(),
+        std::future::pending::<()>(),
+    ));
+    Running {
+        io,
+        addr,
+        gate,
+        waiting,
+        connected,
+        last,
+        disconnected,
     }
-    assert_eq!(
-        got,
-        [2, 3],
-        "missed while away, then while the middleware ran"
-    );
-    // Live from now on, and nothing twice: the next one is 4.
-    io.to("r").emit("m", &4).unwrap();
-    assert_eq!(event_m(&back.recv().await.expect("m 4")).0, 4);
-    members(&io, 1).await;
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_restored_socket_its_middleware_refuses_is_in_no_room() {
-    let (entered_tx, _entered) = mpsc::unbounded_channel();
-    let io = server(entered_tx, Arc::new(Semaphore::new(0)));
-    let addr = inproc::serve(io.router()).await;
+/// The next value on `rx`, within the bound.
+async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no {what} within {WAIT:?}"))
+        .expect("the server is running")
+}
 
-    let (mut c, first) = member(addr).await;
-    io.to("r").emit("m", &1).unwrap();
-    let (_, offset) = event_m(&c.recv().await.expect("m 1"));
-    c.close().await;
-    members(&io, 0).await;
+/// A raw Socket.IO client over WebSocket.
+struct Client {
+    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+}
 
-    let mut back = Client::open(addr, "/socket.io/").await;
-    let pid = first["pid"].as_str().expect("a pid");
-    back.send(&format!(
-        "40{{\"pid\":\"{pid}\",\"offset\":\"{offset}\",\"refuse\":true}}"
-    ))
-    .await;
-    let refused = back.recv().await.expect("an answer");
-    assert!(refused.starts_with("44{"), "CONNECT_ERROR, got {refused}");
-    assert!(refused.contains("refused"), "{refused}");
-    io.to("r").emit("m", &2).unwrap();
-    members(&io, 0).await;
+impl Client {
+    /// Opens a connection (joins no namespace yet).
+    async fn open(addr: SocketAddr) -> Client {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, tcp))
+            .await
+            .expect("the WebSocket handshake within the bound")
+            .unwrap();
+        let mut client = Client { ws };
+        assert!(client.recv().await.starts_with("0{"), "the open packet");
+        client
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// The next frame but pings (answered).
+    async fn recv(&mut self) -> String {
+        let frame = tokio::time::timeout(WAIT, async {
+            loop {
+                let msg = self.ws.next().await.expect("open").expect("a message");
+                if let Message::Text(text) = msg {
+                    if text.as_str() == "2" {
+                        self.ws.send(Message::text("3")).await.unwrap();
+                        continue;
+                    }
+                    return text.as_str().to_owned();
+                }
+            }
+        })
+        .await;
+        frame.unwrap_or_else(|_| panic!("no frame within {WAIT:?}"))
+    }
+
+    /// Frames up to the event `end` (included), read as [`Seen`].
+    async fn until_end(&mut self) -> Vec<Seen> {
+        let mut seen = Vec::new();
+        loop {
+            let frame = Seen::read(&self.recv().await);
+            let end = matches!(&frame, Seen::Event(name, _) if name == "end");
+            seen.push(frame);
+            if end {
+                return seen;
+            }
+        }
+    }
+}
+
+/// A frame as the tests compare it.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    /// CONNECT reply: `sid`, `pid`.
+    Connect(String, String),
+    /// CONNECT_ERROR: its message.
+    ConnectError(String),
+    /// An event: name and arguments, the offset recovery appends left out.
+    Event(String, Vec<Value>),
+}
+
+impl Seen {
+    fn read(frame: &str) -> Seen {
+        if let Some(json) = frame.strip_prefix("40") {
+            let v: Value = serde_json::from_str(json).unwrap();
+            let field = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            return Seen::Connect(field("sid"), field("pid"));
+        }
+        if let Some(json) = frame.strip_prefix("44") {
+            let v: Value = serde_json::from_str(json).unwrap();
+            return Seen::ConnectError(v["message"].as_str().unwrap().to_string());
+        }
+        let json = frame
+            .strip_prefix("42")
+            .unwrap_or_else(|| panic!("unexpected frame {frame:?}"));
+        let mut args: Vec<Value> = serde_json::from_str(json).unwrap();
+        let name = args.remove(0).as_str().unwrap().to_string();
+        // Every event carries its offset last under recovery.
+        assert!(args.pop().is_some_and(|o| o.is_string()), "{frame}");
+        Seen::Event(name, args)
+    }
+}
+
+fn event(name: &str, arg: Value) -> Seen {
+    Seen::Event(name.into(), vec![arg])
+}
+
+/// A client in room `r` that got event 1 (so it has an offset), then lost
+/// its transport; event 2 is broadcast to `r` while it is away. Returns its
+/// id, pid and offset.
+async fn joined_then_dropped(t: &mut Running) -> (String, String, String) {
+    let mut a = Client::open(t.addr).await;
+    a.send("40").await;
+    let Seen::Connect(sid, pid) = Seen::read(&a.recv().await) else {
+        panic!("no CONNECT reply");
+    };
+    assert_eq!(
+        next(&mut t.connected, "connection").await,
+        (sid.clone(), false)
+    );
+    t.io.to("r").emit("m", &(1,)).unwrap();
+    let frame = a.recv().await;
+    let args: Vec<Value> = serde_json::from_str(&frame[2..]).unwrap();
+    assert_eq!(args[..2], [Value::from("m"), Value::from(1)], "{frame}");
+    let offset = args[2].as_str().unwrap().to_string();
+    // A transport close keeps the session.
+    drop(a);
+    assert_eq!(next(&mut t.disconnected, "disconnect").await, sid);
+    t.io.to("r").emit("m", &(2,)).unwrap();
+    (sid, pid, offset)
+}
+
+/// Packet 3, broadcast to `r` while the recovered socket's middleware waits,
+/// was neither in what the restore read nor delivered live: it was lost.
+#[tokio::test]
+async fn broadcasts_during_a_slow_middleware_reach_the_recovered_socket() {
+    let mut t = start(false).await;
+    let (sid, pid, offset) = joined_then_dropped(&mut t).await;
+    let gone = t.last.lock().unwrap().take().unwrap();
+    let mut a = Client::open(t.addr).await;
+    a.send(&format!(r#"40{{"pid":"{pid}","offset":"{offset}"}}"#))
+        .await;
+    next(&mut t.waiting, "the middleware").await;
+    t.io.to("r").emit("m", &(3,)).unwrap();
+    // The socket it was before (a handle user code kept) writes nowhere, but
+    // what it emits is for the client all the same.
+    assert!(gone.emit("m", &("stale",)).is_err());
+    t.io.to("elsewhere").emit("m", &("not for a",)).unwrap();
+    t.io.except("r").emit("m", &("not for a",)).unwrap();
+    t.gate.open.notify_one();
+    assert_eq!(
+        next(&mut t.connected, "connection").await,
+        (sid.clone(), true)
+    );
+    t.io.to("r").emit("m", &(4,)).unwrap();
+    t.io.to("r").emit("end", &(0,)).unwrap();
+    // The middleware's own emit went out at once, before the CONNECT reply.
+    assert_eq!(
+        a.until_end().await,
+        [
+            event("mw", "straight".into()),
+            Seen::Connect(sid.clone(), pid),
+            event("m", 2.into()),
+            event("m", 3.into()),
+            event("m", "stale".into()),
+            event("m", 4.into()),
+            event("end", 0.into()),
+        ]
+    );
+    assert_eq!(t.io.of("/").sockets()[0].rooms(), [sid, "r".to_string()]);
+}
+
+/// Refused after packet 3 was broadcast: nothing of the session reaches the
+/// client, and the socket is in none of its rooms.
+#[tokio::test]
+async fn a_refused_recovered_socket_gets_nothing_and_joins_no_room() {
+    let mut t = start(false).await;
+    let (sid, pid, offset) = joined_then_dropped(&mut t).await;
+    t.gate.refuse.store(true, Ordering::SeqCst);
+    let mut a = Client::open(t.addr).await;
+    a.send(&format!(r#"40{{"pid":"{pid}","offset":"{offset}"}}"#))
+        .await;
+    next(&mut t.waiting, "the middleware").await;
+    t.io.to("r").emit("m", &(3,)).unwrap();
+    t.gate.open.notify_one();
+    assert_eq!(
+        Seen::read(&a.recv().await),
+        Seen::ConnectError("refused".into())
+    );
+    let adapter = t.io.of("/").adapter().clone();
+    let id = rsio::engine::Sid::parse(&sid).unwrap();
+    assert_eq!(adapter.socket_rooms(id), Vec::<String>::new());
+    assert_eq!(adapter.rooms(), Vec::<String>::new());
+    t.io.to("r").emit("m", &(4,)).unwrap();
+    // The connection may join again, as a new socket.
+    a.send("40").await;
+    let (new_id, recovered) = next(&mut t.connected, "connection").await;
+    assert!(!recovered && new_id != sid);
+    t.io.to("r").emit("end", &(0,)).unwrap();
+    let seen = a.until_end().await;
+    assert!(
+        matches!(&seen[..], [Seen::Connect(s, p), last] if *s == new_id && *p != pid && *last == event("end", 0.into())),
+        "{seen:?}"
+    );
+}
+
+/// With `skip_middlewares` the middleware never runs; a room listener that
+/// broadcasts to `r` as the recovered socket joins it reaches it once (live:
+/// it is not replayed from the log too).
+#[tokio::test]
+async fn skipping_middlewares_recovers_at_once_and_once() {
+    let mut t = start(true).await;
+    let ns = t.io.of("/");
+    let nsp = ns.clone();
+    ns.on_room_event(move |event| {
+        if let RoomEvent::Join(room, id) = event {
+            let recovered = nsp.get_socket(*id).is_some_and(|s| s.recovered());
+            if room == "r" && recovered {
+                let _ = nsp.to("r").emit("m", &("listener",));
+            }
+        }
+    });
+    let (sid, pid, offset) = joined_then_dropped(&mut t).await;
+    let mut a = Client::open(t.addr).await;
+    a.send(&format!(r#"40{{"pid":"{pid}","offset":"{offset}"}}"#))
+        .await;
+    assert_eq!(
+        next(&mut t.connected, "connection").await,
+        (sid.clone(), true)
+    );
+    t.io.to("r").emit("m", &(4,)).unwrap();
+    t.io.to("r").emit("end", &(0,)).unwrap();
+    let mut seen = a.until_end().await;
+    assert!(!t.gate.ran.load(Ordering::SeqCst), "the middleware ran");
+    assert!(t.waiting.try_recv().is_err());
+    // Sent live while it joins, so before its CONNECT reply; once.
+    let listener = event("m", "listener".into());
+    assert_eq!(
+        seen.iter().filter(|s| **s == listener).count(),
+        1,
+        "{seen:?}"
+    );
+    seen.retain(|s| *s != listener);
+    assert_eq!(
+        seen,
+        [
+            Seen::Connect(sid, pid),
+            event("m", 2.into()),
+            event("m", 4.into()),
+            event("end", 0.into()),
+        ]
+    );
 }

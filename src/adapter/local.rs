@@ -367,6 +367,12 @@ impl Adapter for LocalAdapter {
         }
     }
 
+    fn store_sent(&self, offset: &str, id: SocketId, packet: &EncodedPacket) {
+        if let Some(mut log) = self.log() {
+            log.store_sent(offset, id, packet);
+        }
+    }
+
     fn persist_session(&self, session: PersistedSession) {
         if let Some(mut log) = self.log() {
             log.persist(session);
@@ -382,6 +388,8 @@ impl Adapter for LocalAdapter {
             |(session, missed, horizon)| Restored {
                 session,
                 missed,
+                // The middlewares may run long before the socket joins its
+                // rooms: what is stored meanwhile is read from here.
                 horizon: Some(horizon),
                 hold: None,
             },
@@ -389,20 +397,21 @@ impl Adapter for LocalAdapter {
         Box::pin(std::future::ready(restored))
     }
 
-    /// What was stored from the restore to the join (while its middlewares ran,
-    /// say), up to where the log was just before the join: a packet stored
-    /// during the join (by a room listener, after the socket is in every room)
-    /// is delivered live, so it is not replayed too. Exact where nothing else
-    /// stores meanwhile, as on rsio's current-thread runtimes; on a
-    /// multi-thread runtime a packet stored by another thread between the two
-    /// reads of the log may come live before the join and be missed.
+    /// What was stored for its rooms since the restore (broadcast while its
+    /// middlewares ran, when it was in no room), read right before it joins
+    /// them: a packet stored later (by a room listener, which runs once the
+    /// socket is in every room) reaches it live and is not replayed. Exact
+    /// where nothing else stores meanwhile, as on rsio's current-thread
+    /// runtimes. On a multi-thread runtime a broadcast on another thread may
+    /// store before the read and pick its recipients after the join (twice),
+    /// or store after it and pick before (lost).
     fn join_restored(&self, id: SocketId, rooms: &[String], horizon: u64) -> Vec<EncodedPacket> {
-        let upto = self.log().map(|log| log.last_offset());
+        let missed = self
+            .log()
+            .map(|log| log.since(horizon, id, rooms))
+            .unwrap_or_default();
         self.add_all(id, rooms);
-        match (upto, self.log()) {
-            (Some(upto), Some(log)) => log.between(horizon, upto, rooms),
-            _ => Vec::new(),
-        }
+        missed
     }
 }
 

@@ -100,8 +100,9 @@ pub struct Restored {
     pub session: PersistedSession,
     /// The packets it missed while away.
     pub missed: Vec<EncodedPacket>,
-    /// The last offset `missed` covers: later packets of its rooms that come
-    /// before it joined them are [`Adapter::join_restored`]'s.
+    /// Where `missed` ends, in the adapter's own order (a cluster's offset,
+    /// the local log's position): later packets of its rooms that come before
+    /// it joined them are [`Adapter::join_restored`]'s.
     pub horizon: Option<u64>,
     /// The session's rooms, held in the cluster's interest hints while it is
     /// restored (with `--redis`): drop it once the socket joined them.
@@ -197,6 +198,16 @@ pub trait Adapter: Send + Sync + 'static {
     }
     /// Keeps an encoded packet (carrying `offset`) for sessions that may recover.
     fn store_packet(&self, _offset: &str, _opts: &BroadcastOptions, _packet: &EncodedPacket) {}
+    /// Keeps a packet written to socket `id`'s connection (its own `emit`), as
+    /// one to its own room; [`Adapter::join_restored`] leaves it out for that
+    /// socket, which has it.
+    fn store_sent(&self, offset: &str, id: SocketId, packet: &EncodedPacket) {
+        let opts = BroadcastOptions {
+            rooms: vec![id.to_string()],
+            ..Default::default()
+        };
+        self.store_packet(offset, &opts, packet);
+    }
     /// Whether recoverable packets are numbered elsewhere (the cluster's primary):
     /// then [`Adapter::broadcast_sequenced`] sends them, and they come back to be
     /// delivered with their offset.

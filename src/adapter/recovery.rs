@@ -47,6 +47,10 @@ struct StoredPacket {
     emitted_at: Instant,
     rooms: Vec<String>,
     except: Vec<String>,
+    /// The socket it was written to straight (its own `emit`): a replay after
+    /// that socket's restore leaves it out; the restore itself does not, as
+    /// the client may have lost it with its transport.
+    sent_to: Option<SocketId>,
     packet: EncodedPacket,
 }
 
@@ -55,6 +59,10 @@ pub(crate) struct RecoveryLog {
     config: RecoveryConfig,
     next: u64,
     packets: VecDeque<StoredPacket>,
+    /// How many packets were ever stored: the log's position. Packets are
+    /// stored at the back and dropped from the front only, so the one at
+    /// index `i` is number `stored - packets.len() + 1 + i`.
+    stored: u64,
     sessions: HashMap<Sid, (PersistedSession, Instant)>,
 }
 
@@ -65,6 +73,7 @@ impl RecoveryLog {
             // Offsets of an earlier process must never match this one's.
             next: rand::random::<u32>() as u64 * 1_000_000,
             packets: VecDeque::new(),
+            stored: 0,
             sessions: HashMap::new(),
         }
     }
@@ -88,6 +97,29 @@ impl RecoveryLog {
     }
 
     pub(crate) fn store(&mut self, offset: &str, opts: &BroadcastOptions, packet: &EncodedPacket) {
+        self.push(
+            offset,
+            opts.rooms.clone(),
+            opts.except.clone(),
+            None,
+            packet,
+        );
+    }
+
+    /// Stores a packet written straight to socket `id` (as a packet to its
+    /// own room, which it is).
+    pub(crate) fn store_sent(&mut self, offset: &str, id: SocketId, packet: &EncodedPacket) {
+        self.push(offset, vec![id.to_string()], Vec::new(), Some(id), packet);
+    }
+
+    fn push(
+        &mut self,
+        offset: &str,
+        rooms: Vec<String>,
+        except: Vec<String>,
+        sent_to: Option<SocketId>,
+        packet: &EncodedPacket,
+    ) {
         let Ok(offset) = offset.parse() else {
             return;
         };
@@ -96,10 +128,12 @@ impl RecoveryLog {
         self.packets.push_back(StoredPacket {
             offset,
             emitted_at: now,
-            rooms: opts.rooms.clone(),
-            except: opts.except.clone(),
+            rooms,
+            except,
+            sent_to,
             packet: packet.clone(),
         });
+        self.stored += 1;
     }
 
     pub(crate) fn persist(&mut self, session: PersistedSession) {
@@ -108,8 +142,8 @@ impl RecoveryLog {
         self.sessions.insert(session.pid, (session, now));
     }
 
-    /// The session of `pid`, the packets of its rooms after `offset`, and the
-    /// last offset those cover (the horizon of [`RecoveryLog::between`]).
+    /// The session of `pid`, the packets of its rooms stored after `offset`,
+    /// and the log's position they reach (see [`RecoveryLog::since`]).
     pub(crate) fn restore(
         &mut self,
         pid: &str,
@@ -133,24 +167,28 @@ impl RecoveryLog {
             .filter(|p| super::reaches(&p.rooms, &p.except, &rooms))
             .map(|p| p.packet.clone())
             .collect();
-        Some((session, missed, self.last_offset()))
+        Some((session, missed, self.stored))
     }
 
-    /// The offset of the last packet stored (0: none).
-    pub(crate) fn last_offset(&self) -> u64 {
-        self.packets.back().map_or(0, |p| p.offset)
-    }
-
-    /// The packets stored after `horizon` and up to `upto` that reach `rooms`,
-    /// in order: what a restored socket missed between its restore and its
-    /// join (see `LocalAdapter::join_restored`).
-    pub(crate) fn between(&self, horizon: u64, upto: u64, rooms: &[String]) -> Vec<EncodedPacket> {
-        let start = self.packets.partition_point(|p| p.offset <= horizon);
+    /// The packets stored after position `horizon` (a restore's) that reach
+    /// a socket in `rooms`, but those written straight to socket `id`: it
+    /// got them already. Packets dropped meanwhile (kept for
+    /// `max_disconnection_duration` only) are lost to it.
+    pub(crate) fn since(&self, horizon: u64, id: SocketId, rooms: &[String]) -> Vec<EncodedPacket> {
+        let first = self.stored - self.packets.len() as u64 + 1;
+        if horizon + 1 < first {
+            tracing::warn!(
+                target: "socket.io:adapter",
+                %id,
+                lost = first - horizon - 1,
+                "packets stored while a recovered socket connected expired first"
+            );
+        }
+        let skip = horizon.saturating_sub(first - 1);
         self.packets
             .iter()
-            .skip(start)
-            .take_while(|p| p.offset <= upto)
-            .filter(|p| super::reaches(&p.rooms, &p.except, rooms))
+            .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+            .filter(|p| p.sent_to != Some(id) && super::reaches(&p.rooms, &p.except, rooms))
             .map(|p| p.packet.clone())
             .collect()
     }
@@ -207,9 +245,8 @@ mod tests {
                 &packet(text),
             );
         }
-        let (session, missed, horizon) = log.restore(pid.as_str(), &first).unwrap();
+        let (session, missed, _) = log.restore(pid.as_str(), &first).unwrap();
         assert_eq!(session.id, id);
-        assert_eq!(horizon, log.last_offset(), "it covers the whole log");
         let texts: Vec<_> = missed.iter().map(|p| p.0[0].clone()).collect();
         assert_eq!(
             texts,
@@ -225,31 +262,58 @@ mod tests {
         );
     }
 
+    fn texts(packets: &[EncodedPacket]) -> Vec<Frame> {
+        packets.iter().map(|p| p.0[0].clone()).collect()
+    }
+
     #[test]
-    fn between_gives_what_came_after_the_horizon_up_to_the_join_for_the_rooms() {
+    fn since_a_restore_gives_what_reaches_its_rooms_but_what_was_sent_to_it() {
         let mut log = RecoveryLog::new(RecoveryConfig::default());
-        let mut offsets = Vec::new();
-        for room in ["r", "r", "s", "r", "r"] {
+        let (id, pid, other) = (Sid::random(), Sid::random(), Sid::random());
+        let first = log.next_offset();
+        log.store(&first, &opts(&[]), &packet("first"));
+        log.persist(PersistedSession {
+            id,
+            pid,
+            rooms: vec!["r".into()],
+            data: serde_json::Value::Null,
+        });
+        let o = log.next_offset();
+        log.store(&o, &opts(&["r"]), &packet("away"));
+        let (_, missed, horizon) = log.restore(pid.as_str(), &first).unwrap();
+        assert_eq!(texts(&missed), [Frame::message("away")]);
+        let own = id.to_string();
+        for (text, rooms) in [("r", vec!["r"]), ("x", vec!["x"]), ("to-id", vec![&own])] {
             let o = log.next_offset();
-            log.store(&o, &opts(&[room]), &packet(&format!("{room}{o}")));
-            offsets.push(o.parse::<u64>().unwrap());
+            log.store(&o, &opts(&rooms), &packet(text));
         }
-        let texts = |from: u64, upto: u64| -> Vec<Frame> {
-            log.between(from, upto, &["r".to_string()])
-                .iter()
-                .map(|p| p.0[0].clone())
-                .collect()
-        };
-        // After the 2nd, up to the 4th: the 3rd is another room's.
+        let o = log.next_offset();
+        log.store_sent(&o, id, &packet("straight"));
+        let o = log.next_offset();
+        log.store_sent(&o, other, &packet("to-other"));
+        let rooms = [own, "r".to_string()];
         assert_eq!(
-            texts(offsets[1], offsets[3]),
-            vec![Frame::message(&format!("r{}", offsets[3]))]
+            texts(&log.since(horizon, id, &rooms)),
+            [Frame::message("r"), Frame::message("to-id")]
         );
-        assert!(
-            texts(offsets[4], offsets[4]).is_empty(),
-            "nothing after the last"
-        );
-        assert_eq!(texts(offsets[0], offsets[4]).len(), 3);
+        assert!(log.since(log.stored, id, &rooms).is_empty());
+    }
+
+    #[test]
+    fn since_counts_the_positions_of_expired_packets() {
+        let mut log = RecoveryLog::new(RecoveryConfig {
+            max_disconnection_duration: Duration::from_millis(0),
+            skip_middlewares: false,
+        });
+        let (a, b) = (log.next_offset(), log.next_offset());
+        log.store(&a, &opts(&[]), &packet("a"));
+        std::thread::sleep(Duration::from_millis(2));
+        log.store(&b, &opts(&[]), &packet("b"));
+        let id = Sid::random();
+        // "a" is gone: from position 0 only "b" is left (and a warning).
+        assert_eq!(texts(&log.since(0, id, &[])), [Frame::message("b")]);
+        assert_eq!(texts(&log.since(1, id, &[])), [Frame::message("b")]);
+        assert!(log.since(2, id, &[]).is_empty());
     }
 
     #[test]

@@ -403,13 +403,6 @@ impl Socket {
         self.notify_outgoing(event, &args);
         let packet = Packet::event(self.ns(), event, args, None);
         let encoded = encode(&packet, self.0.ns.parser());
-        if let Some(offset) = &offset {
-            let opts = BroadcastOptions {
-                rooms: vec![self.0.id.to_string()],
-                ..Default::default()
-            };
-            adapter.store_packet(offset, &opts, &encoded);
-        }
         let sent = self
             .0
             .session
@@ -417,6 +410,20 @@ impl Socket {
                 frame: frame.clone(),
                 compress: Compress::from_flag(compress),
             }));
+        // Logged once the write is known: one its connection did not take
+        // (this socket gone) is logged as for its room only, so that a socket
+        // restored with its id meanwhile gets it from the log.
+        if let Some(offset) = &offset {
+            if sent {
+                adapter.store_sent(offset, self.0.id, &encoded);
+            } else {
+                let opts = BroadcastOptions {
+                    rooms: vec![self.0.id.to_string()],
+                    ..Default::default()
+                };
+                adapter.store_packet(offset, &opts, &encoded);
+            }
+        }
         if sent {
             Ok(())
         } else {

@@ -16,6 +16,8 @@ use std::{
     time::Duration,
 };
 
+mod inproc;
+
 use futures_util::{SinkExt, StreamExt};
 use rsio::{
     adapter::RoomEvent,
@@ -104,14 +106,7 @@ async fn start(skip_middlewares: bool) -> Running {
             let _ = connected.send((socket.id().to_string(), socket.recovered()));
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(rsio::http::serve(
-        listener,
-        io.router(),
-        rsio::http::ServeConfig::default(),
-        std::future::pending::<()>(),
-    ));
+    let addr = inproc::serve(io.router()).await;
     Running {
         io,
         addr,

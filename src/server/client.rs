@@ -327,6 +327,9 @@ pub(super) fn refuse(socket: &Socket, err: ConnectError) {
     socket.close_acks();
     let session = &socket.0.session;
     session.data.lock().connected(socket.ns());
+    // Rooms a middleware joined before refusing are left, as Node's cleanup
+    // does (no lock held: room listeners may run).
+    socket.namespace().adapter().del_all(socket.id());
     debug!(target: "socket.io:client", nsp = socket.ns(), "refused: {}", err.message);
     let packet = if session.is_v3() {
         v2_client::connect_error(socket.ns(), &err)
@@ -359,6 +362,8 @@ fn finish_connect(socket: Socket, joined: Joined) {
         if session.is_closed() {
             drop(c);
             socket.close_acks();
+            // Rooms a middleware joined: nobody is left to leave them.
+            ns.adapter().del_all(socket.id());
             if socket.recovered() {
                 ns.adapter().confirm_rooms(&rooms);
             }

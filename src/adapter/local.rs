@@ -367,9 +367,9 @@ impl Adapter for LocalAdapter {
         }
     }
 
-    fn store_sent(&self, offset: &str, id: SocketId, packet: &EncodedPacket) {
+    fn store_to_socket(&self, offset: &str, id: SocketId, packet: &EncodedPacket, written: bool) {
         if let Some(mut log) = self.log() {
-            log.store_sent(offset, id, packet);
+            log.store_to_socket(offset, id, written, packet);
         }
     }
 

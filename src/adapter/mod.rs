@@ -198,10 +198,11 @@ pub trait Adapter: Send + Sync + 'static {
     }
     /// Keeps an encoded packet (carrying `offset`) for sessions that may recover.
     fn store_packet(&self, _offset: &str, _opts: &BroadcastOptions, _packet: &EncodedPacket) {}
-    /// Keeps a packet written to socket `id`'s connection (its own `emit`), as
-    /// one to its own room; [`Adapter::join_restored`] leaves it out for that
-    /// socket, which has it.
-    fn store_sent(&self, offset: &str, id: SocketId, packet: &EncodedPacket) {
+    /// Keeps a packet of socket `id`'s own `emit` (carrying `offset`), as one
+    /// to its own room. `written`: its connection took it, so
+    /// [`Adapter::join_restored`] leaves it out for that socket, which has it
+    /// (one an old handle emitted to nowhere is replayed).
+    fn store_to_socket(&self, offset: &str, id: SocketId, packet: &EncodedPacket, _written: bool) {
         let opts = BroadcastOptions {
             rooms: vec![id.to_string()],
             ..Default::default()

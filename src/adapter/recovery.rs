@@ -106,10 +106,17 @@ impl RecoveryLog {
         );
     }
 
-    /// Stores a packet written straight to socket `id` (as a packet to its
-    /// own room, which it is).
-    pub(crate) fn store_sent(&mut self, offset: &str, id: SocketId, packet: &EncodedPacket) {
-        self.push(offset, vec![id.to_string()], Vec::new(), Some(id), packet);
+    /// Stores a packet of socket `id`'s own `emit` (as a packet to its own
+    /// room, which it is), marked as sent to it when its connection took it.
+    pub(crate) fn store_to_socket(
+        &mut self,
+        offset: &str,
+        id: SocketId,
+        written: bool,
+        packet: &EncodedPacket,
+    ) {
+        let sent_to = written.then_some(id);
+        self.push(offset, vec![id.to_string()], Vec::new(), sent_to, packet);
     }
 
     fn push(
@@ -288,9 +295,9 @@ mod tests {
             log.store(&o, &opts(&rooms), &packet(text));
         }
         let o = log.next_offset();
-        log.store_sent(&o, id, &packet("straight"));
+        log.store_to_socket(&o, id, true, &packet("straight"));
         let o = log.next_offset();
-        log.store_sent(&o, other, &packet("to-other"));
+        log.store_to_socket(&o, other, true, &packet("to-other"));
         let rooms = [own, "r".to_string()];
         assert_eq!(
             texts(&log.since(horizon, id, &rooms)),

@@ -411,18 +411,9 @@ impl Socket {
                 compress: Compress::from_flag(compress),
             }));
         // Logged once the write is known: one its connection did not take
-        // (this socket gone) is logged as for its room only, so that a socket
-        // restored with its id meanwhile gets it from the log.
+        // (this socket gone) is replayed to a socket restored with its id.
         if let Some(offset) = &offset {
-            if sent {
-                adapter.store_sent(offset, self.0.id, &encoded);
-            } else {
-                let opts = BroadcastOptions {
-                    rooms: vec![self.0.id.to_string()],
-                    ..Default::default()
-                };
-                adapter.store_packet(offset, &opts, &encoded);
-            }
+            adapter.store_to_socket(offset, self.0.id, &encoded, sent);
         }
         if sent {
             Ok(())

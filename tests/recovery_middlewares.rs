@@ -7,6 +7,8 @@
 //! Server and raw WebSocket client share the test's runtime; the middleware
 //! waits on a gate the test opens, so "during the middleware" is exact.
 
+mod inproc;
+
 use std::{
     net::SocketAddr,
     sync::{
@@ -16,9 +18,7 @@ use std::{
     time::Duration,
 };
 
-mod inproc;
-
-use futures_util::{SinkExt, StreamExt};
+use inproc::Client;
 use rsio::{
     adapter::RoomEvent,
     server::{ConnectError, Server, Socket},
@@ -26,7 +26,6 @@ use rsio::{
 };
 use serde_json::Value;
 use tokio::sync::{mpsc, Notify};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Bound of every wait.
 const WAIT: Duration = Duration::from_secs(5);
@@ -126,57 +125,20 @@ async fn next<T>(rx: &mut mpsc::UnboundedReceiver<T>, what: &str) -> T {
         .expect("the server is running")
 }
 
-/// A raw Socket.IO client over WebSocket.
-struct Client {
-    ws: tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+/// The next frame but pings (answered).
+async fn recv(c: &mut Client) -> String {
+    c.recv().await.expect("a frame, the connection open")
 }
 
-impl Client {
-    /// Opens a connection (joins no namespace yet).
-    async fn open(addr: SocketAddr) -> Client {
-        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, tcp))
-            .await
-            .expect("the WebSocket handshake within the bound")
-            .unwrap();
-        let mut client = Client { ws };
-        assert!(client.recv().await.starts_with("0{"), "the open packet");
-        client
-    }
-
-    async fn send(&mut self, text: &str) {
-        self.ws.send(Message::text(text)).await.unwrap();
-    }
-
-    /// The next frame but pings (answered).
-    async fn recv(&mut self) -> String {
-        let frame = tokio::time::timeout(WAIT, async {
-            loop {
-                let msg = self.ws.next().await.expect("open").expect("a message");
-                if let Message::Text(text) = msg {
-                    if text.as_str() == "2" {
-                        self.ws.send(Message::text("3")).await.unwrap();
-                        continue;
-                    }
-                    return text.as_str().to_owned();
-                }
-            }
-        })
-        .await;
-        frame.unwrap_or_else(|_| panic!("no frame within {WAIT:?}"))
-    }
-
-    /// Frames up to the event `end` (included), read as [`Seen`].
-    async fn until_end(&mut self) -> Vec<Seen> {
-        let mut seen = Vec::new();
-        loop {
-            let frame = Seen::read(&self.recv().await);
-            let end = matches!(&frame, Seen::Event(name, _) if name == "end");
-            seen.push(frame);
-            if end {
-                return seen;
-            }
+/// Frames up to the event `end` (included), read as [`Seen`].
+async fn until_end(c: &mut Client) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    loop {
+        let frame = Seen::read(&recv(c).await);
+        let end = matches!(&frame, Seen::Event(name, _) if name == "end");
+        seen.push(frame);
+        if end {
+            return seen;
         }
     }
 }
@@ -222,9 +184,9 @@ fn event(name: &str, arg: Value) -> Seen {
 /// its transport; event 2 is broadcast to `r` while it is away. Returns its
 /// id, pid and offset.
 async fn joined_then_dropped(t: &mut Running) -> (String, String, String) {
-    let mut a = Client::open(t.addr).await;
+    let mut a = Client::open(t.addr, "/socket.io/").await;
     a.send("40").await;
-    let Seen::Connect(sid, pid) = Seen::read(&a.recv().await) else {
+    let Seen::Connect(sid, pid) = Seen::read(&recv(&mut a).await) else {
         panic!("no CONNECT reply");
     };
     assert_eq!(
@@ -232,7 +194,7 @@ async fn joined_then_dropped(t: &mut Running) -> (String, String, String) {
         (sid.clone(), false)
     );
     t.io.to("r").emit("m", &(1,)).unwrap();
-    let frame = a.recv().await;
+    let frame = recv(&mut a).await;
     let args: Vec<Value> = serde_json::from_str(&frame[2..]).unwrap();
     assert_eq!(args[..2], [Value::from("m"), Value::from(1)], "{frame}");
     let offset = args[2].as_str().unwrap().to_string();
@@ -250,7 +212,7 @@ async fn broadcasts_during_a_slow_middleware_reach_the_recovered_socket() {
     let mut t = start(false).await;
     let (sid, pid, offset) = joined_then_dropped(&mut t).await;
     let gone = t.last.lock().unwrap().take().unwrap();
-    let mut a = Client::open(t.addr).await;
+    let mut a = Client::open(t.addr, "/socket.io/").await;
     a.send(&format!(r#"40{{"pid":"{pid}","offset":"{offset}"}}"#))
         .await;
     next(&mut t.waiting, "the middleware").await;
@@ -269,7 +231,7 @@ async fn broadcasts_during_a_slow_middleware_reach_the_recovered_socket() {
     t.io.to("r").emit("end", &(0,)).unwrap();
     // The middleware's own emit went out at once, before the CONNECT reply.
     assert_eq!(
-        a.until_end().await,
+        until_end(&mut a).await,
         [
             event("mw", "straight".into()),
             Seen::Connect(sid.clone(), pid),
@@ -290,14 +252,14 @@ async fn a_refused_recovered_socket_gets_nothing_and_joins_no_room() {
     let mut t = start(false).await;
     let (sid, pid, offset) = joined_then_dropped(&mut t).await;
     t.gate.refuse.store(true, Ordering::SeqCst);
-    let mut a = Client::open(t.addr).await;
+    let mut a = Client::open(t.addr, "/socket.io/").await;
     a.send(&format!(r#"40{{"pid":"{pid}","offset":"{offset}"}}"#))
         .await;
     next(&mut t.waiting, "the middleware").await;
     t.io.to("r").emit("m", &(3,)).unwrap();
     t.gate.open.notify_one();
     assert_eq!(
-        Seen::read(&a.recv().await),
+        Seen::read(&recv(&mut a).await),
         Seen::ConnectError("refused".into())
     );
     let adapter = t.io.of("/").adapter().clone();
@@ -310,7 +272,7 @@ async fn a_refused_recovered_socket_gets_nothing_and_joins_no_room() {
     let (new_id, recovered) = next(&mut t.connected, "connection").await;
     assert!(!recovered && new_id != sid);
     t.io.to("r").emit("end", &(0,)).unwrap();
-    let seen = a.until_end().await;
+    let seen = until_end(&mut a).await;
     assert!(
         matches!(&seen[..], [Seen::Connect(s, p), last] if *s == new_id && *p != pid && *last == event("end", 0.into())),
         "{seen:?}"
@@ -334,7 +296,7 @@ async fn skipping_middlewares_recovers_at_once_and_once() {
         }
     });
     let (sid, pid, offset) = joined_then_dropped(&mut t).await;
-    let mut a = Client::open(t.addr).await;
+    let mut a = Client::open(t.addr, "/socket.io/").await;
     a.send(&format!(r#"40{{"pid":"{pid}","offset":"{offset}"}}"#))
         .await;
     assert_eq!(
@@ -343,7 +305,7 @@ async fn skipping_middlewares_recovers_at_once_and_once() {
     );
     t.io.to("r").emit("m", &(4,)).unwrap();
     t.io.to("r").emit("end", &(0,)).unwrap();
-    let mut seen = a.until_end().await;
+    let mut seen = until_end(&mut a).await;
     assert!(!t.gate.ran.load(Ordering::SeqCst), "the middleware ran");
     assert!(t.waiting.try_recv().is_err());
     // Sent live while it joins, so before its CONNECT reply; once.
